@@ -1,0 +1,843 @@
+"""The schedule document (CONTRACT section 2): parse, check, and hold it.
+
+`parse_schedule` turns the JSON document into a `Schedule`, or raises `ScheduleError`
+listing every problem with its field path, so a clinic fixes a document in one round
+trip. Anything that would change when a dose is given and is not understood here is
+rejected, never ignored. Times are resolved once, here: `scheduler.py` only expands.
+
+>>> schedule = load_schedule_file("schedule.json")          # doctest: +SKIP
+>>> schedule.medication("sertraline").dosages[0].quantity     # doctest: +SKIP
+1
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dispenser.timeutil import UTC, parse_utc
+
+SCHEMA = "dispenser.schedule/1"
+
+EVENT_CODES = frozenset(
+    "MORN MORN.early MORN.late NOON AFT AFT.early AFT.late EVE EVE.early EVE.late NIGHT "
+    "PHS IMD HS WAKE C CM CD CV AC ACM ACD ACV PC PCM PCD PCV".split()
+)
+# FHIR defines these as "before" the event; `offset` counts back from them.
+BEFORE_CODES = frozenset({"HS", "AC", "ACM", "ACD", "ACV"})
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+DEFAULT_BEFORE_MIN = 30
+DEFAULT_AFTER_MIN = 120
+MAX_WINDOW_MIN = 1440
+MAX_OFFSET_MIN = 1440
+# Bounds that keep expansion cheap and finite; real regimens are far inside them.
+MAX_COUNT = 10_000
+MAX_PERIOD_DAYS = 366
+MAX_PERIOD_WEEKS = 52
+MIN_INTERVAL = timedelta(minutes=1)
+MAX_INTERVAL = timedelta(days=366)
+
+_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+_CLOCK_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?$")
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATETIME_RE = re.compile(
+    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?$"
+)
+_NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
+_UNIT_HOURS = {"h": Fraction(1), "d": Fraction(24), "wk": Fraction(24 * 7)}
+
+_TOP_KEYS = ("schema", "version", "issued_at", "timezone", "routine", "medications", "signature")
+_MEDICATION_KEYS = ("id", "name", "compartment", "window", "dosage")
+_WINDOW_KEYS = ("before_min", "after_min")
+_ENTRY_KEYS = ("timing", "doseAndRate", "asNeededBoolean", "maxDosePerPeriod")
+# Text for people; they never change when or how much.
+_TEXT_KEYS = ("text", "patientInstruction", "sequence", "route", "additionalInstruction")
+_SCHEDULED_REPEAT_KEYS = (
+    "frequency", "period", "periodUnit", "dayOfWeek", "timeOfDay", "when", "offset",
+    "boundsPeriod", "count",
+)
+_PRN_REPEAT_KEYS = ("frequency", "period", "periodUnit", "boundsPeriod")
+_DOSE_AND_RATE_KEYS = ("doseQuantity", "type")
+_QUANTITY_KEYS = ("value", "unit", "system", "code")
+
+
+class ScheduleError(Exception):
+    """A schedule document that cannot be used; `problems` names every field at fault."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+    def __reduce__(self):
+        return (type(self), (self.problems,))
+
+
+@dataclass(frozen=True)
+class ScheduledDosage:
+    """One scheduled dosage entry, its times resolved to plain numbers.
+
+    `times` (for `d` and `wk`) are offsets from local midnight of a dosing day, already
+    including `when` + `offset`, so they may be negative or past 24 h (the dose then
+    falls on the neighbouring day). `h` entries have `interval` instead: elapsed time
+    from `bounds_start`, not wall clock. `period_days` is 1 for daily, 7*period for `wk`;
+    days with a period above 1 count from `anchor_date` (local date of `bounds_start`).
+    """
+
+    quantity: int
+    period_unit: str
+    times: tuple[timedelta, ...] = ()
+    interval: timedelta | None = None
+    period_days: int = 1
+    days_of_week: frozenset[int] | None = None
+    bounds_start: datetime | None = None
+    bounds_end: datetime | None = None
+    anchor_date: date | None = None
+    count: int | None = None
+
+
+@dataclass(frozen=True)
+class AsNeeded:
+    """An as-needed (PRN) medication's limits: spacing and a rolling maximum."""
+
+    quantity: int
+    min_interval: timedelta
+    max_units: int
+    max_period: timedelta
+    bounds_start: datetime | None = None
+    bounds_end: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Medication:
+    """One compartment's medication: scheduled (`dosages`) or as-needed (`as_needed`)."""
+
+    id: str
+    name: str
+    compartment: int
+    window_before: timedelta
+    window_after: timedelta
+    dosages: tuple[ScheduledDosage, ...] = ()
+    as_needed: AsNeeded | None = None
+
+    @property
+    def is_as_needed(self) -> bool:
+        return self.as_needed is not None
+
+
+@dataclass(frozen=True, eq=False)
+class Schedule:
+    """A checked schedule document. `document` is the original, signature included.
+
+    Compared (and hashed) by identity: compare `document` or `version` for content.
+    """
+
+    version: int
+    issued_at: datetime
+    timezone: str
+    tz: ZoneInfo
+    routine: dict[str, time]
+    medications: tuple[Medication, ...]
+    document: dict
+
+    def medication(self, medication_id: str) -> Medication | None:
+        for medication in self.medications:
+            if medication.id == medication_id:
+                return medication
+        return None
+
+    @property
+    def compartments(self) -> frozenset[int]:
+        return frozenset(m.compartment for m in self.medications)
+
+
+def load_schedule_file(path: str | Path, default_timezone: str | None = None) -> Schedule:
+    """Read and parse a schedule file; any failure is a ScheduleError with one line."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScheduleError([f"{name}: no such file"]) from None
+    except UnicodeDecodeError:
+        raise ScheduleError([f"{name}: not UTF-8 text"]) from None
+    except OSError as exc:
+        raise ScheduleError([f"{name}: cannot be read ({exc.strerror or exc})"]) from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ScheduleError(
+            [f"{name}: not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})"]
+        ) from None
+    return parse_schedule(doc, default_timezone)
+
+
+def parse_schedule(doc: Any, default_timezone: str | None = None) -> Schedule:
+    """Check a schedule document and resolve it; ScheduleError lists every problem."""
+    return _Parser(default_timezone).parse(doc)
+
+
+# -- small checks -----------------------------------------------------------------
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return "a number"
+    return names.get(type(value), type(value).__name__)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _whole(value: Any) -> int | None:
+    """An integer, also from a JSON decimal like 2.0 (FHIR numbers are decimals)."""
+    if _is_int(value):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _positive_number(value: Any) -> Fraction | None:
+    """Exact value of a positive finite JSON number (0.1 stays 1/10)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    exact = Fraction(repr(value)) if isinstance(value, float) else Fraction(value)
+    return exact if exact > 0 else None
+
+
+def _duration(amount: Fraction, unit: str) -> tuple[timedelta | None, str]:
+    """amount * unit as a timedelta, or None and why not.
+
+    Whole seconds, since doses are named by a time in seconds; at least a minute and at
+    most 366 days, which keeps expansion finite and cheap.
+    """
+    seconds = amount * _UNIT_HOURS[unit] * 3600
+    if not MIN_INTERVAL.total_seconds() <= seconds <= MAX_INTERVAL.total_seconds():
+        return None, "must be between 1 minute and 366 days"
+    if seconds.denominator != 1:
+        return None, "must be a whole number of seconds"
+    return timedelta(seconds=int(seconds)), ""
+
+
+def _clock(text: Any) -> time | None:
+    """HH:MM or HH:MM:SS."""
+    if not isinstance(text, str):
+        return None
+    match = _CLOCK_RE.match(text)
+    if not match:
+        return None
+    return time(int(match.group(1)), int(match.group(2)), int(match.group(3) or 0))
+
+
+def _span(moment: time) -> timedelta:
+    return timedelta(hours=moment.hour, minutes=moment.minute, seconds=moment.second)
+
+
+def _format_span(span: timedelta) -> str:
+    """A time-of-day offset for messages: 08:00, or 23:30 (day before) when negative."""
+    days, rest = divmod(int(span.total_seconds()), 86400)
+    text = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}"
+    if rest % 60:
+        text += f":{rest % 60:02d}"
+    return text + {0: "", -1: " (day before)", 1: " (day after)"}.get(days, "")
+
+
+# -- the parser -------------------------------------------------------------------
+
+
+class _Parser:
+    """Walks one document, collecting problems instead of stopping at the first."""
+
+    def __init__(self, default_timezone: str | None):
+        self.default_timezone = default_timezone
+        self.problems: list[str] = []
+        self.tz: ZoneInfo | None = None
+        self.routine: dict[str, time] = {}
+        self.routine_broken = False  # then `when` codes are not blamed a second time
+
+    def problem(self, path: str, message: str) -> None:
+        self.problems.append(f"{path}: {message}")
+
+    def unknown_keys(self, path: str, raw: dict, allowed, message="unknown field") -> None:
+        for key in raw:
+            if key not in allowed:
+                self.problem(f"{path}.{key}" if path else str(key), message)
+
+    def object(self, path: str, raw: Any) -> dict | None:
+        if isinstance(raw, dict):
+            return raw
+        self.problem(path, f"must be an object, not {_kind(raw)}")
+        return None
+
+    # top level
+
+    def parse(self, doc: Any) -> Schedule:
+        if not isinstance(doc, dict):
+            raise ScheduleError([f"(document): must be a JSON object, not {_kind(doc)}"])
+        self.unknown_keys("", doc, _TOP_KEYS)
+        if "schema" not in doc:
+            self.problem("schema", f"is required (must be {_show(SCHEMA)})")
+        elif doc["schema"] != SCHEMA:
+            self.problem("schema", f"must be {_show(SCHEMA)}, not {_show(doc['schema'])}")
+        version = self.version(doc)
+        issued_at = self.issued_at(doc)
+        timezone = self.timezone(doc)
+        if "routine" in doc:
+            self.routine = self.parse_routine(doc["routine"])
+        medications = self.medications(doc.get("medications"))
+        if "signature" in doc:
+            self.object("signature", doc["signature"])
+        if self.problems:
+            raise ScheduleError(self.problems)
+        return Schedule(
+            version=version,
+            issued_at=issued_at,
+            timezone=timezone,
+            tz=self.tz,
+            routine=dict(self.routine),
+            medications=tuple(medications),
+            document=copy.deepcopy(doc),
+        )
+
+    def version(self, doc: dict) -> int:
+        version = doc.get("version")
+        if "version" not in doc:
+            self.problem("version", "is required")
+        elif not _is_int(version) or version < 1:
+            self.problem("version", f"must be an integer >= 1, not {_show(version)}")
+        return version
+
+    def issued_at(self, doc: dict) -> datetime | None:
+        if "issued_at" not in doc:
+            self.problem("issued_at", "is required")
+            return None
+        raw = doc["issued_at"]
+        try:
+            if not isinstance(raw, str):
+                raise ValueError
+            return parse_utc(raw)
+        except ValueError:
+            self.problem("issued_at",
+                         f"must be an ISO date-time with Z or an offset, not {_show(raw)}")
+            return None
+
+    def timezone(self, doc: dict) -> str | None:
+        if "timezone" in doc:
+            name, where = doc["timezone"], ""
+        elif self.default_timezone is not None:
+            name, where = self.default_timezone, " (the configured default)"
+        else:
+            self.problem("timezone", "is required (no default timezone is configured)")
+            return None
+        self.tz = _zone(name)
+        if self.tz is None:
+            self.problem("timezone", f"{_show(name)} is not an IANA time zone name{where}")
+        return name
+
+    def parse_routine(self, raw: Any) -> dict[str, time]:
+        routine: dict[str, time] = {}
+        if self.object("routine", raw) is None:
+            self.routine_broken = True
+            return routine
+        for code, text in raw.items():
+            if code not in EVENT_CODES:
+                self.problem(f"routine.{code}", "is not a FHIR EventTiming code")
+            elif (moment := _clock(text)) is None:
+                self.problem(f"routine.{code}", f"must be a time HH:MM, not {_show(text)}")
+                self.routine_broken = True
+            else:
+                routine[code] = moment
+        return routine
+
+    # medications
+
+    def medications(self, raw: Any) -> list[Medication]:
+        if raw is None:
+            self.problem("medications", "is required")
+            return []
+        if not isinstance(raw, list):
+            self.problem("medications", f"must be a list, not {_kind(raw)}")
+            return []
+        medications, ids, compartments = [], {}, {}
+        for index, item in enumerate(raw):
+            path = f"medications[{index}]"
+            medication = self.medication(path, item)
+            if isinstance(item, dict):
+                self.unique(f"{path}.id", item.get("id"), ids, "medications", index)
+                self.unique(f"{path}.compartment", item.get("compartment"), compartments,
+                            "medications", index)
+            if medication is not None:
+                medications.append(medication)
+        return medications
+
+    def unique(self, path: str, value: Any, seen: dict, where: str, index: int) -> None:
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            if value in seen:
+                self.problem(path, f"{_show(value)} is already used by {where}[{seen[value]}]")
+            else:
+                seen[value] = index
+
+    def medication(self, path: str, raw: Any) -> Medication | None:
+        if self.object(path, raw) is None:
+            return None
+        self.unknown_keys(path, raw, _MEDICATION_KEYS)
+        med_id = raw.get("id")
+        if "id" not in raw:
+            self.problem(f"{path}.id", "is required")
+        elif not isinstance(med_id, str) or not _ID_RE.match(med_id):
+            self.problem(f"{path}.id",
+                         f"must match ^[a-z0-9][a-z0-9_.-]{{0,63}}$, not {_show(med_id)}")
+        name = raw.get("name")
+        if not isinstance(name, str) or not name.strip():
+            self.problem(f"{path}.name", "is required" if "name" not in raw
+                         else f"must be a non-empty string, not {_show(name)}")
+        compartment = raw.get("compartment")
+        if "compartment" not in raw:
+            self.problem(f"{path}.compartment", "is required")
+        elif not _is_int(compartment) or compartment < 1:
+            self.problem(f"{path}.compartment",
+                         f"must be an integer >= 1, not {_show(compartment)}")
+        before, after = self.window(f"{path}.window", raw.get("window", {}))
+        dosages, as_needed = self.dosage_list(f"{path}.dosage", raw.get("dosage"))
+        return Medication(
+            id=med_id, name=name, compartment=compartment,
+            window_before=before, window_after=after,
+            dosages=tuple(dosages), as_needed=as_needed,
+        )
+
+    def window(self, path: str, raw: Any) -> tuple[timedelta, timedelta]:
+        minutes = {"before_min": DEFAULT_BEFORE_MIN, "after_min": DEFAULT_AFTER_MIN}
+        if self.object(path, raw) is not None:
+            self.unknown_keys(path, raw, _WINDOW_KEYS)
+            for key in _WINDOW_KEYS:
+                if key not in raw:
+                    continue
+                value = raw[key]
+                if not _is_int(value) or not 0 <= value <= MAX_WINDOW_MIN:
+                    self.problem(f"{path}.{key}",
+                                 f"must be an integer 0..{MAX_WINDOW_MIN}, not {_show(value)}")
+                else:
+                    minutes[key] = value
+            if minutes["before_min"] == 0 and minutes["after_min"] == 0:
+                self.problem(path, "before_min and after_min cannot both be 0 (no time to take it)")
+        return timedelta(minutes=minutes["before_min"]), timedelta(minutes=minutes["after_min"])
+
+    def dosage_list(self, path: str, raw: Any):
+        if raw is None:
+            self.problem(path, "is required")
+            return [], None
+        if not isinstance(raw, list) or not raw:
+            self.problem(path, f"must be a non-empty list, not {_show(raw)}")
+            return [], None
+        as_needed_flags = [isinstance(e, dict) and e.get("asNeededBoolean") is True for e in raw]
+        if any(as_needed_flags) and len(raw) > 1:
+            self.problem(path, "an as-needed medication has exactly one dosage entry "
+                               "(as-needed and scheduled entries cannot be mixed)")
+        dosages, as_needed = [], None
+        for index, entry in enumerate(raw):
+            parsed = self.dosage(f"{path}[{index}]", entry)
+            if isinstance(parsed, AsNeeded):
+                as_needed = parsed
+            elif parsed is not None:
+                dosages.append(parsed)
+        return dosages, as_needed
+
+    # one dosage entry
+
+    def dosage(self, path: str, raw: Any) -> ScheduledDosage | AsNeeded | None:
+        if self.object(path, raw) is None:
+            return None
+        self.unknown_keys(path, raw, _ENTRY_KEYS + _TEXT_KEYS, "is not supported")
+        flag = raw.get("asNeededBoolean", False)
+        if not isinstance(flag, bool):
+            self.problem(f"{path}.asNeededBoolean", f"must be true or false, not {_show(flag)}")
+            return None
+        quantity = self.dose_quantity(f"{path}.doseAndRate", raw.get("doseAndRate"))
+        if flag:
+            return self.as_needed(path, raw, quantity)
+        if "maxDosePerPeriod" in raw:
+            self.problem(f"{path}.maxDosePerPeriod", "is only allowed with asNeededBoolean true")
+        return self.scheduled(path, raw, quantity)
+
+    def dose_quantity(self, path: str, raw: Any) -> int | None:
+        if raw is None:
+            self.problem(path, "is required")
+            return None
+        if not isinstance(raw, list) or len(raw) != 1:
+            self.problem(path, f"must be a list of exactly one entry, not {_show(raw)}")
+            return None
+        entry_path = f"{path}[0]"
+        if self.object(entry_path, raw[0]) is None:
+            return None
+        self.unknown_keys(entry_path, raw[0], _DOSE_AND_RATE_KEYS, "is not supported")
+        quantity_path = f"{entry_path}.doseQuantity"
+        quantity = raw[0].get("doseQuantity")
+        if quantity is None:
+            self.problem(quantity_path, "is required")
+            return None
+        if self.object(quantity_path, quantity) is None:
+            return None
+        self.unknown_keys(quantity_path, quantity, _QUANTITY_KEYS, "is not supported")
+        value = quantity.get("value")
+        whole = _whole(value)
+        if "value" not in quantity:
+            self.problem(f"{quantity_path}.value", "is required")
+        elif whole is None and isinstance(value, float) and math.isfinite(value):
+            self.problem(f"{quantity_path}.value",
+                         f"must be a whole number of tablets, not {_show(value)}")
+        elif whole is None or whole < 1:
+            self.problem(f"{quantity_path}.value",
+                         f"must be a positive whole number of tablets, not {_show(value)}")
+        else:
+            return whole
+        return None
+
+    def repeat(self, path: str, raw: dict, allowed) -> dict | None:
+        """The entry's timing.repeat object, checked for unknown keys."""
+        timing_path = f"{path}.timing"
+        timing = raw.get("timing")
+        if timing is None:
+            self.problem(timing_path, "is required")
+            return None
+        if self.object(timing_path, timing) is None:
+            return None
+        self.unknown_keys(timing_path, timing, ("repeat",), "is not supported")
+        repeat_path = f"{timing_path}.repeat"
+        if "repeat" not in timing:
+            self.problem(repeat_path, "is required")
+            return None
+        repeat = self.object(repeat_path, timing["repeat"])
+        if repeat is not None:
+            for key in repeat:
+                if key in _SCHEDULED_REPEAT_KEYS and key not in allowed:
+                    self.problem(f"{repeat_path}.{key}", "is not allowed on an as-needed dosage")
+                elif key not in allowed:
+                    self.problem(f"{repeat_path}.{key}", "is not supported")
+        return repeat
+
+    def period_unit(self, path: str, repeat: dict, allowed: tuple[str, ...]) -> str | None:
+        unit = repeat.get("periodUnit")
+        if "periodUnit" not in repeat:
+            self.problem(f"{path}.periodUnit", "is required")
+        elif unit not in allowed:
+            if isinstance(unit, str):
+                self.problem(f"{path}.periodUnit", f"{_show(unit)} is not supported "
+                             f"(use {', '.join(allowed)})")
+            else:
+                self.problem(f"{path}.periodUnit", f"must be one of {', '.join(allowed)}")
+        else:
+            return unit
+        return None
+
+    def frequency(self, path: str, repeat: dict) -> int | None:
+        value = repeat.get("frequency")
+        if "frequency" not in repeat:
+            self.problem(f"{path}.frequency", "is required")
+        elif not _is_int(value) or value < 1:
+            self.problem(f"{path}.frequency", f"must be an integer >= 1, not {_show(value)}")
+        else:
+            return value
+        return None
+
+    def period(self, path: str, repeat: dict, unit: str | None) -> Fraction | None:
+        value = repeat.get("period")
+        if "period" not in repeat:
+            self.problem(f"{path}.period", "is required")
+            return None
+        number = _positive_number(value)
+        if number is None:
+            self.problem(f"{path}.period", f"must be a positive number, not {_show(value)}")
+            return None
+        if unit in ("d", "wk"):
+            limit = MAX_PERIOD_DAYS if unit == "d" else MAX_PERIOD_WEEKS
+            if number.denominator != 1 or number > limit:
+                self.problem(f"{path}.period", f"must be a whole number 1..{limit} "
+                                               f"with {_show(unit)}, not {_show(value)}")
+                return None
+        return number
+
+    def interval(self, path: str, period: Fraction | None, frequency: int | None,
+                 unit: str | None) -> timedelta | None:
+        """period/frequency in unit, within sane limits."""
+        if period is None or frequency is None or unit is None:
+            return None
+        interval, why = _duration(period / frequency, unit)
+        if interval is None:
+            self.problem(f"{path}.period", f"period/frequency {why}")
+        return interval
+
+    def bounds(self, path: str, repeat: dict) -> tuple[datetime | None, datetime | None, bool]:
+        """(start, end, ok) of boundsPeriod, as aware UTC."""
+        if "boundsPeriod" not in repeat:
+            return None, None, True
+        bounds_path = f"{path}.boundsPeriod"
+        raw = self.object(bounds_path, repeat["boundsPeriod"])
+        if raw is None:
+            return None, None, False
+        self.unknown_keys(bounds_path, raw, ("start", "end"), "is not supported")
+        start = self.moment(f"{bounds_path}.start", raw["start"]) if "start" in raw else None
+        end = self.moment(f"{bounds_path}.end", raw["end"]) if "end" in raw else None
+        ok = ("start" not in raw or start is not None) and ("end" not in raw or end is not None)
+        if start is not None and end is not None and end <= start:
+            self.problem(f"{bounds_path}.end", "must be after start")
+            ok = False
+        return start, end, ok
+
+    def moment(self, path: str, text: Any) -> datetime | None:
+        """A FHIR date (local midnight) or dateTime (local when without offset) -> UTC."""
+        if not isinstance(text, str) or not (_DATE_RE.match(text) or _DATETIME_RE.match(text)):
+            self.problem(path, f"must be a date YYYY-MM-DD or a date-time, not {_show(text)}")
+            return None
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            self.problem(path, f"{_show(text)} is not a valid date")
+            return None
+        if moment.microsecond:
+            self.problem(path, "must be in whole seconds")
+            return None
+        if moment.tzinfo is None:
+            if self.tz is None:
+                return None  # the timezone problem is already reported
+            moment = moment.replace(tzinfo=self.tz)
+        return moment.astimezone(UTC)
+
+    def as_needed(self, path: str, raw: dict, quantity: int | None) -> AsNeeded | None:
+        repeat = self.repeat(path, raw, _PRN_REPEAT_KEYS)
+        max_units, max_period = self.max_dose(f"{path}.maxDosePerPeriod", raw)
+        if repeat is None:
+            return None
+        rpath = f"{path}.timing.repeat"
+        unit = self.period_unit(rpath, repeat, ("h", "d"))
+        frequency = self.frequency(rpath, repeat)
+        interval = self.interval(rpath, self.period(rpath, repeat, unit), frequency, unit)
+        start, end, ok = self.bounds(rpath, repeat)
+        if None in (quantity, max_units, max_period, interval) or not ok:
+            return None
+        if quantity > max_units:
+            self.problem(f"{path}.maxDosePerPeriod.numerator.value",
+                         f"is below the dose itself ({quantity})")
+            return None
+        return AsNeeded(quantity=quantity, min_interval=interval, max_units=max_units,
+                        max_period=max_period, bounds_start=start, bounds_end=end)
+
+    def max_dose(self, path: str, raw: dict) -> tuple[int | None, timedelta | None]:
+        """maxDosePerPeriod: required, since an as-needed dose without a limit is unsafe."""
+        if "maxDosePerPeriod" not in raw:
+            self.problem(path, "is required for an as-needed dosage (a limit per period)")
+            return None, None
+        ratio = self.object(path, raw["maxDosePerPeriod"])
+        if ratio is None:
+            return None, None
+        self.unknown_keys(path, ratio, ("numerator", "denominator"), "is not supported")
+        numerator = self.quantity(f"{path}.numerator", ratio.get("numerator"), "numerator" in ratio)
+        denominator = self.quantity(f"{path}.denominator", ratio.get("denominator"),
+                                    "denominator" in ratio)
+        units = None
+        if numerator is not None:
+            units = _whole(numerator.get("value"))
+            if units is None or units < 1:
+                self.problem(f"{path}.numerator.value",
+                             f"must be a positive whole number of tablets, "
+                             f"not {_show(numerator.get('value'))}")
+                units = None
+        period = None
+        if denominator is not None:
+            period = self.limit_period(f"{path}.denominator", denominator)
+        return units, period
+
+    def quantity(self, path: str, raw: Any, present: bool) -> dict | None:
+        if not present:
+            self.problem(path, "is required")
+            return None
+        if self.object(path, raw) is None:
+            return None
+        self.unknown_keys(path, raw, _QUANTITY_KEYS, "is not supported")
+        return raw
+
+    def limit_period(self, path: str, raw: dict) -> timedelta | None:
+        """value * unit; the UCUM `code` wins over the display `unit` when both exist."""
+        unit_key = "code" if "code" in raw else "unit"
+        unit = raw.get(unit_key)
+        amount = _positive_number(raw.get("value"))
+        if amount is None:
+            self.problem(f"{path}.value",
+                         f"must be a positive number, not {_show(raw.get('value'))}")
+        if unit not in ("h", "d", "wk"):
+            self.problem(f"{path}.{unit_key}", f"must be h, d or wk, not {_show(unit)}")
+            return None
+        if amount is None:
+            return None
+        period, why = _duration(amount, unit)
+        if period is None:
+            self.problem(f"{path}.value", f"{_show(raw.get('value'))} {unit} {why}")
+        return period
+
+    def scheduled(self, path: str, raw: dict, quantity: int | None) -> ScheduledDosage | None:
+        repeat = self.repeat(path, raw, _SCHEDULED_REPEAT_KEYS)
+        if repeat is None:
+            return None
+        rpath = f"{path}.timing.repeat"
+        before = len(self.problems)
+        unit = self.period_unit(rpath, repeat, ("h", "d", "wk"))
+        frequency = self.frequency(rpath, repeat)
+        period = self.period(rpath, repeat, unit)
+        start, end, _ = self.bounds(rpath, repeat)
+        count = self.count(rpath, repeat)
+        fields: dict[str, Any] = {}
+        if unit == "h":
+            self.refuse(rpath, repeat, ("timeOfDay", "when", "offset", "dayOfWeek"),
+                        'is not allowed with periodUnit "h" (a dose every period/frequency hours)')
+            fields["interval"] = self.interval(rpath, period, frequency, unit)
+        elif unit in ("d", "wk"):
+            fields["times"] = self.times(rpath, repeat, frequency)
+            fields["days_of_week"] = self.days_of_week(rpath, repeat, unit, period)
+            if period is not None:
+                fields["period_days"] = int(period) * (7 if unit == "wk" else 1)
+        needs_start = unit in ("h", "wk") or count is not None or fields.get("period_days", 1) > 1
+        bounds = repeat.get("boundsPeriod", {})
+        if needs_start and isinstance(bounds, dict) and "start" not in bounds:
+            self.problem(f"{rpath}.boundsPeriod.start", self.why_start(unit, count, period))
+        if len(self.problems) > before or quantity is None or unit is None:
+            return None
+        anchor = start.astimezone(self.tz).date() if start is not None and self.tz else None
+        return ScheduledDosage(quantity=quantity, period_unit=unit, bounds_start=start,
+                               bounds_end=end, anchor_date=anchor, count=count, **fields)
+
+    @staticmethod
+    def why_start(unit: str | None, count: int | None, period: Fraction | None) -> str:
+        if count is not None:
+            reason = "count counts from it"
+        elif unit == "h":
+            reason = "doses every period/frequency hours count from it"
+        elif unit == "wk":
+            reason = "a weekly dose is given on its weekday"
+        else:
+            reason = f"every {period} days counts from it"
+        return f"is required ({reason})"
+
+    def refuse(self, path: str, repeat: dict, keys, message: str) -> None:
+        for key in keys:
+            if key in repeat:
+                self.problem(f"{path}.{key}", message)
+
+    def count(self, path: str, repeat: dict) -> int | None:
+        if "count" not in repeat:
+            return None
+        value = repeat["count"]
+        if not _is_int(value) or not 1 <= value <= MAX_COUNT:
+            self.problem(f"{path}.count", f"must be an integer 1..{MAX_COUNT}, not {_show(value)}")
+            return None
+        return value
+
+    def days_of_week(self, path: str, repeat: dict, unit: str,
+                     period: Fraction | None) -> frozenset[int] | None:
+        if "dayOfWeek" not in repeat:
+            return None
+        raw = repeat["dayOfWeek"]
+        if unit != "d":
+            self.problem(f"{path}.dayOfWeek", "is only allowed with periodUnit \"d\"")
+            return None
+        if period is not None and period != 1:
+            self.problem(f"{path}.dayOfWeek", "is only allowed with period 1")
+            return None
+        if not isinstance(raw, list) or not raw:
+            self.problem(f"{path}.dayOfWeek", f"must be a non-empty list, not {_show(raw)}")
+            return None
+        days = set()
+        for index, day in enumerate(raw):
+            if day not in WEEKDAYS:
+                self.problem(f"{path}.dayOfWeek[{index}]",
+                             f"must be one of {', '.join(WEEKDAYS)}, not {_show(day)}")
+            elif WEEKDAYS.index(day) in days:
+                self.problem(f"{path}.dayOfWeek[{index}]", f"{_show(day)} is given twice")
+            else:
+                days.add(WEEKDAYS.index(day))
+        return frozenset(days)
+
+    def times(self, path: str, repeat: dict, frequency: int | None) -> tuple[timedelta, ...]:
+        """Times of a dosing day: timeOfDay, or when (+ offset) from the routine."""
+        has_time, has_when = "timeOfDay" in repeat, "when" in repeat
+        if has_time and has_when:
+            self.problem(f"{path}.when", "cannot be combined with timeOfDay (name times one way)")
+            return ()
+        if "offset" in repeat and not has_when:
+            self.problem(f"{path}.offset", "is only allowed with when")
+        if not has_time and not has_when:
+            self.problem(f"{path}.timeOfDay", "is required with periodUnit \"d\" or \"wk\" "
+                                              "(or when)")
+            return ()
+        key = "timeOfDay" if has_time else "when"
+        raw = repeat[key]
+        if not isinstance(raw, list) or not raw:
+            self.problem(f"{path}.{key}", f"must be a non-empty list, not {_show(raw)}")
+            return ()
+        spans = self.time_of_day(path, raw) if has_time else self.when(path, repeat, raw)
+        if frequency is not None and frequency != len(raw):
+            self.problem(f"{path}.frequency",
+                         f"is {frequency} but {key} names {len(raw)} time(s); they must match")
+        seen: dict[timedelta, int] = {}
+        for index, span in spans:
+            if span in seen:
+                self.problem(f"{path}.{key}[{index}]",
+                             f"gives {_format_span(span)}, already given by {key}[{seen[span]}]")
+            else:
+                seen[span] = index
+        return tuple(sorted(seen))
+
+    def time_of_day(self, path: str, raw: list) -> list[tuple[int, timedelta]]:
+        spans = []
+        for index, text in enumerate(raw):
+            moment = _clock(text)
+            if moment is None:
+                self.problem(f"{path}.timeOfDay[{index}]",
+                             f"must be a time HH:MM:SS, not {_show(text)}")
+            else:
+                spans.append((index, _span(moment)))
+        return spans
+
+    def when(self, path: str, repeat: dict, raw: list) -> list[tuple[int, timedelta]]:
+        offset = repeat.get("offset", 0)
+        if not _is_int(offset) or not 0 <= offset <= MAX_OFFSET_MIN:
+            self.problem(f"{path}.offset",
+                         f"must be an integer 0..{MAX_OFFSET_MIN} (minutes), not {_show(offset)}")
+            offset = 0
+        spans = []
+        for index, code in enumerate(raw):
+            if code not in EVENT_CODES:
+                self.problem(f"{path}.when[{index}]",
+                             f"{_show(code)} is not a FHIR EventTiming code")
+            elif code not in self.routine and not self.routine_broken:
+                self.problem(f"{path}.when[{index}]",
+                             f"{_show(code)} is not in routine (give it a clock time there)")
+            elif code in self.routine:
+                shift = timedelta(minutes=-offset if code in BEFORE_CODES else offset)
+                spans.append((index, _span(self.routine[code]) + shift))
+        return spans
+
+
+def _zone(name: Any) -> ZoneInfo | None:
+    if not isinstance(name, str) or name in _NOT_ZONES:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return None
