@@ -1,0 +1,111 @@
+"""Event records, their canonical JSON and the hash chain (contract section 3).
+
+Pure: no clock, no storage. The store gives a draft its `seq`, `at` and hashes
+through `build_event`; `verify_chain` checks a log read back from anywhere.
+
+    >>> at = datetime(2026, 11, 21, 13, 3, 12, tzinfo=timezone.utc)
+    >>> first = build_event(Draft("device.started", {}, "e-1"), "disp-0001", 1, at, GENESIS)
+    >>> verify_chain([first])
+    (True, None, '1 event, chain intact')
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Iterable
+
+from .timeutil import format_at
+
+GENESIS = "0" * 64
+SCHEMA = "dispenser.event/1"
+
+EVENT_KEYS = ("schema", "event_id", "device_id", "seq", "type", "at", "data", "prev_hash", "hash")
+
+
+def canonical(obj: Any) -> str:
+    """The one JSON form that is hashed and signed: sorted keys, no spaces, UTF-8 text.
+
+    NaN and infinities are refused: they are not JSON, and a clinic parser would choke.
+    """
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def event_hash(prev_hash: str, event: dict) -> str:
+    """sha256 of the previous hash followed by the canonical event without its `hash`."""
+    body = {key: value for key, value in event.items() if key != "hash"}
+    return hashlib.sha256((prev_hash + canonical(body)).encode("utf-8")).hexdigest()
+
+
+def new_event_id() -> str:
+    """A fresh random event id; the clinic deduplicates on it."""
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True)
+class Draft:
+    """An event before the log gives it `seq`, `at` and hashes.
+
+    An empty `event_id` lets the store pick one with its id factory, so that the
+    simulator can make ids deterministic; give one when another event must name it.
+    """
+
+    type: str
+    data: dict
+    event_id: str = ""
+
+
+def build_event(draft: Draft, device_id: str, seq: int, at: datetime, prev_hash: str) -> dict:
+    """The full event record for `draft` at position `seq`, chained to `prev_hash`."""
+    event = {
+        "schema": SCHEMA,
+        "event_id": draft.event_id,
+        "device_id": device_id,
+        "seq": seq,
+        "type": draft.type,
+        "at": format_at(at),
+        "data": json.loads(canonical(draft.data)),  # a copy, exactly as it reads back
+        "prev_hash": prev_hash,
+    }
+    event["hash"] = event_hash(prev_hash, event)
+    return event
+
+
+def verify_chain(events: Iterable[dict]) -> tuple[bool, int | None, str]:
+    """Check a log in `seq` order: (ok, first bad seq or None, a short reason).
+
+    Stops at the first problem, so a caller reading a long log lazily reads no further.
+    """
+    expected_seq, prev_hash, prev_at = 1, GENESIS, ""
+    for event in events:
+        problem = _problem(event, expected_seq, prev_hash, prev_at)
+        if problem is not None:
+            return (False, *problem)
+        expected_seq, prev_hash, prev_at = expected_seq + 1, event["hash"], event["at"]
+    count = expected_seq - 1
+    return True, None, f"{count} event{'' if count == 1 else 's'}, chain intact"
+
+
+def _problem(event: dict, expected_seq: int, prev_hash: str, prev_at: str) -> tuple[int, str] | None:
+    """What is wrong with one event given its predecessor, as (seq to name, reason)."""
+    missing = [key for key in EVENT_KEYS if key not in event]
+    if missing:
+        return expected_seq, f"field {missing[0]} missing"
+    seq = event["seq"]
+    if not isinstance(seq, int) or isinstance(seq, bool):
+        return expected_seq, "seq is not an integer"
+    if seq > expected_seq:
+        return expected_seq, f"seq {expected_seq} missing"
+    if seq < expected_seq:
+        return seq, f"seq {seq} out of order or repeated"
+    if event_hash(event["prev_hash"], event) != event["hash"]:
+        return seq, "hash does not match its content"
+    if event["prev_hash"] != prev_hash:
+        if seq == 1:
+            return seq, "prev_hash of the first event is not the genesis hash"
+        return seq, "prev_hash does not match the previous event's hash"
+    if not isinstance(event["at"], str) or event["at"] < prev_at:
+        return seq, "at goes back in time"
+    return None

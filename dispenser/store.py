@@ -1,0 +1,539 @@
+"""The dispenser's SQLite file: the event log, the outbox, schedules, release intents.
+
+One `Store` is one connection. The daemon's Store appends; the MQTT thread opens its
+own Store on the same file and only reads the outbox and marks rows sent (WAL lets
+both work at once, `busy_timeout` covers the short write locks).
+
+    >>> store = Store.open(":memory:", "disp-0001")
+    >>> now = datetime(2026, 11, 21, 6, 0, tzinfo=timezone.utc)
+    >>> [event] = store.append([Draft("device.started", {})], now)
+    >>> event["seq"], store.backlog()
+    (1, 1)
+
+Everything an append writes (events, their outbox rows, release intents, a schedule
+document) is one transaction: after a crash or power cut either all of it is on disk
+or none of it is.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping
+from urllib.parse import quote
+
+from sqlite_utils import Database, Migrations
+
+from .events import GENESIS, Draft, build_event, canonical, new_event_id, verify_chain
+from .timeutil import format_at, parse_utc, truncate_ms
+
+APP = "dispenser"
+RELEASE_TYPES = frozenset({"dose.released", "prn.released"})
+OUTCOMES = frozenset({"done", "failed", "uncertain"})
+TABLES = ("meta", "events", "outbox", "schedules", "releases")
+RESERVED_META = frozenset({"app", "device_id"})
+
+
+class StoreError(Exception):
+    """The database cannot be used or a write failed; `str()` is one line for the user."""
+
+
+# --- schema ---------------------------------------------------------------------------
+
+MIGRATIONS = Migrations(APP)
+MIGRATION_NAMES: list[str] = []
+
+
+def _migration(name: str):
+    """Register a numbered migration; they apply in the order they are defined."""
+    MIGRATION_NAMES.append(name)
+    return MIGRATIONS(name=name)
+
+
+def _run(db: Database, statements: Iterable[str]) -> None:
+    """One statement at a time: `executescript` would commit the migration's transaction."""
+    for statement in statements:
+        db.execute(statement)
+
+
+@_migration("0001_log")
+def _m0001_log(db: Database) -> None:
+    """The log and everything that must change with it in one transaction."""
+    _run(db, [
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        """CREATE TABLE events (
+            seq INTEGER PRIMARY KEY CHECK (seq > 0),
+            event_id TEXT NOT NULL UNIQUE,
+            schema TEXT NOT NULL,
+            type TEXT NOT NULL,
+            at TEXT NOT NULL,
+            data TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL)""",
+        """CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+            BEGIN SELECT RAISE(ABORT, 'events are append-only'); END""",
+        """CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+            BEGIN SELECT RAISE(ABORT, 'events are append-only'); END""",
+        """CREATE TABLE outbox (
+            seq INTEGER PRIMARY KEY REFERENCES events(seq),
+            sent_at TEXT)""",
+        """CREATE TABLE schedules (
+            version INTEGER PRIMARY KEY,
+            document TEXT NOT NULL,
+            applied_seq INTEGER NOT NULL REFERENCES events(seq))""",
+        """CREATE TRIGGER schedules_no_update BEFORE UPDATE ON schedules
+            BEGIN SELECT RAISE(ABORT, 'schedules are append-only'); END""",
+        """CREATE TABLE releases (
+            event_id TEXT PRIMARY KEY REFERENCES events(event_id),
+            outcome TEXT CHECK (outcome IN ('done', 'failed', 'uncertain')),
+            completed_at TEXT)""",
+        """CREATE TRIGGER releases_complete_once BEFORE UPDATE ON releases
+            WHEN OLD.outcome IS NOT NULL
+            BEGIN SELECT RAISE(ABORT, 'release already completed'); END""",
+    ])
+
+
+@_migration("0002_indexes")
+def _m0002_indexes(db: Database) -> None:
+    """`log --since` and the outbox backlog stay fast when the log holds years of events."""
+    _run(db, [
+        "CREATE INDEX events_at ON events(at)",
+        "CREATE INDEX outbox_unsent ON outbox(seq) WHERE sent_at IS NULL",
+    ])
+
+
+def _create_file(path: Path, device_id: str, stop_before: str | None = None) -> None:
+    """Build a new database beside `path` and link it into place complete.
+
+    A half-created file would be refused at the next start (an empty file may be a
+    log lost to the filesystem), so creation must be all or nothing.
+    """
+    temp = path.with_name(f".{path.name}.{os.getpid()}.new")
+    temp.unlink(missing_ok=True)
+    db = Database(sqlite3.connect(temp))
+    try:
+        db.execute("PRAGMA synchronous=FULL")
+        _migrate(db, stop_before)
+        _stamp(db, device_id)
+    finally:
+        db.close()
+    _fsync(temp)
+    try:
+        os.link(temp, path)  # fails if another process created it meanwhile: theirs wins
+    except FileExistsError:
+        pass
+    finally:
+        temp.unlink()
+    _fsync(path.parent)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _migrate(db: Database, stop_before: str | None = None) -> None:
+    """Apply pending migrations in order, each in its own transaction."""
+    MIGRATIONS.apply(db, stop_before=stop_before)
+
+
+def _stamp(db: Database, device_id: str) -> None:
+    """Mark a new database as ours and bind it to one device."""
+    with db.atomic():
+        db.execute("INSERT INTO meta (key, value) VALUES ('app', ?), ('device_id', ?)", [APP, device_id])
+
+
+# --- the store --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Tail:
+    """What the next append chains to; replaced only after a commit."""
+
+    seq: int = 0
+    hash: str = GENESIS
+    at: str = ""  # as stored: the fixed `at` format sorts as time does
+
+
+class _Unreadable(Exception):
+    def __init__(self, seq: int, reason: str):
+        self.seq, self.reason = seq, reason
+
+
+_EVENT_COLUMNS = "seq, event_id, schema, type, at, data, prev_hash, hash"
+
+
+class Store:
+    """The dispenser's database. Open with `Store.open(path, device_id)`.
+
+    `db` is the sqlite-utils `Database`, for tests and tooling; write through the
+    methods only, so that the cached tail of the chain stays true.
+    """
+
+    def __init__(self, db: Database, name: str, device_id: str, id_factory: Callable[[], str]):
+        self.db = db
+        self.name = name
+        self.device_id = device_id
+        self._id_factory = id_factory
+        self._tail = self._read_tail()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, device_id: str,
+             id_factory: Callable[[], str] | None = None) -> "Store":
+        """Open (or create) the database at `path`, or `":memory:"`; StoreError if unusable."""
+        name = str(path)
+        if name == ":memory:":
+            db = Database(memory=True)
+            _configure(db, name, wal=False)
+            _migrate(db)
+            _stamp(db, device_id)
+        else:
+            db = _open_file(Path(path), device_id)
+        return cls(db, name, device_id, id_factory or new_event_id)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- writing -------------------------------------------------------------------------
+
+    def append(self, drafts: Iterable[Draft], now: datetime,
+               schedule_document: dict | None = None, *,
+               complete_releases: Mapping[str, str] | None = None) -> list[dict]:
+        """Log `drafts` in one transaction and return the full events.
+
+        `at` is `now` to the millisecond, or the last event's `at` if the clock went
+        back. A `dose.released`/`prn.released` also records its release intent; a
+        `schedule_document` is saved with its `schedule.applied` event; and
+        `complete_releases` ({event_id: outcome}) closes intents in the same
+        transaction, so that e.g. a `dose.release_uncertain` is never logged twice.
+        """
+        drafts = list(drafts)
+        if not drafts:
+            return []
+        try:
+            with self._writing():
+                self._tail = self._read_tail()  # the true tail, even if another process appended
+                events = self._build(drafts, now)
+                schedule_row = self._schedule_row(events, schedule_document)
+                self._insert(events, schedule_row)
+                for event_id, outcome in (complete_releases or {}).items():
+                    self._complete(event_id, outcome, now)
+        except sqlite3.Error as error:
+            self._tail = self._reread_tail()
+            raise self._error("cannot append", error) from error
+        last = events[-1]
+        self._tail = _Tail(last["seq"], last["hash"], last["at"])
+        return events
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """A write transaction that takes the write lock first (BEGIN IMMEDIATE).
+
+        A `dispenser refill` may append beside the running daemon: with the lock taken
+        before the tail is read, the two never fork the chain, and the busy timeout
+        makes one wait for the other.
+        """
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _build(self, drafts: list[Draft], now: datetime) -> list[dict]:
+        at = self._clamped(now)
+        seq, prev_hash, events = self._tail.seq, self._tail.hash, []
+        for draft in drafts:
+            if not isinstance(draft.data, dict):
+                raise StoreError(f"{self.name}: cannot append {draft.type}: data is not an object")
+            seq += 1
+            draft = draft if draft.event_id else Draft(draft.type, draft.data, self._id_factory())
+            try:
+                event = build_event(draft, self.device_id, seq, at, prev_hash)
+            except (TypeError, ValueError) as error:
+                raise StoreError(f"{self.name}: cannot append {draft.type}: data is not JSON ({error})") from error
+            events.append(event)
+            prev_hash = event["hash"]
+        return events
+
+    def _clamped(self, now: datetime) -> datetime:
+        """`now` to the ms, or the last event's `at` if the clock went back."""
+        at = truncate_ms(_aware(now))
+        if format_at(at) >= self._tail.at:
+            return at
+        try:
+            return parse_utc(self._tail.at)
+        except ValueError:
+            raise StoreError(f"{self.name}: cannot append: event {self._tail.seq} has a damaged time") from None
+
+    def _schedule_row(self, events: list[dict], document: dict | None) -> tuple | None:
+        """The `schedules` row, which must travel with a `schedule.applied` of its version."""
+        if document is None:
+            return None
+        version = document.get("version")
+        applied = [e for e in events if e["type"] == "schedule.applied"
+                   and e["data"].get("version", version) == version]
+        if not isinstance(version, int) or not applied:
+            raise StoreError(f"{self.name}: a schedule document needs its version and a schedule.applied event")
+        return version, canonical(document), applied[-1]["seq"]
+
+    def _insert(self, events: list[dict], schedule_row: tuple | None) -> None:
+        conn = self.db.conn
+        conn.executemany(
+            f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(e["seq"], e["event_id"], e["schema"], e["type"], e["at"], canonical(e["data"]),
+              e["prev_hash"], e["hash"]) for e in events])
+        conn.executemany("INSERT INTO outbox (seq) VALUES (?)", [(e["seq"],) for e in events])
+        conn.executemany("INSERT INTO releases (event_id) VALUES (?)",
+                         [(e["event_id"],) for e in events if e["type"] in RELEASE_TYPES])
+        if schedule_row is not None:
+            conn.execute("INSERT INTO schedules (version, document, applied_seq) VALUES (?, ?, ?)",
+                         schedule_row)
+
+    def complete_release(self, event_id: str, outcome: str, now: datetime) -> None:
+        """Record how a release ended: "done", "failed" or "uncertain"."""
+        try:
+            with self.db.atomic():
+                self._complete(event_id, outcome, now)
+        except sqlite3.Error as error:
+            raise self._error("cannot complete release", error) from error
+
+    def _complete(self, event_id: str, outcome: str, now: datetime) -> None:
+        if outcome not in OUTCOMES:
+            raise StoreError(f"{self.name}: release outcome {outcome!r} is not one of {sorted(OUTCOMES)}")
+        row = self.db.execute("SELECT outcome FROM releases WHERE event_id = ?", [event_id]).fetchone()
+        if row is None:
+            raise StoreError(f"{self.name}: no release intent for event {event_id}")
+        if row[0] is not None:
+            raise StoreError(f"{self.name}: release {event_id} already completed as {row[0]}")
+        self.db.execute("UPDATE releases SET outcome = ?, completed_at = ? WHERE event_id = ?",
+                        [outcome, format_at(_aware(now)), event_id])
+
+    def meta_set(self, key: str, value: str) -> None:
+        if key in RESERVED_META:
+            raise StoreError(f"{self.name}: meta key {key!r} is fixed when the database is created")
+        if not isinstance(value, str):
+            raise TypeError("meta values are text")
+        try:
+            with self.db.atomic():
+                self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [key, value])
+        except sqlite3.Error as error:
+            raise self._error("cannot write meta", error) from error
+
+    # --- reading -------------------------------------------------------------------------
+
+    def events(self, since_seq: int = 0) -> Iterator[dict]:
+        """Events with `seq > since_seq`, in order, read lazily.
+
+        Exhaust or drop the iterator soon: while it is open it holds a read snapshot,
+        and the WAL cannot be checkpointed past it.
+        """
+        rows = self.db.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq", [since_seq])
+        return (self._event(row) for row in rows)
+
+    def events_since(self, at_iso: str) -> Iterator[dict]:
+        """Events with `at` at or after an ISO time with an offset (`log --since`)."""
+        since = format_at(parse_utc(at_iso))
+        rows = self.db.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE at >= ? ORDER BY seq", [since])
+        return (self._event(row) for row in rows)
+
+    def last_event(self) -> dict | None:
+        row = self.db.execute(f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        return None if row is None else self._event(row)
+
+    def event_count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM events").fetchone()[0]
+
+    def schedule_document(self, version: int) -> dict | None:
+        row = self.db.execute("SELECT document FROM schedules WHERE version = ?", [version]).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def current_schedule_version(self) -> int | None:
+        """The highest version saved with its `schedule.applied` event, or None."""
+        return self.db.execute("SELECT max(version) FROM schedules").fetchone()[0]
+
+    def open_releases(self) -> list[dict]:
+        """Release events whose intent has no outcome: the servo may or may not have moved."""
+        rows = self.db.execute(
+            f"SELECT {', '.join('e.' + c for c in _EVENT_COLUMNS.split(', '))} FROM releases r "
+            "JOIN events e ON e.event_id = r.event_id WHERE r.outcome IS NULL ORDER BY e.seq")
+        return [self._event(row) for row in rows]
+
+    def meta_get(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return None if row is None else row[0]
+
+    # --- outbox --------------------------------------------------------------------------
+
+    def unsent(self, limit: int) -> list[tuple[int, str]]:
+        """Up to `limit` unsent events, oldest first, as (seq, canonical event JSON)."""
+        if limit < 0:
+            raise ValueError("limit must not be negative")  # SQLite would read it as "no limit"
+        rows = self.db.execute(
+            f"SELECT {', '.join('e.' + c for c in _EVENT_COLUMNS.split(', '))} FROM outbox o "
+            "JOIN events e ON e.seq = o.seq WHERE o.sent_at IS NULL ORDER BY o.seq LIMIT ?",
+            [limit]).fetchall()
+        return [(row[0], canonical(self._event(row))) for row in rows]
+
+    def mark_sent(self, seqs: Iterable[int], now: datetime) -> None:
+        """The broker acknowledged these: they leave the outbox (rows already sent keep their time)."""
+        sent_at = format_at(_aware(now))
+        try:
+            with self.db.atomic():
+                self.db.conn.executemany(
+                    "UPDATE outbox SET sent_at = ? WHERE seq = ? AND sent_at IS NULL",
+                    [(sent_at, seq) for seq in seqs])
+        except sqlite3.Error as error:
+            raise self._error("cannot mark events sent", error) from error
+
+    def backlog(self) -> int:
+        return self.db.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0]
+
+    # --- integrity -----------------------------------------------------------------------
+
+    def verify(self) -> tuple[bool, int | None, str]:
+        """Check the stored chain from its columns, so edits behind the triggers show."""
+        rows = self.db.execute(f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY seq")
+        try:
+            return verify_chain(self._event(row, strict=True) for row in rows)
+        except _Unreadable as bad:
+            return False, bad.seq, bad.reason
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _event(self, row: tuple, strict: bool = False) -> dict:
+        seq, event_id, schema, type_, at, data, prev_hash, hash_ = row
+        try:
+            parsed = json.loads(data)
+        except (TypeError, ValueError):
+            if strict:
+                raise _Unreadable(seq, "data is not valid JSON") from None
+            raise StoreError(f"{self.name}: event {seq} is damaged (data is not valid JSON)") from None
+        return {"schema": schema, "event_id": event_id, "device_id": self.device_id, "seq": seq,
+                "type": type_, "at": at, "data": parsed, "prev_hash": prev_hash, "hash": hash_}
+
+    def _read_tail(self) -> _Tail:
+        row = self.db.execute("SELECT seq, hash, at FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        return _Tail() if row is None else _Tail(*row)
+
+    def _reread_tail(self) -> _Tail:
+        """After a failed write, trust the file; if it cannot be read, keep what we had."""
+        try:
+            return self._read_tail()
+        except sqlite3.Error:
+            return self._tail
+
+    def _error(self, doing: str, error: BaseException) -> StoreError:
+        return StoreError(f"{self.name}: {doing}: {_one_line(error)}")
+
+
+# --- opening a file ---------------------------------------------------------------------
+
+
+def _open_file(path: Path, device_id: str) -> Database:
+    """Open an existing dispenser database (creating a new one if there is none)."""
+    if not path.parent.is_dir():
+        raise StoreError(f"{path}: directory {path.parent} does not exist")
+    if not path.exists():
+        try:
+            _create_file(path, device_id)
+        except (OSError, sqlite3.Error) as error:
+            raise StoreError(f"{path}: cannot create database ({_one_line(error)})") from error
+    if not path.is_file():
+        raise StoreError(f"{path}: not a file")
+    try:
+        conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=rw", uri=True)
+    except sqlite3.Error as error:
+        raise StoreError(f"{path}: cannot open ({_one_line(error)})") from error
+    db = Database(conn)
+    try:
+        db.execute("PRAGMA busy_timeout=5000")
+        _check_identity(db, path, device_id)
+        _configure(db, str(path), wal=True)
+        _migrate(db)
+        _check_tables(db, path)
+    except StoreError:
+        db.close()
+        raise
+    except sqlite3.Error as error:
+        db.close()
+        raise StoreError(f"{path}: cannot open ({_one_line(error)})") from error
+    return db
+
+
+def _check_identity(db: Database, path: Path, device_id: str) -> None:
+    """Refuse, before writing anything, a file that is not this device's intact database."""
+    def refuse(reason: str) -> StoreError:
+        return StoreError(f"{path}: not a dispenser database ({reason})")
+
+    try:
+        problems = [row[0] for row in db.execute("PRAGMA quick_check").fetchall()]
+    except sqlite3.DatabaseError as error:
+        if "malformed" in str(error):
+            raise StoreError(f"{path}: database is damaged ({_one_line(error)})") from error
+        raise refuse(_one_line(error)) from error
+    if problems != ["ok"]:
+        raise StoreError(f"{path}: database is damaged ({_one_line(problems[0])})")
+    names = set(db.table_names())
+    if not names:
+        raise refuse("file is empty" if path.stat().st_size == 0 else "it has no tables")
+    if "meta" not in names or MIGRATIONS.migrations_table not in names:
+        raise refuse("tables of another application")
+    meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('app', 'device_id')").fetchall())
+    if meta.get("app") != APP:
+        raise refuse("tables of another application")
+    if meta.get("device_id") != device_id:
+        raise StoreError(f"{path}: database belongs to device {meta.get('device_id')!r}, not {device_id!r}")
+    unknown = [m.name for m in MIGRATIONS.applied(db) if m.name not in MIGRATION_NAMES]
+    if unknown:
+        raise StoreError(f"{path}: written by a newer dispenser (schema {unknown[0]}); update the software")
+
+
+def _check_tables(db: Database, path: Path) -> None:
+    missing = [name for name in TABLES if name not in db.table_names()]
+    if missing:
+        raise StoreError(f"{path}: not a dispenser database (table {missing[0]} missing)")
+
+
+def _configure(db: Database, name: str, wal: bool) -> None:
+    """WAL lets the sync thread read while we write; FULL makes a commit survive power loss."""
+    if wal:
+        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise StoreError(f"{name}: write-ahead logging unavailable (journal mode {mode})")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA foreign_keys=ON")
+    db.execute("PRAGMA busy_timeout=5000")
+
+
+def _aware(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError("times must be timezone-aware")
+    return moment
+
+
+def _one_line(error: Any) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
