@@ -1,0 +1,53 @@
+"""Shared pytest fixtures."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+# ---------------------------------------------------------------------------
+# MQTT broker fixtures (owner: the MQTT/sync slice). Each test gets its own
+# Mosquitto on a free 127.0.0.1 port, never the system broker on 1883.
+# ---------------------------------------------------------------------------
+sys.path.insert(0, str(Path(__file__).parent))
+from broker import Broker, BrokerError, TlsFiles, find_mosquitto, make_tls_files  # noqa: E402
+
+
+def _require_mosquitto() -> None:
+    try:
+        find_mosquitto()
+    except BrokerError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def broker_factory(tmp_path):
+    """make(**options) -> a started Broker (options as in tests/broker.py); all stopped after the test."""
+    _require_mosquitto()
+    started: list[Broker] = []
+
+    def make(**options) -> Broker:
+        broker = Broker(tmp_path / f"broker{len(started)}", **options)
+        started.append(broker)
+        return broker.start()
+
+    try:
+        yield make
+    finally:
+        for broker in started:
+            broker.stop()
+
+
+@pytest.fixture
+def broker(broker_factory) -> Broker:
+    """An anonymous broker without persistence."""
+    return broker_factory()
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory) -> TlsFiles:
+    """A CA and a localhost server certificate, made once per test session."""
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+# --- end of MQTT broker fixtures --------------------------------------------
