@@ -1,0 +1,354 @@
+"""The `dispenser` command. Bad input: one line on stderr, exit 2, nothing changed."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from .config import Config, ConfigError, load_config
+from .schedule import Schedule, ScheduleError, load_schedule_file, parse_schedule
+from .scheduler import doses_between
+from .timeutil import format_utc, parse_utc
+
+UTC = timezone.utc
+
+
+class UserError(Exception):
+    """Something the person typed or pointed at is wrong; the text is the whole story."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", help="the TOML configuration file")
+    common.add_argument("--db", metavar="PATH", help="the SQLite log (default: the config's [storage] db)")
+
+    parser = argparse.ArgumentParser(prog="dispenser", description="A supervised smart pill dispenser.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    simulate = sub.add_parser("simulate", parents=[common], help="run on simulated hardware")
+    simulate.add_argument("--scenario", metavar="FILE", help="run a scenario headless on a virtual clock")
+    simulate.add_argument("--speed", type=float, default=1.0, help="virtual seconds per real second")
+
+    schedule = sub.add_parser("schedule", help="validate, show or apply a schedule")
+    schedule_sub = schedule.add_subparsers(dest="action", required=True, metavar="ACTION")
+    validate = schedule_sub.add_parser("validate", parents=[common], help="check a schedule file")
+    validate.add_argument("file")
+    show = schedule_sub.add_parser("show", parents=[common], help="list the doses of the coming days")
+    show.add_argument("--file", help="a schedule file instead of the schedule in force")
+    show.add_argument("--from", dest="start", metavar="ISO", help="first moment (default: now)")
+    show.add_argument("--days", type=int, default=7)
+    show.add_argument("--json", action="store_true")
+    apply = schedule_sub.add_parser("apply", parents=[common], help="put a schedule file in force")
+    apply.add_argument("file")
+
+    refill = sub.add_parser("refill", parents=[common], help="record that a compartment was refilled")
+    refill.add_argument("medication")
+    refill.add_argument("count", type=int)
+
+    log = sub.add_parser("log", parents=[common], help="the adherence log; `log verify` checks its chain")
+    log.add_argument("verify", nargs="?", choices=["verify"], help="check the hash chain")
+    log.add_argument("--since", metavar="ISO")
+    log.add_argument("--json", action="store_true")
+
+    report = sub.add_parser("report", parents=[common], help="adherence per medication")
+    report.add_argument("--days", type=int, default=30)
+    report.add_argument("--json", action="store_true")
+
+    sub.add_parser("status", parents=[common], help="next dose, stock, backlog, schedule version")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (UserError, ConfigError) as error:
+        print(f"dispenser: {error}", file=sys.stderr)
+        return 2
+    except ScheduleError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _config(args) -> Config:
+    return load_config(getattr(args, "config", None))
+
+
+def _store(args, config: Config, create: bool = True):
+    """Open the log, or say in one line why not (a corrupt file is never silently replaced)."""
+    from .store import Store, StoreError
+    path = args.db or config.db_path
+    if not create and path != ":memory:" and not Path(path).exists():
+        raise UserError(f"{path}: no log yet (the dispenser has not run with this database)")
+    if create and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return Store.open(path, config.device_id)
+    except StoreError as error:
+        raise UserError(str(error)) from None
+
+
+def _engine(args, config: Config):
+    from .engine import Engine
+    store = _store(args, config)
+    return Engine(store, config.compartments, config.timezone,
+                  clinic_public_key=config.clinic_public_key)
+
+
+def _schedule_in_force(args, config: Config) -> Schedule:
+    store = _store(args, config, create=False)
+    try:
+        version = store.current_schedule_version()
+        if version is None:
+            raise UserError("no schedule is in force yet (use `dispenser schedule apply FILE`)")
+        return parse_schedule(store.schedule_document(version), config.timezone)
+    finally:
+        store.close()
+
+
+def _read_json(path: str):
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: cannot be read ({error})") from None
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path}: not valid JSON ({error})") from None
+
+
+def _moment(text: str | None, tz, default: datetime) -> datetime:
+    """An ISO time from the command line; one without an offset is local to `tz`."""
+    if text is None:
+        return default
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UserError(f"{text!r} is not an ISO date and time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=tz)
+    return moment.astimezone(UTC)
+
+
+def _positive(value: int, name: str, limit: int) -> int:
+    if not 1 <= value <= limit:
+        raise UserError(f"--{name} must be from 1 to {limit}")
+    return value
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+def cmd_simulate(args) -> int:
+    if not args.scenario:
+        raise UserError("the live simulator is not built yet; use --scenario FILE")
+    from .scenario import ScenarioError, ScenarioRun, load_scenario
+    config = _config(args) if args.config or args.db else Config()
+    try:
+        scenario = load_scenario(args.scenario, config.timezone)
+    except ScenarioError as error:
+        raise UserError(str(error)) from None
+    if args.db:
+        Path(args.db).parent.mkdir(parents=True, exist_ok=True)
+    out = sys.stdout
+    run = ScenarioRun(scenario, config, args.db,
+                      emit=lambda event: print(json.dumps(event, ensure_ascii=False), file=out))
+    try:
+        run.run()
+    except ScenarioError as error:
+        raise UserError(str(error)) from None
+    finally:
+        run.close()
+    return 0
+
+
+def cmd_schedule(args) -> int:
+    return {"validate": schedule_validate, "show": schedule_show, "apply": schedule_apply}[args.action](args)
+
+
+def schedule_validate(args) -> int:
+    config = _config(args) if args.config else Config()
+    schedule = load_schedule_file(args.file, config.timezone)
+    meds = len(schedule.medications)
+    print(f"{args.file}: valid, version {schedule.version}, {meds} medication{'s' * (meds != 1)}, "
+          f"timezone {schedule.timezone}")
+    return 0
+
+
+def schedule_show(args) -> int:
+    config = _config(args) if args.config or not args.file else Config()
+    if args.file:
+        schedule = load_schedule_file(args.file, config.timezone)
+    else:
+        schedule = _schedule_in_force(args, config)
+    days = _positive(args.days, "days", 3660)
+    start = _moment(args.start, schedule.tz, _now())
+    local_start = start.astimezone(schedule.tz)
+    local_end = (local_start.replace(tzinfo=None) + timedelta(days=days)).replace(tzinfo=schedule.tz)
+    doses = doses_between(schedule, start, local_end.astimezone(UTC))
+    if args.json:
+        print(json.dumps([{
+            "medication_id": d.medication_id, "scheduled_at": format_utc(d.scheduled_at),
+            "quantity": d.quantity, "window_start": format_utc(d.window_start),
+            "window_end": format_utc(d.window_end)} for d in doses], indent=1))
+        return 0
+    for dose in doses:
+        local = dose.scheduled_at.astimezone(schedule.tz)
+        opens = dose.window_start.astimezone(schedule.tz).strftime("%H:%M")
+        closes = dose.window_end.astimezone(schedule.tz).strftime("%H:%M")
+        print(f"{local:%a %Y-%m-%d %H:%M}  {dose.medication_id:<20} x{dose.quantity}  "
+              f"compartment {dose.compartment}  window {opens}-{closes}")
+    if not doses:
+        print("no doses in that time")
+    return 0
+
+
+def schedule_apply(args) -> int:
+    config = _config(args)
+    document = _read_json(args.file)
+    parse_schedule(document, config.timezone)  # a bad file changes nothing, not even the log
+    engine = _engine(args, config)
+    try:
+        outcome = engine.apply_schedule(_now(), document, "local")
+    finally:
+        engine.store.close()
+    if outcome.feedback != "applied":
+        raise UserError(f"schedule refused ({outcome.detail['reason']}): {'; '.join(outcome.detail['problems'])}")
+    print(f"schedule version {document['version']} applied")
+    return 0
+
+
+def cmd_refill(args) -> int:
+    config = _config(args)
+    if not 0 <= args.count <= 1000:
+        raise UserError("COUNT must be from 0 to 1000")
+    engine = _engine(args, config)
+    try:
+        schedule = engine.state.schedule
+        if schedule is None or schedule.medication(args.medication) is None:
+            known = ", ".join(m.id for m in schedule.medications) if schedule else "none: no schedule in force"
+            raise UserError(f"{args.medication!r} is not in the schedule in force (known: {known})")
+        engine.refill(_now(), args.medication, args.count)
+        compartment = schedule.medication(args.medication).compartment
+    finally:
+        engine.store.close()
+    print(f"compartment {compartment} ({args.medication}) now holds {args.count}")
+    return 0
+
+
+def cmd_log(args) -> int:
+    config = _config(args)
+    store = _store(args, config, create=False)
+    try:
+        if args.verify:
+            ok, seq, reason = store.verify()
+            if not ok:
+                print(f"log verify: seq {seq}: {reason}", file=sys.stderr)
+                return 1
+            print(f"log verified: {store.event_count()} events, hash chain intact")
+            return 0
+        since = _moment(args.since, UTC, datetime.min.replace(tzinfo=UTC)) if args.since else None
+        for event in store.events():
+            if since is not None and parse_utc(event["at"]) < since:
+                continue
+            print(json.dumps(event, ensure_ascii=False) if args.json else _log_line(event))
+    finally:
+        store.close()
+    return 0
+
+
+def _log_line(event: dict) -> str:
+    data = event["data"]
+    about = " ".join(f"{key}={value}" for key, value in data.items()
+                     if key in ("medication_id", "scheduled_at", "quantity", "reason", "kind", "severity",
+                                "count", "version", "source", "remaining"))
+    if event["type"] == "alert.raised":
+        about += f"  \"{data['message']}\""
+    return f"{event['seq']:>6}  {event['at']}  {event['type']:<24} {about}"
+
+
+def cmd_report(args) -> int:
+    from .report import OUTCOMES, adherence, checkin_trend
+    config = _config(args)
+    days = _positive(args.days, "days", 3660)
+    store = _store(args, config, create=False)
+    try:
+        events = list(store.events())
+        version = store.current_schedule_version()
+        tz_name = parse_schedule(store.schedule_document(version), config.timezone).timezone \
+            if version else config.timezone
+    finally:
+        store.close()
+    from zoneinfo import ZoneInfo
+    end = _now()
+    start = end - timedelta(days=days)
+    reports = adherence(events, start, end, ZoneInfo(tz_name))
+    trend = checkin_trend(events, start, end)
+    if args.json:
+        print(json.dumps({"from": format_utc(start), "to": format_utc(end),
+                          "medications": [r.as_dict() for r in reports.values()],
+                          "checkins": trend.__dict__}, indent=1))
+        return 0
+    print(f"Adherence, last {days} days")
+    header = f"{'medication':<20}" + "".join(f"{name.replace('_', ' '):>12}" for name in OUTCOMES) + f"{'PDC':>8}"
+    print(header)
+    for report in reports.values():
+        pdc = "-" if report.pdc is None else f"{report.pdc:.0%}"
+        line = f"{report.medication_id:<20}" + "".join(f"{getattr(report, n):>12}" for n in OUTCOMES) + f"{pdc:>8}"
+        if report.prn_released or report.prn_denied:
+            line += f"   as needed: {report.prn_released} given, {report.prn_denied} refused"
+        print(line)
+    if trend.count:
+        print(f"Check-ins: {trend.count}, mean mood {trend.mood_mean} of 5, side effects {trend.side_effects}")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from .engine import Engine
+    config = _config(args)
+    store = _store(args, config, create=False)
+    try:
+        engine = Engine(store, config.compartments, config.timezone)
+        state = engine.state
+        now = _now()
+        schedule = state.schedule
+        print(f"device        {config.device_id} ({config.backend}, {config.compartments} compartments)")
+        print(f"schedule      {'version ' + str(schedule.version) if schedule else 'none in force'}")
+        if schedule:
+            upcoming = [d for d in doses_between(schedule, now, now + timedelta(days=8)) if d.window_end > now]
+            if upcoming:
+                first = upcoming[0]
+                print(f"next dose     {first.medication_id} x{first.quantity} at "
+                      f"{first.scheduled_at.astimezone(schedule.tz):%a %H:%M} (compartment {first.compartment})")
+            for medication in schedule.medications:
+                print(f"stock         compartment {medication.compartment}: {medication.id} "
+                      f"{state.stock.get(medication.id, 0)}")
+        print(f"outbox        {store.backlog()} event(s) waiting to be sent")
+        broker = store.meta_get("broker_connected_at")
+        print(f"broker        {'not configured' if not config.mqtt else 'last connected ' + (broker or 'never')}")
+    finally:
+        store.close()
+    return 0
+
+
+COMMANDS = {
+    "simulate": cmd_simulate,
+    "schedule": cmd_schedule,
+    "refill": cmd_refill,
+    "log": cmd_log,
+    "report": cmd_report,
+    "status": cmd_status,
+}

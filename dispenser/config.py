@@ -1,0 +1,123 @@
+"""The one TOML configuration file, read and checked before anything starts.
+
+A misspelt key in a medical device is a silent misconfiguration, so unknown tables and
+keys are errors, each reported as one line naming the key.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+DEFAULT_PATH = Path("/etc/dispenser/config.toml")
+
+KNOWN = {
+    "device": {"id", "timezone"},
+    "hardware": None,  # checked by dispenser.hardware, which owns its keys
+    "mqtt": {"host", "port", "username", "password", "tls_ca", "tls_cert", "tls_key",
+             "topic_prefix", "protocol", "keepalive"},
+    "clinic": {"public_key", "key_id"},
+    "storage": {"db"},
+    "checkin": {"enabled"},
+}
+
+
+class ConfigError(Exception):
+    """A configuration problem; its text is one line naming the file and key."""
+
+
+@dataclass(frozen=True)
+class Config:
+    device_id: str = "disp-sim"
+    timezone: str = "UTC"
+    backend: str = "sim"
+    compartments: int = 8
+    hardware: dict = field(default_factory=dict)
+    mqtt: dict | None = None
+    clinic_public_key: str | None = None
+    db_path: str = ""
+    checkin: bool = False
+    source: str = "built-in defaults"
+
+
+def default_db_path() -> str:
+    """systemd's StateDirectory when run as a service, else the user's state folder."""
+    state_dir = os.environ.get("STATE_DIRECTORY")
+    if state_dir:
+        return str(Path(state_dir.split(":")[0]) / "dispenser.db")
+    base = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
+    return str(base / "dispenser" / "dispenser.db")
+
+
+def locate(path: str | None) -> Path | None:
+    """--config, else $DISPENSER_CONFIG, else /etc/dispenser/config.toml where present."""
+    if path:
+        return Path(path)
+    env = os.environ.get("DISPENSER_CONFIG")
+    if env:
+        return Path(env)
+    return DEFAULT_PATH if DEFAULT_PATH.exists() else None
+
+
+def load_config(path: str | None = None) -> Config:
+    found = locate(path)
+    if found is None:
+        return Config(db_path=default_db_path())
+    try:
+        raw = tomllib.loads(found.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{found}: no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{found}: cannot be read ({error})") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{found}: not valid TOML ({error})") from None
+    return parse_config(raw, str(found))
+
+
+def parse_config(raw: dict, source: str = "config") -> Config:
+    for table, value in raw.items():
+        if table not in KNOWN:
+            raise ConfigError(f"{source}: unknown table [{table}]")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {table} must be a table")
+        keys = KNOWN[table]
+        for key in value:
+            if keys is not None and key not in keys:
+                raise ConfigError(f"{source}: unknown key {table}.{key}")
+    device = raw.get("device", {})
+    hardware = raw.get("hardware", {})
+    device_id = _text(device, "device.id", "disp-sim", source)
+    if not device_id.replace("-", "").replace("_", "").isalnum() or len(device_id) > 64:
+        raise ConfigError(f"{source}: device.id {device_id!r} may hold only letters, digits, - and _")
+    timezone = _text(device, "device.timezone", "UTC", source)
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{source}: device.timezone {timezone!r} is not a known time zone") from None
+    backend = hardware.get("backend", "sim")
+    if backend not in ("sim", "pi"):
+        raise ConfigError(f"{source}: hardware.backend must be \"sim\" or \"pi\", not {backend!r}")
+    compartments = hardware.get("compartments", 8)
+    if not isinstance(compartments, int) or isinstance(compartments, bool) or not 1 <= compartments <= 32:
+        raise ConfigError(f"{source}: hardware.compartments must be a whole number from 1 to 32")
+    clinic = raw.get("clinic", {})
+    storage = raw.get("storage", {})
+    checkin = raw.get("checkin", {}).get("enabled", False)
+    if not isinstance(checkin, bool):
+        raise ConfigError(f"{source}: checkin.enabled must be true or false")
+    return Config(
+        device_id=device_id, timezone=timezone, backend=backend, compartments=compartments,
+        hardware=hardware, mqtt=raw.get("mqtt"),
+        clinic_public_key=_text(clinic, "clinic.public_key", None, source),
+        db_path=_text(storage, "storage.db", None, source) or default_db_path(),
+        checkin=checkin, source=source,
+    )
+
+
+def _text(table: dict, dotted: str, default, source: str):
+    value = table.get(dotted.split(".")[-1], default)
+    if value is not default and (not isinstance(value, str) or not value):
+        raise ConfigError(f"{source}: {dotted} must be a non-empty string")
+    return value

@@ -1,0 +1,188 @@
+"""The engine: feeds inputs to the dose rules, logs what they decide, then carries it out.
+
+The order is the safety: the rules decide, the drafts are committed to the log in one
+transaction (a release is committed as its intent), and only then does a servo move.
+A release whose end is not recorded is found at the next start and reported
+`dose.release_uncertain`, never repeated.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime
+
+from . import __version__
+from .rules import DoseRules, Outcome, Release, State, fold
+from .schedule import Schedule, ScheduleError, parse_schedule
+from .signing import SignatureError, verify_document
+from .store import Store
+
+MAX_SCHEDULE_BYTES = 64 * 1024
+
+Mover = Callable[[int, int], None]  # (compartment, quantity): raises when the servo fails
+Listener = Callable[[list[dict]], None]
+
+
+def no_mover(compartment: int, quantity: int) -> None:
+    """The mover of a device without servos (tests, `simulate --scenario`): nothing to move."""
+
+
+class Engine:
+    """One dispenser's decisions and their log. One thread owns it."""
+
+    def __init__(self, store: Store, compartments: int, default_timezone: str = "UTC",
+                 mover: Mover = no_mover, new_id: Callable[[], str] | None = None,
+                 clinic_public_key: str | None = None):
+        self.store = store
+        self.compartments = compartments
+        self.default_timezone = default_timezone
+        self.mover = mover
+        self.clinic_public_key = clinic_public_key
+        self.listeners: list[Listener] = []
+        self._schedules: dict[int, Schedule] = {}
+        self._new_id = new_id
+        self.rules = self._load_rules()
+
+    # -- state ---------------------------------------------------------------------------
+
+    def _schedule(self, version: int) -> Schedule | None:
+        if version not in self._schedules:
+            document = self.store.schedule_document(version)
+            if document is None:
+                return None
+            self._schedules[version] = parse_schedule(document, self.default_timezone)
+        return self._schedules[version]
+
+    def _load_rules(self) -> DoseRules:
+        """The state is the fold of the whole log: what is on disk is what the device knows."""
+        state = State()
+        self._seen_seq = 0
+        for event in self.store.events():
+            fold(state, event, self._schedule)
+            self._seen_seq = event["seq"]
+        kwargs = {"new_id": self._new_id} if self._new_id else {}
+        rules = DoseRules(state, self.compartments, self._schedule, **kwargs)
+        if state.last_at is not None:
+            rules._forget_old(state.last_at)
+        return rules
+
+    @property
+    def state(self) -> State:
+        return self.rules.state
+
+    def _refresh(self) -> None:
+        """Fold what another process appended meanwhile (a `dispenser refill` beside the daemon)."""
+        for event in self.store.events(since_seq=self._seen_seq):
+            fold(self.rules.state, event, self._schedule)
+            self._seen_seq = event["seq"]
+
+    # -- committing ----------------------------------------------------------------------
+
+    def _commit(self, outcome: Outcome, now: datetime, closing: dict[str, str] | None = None) -> Outcome:
+        """Log the drafts in one transaction, tell listeners, then carry out the releases.
+
+        `closing` ends release intents ({event_id: outcome}) in that same transaction.
+        """
+        if outcome.drafts:
+            try:
+                events = self.store.append(outcome.drafts, now, outcome.schedule_document,
+                                           complete_releases=closing)
+            except Exception:
+                self.rules = self._load_rules()  # the rules folded drafts the log refused
+                raise
+            if events[0]["seq"] != self._seen_seq + 1:
+                self.rules = self._load_rules()  # another writer came first: fold in log order
+            self._seen_seq = events[-1]["seq"]
+            for listener in self.listeners:
+                listener(events)
+        for release in outcome.releases:
+            self._carry_out(release, now)
+        return outcome
+
+    def _carry_out(self, release: Release, now: datetime) -> None:
+        try:
+            self.mover(release.compartment, release.quantity)
+        except Exception as error:  # a servo fault must not stop the device
+            self._commit(self.rules.release_failed(now, release, f"{type(error).__name__}: {error}"), now,
+                         closing={release.event_id: "failed"})
+            return
+        self.store.complete_release(release.event_id, "done", now)
+
+    # -- inputs --------------------------------------------------------------------------
+
+    def start(self, now: datetime) -> Outcome:
+        interrupted = [
+            Release(e["event_id"], e["data"]["medication_id"], e["data"]["compartment"], e["data"]["quantity"])
+            for e in self.store.open_releases()
+        ]
+        return self._commit(self.rules.start(now, interrupted, __version__), now,
+                            closing={release.event_id: "uncertain" for release in interrupted})
+
+    def stop(self, now: datetime) -> Outcome:
+        return self._commit(self.rules.stop(now), now)
+
+    def tick(self, now: datetime) -> Outcome:
+        self._refresh()
+        return self._commit(self.rules.tick(now), now)
+
+    def press(self, now: datetime) -> Outcome:
+        self._refresh()
+        return self._commit(self.rules.press(now), now)
+
+    def hold(self, now: datetime, medication_id: str | None = None) -> Outcome:
+        self._refresh()
+        return self._commit(self.rules.hold(now, medication_id), now)
+
+    def refill(self, now: datetime, medication_id: str, count: int) -> Outcome:
+        self._refresh()
+        return self._commit(self.rules.refill(now, medication_id, count), now)
+
+    def fault(self, now: datetime, component: str, error: str) -> Outcome:
+        self._refresh()
+        return self._commit(self.rules.fault(now, component, error), now)
+
+    def next_wakeup(self, now: datetime) -> datetime | None:
+        return self.rules.next_wakeup(now)
+
+    def apply_schedule(self, now: datetime, document, source: str = "local") -> Outcome:
+        """Check a schedule document (parsed JSON) and apply it, or log why not.
+
+        From MQTT the signature is checked first, so nothing unauthenticated reaches the parser.
+        """
+        version = document.get("version") if isinstance(document, dict) else None
+        version = version if isinstance(version, int) and not isinstance(version, bool) else None
+        self._refresh()
+        if source == "mqtt":
+            refusal = self._signature_refusal(document)
+            if refusal:
+                return self._commit(self.rules.reject_schedule(now, version, source, *refusal), now)
+        try:
+            schedule = parse_schedule(document, self.default_timezone)
+        except ScheduleError as error:
+            return self._commit(self.rules.reject_schedule(now, version, source, "invalid_schema",
+                                                           error.problems), now)
+        self._schedules[schedule.version] = schedule
+        return self._commit(self.rules.apply_schedule(now, schedule, source), now)
+
+    def apply_schedule_payload(self, now: datetime, payload: bytes, source: str = "mqtt") -> Outcome:
+        """The clinic's `schedule/set`: refused unparsed when too large, then as a document."""
+        if len(payload) > MAX_SCHEDULE_BYTES:
+            return self._commit(self.rules.reject_schedule(
+                now, None, source, "too_large", [f"payload: {len(payload)} bytes, more than 64 KiB"]), now)
+        try:
+            document = json.loads(payload.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            return self._commit(self.rules.reject_schedule(
+                now, None, source, "invalid_json", [f"payload: {error}"]), now)
+        return self.apply_schedule(now, document, source)
+
+    def _signature_refusal(self, document) -> tuple[str, list[str]] | None:
+        if not isinstance(document, dict):
+            return "invalid_schema", ["(document): must be a JSON object"]
+        if not self.clinic_public_key:
+            return "unsigned", ["signature: no clinic key is configured, so schedules from MQTT are refused"]
+        try:
+            verify_document(document, self.clinic_public_key)
+        except SignatureError as error:
+            return getattr(error, "reason", "bad_signature"), [f"signature: {error}"]
+        return None

@@ -1,0 +1,656 @@
+"""The dose rules: what happens on a press, a hold, a refill, a new schedule or the passing of time.
+
+Pure logic. `DoseRules` holds the `State`, which is nothing but a fold of the log:
+every decision emits event drafts, and each draft is folded into the state the moment
+it is emitted, exactly as it is folded when the log is replayed at start. So the state
+after a restart is the state before it, by construction. No clock reads, no I/O: the
+caller passes `now`, appends the drafts to the log, and carries out the releases.
+
+Safety rules, in one place:
+- a scheduled dose is released only inside its window, and only once (its key is
+  `(medication_id, scheduled_at)`; a released dose also covers any dose of the same
+  medication whose window overlaps its own, so a schedule change cannot give it twice);
+- an as-needed dose only after `min_interval` since the last one and within the
+  rolling maximum;
+- nothing is released from a compartment that holds fewer pills than the dose.
+"""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from .events import Draft
+from .schedule import Medication, Schedule
+from .scheduler import Dose, doses_between
+from .timeutil import format_at, format_utc, parse_utc, truncate_ms
+
+CONFIRM_AFTER = timedelta(minutes=15)
+REMINDER_EVERY = timedelta(minutes=30)
+CONFIRM_LIMIT = timedelta(hours=24)
+DENIALS_PER_ALERT = 3
+DENIAL_WINDOW = timedelta(hours=24)
+STOCK_LOW_DAYS = 3
+
+FINAL = {"taken", "missed", "skipped", "failed"}
+
+
+@dataclass
+class DoseRecord:
+    """What the log says about one scheduled dose."""
+
+    medication_id: str
+    scheduled_at: datetime
+    quantity: int
+    compartment: int
+    window_start: datetime
+    window_end: datetime
+    status: str = "pending"  # pending | released | taken | missed | skipped | failed
+    due_logged: bool = False
+    reminders: int = 0
+    released_at: datetime | None = None
+    release_event_id: str | None = None
+    unconfirmed_logged: bool = False
+
+    @property
+    def key(self) -> tuple[str, datetime]:
+        return (self.medication_id, self.scheduled_at)
+
+
+@dataclass
+class State:
+    """Everything the rules know, rebuilt from the log by folding its events."""
+
+    schedule: Schedule | None = None
+    schedule_applied_at: datetime | None = None
+    doses: dict[tuple[str, datetime], DoseRecord] = field(default_factory=dict)
+    stock: dict[str, int] = field(default_factory=dict)
+    stock_low: set[str] = field(default_factory=set)
+    stock_empty: set[str] = field(default_factory=set)
+    prn_released: dict[str, list[tuple[datetime, int]]] = field(default_factory=dict)
+    prn_denied: dict[str, list[datetime]] = field(default_factory=dict)
+    last_at: datetime | None = None
+    # Every dose whose window ended at or before this moment has its final state logged.
+    settled_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Release:
+    """An effect: move a compartment's servo `quantity` times for the release event `event_id`."""
+
+    event_id: str
+    medication_id: str
+    compartment: int
+    quantity: int
+
+
+@dataclass
+class Outcome:
+    """What one input led to: the drafts to log, the releases to carry out, and what to show."""
+
+    drafts: list[Draft] = field(default_factory=list)
+    releases: list[Release] = field(default_factory=list)
+    feedback: str = ""  # released | confirmed | too_early | nothing_due | empty | denied | menu | ...
+    detail: dict = field(default_factory=dict)
+    schedule_document: dict | None = None
+
+    def extend(self, other: "Outcome") -> "Outcome":
+        self.drafts += other.drafts
+        self.releases += other.releases
+        self.feedback = other.feedback or self.feedback
+        self.detail = other.detail or self.detail
+        self.schedule_document = other.schedule_document or self.schedule_document
+        return self
+
+
+def fold(state: State, event: dict, schedule_loader: Callable[[int], Schedule | None]) -> None:
+    """Apply one logged event to the state. The only place the state changes."""
+    kind, data = event["type"], event["data"]
+    at = parse_utc(event["at"])
+    state.last_at = at
+    if kind != "device.started":  # a start is logged before the catch-up it triggers
+        state.settled_until = at
+    if kind == "schedule.applied":
+        state.schedule = schedule_loader(data["version"])
+        state.schedule_applied_at = at
+    elif kind.startswith("dose."):
+        _fold_dose(state, kind, data, at, event.get("event_id"))
+    elif kind == "prn.released":
+        state.prn_released.setdefault(data["medication_id"], []).append((at, data["quantity"]))
+        _take_stock(state, data["medication_id"], data["quantity"])
+    elif kind == "prn.denied":
+        state.prn_denied.setdefault(data["medication_id"], []).append(at)
+    elif kind == "stock.refilled":
+        medication = data["medication_id"]
+        state.stock[medication] = data["count"]
+        state.stock_low.discard(medication)
+        state.stock_empty.discard(medication)
+    elif kind == "stock.low":
+        state.stock_low.add(data["medication_id"])
+    elif kind == "stock.empty":
+        state.stock_empty.add(data["medication_id"])
+
+
+def _fold_dose(state: State, kind: str, data: dict, at: datetime, event_id: str | None) -> None:
+    key = (data["medication_id"], parse_utc(data["scheduled_at"]))
+    record = state.doses.get(key)
+    if record is None:
+        if "window_start" not in data:
+            return  # an event about a dose the log never described: nothing to track
+        record = DoseRecord(
+            medication_id=key[0], scheduled_at=key[1], quantity=data["quantity"],
+            compartment=data["compartment"], window_start=parse_utc(data["window_start"]),
+            window_end=parse_utc(data["window_end"]),
+        )
+        state.doses[key] = record
+    if kind == "dose.due":
+        record.due_logged = True
+    elif kind == "dose.reminder":
+        record.reminders = data["reminder"]
+    elif kind == "dose.released":
+        record.status, record.released_at, record.release_event_id = "released", at, event_id
+        _take_stock(state, record.medication_id, record.quantity)
+    elif kind == "dose.taken":
+        record.status = "taken"
+    elif kind == "dose.unconfirmed":
+        record.unconfirmed_logged = True
+    elif kind == "dose.missed":
+        record.status = "missed"
+    elif kind == "dose.skipped":
+        record.status = "skipped"
+    elif kind == "dose.release_failed":
+        record.status = "failed"
+
+
+def _take_stock(state: State, medication_id: str, quantity: int) -> None:
+    state.stock[medication_id] = max(0, state.stock.get(medication_id, 0) - quantity)
+
+
+def dose_data(dose: Dose | DoseRecord, **extra) -> dict:
+    """The fields that name and describe a scheduled dose in every dose.* event."""
+    return {
+        "medication_id": dose.medication_id,
+        "scheduled_at": format_utc(dose.scheduled_at),
+        "quantity": dose.quantity,
+        "compartment": dose.compartment,
+        "window_start": format_utc(dose.window_start),
+        "window_end": format_utc(dose.window_end),
+        **extra,
+    }
+
+
+class DoseRules:
+    """Decides what happens. Every method takes `now` and returns an `Outcome`.
+
+    >>> rules = DoseRules(State(), compartments=8)
+    >>> outcome = rules.press(now)     # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        state: State,
+        compartments: int,
+        schedule_loader: Callable[[int], Schedule | None] = lambda version: None,
+        new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ):
+        self.state = state
+        self.compartments = compartments
+        self.schedule_loader = schedule_loader
+        self.new_id = new_id
+        self._expansion: tuple[int, datetime, datetime, list[Dose]] | None = None
+        self._pending_schedules: dict[int, Schedule] = {}
+
+    # -- emitting ---------------------------------------------------------------------
+
+    def _emit(self, outcome: Outcome, kind: str, data: dict, now: datetime) -> Draft:
+        draft = Draft(type=kind, data=data, event_id=self.new_id())
+        fold(self.state, {"type": kind, "data": data, "at": format_at(now), "event_id": draft.event_id},
+             self._load_schedule)
+        outcome.drafts.append(draft)
+        return draft
+
+    def _alert(self, outcome: Outcome, kind: str, severity: str, message: str,
+               about: list[Draft], now: datetime) -> None:
+        self._emit(outcome, "alert.raised", {
+            "alert_id": self.new_id(), "kind": kind, "severity": severity,
+            "message": message, "events": [draft.event_id for draft in about],
+        }, now)
+
+    def _load_schedule(self, version: int) -> Schedule | None:
+        return self._pending_schedules.get(version) or self.schedule_loader(version)
+
+    def _now(self, now: datetime) -> datetime:
+        """The log's time never runs backwards: a clock set back does not reopen the past."""
+        now = truncate_ms(now)
+        last = self.state.last_at
+        return last if last is not None and now < last else now
+
+    # -- the doses of the schedule in force --------------------------------------------
+
+    def _doses_near(self, now: datetime) -> list[Dose]:
+        """Doses of the schedule in force whose windows can touch [now - 2 d, now + 2 d]."""
+        schedule = self.state.schedule
+        if schedule is None:
+            return []
+        cached = self._expansion
+        if cached and cached[0] == schedule.version and cached[1] <= now - timedelta(days=2) \
+                and now + timedelta(days=2) <= cached[2]:
+            return cached[3]
+        start, end = now - timedelta(days=4), now + timedelta(days=6)
+        doses = doses_between(schedule, start, end)
+        self._expansion = (schedule.version, start, end, doses)
+        return doses
+
+    def _live_doses(self, now: datetime) -> list[Dose]:
+        """Doses that exist: window ends after the schedule was applied, not covered by a release."""
+        applied, settled = self.state.schedule_applied_at, self.state.settled_until
+        doses = []
+        for dose in self._doses_near(now):
+            if applied is not None and dose.window_end <= applied:
+                continue
+            if settled is not None and dose.window_end <= settled and dose.key not in self.state.doses:
+                continue  # final long ago, and its record already forgotten
+            if self._covered_by_other_release(dose):
+                continue
+            doses.append(dose)
+        return doses
+
+    def _covered_by_other_release(self, dose: Dose) -> bool:
+        for record in self.state.doses.values():
+            if record.medication_id != dose.medication_id or record.scheduled_at == dose.scheduled_at:
+                continue
+            if record.status in ("released", "taken", "failed") and \
+                    record.window_start < dose.window_end and dose.window_start < record.window_end:
+                return True
+        return False
+
+    def _record(self, dose: Dose) -> DoseRecord | None:
+        return self.state.doses.get(dose.key)
+
+    # -- time passing ------------------------------------------------------------------
+
+    def tick(self, now: datetime) -> Outcome:
+        """Windows open and close, reminders fall due, releases go unconfirmed."""
+        now = self._now(now)
+        outcome = Outcome()
+        happenings: list[tuple[datetime, int, Callable[[], None]]] = []
+        for dose in self._live_doses(now):
+            record = self._record(dose)
+            status = record.status if record else "pending"
+            if status != "pending" or dose.window_start > now:
+                continue
+            if dose.window_end <= now:
+                happenings.append((dose.window_end, 2, lambda d=dose: self._missed(outcome, d, now)))
+                continue
+            if not (record and record.due_logged):
+                happenings.append((dose.window_start, 0, lambda d=dose: self._due(outcome, d, now)))
+            reminder = self._reminders_passed(dose, now)
+            if reminder > (record.reminders if record else 0):
+                happenings.append((dose.scheduled_at, 1,
+                                   lambda d=dose, n=reminder: self._remind(outcome, d, n, now)))
+        for record in list(self.state.doses.values()):
+            if record.status == "released" and not record.unconfirmed_logged \
+                    and record.released_at + CONFIRM_AFTER <= now:
+                happenings.append((record.released_at + CONFIRM_AFTER, 3,
+                                   lambda r=record: self._unconfirmed(outcome, r, now)))
+        for _, _, happen in sorted(happenings, key=lambda item: (item[0], item[1])):
+            happen()
+        self.state.settled_until = now
+        self._forget_old(now)
+        return outcome
+
+    def _reminders_passed(self, dose: Dose, now: datetime) -> int:
+        if now < dose.scheduled_at:
+            return 0
+        return int((min(now, dose.window_end) - dose.scheduled_at) / REMINDER_EVERY) + 1
+
+    def _due(self, outcome: Outcome, dose: Dose, now: datetime) -> None:
+        self._emit(outcome, "dose.due", dose_data(dose), now)
+        if self.state.stock.get(dose.medication_id, 0) < dose.quantity:
+            self._stock_empty(outcome, dose.medication_id, dose.compartment, now)
+
+    def _remind(self, outcome: Outcome, dose: Dose, number: int, now: datetime) -> None:
+        self._emit(outcome, "dose.reminder", dose_data(dose, reminder=number), now)
+
+    def _missed(self, outcome: Outcome, dose: Dose, now: datetime) -> None:
+        draft = self._emit(outcome, "dose.missed", dose_data(dose), now)
+        self._alert(outcome, "dose_missed", "warning",
+                    f"The {self._local(dose.scheduled_at)} dose from compartment {dose.compartment} "
+                    f"was not taken: its window closed at {self._local(dose.window_end)}.",
+                    [draft], now)
+
+    def _unconfirmed(self, outcome: Outcome, record: DoseRecord, now: datetime) -> None:
+        draft = self._emit(outcome, "dose.unconfirmed", dose_data(record), now)
+        self._alert(outcome, "dose_unconfirmed", "warning",
+                    f"The {self._local(record.scheduled_at)} dose from compartment {record.compartment} "
+                    f"was released at {self._local(record.released_at)} but nobody confirmed taking it.",
+                    [draft], now)
+
+    def _forget_old(self, now: datetime) -> None:
+        """Keep the state small on a device that runs for years: old final doses go."""
+        cutoff = now - timedelta(days=3)
+        for key in [k for k, r in self.state.doses.items() if r.window_end < cutoff
+                    and (r.status in FINAL or r.status == "released")]:
+            del self.state.doses[key]
+        for history in (self.state.prn_released, self.state.prn_denied):
+            for medication, items in history.items():
+                history[medication] = [i for i in items if _moment(i) >= now - timedelta(days=8)]
+
+    def next_wakeup(self, now: datetime) -> datetime | None:
+        """The next moment at which `tick` would log something, for a loop that sleeps till then."""
+        now = self._now(now)
+        moments = []
+        for dose in self._live_doses(now):
+            record = self._record(dose)
+            if record and record.status != "pending":
+                continue
+            if dose.window_start > now:
+                moments.append(dose.window_start)
+                continue
+            moments.append(dose.window_end)
+            reminder_at = dose.scheduled_at + REMINDER_EVERY * self._reminders_passed(dose, now)
+            if reminder_at < dose.window_end:
+                moments.append(reminder_at)
+        for record in self.state.doses.values():
+            if record.status == "released" and not record.unconfirmed_logged:
+                moments.append(record.released_at + CONFIRM_AFTER)
+        future = [moment for moment in moments if moment > now]
+        return min(future) if future else None
+
+    # -- the button --------------------------------------------------------------------
+
+    def press(self, now: datetime) -> Outcome:
+        """Confirm what waits for confirmation; otherwise release every dose in its window."""
+        outcome = self.tick(now)
+        now = self._now(now)
+        waiting = self._awaiting_confirmation(now)
+        if waiting:
+            for record in waiting:
+                self._emit(outcome, "dose.taken", dose_data(record), now)
+            outcome.feedback = "confirmed"
+            outcome.detail = {"medications": [r.medication_id for r in waiting]}
+            return outcome
+        releasable = [d for d in self._live_doses(now)
+                      if d.window_start <= now < d.window_end
+                      and (self._record(d) is None or self._record(d).status == "pending")]
+        released, empty = [], []
+        for dose in releasable:
+            if self.state.stock.get(dose.medication_id, 0) < dose.quantity:
+                empty.append(dose.medication_id)
+                self._stock_empty(outcome, dose.medication_id, dose.compartment, now)
+                continue
+            draft = self._emit(outcome, "dose.released", dose_data(dose), now)
+            outcome.releases.append(Release(draft.event_id, dose.medication_id, dose.compartment, dose.quantity))
+            released.append(dose.medication_id)
+            self._check_stock(outcome, dose.medication_id, dose.compartment, now)
+        if released:
+            outcome.feedback, outcome.detail = "released", {"medications": released, "empty": empty}
+        elif empty:
+            outcome.feedback, outcome.detail = "empty", {"medications": empty}
+        else:
+            opens = self._next_window_start(now)
+            outcome.feedback = "too_early" if opens else "nothing_due"
+            outcome.detail = {"opens_at": opens} if opens else {}
+        return outcome
+
+    def _awaiting_confirmation(self, now: datetime) -> list[DoseRecord]:
+        """Released doses not yet confirmed, until the medication's next window opens."""
+        waiting = []
+        for record in self.state.doses.values():
+            if record.status != "released":
+                continue
+            if now < self._confirmable_until(record):
+                waiting.append(record)
+        return sorted(waiting, key=lambda r: (r.scheduled_at, r.medication_id))
+
+    def _confirmable_until(self, record: DoseRecord) -> datetime:
+        later = [d.window_start for d in self._doses_near(record.released_at)
+                 if d.medication_id == record.medication_id and d.scheduled_at > record.scheduled_at]
+        limit = record.released_at + CONFIRM_LIMIT
+        return min([limit, *later])
+
+    def _next_window_start(self, now: datetime) -> datetime | None:
+        starts = [d.window_start for d in self._live_doses(now)
+                  if d.window_start > now and (self._record(d) is None or self._record(d).status == "pending")]
+        return min(starts) if starts else None
+
+    # -- as needed ---------------------------------------------------------------------
+
+    def as_needed_medications(self, now: datetime) -> list[Medication]:
+        schedule = self.state.schedule
+        if schedule is None:
+            return []
+        return [m for m in schedule.medications if m.as_needed is not None and _in_bounds(m, now)]
+
+    def hold(self, now: datetime, medication_id: str | None = None) -> Outcome:
+        """Ask for an as-needed dose: released, denied, or a menu when several could be meant."""
+        outcome = self.tick(now)
+        now = self._now(now)
+        choices = self.as_needed_medications(now)
+        if medication_id is not None:
+            choices = [m for m in choices if m.id == medication_id]
+        if not choices:
+            outcome.feedback = "no_as_needed"
+            return outcome
+        if len(choices) > 1:
+            outcome.feedback, outcome.detail = "menu", {"medications": [m.id for m in choices]}
+            return outcome
+        medication = choices[0]
+        reason, allowed_at = self.prn_refusal(medication, now)
+        if reason:
+            self._deny(outcome, medication, reason, allowed_at, now)
+            return outcome
+        prn = medication.as_needed
+        draft = self._emit(outcome, "prn.released", {
+            "medication_id": medication.id, "quantity": prn.quantity, "compartment": medication.compartment,
+        }, now)
+        outcome.releases.append(Release(draft.event_id, medication.id, medication.compartment, prn.quantity))
+        outcome.feedback, outcome.detail = "released", {"medications": [medication.id]}
+        self._check_stock(outcome, medication.id, medication.compartment, now)
+        return outcome
+
+    def prn_refusal(self, medication: Medication, now: datetime) -> tuple[str | None, datetime | None]:
+        """Why an as-needed dose may not go out now, and when it could; (None, None) if it may."""
+        prn = medication.as_needed
+        history = self.state.prn_released.get(medication.id, [])
+        if history:
+            allowed = history[-1][0] + prn.min_interval
+            if now < allowed:
+                return "interval", allowed
+        in_window = [(at, qty) for at, qty in history if at > now - prn.max_period]
+        if sum(qty for _, qty in in_window) + prn.quantity > prn.max_units:
+            return "max_per_period", self._rolling_allowed_at(in_window, prn, now)
+        if self.state.stock.get(medication.id, 0) < prn.quantity:
+            return "empty", None
+        return None, None
+
+    @staticmethod
+    def _rolling_allowed_at(in_window, prn, now) -> datetime:
+        """The first moment enough earlier releases have left the rolling window."""
+        total = sum(qty for _, qty in in_window)
+        for at, qty in in_window:
+            total -= qty
+            if total + prn.quantity <= prn.max_units:
+                return at + prn.max_period
+        return now + prn.max_period
+
+    def _deny(self, outcome: Outcome, medication: Medication, reason: str,
+              allowed_at: datetime | None, now: datetime) -> None:
+        data = {"medication_id": medication.id, "reason": reason}
+        if allowed_at is not None:
+            data["next_allowed_at"] = format_utc(allowed_at)
+        draft = self._emit(outcome, "prn.denied", data, now)
+        outcome.feedback, outcome.detail = "denied", {"medication": medication.id, "reason": reason,
+                                                      "allowed_at": allowed_at}
+        if reason == "empty":
+            self._stock_empty(outcome, medication.id, medication.compartment, now)
+        recent = [at for at in self.state.prn_denied.get(medication.id, []) if at > now - DENIAL_WINDOW]
+        if len(recent) % DENIALS_PER_ALERT == 0:
+            self._alert(outcome, "prn_denied_repeatedly", "warning",
+                        f"{len(recent)} as-needed requests from compartment {medication.compartment} "
+                        f"were refused in the last 24 hours.", [draft], now)
+
+    # -- stock -------------------------------------------------------------------------
+
+    def refill(self, now: datetime, medication_id: str, count: int) -> Outcome:
+        outcome = self.tick(now)
+        now = self._now(now)
+        medication = self.state.schedule.medication(medication_id) if self.state.schedule else None
+        compartment = medication.compartment if medication else None
+        self._emit(outcome, "stock.refilled", {
+            "medication_id": medication_id, "compartment": compartment, "count": count,
+            "previous": self.state.stock.get(medication_id, 0),
+        }, now)
+        outcome.feedback = "refilled"
+        return outcome
+
+    def _check_stock(self, outcome: Outcome, medication_id: str, compartment: int, now: datetime) -> None:
+        remaining = self.state.stock.get(medication_id, 0)
+        if remaining == 0:
+            self._stock_empty(outcome, medication_id, compartment, now)
+            return
+        threshold = self._low_threshold(medication_id, now)
+        if remaining < threshold and medication_id not in self.state.stock_low:
+            draft = self._emit(outcome, "stock.low", {
+                "medication_id": medication_id, "compartment": compartment,
+                "remaining": remaining, "threshold": threshold}, now)
+            self._alert(outcome, "stock_low", "info",
+                        f"Compartment {compartment} is running low: {remaining} left. Please refill it soon.",
+                        [draft], now)
+
+    def _low_threshold(self, medication_id: str, now: datetime) -> int:
+        """Low means fewer pills than the next few days need (a day's maximum for as-needed ones)."""
+        medication = self.state.schedule.medication(medication_id) if self.state.schedule else None
+        if medication is None:
+            return 0
+        if medication.as_needed is not None:
+            return medication.as_needed.max_units
+        horizon = now + timedelta(days=STOCK_LOW_DAYS)
+        return sum(d.quantity for d in self._doses_near(now)
+                   if d.medication_id == medication_id and now < d.scheduled_at <= horizon)
+
+    def _stock_empty(self, outcome: Outcome, medication_id: str, compartment: int, now: datetime) -> None:
+        if medication_id in self.state.stock_empty:
+            return
+        draft = self._emit(outcome, "stock.empty", {
+            "medication_id": medication_id, "compartment": compartment,
+            "remaining": self.state.stock.get(medication_id, 0)}, now)
+        self._alert(outcome, "stock_empty", "warning",
+                    f"Compartment {compartment} is empty: no dose can be given from it until it is refilled.",
+                    [draft], now)
+
+    # -- schedules ---------------------------------------------------------------------
+
+    def apply_schedule(self, now: datetime, schedule: Schedule, source: str) -> Outcome:
+        """Put a validated schedule in force, or refuse it (stale version, missing compartment)."""
+        outcome = self.tick(now)
+        now = self._now(now)
+        current = self.state.schedule
+        if current is not None and schedule.version <= current.version:
+            return outcome.extend(self.reject_schedule(
+                now, schedule.version, source, "stale_version",
+                [f"version: {schedule.version} is not newer than {current.version}"]))
+        missing = sorted(m.compartment for m in schedule.medications if m.compartment > self.compartments)
+        if missing:
+            return outcome.extend(self.reject_schedule(
+                now, schedule.version, source, "unknown_compartment",
+                [f"compartment {c}: the device has {self.compartments}" for c in missing]))
+        outcome.schedule_document = schedule.document
+        open_before = [r for r in self.state.doses.values() if r.status == "pending" and r.due_logged]
+        self._pending_schedules[schedule.version] = schedule
+        self._emit(outcome, "schedule.applied", {
+            "version": schedule.version, "source": source, "issued_at": format_utc(schedule.issued_at)}, now)
+        self._pending_schedules.clear()
+        self._expansion = None
+        still = {d.key for d in self._live_doses(now)}
+        for record in open_before:
+            if record.key not in still:
+                self._emit(outcome, "dose.skipped", dose_data(record, reason="schedule_changed"), now)
+        outcome.feedback = "applied"
+        return outcome.extend(self.tick(now))
+
+    def reject_schedule(self, now: datetime, version, source: str, reason: str,
+                        problems: list[str]) -> Outcome:
+        now = self._now(now)
+        outcome = Outcome(feedback="rejected", detail={"reason": reason, "problems": problems})
+        draft = self._emit(outcome, "schedule.rejected", {
+            "version": version, "source": source, "reason": reason, "problems": problems[:20]}, now)
+        if source == "mqtt":
+            self._alert(outcome, "schedule_rejected", "info",
+                        f"A schedule change from the clinic was refused ({reason}); the schedule in force is unchanged.",
+                        [draft], now)
+        return outcome
+
+    # -- the device itself ---------------------------------------------------------------
+
+    def release_failed(self, now: datetime, release: Release, error: str) -> Outcome:
+        """The servo raised: the dose is not tried again (pills may have dropped); a person must look."""
+        return self._release_trouble(now, release, "dose.release_failed", "release_failed",
+                                     {"error": error},
+                                     f"Compartment {release.compartment} failed while releasing a dose. "
+                                     f"Please check the device and the compartment.")
+
+    def release_uncertain(self, now: datetime, release: Release) -> Outcome:
+        """The device stopped between the release intent and its end: never repeated, reported."""
+        return self._release_trouble(now, release, "dose.release_uncertain", "release_uncertain",
+                                     {"release_event_id": release.event_id},
+                                     f"The device restarted while releasing from compartment "
+                                     f"{release.compartment}; it will not release that dose again. "
+                                     f"Please check whether it was taken.")
+
+    def _release_trouble(self, now, release: Release, kind: str, alert_kind: str, extra: dict,
+                         message: str) -> Outcome:
+        now = self._now(now)
+        outcome = Outcome()
+        record = next((r for r in self.state.doses.values()
+                       if r.release_event_id == release.event_id), None)
+        data = {"medication_id": release.medication_id, "compartment": release.compartment,
+                "quantity": release.quantity, **extra}
+        if record is not None and kind == "dose.release_failed":
+            data = dose_data(record, **extra)
+        elif record is not None:
+            data["scheduled_at"] = format_utc(record.scheduled_at)
+        draft = self._emit(outcome, kind, data, now)
+        self._alert(outcome, alert_kind, "critical", message, [draft], now)
+        return outcome
+
+    def fault(self, now: datetime, component: str, error: str) -> Outcome:
+        outcome = self.tick(now)
+        now = self._now(now)
+        draft = self._emit(outcome, "device.fault", {"component": component, "error": error}, now)
+        self._alert(outcome, "device_fault", "warning",
+                    f"The dispenser reports a problem with its {component}. It keeps dispensing what it can.",
+                    [draft], now)
+        return outcome
+
+    def start(self, now: datetime, open_releases: list[Release], software: str) -> Outcome:
+        """After a start: report releases a stop interrupted, then catch up on what passed meanwhile."""
+        now = self._now(now)
+        outcome = Outcome()
+        self._emit(outcome, "device.started", {
+            "software": software,
+            "schedule_version": self.state.schedule.version if self.state.schedule else None}, now)
+        for release in open_releases:
+            outcome.extend(self.release_uncertain(now, release))
+        return outcome.extend(self.tick(now))
+
+    def stop(self, now: datetime) -> Outcome:
+        outcome = self.tick(now)
+        self._emit(outcome, "device.stopped", {}, self._now(now))
+        return outcome
+
+    def _local(self, moment: datetime) -> str:
+        tz = self.state.schedule.tz if self.state.schedule else None
+        return moment.astimezone(tz).strftime("%H:%M") if tz else moment.strftime("%H:%M UTC")
+
+
+def _in_bounds(medication: Medication, now: datetime) -> bool:
+    prn = medication.as_needed
+    return (prn.bounds_start is None or prn.bounds_start <= now) and \
+        (prn.bounds_end is None or now < prn.bounds_end)
+
+
+def _moment(item) -> datetime:
+    return item[0] if isinstance(item, tuple) else item
+

@@ -1,0 +1,237 @@
+"""`dispenser simulate --scenario`: the dispenser on a virtual clock, headless and repeatable.
+
+The clock jumps straight to the next thing that matters (a step, a window opening or
+closing, a reminder, a confirmation deadline), so a day runs in milliseconds. A power cut
+throws away every object in memory and starts again from the database file, as a
+reboot would.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import tempfile
+import tomllib
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from .config import Config
+from .engine import Engine, Mover, no_mover
+from .schedule import ScheduleError, load_schedule_file
+from .store import Store
+
+ACTIONS = {"press", "hold", "refill", "power_cut", "apply_schedule"}
+STEP_KEYS = {"at", "do", "medication", "count", "file", "for_min"}
+
+
+class ScenarioError(Exception):
+    """A scenario file problem, one line."""
+
+
+@dataclass(frozen=True)
+class Step:
+    at: datetime  # aware UTC
+    do: str
+    medication: str | None = None
+    count: int | None = None
+    file: Path | None = None
+    for_min: int = 0
+
+
+@dataclass
+class Scenario:
+    start: datetime
+    until: datetime
+    schedule_file: Path
+    stock: dict[str, int]
+    steps: list[Step] = field(default_factory=list)
+    text: str = ""
+
+
+def load_scenario(path: str | Path, default_timezone: str = "UTC") -> Scenario:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        raw = tomllib.loads(text)
+    except FileNotFoundError:
+        raise ScenarioError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ScenarioError(f"{path}: cannot be read ({error})") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ScenarioError(f"{path}: not valid TOML ({error})") from None
+    unknown = set(raw) - {"start", "until", "schedule", "stock", "step"}
+    if unknown:
+        raise ScenarioError(f"{path}: unknown key {sorted(unknown)[0]!r}")
+    if not isinstance(raw.get("schedule"), str):
+        raise ScenarioError(f"{path}: schedule: the schedule file is required")
+    schedule_file = path.parent / raw["schedule"]
+    try:
+        tz = load_schedule_file(schedule_file, default_timezone).tz
+    except ScheduleError as error:
+        raise ScenarioError(f"{path}: schedule: {error.problems[0]}") from None
+    start = _local(raw.get("start"), tz, f"{path}: start")
+    until = _local(raw.get("until"), tz, f"{path}: until")
+    if until <= start:
+        raise ScenarioError(f"{path}: until must be after start")
+    stock = raw.get("stock", {})
+    if not isinstance(stock, dict):
+        raise ScenarioError(f"{path}: stock must be a table of medication = count")
+    for medication, count in stock.items():
+        if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= 1000:
+            raise ScenarioError(f"{path}: stock.{medication}: must be a whole number from 0 to 1000")
+    steps = [_step(item, i, tz, path, start, until) for i, item in enumerate(raw.get("step", []))]
+    steps.sort(key=lambda step: step.at)  # stable: steps at one moment keep their order
+    return Scenario(start, until, schedule_file, stock, steps, text)
+
+
+def _local(value, tz: ZoneInfo, where: str) -> datetime:
+    """A scenario time: local in the schedule's timezone (an offset, if given, is honoured)."""
+    if not isinstance(value, (str, datetime)):
+        raise ScenarioError(f"{where}: a local date and time like \"2026-11-24T06:00:00\" is required")
+    try:
+        moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    except ValueError:
+        raise ScenarioError(f"{where}: {value!r} is not a date and time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=tz)
+    return moment.astimezone(ZoneInfo("UTC"))
+
+
+def _step(item, index: int, tz: ZoneInfo, path: Path, start: datetime, until: datetime) -> Step:
+    where = f"{path}: step[{index}]"
+    if not isinstance(item, dict):
+        raise ScenarioError(f"{where}: must be a table")
+    unknown = set(item) - STEP_KEYS
+    if unknown:
+        raise ScenarioError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+    do = item.get("do")
+    if do not in ACTIONS:
+        raise ScenarioError(f"{where}.do: {do!r} is not one of {', '.join(sorted(ACTIONS))}")
+    at = _local(item.get("at"), tz, f"{where}.at")
+    if not start <= at < until:
+        raise ScenarioError(f"{where}.at: outside the scenario's [start, until)")
+    medication = item.get("medication")
+    if medication is not None and not isinstance(medication, str):
+        raise ScenarioError(f"{where}.medication: must be a medication id")
+    count = item.get("count")
+    if do == "refill":
+        if medication is None:
+            raise ScenarioError(f"{where}.medication: a refill names its medication")
+        if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= 1000:
+            raise ScenarioError(f"{where}.count: a refill needs a whole count from 0 to 1000")
+    file = None
+    if do == "apply_schedule":
+        if not isinstance(item.get("file"), str):
+            raise ScenarioError(f"{where}.file: apply_schedule needs the schedule file")
+        file = path.parent / item["file"]
+    for_min = item.get("for_min", 0)
+    if not isinstance(for_min, int) or isinstance(for_min, bool) or for_min < 0:
+        raise ScenarioError(f"{where}.for_min: must be a whole number of minutes")
+    return Step(at, do, medication, count, file, for_min)
+
+
+def seeded_ids(seed_text: str) -> Callable[[], str]:
+    """Event ids that are the same on every run of the same scenario: output is repeatable."""
+    rng = random.Random(hashlib.sha256(seed_text.encode()).digest())
+    return lambda: str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+class ScenarioRun:
+    """Runs one scenario against one database file, printing (or collecting) every event."""
+
+    def __init__(self, scenario: Scenario, config: Config, db_path: str | None,
+                 emit: Callable[[dict], None], mover: Mover = no_mover):
+        self.scenario = scenario
+        self.config = config
+        self.emit = emit
+        self.mover = mover
+        self._tmp = None
+        if db_path is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="dispenser-scenario-")
+            db_path = str(Path(self._tmp.name) / "scenario.db")
+        self.db_path = db_path
+        self.store: Store | None = None
+        self.engine: Engine | None = None
+        self._new_id: Callable[[], str] | None = None
+
+    def _boot(self, now: datetime) -> None:
+        """Open the database and start the engine from what is on disk, as after a reboot."""
+        self.store = Store.open(self.db_path, self.config.device_id, id_factory=self._new_id)
+        if self._new_id is None:
+            self._new_id = seeded_ids(self.scenario.text + str(self.store.event_count()))
+        self.engine = Engine(self.store, self.config.compartments, self.config.timezone,
+                             mover=self.mover, new_id=self._new_id,
+                             clinic_public_key=self.config.clinic_public_key)
+        self.engine.listeners.append(lambda events: [self.emit(e) for e in events])
+        self.engine.start(now)
+
+    def _power_off(self) -> None:
+        self.store.close()
+        self.store = self.engine = None
+
+    def run(self) -> None:
+        scenario = self.scenario
+        now = scenario.start
+        self._boot(now)
+        self._apply_file(now, scenario.schedule_file)
+        for medication, count in scenario.stock.items():
+            self.engine.refill(now, medication, count)
+        pending = list(scenario.steps)
+        back_at: datetime | None = None
+        while True:
+            moments = [scenario.until]
+            if self.engine is not None:
+                wakeup = self.engine.next_wakeup(now)
+                if wakeup is not None:
+                    moments.append(wakeup)
+            else:
+                moments.append(back_at)
+            if pending:
+                moments.append(pending[0].at)
+            now = max(now, min(moments))
+            if now >= scenario.until:
+                break
+            if self.engine is None and now >= back_at:
+                self._boot(now)
+            if self.engine is not None:
+                self.engine.tick(now)
+            while pending and pending[0].at <= now:
+                step = pending.pop(0)
+                if self.engine is None:
+                    continue  # the device is off: nobody can press it
+                back_at = self._do(step, now)
+        if self.store is not None:
+            self.store.close()
+
+    def _do(self, step: Step, now: datetime) -> datetime | None:
+        engine = self.engine
+        if step.do == "press":
+            engine.press(now)
+        elif step.do == "hold":
+            engine.hold(now, step.medication)
+        elif step.do == "refill":
+            engine.refill(now, step.medication, step.count)
+        elif step.do == "apply_schedule":
+            self._apply_file(now, step.file)
+        elif step.do == "power_cut":
+            self._power_off()
+            if step.for_min == 0:
+                self._boot(now)
+                return None
+            return now + timedelta(minutes=step.for_min)
+        return None
+
+    def _apply_file(self, now: datetime, path: Path) -> None:
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ScenarioError(f"{path}: cannot be read as JSON ({error})") from None
+        self.engine.apply_schedule(now, document, "local")
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()

@@ -1,0 +1,216 @@
+"""The `dispenser` command as a person or a script uses it: real processes, real files."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from support import DEMO, EXAMPLES
+
+
+def run(*args: str, env_config: Path | None = None, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dispenser", *args], capture_output=True, text=True,
+                          timeout=60, **kwargs)
+
+
+@pytest.fixture
+def device(tmp_path):
+    """A config and a database with the demo schedule applied and stocked."""
+    db = tmp_path / "state" / "dispenser.db"
+    config = tmp_path / "config.toml"
+    config.write_text(f'[device]\nid = "disp-0042"\ntimezone = "America/New_York"\n'
+                      f'[hardware]\nbackend = "sim"\ncompartments = 8\n[storage]\ndb = "{db}"\n')
+    result = run("schedule", "apply", str(DEMO / "schedule.json"), "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    return config, db
+
+
+def one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+# -- schedule --------------------------------------------------------------------------------
+
+
+def test_schedule_validate_accepts_the_contract_example():
+    result = run("schedule", "validate", str(EXAMPLES / "schedule.json"))
+    assert result.returncode == 0 and "valid, version 12" in result.stdout
+
+
+def test_schedule_validate_names_each_problem_with_its_path(tmp_path):
+    document = json.loads((EXAMPLES / "schedule.json").read_text())
+    document["medications"][1]["dosage"][0]["timing"]["repeat"]["periodUnit"] = "mo"
+    document["medications"][0]["compartment"] = 0
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(document))
+    result = run("schedule", "validate", str(path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert any(line.startswith('medications[1].dosage[0].timing.repeat.periodUnit: "mo"') for line in lines)
+    assert any(line.startswith("medications[0].compartment") for line in lines)
+    assert len(lines) == 2
+
+
+@pytest.mark.parametrize("content, needle", [(None, "no such file"), ("{not json", "JSON")])
+def test_schedule_validate_missing_or_broken_file(tmp_path, content, needle):
+    path = tmp_path / "s.json"
+    if content is not None:
+        path.write_text(content)
+    one_line_error(run("schedule", "validate", str(path)), needle)
+
+
+def test_schedule_show_json_matches_the_contract_shape():
+    result = run("schedule", "show", "--file", str(EXAMPLES / "schedule.json"), "--from", "2026-11-24T00:00:00",
+                 "--days", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    doses = json.loads(result.stdout)
+    assert doses == [
+        {"medication_id": "sertraline", "scheduled_at": "2026-11-24T13:00:00Z", "quantity": 1,
+         "window_start": "2026-11-24T12:30:00Z", "window_end": "2026-11-24T15:00:00Z"},
+        {"medication_id": "naltrexone", "scheduled_at": "2026-11-24T14:00:00Z", "quantity": 1,
+         "window_start": "2026-11-24T13:30:00Z", "window_end": "2026-11-24T16:00:00Z"},
+    ]
+
+
+def test_schedule_show_counts_local_days_across_a_dst_change():
+    """7 days from the Saturday before the fall-back Sunday still end at the same local time."""
+    result = run("schedule", "show", "--file", str(EXAMPLES / "schedule.json"), "--from", "2026-10-31T08:30:00",
+                 "--days", "7", "--json")
+    doses = json.loads(result.stdout)
+    sertraline = [d["scheduled_at"] for d in doses if d["medication_id"] == "sertraline"]
+    # [Oct 31 08:30 EDT, Nov 7 08:30 EST): 08:00 on Nov 1 (EST from 02:00 that day) to Nov 7
+    assert sertraline == [f"2026-11-0{day}T13:00:00Z" for day in range(1, 8)]
+
+
+def test_schedule_apply_refuses_a_stale_version_and_changes_nothing(device):
+    config, db = device
+    before = run("log", "--json", "--config", str(config)).stdout
+    result = run("schedule", "apply", str(DEMO / "schedule.json"), "--config", str(config))
+    one_line_error(result, "stale_version")
+    after = run("log", "--json", "--config", str(config)).stdout.splitlines()
+    assert after[: len(before.splitlines())] == before.splitlines()
+    assert json.loads(after[-1])["type"] == "schedule.rejected"  # the refusal itself is logged
+
+
+def test_schedule_apply_of_an_invalid_file_writes_nothing(device, tmp_path):
+    config, db = device
+    count = len(run("log", "--json", "--config", str(config)).stdout.splitlines())
+    path = tmp_path / "bad.json"
+    path.write_text('{"schema": "dispenser.schedule/1"}')
+    result = run("schedule", "apply", str(path), "--config", str(config))
+    assert result.returncode == 2
+    assert len(run("log", "--json", "--config", str(config)).stdout.splitlines()) == count
+
+
+# -- refill, log, report, status -----------------------------------------------------------------------
+
+
+def test_refill_sets_the_count_and_status_shows_it(device):
+    config, _ = device
+    result = run("refill", "sertraline", "30", "--config", str(config))
+    assert result.returncode == 0 and "compartment 1" in result.stdout
+    status = run("status", "--config", str(config))
+    assert status.returncode == 0
+    assert "compartment 1: sertraline 30" in status.stdout
+    assert "version 12" in status.stdout
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("refill", "aspirin", "3"), "not in the schedule"),
+    (("refill", "sertraline", "-1"), "COUNT"),
+])
+def test_refill_bad_input(device, args, needle):
+    config, _ = device
+    one_line_error(run(*args, "--config", str(config)), needle)
+
+
+def test_log_json_is_the_event_stream_and_verify_passes(device):
+    config, _ = device
+    run("refill", "sertraline", "30", "--config", str(config))
+    lines = run("log", "--json", "--config", str(config)).stdout.splitlines()
+    events = [json.loads(line) for line in lines]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert {e["device_id"] for e in events} == {"disp-0042"}
+    verify = run("log", "verify", "--config", str(config))
+    assert verify.returncode == 0 and f"{len(events)} events" in verify.stdout
+
+
+@pytest.mark.parametrize("column, value", [("data", '{"medication_id":"x"}'), ("hash", "0" * 64),
+                                           ("prev_hash", "f" * 64), ("at", "2020-01-01T00:00:00.000Z")])
+def test_log_verify_names_the_first_tampered_row(device, column, value):
+    config, db = device
+    run("refill", "sertraline", "30", "--config", str(config))
+    run("refill", "naltrexone", "30", "--config", str(config))
+    raw = sqlite3.connect(db)
+    triggers = [row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")]
+    for name in triggers:  # a tamperer with the file can drop the guards; the chain still tells
+        raw.execute(f"DROP TRIGGER {name}")
+    raw.execute(f"UPDATE events SET {column} = ? WHERE seq = 3", [value])
+    raw.commit()
+    raw.close()
+    result = run("log", "verify", "--config", str(config))
+    assert result.returncode != 0
+    assert "seq 3" in result.stderr
+
+
+def test_report_counts_a_scenario(tmp_path):
+    db = tmp_path / "d.db"
+    (tmp_path / "schedule.json").write_text((EXAMPLES / "schedule.json").read_text())
+    # The worked example, moved to a day in the past so that "the last N days" holds it.
+    text = (EXAMPLES / "first-day.toml").read_text().replace("2026-11-25", "2026-11-22").replace(
+        "2026-11-24", "2026-11-21")
+    (tmp_path / "past.toml").write_text(text)
+    assert run("simulate", "--scenario", str(tmp_path / "past.toml"), "--db", str(db)).returncode == 0
+    result = run("report", "--db", str(db), "--days", "3660", "--json")
+    assert result.returncode == 0, result.stderr
+    report = {m["medication_id"]: m for m in json.loads(result.stdout)["medications"]}
+    assert report["sertraline"]["on_time"] == 1 and report["sertraline"]["pdc"] == 1.0
+    assert report["naltrexone"]["unconfirmed"] == 1
+    assert report["hydroxyzine"]["prn_released"] == 1 and report["hydroxyzine"]["prn_denied"] == 1
+
+
+# -- configuration and the database ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("[device\n", "not valid TOML"),
+    ('[devise]\nid = "x"\n', "unknown table [devise]"),
+    ('[device]\nid = "x"\ntimezone = "Mars/Olympus"\n', "device.timezone"),
+    ('[hardware]\ncompartments = 0\n', "hardware.compartments"),
+    ('[mqtt]\nhots = "x"\n', "mqtt.hots"),
+])
+def test_a_bad_config_is_one_line(tmp_path, content, needle):
+    config = tmp_path / "config.toml"
+    config.write_text(content)
+    one_line_error(run("status", "--config", str(config)), needle)
+
+
+def test_a_missing_config_file_is_one_line(tmp_path):
+    one_line_error(run("status", "--config", str(tmp_path / "nope.toml")), "no such file")
+
+
+@pytest.mark.parametrize("content", [b"not a database at all" * 100, b""])
+def test_a_corrupt_database_is_refused_and_left_alone(tmp_path, content):
+    db = tmp_path / "d.db"
+    db.write_bytes(content)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[storage]\ndb = "{db}"\n')
+    result = run("refill", "sertraline", "3", "--config", str(config))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert db.read_bytes() == content
+
+
+def test_python_dash_m_and_the_console_script_are_the_same_command():
+    script = Path(sys.executable).parent / "dispenser"
+    result = subprocess.run([str(script), "schedule", "validate", str(EXAMPLES / "schedule.json")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0
