@@ -1,0 +1,159 @@
+"""The hardware layer: drivers for the dispenser's parts, real or simulated.
+
+Drivers do what they are told and report what happens; they never decide whether
+a dose may go out (that is `dispenser.rules`). Input callbacks only `put` a string
+on the daemon's queue: "press", "hold", "lid_open", "lid_closed", "pill_drop".
+
+    >>> hw = build_hardware(config.hardware, queue.put)       # [hardware] table
+    >>> hw.lcd.show(["Next dose", "08:00 Sertraline"])
+    >>> hw.compartments.release(1, quantity=1)
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+from .compartments import Compartments, build_servos
+from .errors import HardwareConfigError, HardwareError, LcdFault, PinFactoryError, ServoFault
+from .inputs import Button, Sensor, drop_sensor, lid_switch
+from .lcd import Lcd, NullLcd, gpio_lcd, mcp23008_lcd, pcf8574_lcd, sim_lcd
+from .outputs import Buzzer, Led
+from .pins import make_pin_factory
+from .settings import HardwareConfig, parse_hardware_config
+
+__all__ = [
+    "Hardware", "build_hardware", "build_sim_hardware", "parse_hardware_config", "HardwareConfig",
+    "HardwareError", "HardwareConfigError", "PinFactoryError", "LcdFault", "ServoFault",
+    "Lcd", "NullLcd", "Compartments", "Button", "Sensor", "Buzzer", "Led", "make_pin_factory",
+]
+
+# Pins of the simulated device (mock pins; any free BCM numbers would do).
+SIM_BUTTON, SIM_BUZZER, SIM_LED, SIM_LID, SIM_DROP = 17, 27, 22, 23, 24
+
+
+@dataclass
+class Hardware:
+    """Everything the daemon drives, built from one `[hardware]` table."""
+
+    lcd: Lcd | NullLcd
+    compartments: Compartments
+    button: Button
+    buzzer: Buzzer
+    led: Led
+    lid: Sensor | None = None
+    drop: Sensor | None = None
+    pin_factory: object = None
+    simulated: bool = False
+
+    def close(self) -> None:
+        """Release every pin (servos detach, outputs go off)."""
+        for part in (self.lid, self.drop, self.led, self.buzzer, self.button,
+                     self.compartments, self.lcd):
+            if part is not None:
+                try:
+                    part.close()
+                except Exception:
+                    pass  # closing must go on for the other parts
+
+
+def build_hardware(hw_config: dict | HardwareConfig | None, put: Callable[[str], None],
+                   pin_factory=None, sleep: Callable[[float], None] = time.sleep, *,
+                   i2c=None, on_move: Callable[[int, str], None] | None = None) -> Hardware:
+    """The device described by a `[hardware]` table.
+
+    `backend = "sim"` gives `build_sim_hardware`; `"pi"` real pins from
+    `pin_factory` (default: the config's `pin_factory`). `sleep` paces the servos;
+    `i2c` replaces the Pi's I2C bus (tests). Raises HardwareConfigError for a bad
+    table, PinFactoryError when no GPIO library works, HardwareError when a part
+    cannot be set up. An LCD fault does not stop the build: it shows at `lcd.show()`.
+    """
+    cfg = hw_config if isinstance(hw_config, HardwareConfig) else parse_hardware_config(hw_config)
+    if cfg.backend == "sim":
+        return build_sim_hardware(put, cfg.compartments, (cfg.lcd_cols, cfg.lcd_rows), sleep=sleep,
+                                  dwell_ms=cfg.dwell_ms, hold_s=cfg.hold_s, on_move=on_move,
+                                  lcd=cfg.lcd != "none")
+    factory = pin_factory if pin_factory is not None else make_pin_factory(cfg.pin_factory)
+    built: list = []
+
+    def part(what: str, make):
+        try:
+            thing = make()
+        except HardwareError:
+            raise
+        except Exception as error:
+            raise HardwareError(f"hardware: cannot set up {what}: {type(error).__name__}: {error}") from error
+        built.append(thing)
+        return thing
+
+    try:
+        servos = part("the servos", lambda: Compartments(
+            build_servos(cfg.servo_pins, pin_factory=factory, min_pulse_ms=cfg.min_pulse_ms,
+                         max_pulse_ms=cfg.max_pulse_ms),
+            cfg.open_angles, cfg.closed_angles, dwell_s=cfg.dwell_ms / 1000, sleep=sleep,
+            on_move=on_move))
+        bounce = cfg.bounce_ms / 1000 or None
+        button = part(f"the button on GPIO{cfg.button_pin}", lambda: Button(
+            cfg.button_pin, put, pull_up=cfg.button_pull_up, bounce_s=bounce, hold_s=cfg.hold_s,
+            pin_factory=factory))
+        buzzer = part(f"the buzzer on GPIO{cfg.buzzer_pin}", lambda: Buzzer(cfg.buzzer_pin, pin_factory=factory))
+        led = part(f"the LED on GPIO{cfg.led_pin}", lambda: Led(cfg.led_pin, pin_factory=factory))
+        lid = drop = None
+        if cfg.lid_pin is not None:
+            lid = part(f"the lid switch on GPIO{cfg.lid_pin}",
+                       lambda: lid_switch(cfg.lid_pin, put, pin_factory=factory))
+        if cfg.drop_pin is not None:
+            drop = part(f"the pill-drop sensor on GPIO{cfg.drop_pin}",
+                        lambda: drop_sensor(cfg.drop_pin, put, pin_factory=factory))
+        lcd = part("the LCD", lambda: _build_lcd(cfg, factory, i2c))
+    except Exception:
+        for thing in reversed(built):
+            thing.close()
+        raise
+    return Hardware(lcd=lcd, compartments=servos, button=button, buzzer=buzzer, led=led,
+                    lid=lid, drop=drop, pin_factory=factory)
+
+
+def _build_lcd(cfg: HardwareConfig, factory, i2c):
+    size = (cfg.lcd_cols, cfg.lcd_rows)
+    if cfg.lcd == "pcf8574":
+        return pcf8574_lcd(i2c, *size, address=cfg.lcd_address)
+    if cfg.lcd == "mcp23008":
+        return mcp23008_lcd(i2c, *size, address=cfg.lcd_address)
+    if cfg.lcd == "gpio":
+        return gpio_lcd(cfg.lcd_pins, *size, pin_factory=factory)
+    return NullLcd(*size)
+
+
+def build_sim_hardware(put: Callable[[str], None], compartments: int = 8,
+                       lcd_size: tuple[int, int] = (16, 2), *,
+                       sleep: Callable[[float], None] = time.sleep, dwell_ms: int = 500,
+                       hold_s: float = 2.0, on_move: Callable[[int, str], None] | None = None,
+                       lcd: bool = True, lid: bool = False, drop: bool = False) -> Hardware:
+    """The simulated device: the same drivers on gpiozero mock pins, the LCD on the
+    HD44780 emulator (`hw.lcd.emulator.lines()` draws it).
+
+    The simulator presses the button with `hw.button.device.pin.drive_low()` /
+    `drive_high()`, or puts "press" / "hold" itself.
+    """
+    factory = MockFactory(pin_class=MockPWMPin)
+    # The servos get mock factories of their own so that up to 32 compartments fit:
+    # 24 pins each, GPIO4-27 (GPIO2/3 have pull-ups, 0/1 are reserved).
+    servos = []
+    for start in range(0, compartments, 24):
+        count = min(24, compartments - start)
+        servos += build_servos(range(4, 4 + count), pin_factory=MockFactory(pin_class=MockPWMPin))
+    box = Compartments(servos, [90.0] * compartments, [0.0] * compartments,
+                       dwell_s=dwell_ms / 1000, sleep=sleep, on_move=on_move)
+    return Hardware(
+        lcd=sim_lcd(*lcd_size) if lcd else NullLcd(*lcd_size),
+        compartments=box,
+        button=Button(SIM_BUTTON, put, hold_s=hold_s, pin_factory=factory),
+        buzzer=Buzzer(SIM_BUZZER, pin_factory=factory),
+        led=Led(SIM_LED, pin_factory=factory),
+        lid=lid_switch(SIM_LID, put, pin_factory=factory) if lid else None,
+        drop=drop_sensor(SIM_DROP, put, pin_factory=factory) if drop else None,
+        pin_factory=factory, simulated=True,
+    )
