@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dispenser", description="A supervised smart pill dispenser.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    sub.add_parser("run", parents=[common], help="the daemon (real or simulated hardware, per the config)")
+
     simulate = sub.add_parser("simulate", parents=[common], help="run on simulated hardware")
     simulate.add_argument("--scenario", metavar="FILE", help="run a scenario headless on a virtual clock")
     simulate.add_argument("--speed", type=float, default=1.0, help="virtual seconds per real second")
@@ -152,9 +154,47 @@ def _positive(value: int, name: str, limit: int) -> int:
 # -- commands ----------------------------------------------------------------------------------
 
 
+def cmd_run(args) -> int:
+    from .runner import StartError, build_daemon, run_daemon, stop_on_signals
+    from .service import Notifier
+    config = _config(args)
+    try:
+        daemon = build_daemon(config, args.db, simulated=False, notifier=Notifier())
+    except StartError as error:
+        raise UserError(str(error)) from None
+    stop_on_signals(daemon)
+    run_daemon(daemon)
+    return 0
+
+
 def cmd_simulate(args) -> int:
     if not args.scenario:
-        raise UserError("the live simulator is not built yet; use --scenario FILE")
+        return simulate_live(args)
+    return simulate_scenario(args)
+
+
+def simulate_live(args) -> int:
+    from .daemon import ScaledClock
+    from .live import Terminal, run_live
+    from .runner import StartError, build_daemon, stop_on_signals
+    if not args.speed > 0:
+        raise UserError("--speed must be more than 0")
+    config = _config(args)
+    holder = []
+    try:
+        daemon = build_daemon(config, args.db, simulated=True, demo=True,
+                              on_move=lambda c, state: holder and holder[0].on_move(c, state))
+    except StartError as error:
+        raise UserError(str(error)) from None
+    clock = ScaledClock(_now(), args.speed)
+    terminal = Terminal(daemon, clock, args.speed)
+    holder.append(terminal)
+    stop_on_signals(daemon)
+    run_live(daemon, clock, args.speed, terminal)
+    return 0
+
+
+def simulate_scenario(args) -> int:
     from .scenario import ScenarioError, ScenarioRun, load_scenario
     config = _config(args) if args.config or args.db else Config()
     try:
@@ -345,6 +385,7 @@ def cmd_status(args) -> int:
 
 
 COMMANDS = {
+    "run": cmd_run,
     "simulate": cmd_simulate,
     "schedule": cmd_schedule,
     "refill": cmd_refill,

@@ -95,18 +95,20 @@ class Engine:
             self._seen_seq = events[-1]["seq"]
             for listener in self.listeners:
                 listener(events)
-        for release in outcome.releases:
-            self._carry_out(release, now)
+        failed = [release for release in outcome.releases if not self._carry_out(release, now)]
+        if failed:
+            outcome.feedback = "release_failed"
         return outcome
 
-    def _carry_out(self, release: Release, now: datetime) -> None:
+    def _carry_out(self, release: Release, now: datetime) -> bool:
         try:
             self.mover(release.compartment, release.quantity)
         except Exception as error:  # a servo fault must not stop the device
             self._commit(self.rules.release_failed(now, release, f"{type(error).__name__}: {error}"), now,
                          closing={release.event_id: "failed"})
-            return
+            return False
         self.store.complete_release(release.event_id, "done", now)
+        return True
 
     # -- inputs --------------------------------------------------------------------------
 
@@ -140,6 +142,11 @@ class Engine:
     def fault(self, now: datetime, component: str, error: str) -> Outcome:
         self._refresh()
         return self._commit(self.rules.fault(now, component, error), now)
+
+    def checkin(self, now: datetime, mood: int | None, side_effects: str | None,
+                medication_ids: list[str]) -> Outcome:
+        self._refresh()
+        return self._commit(self.rules.checkin(now, mood, side_effects, medication_ids), now)
 
     def next_wakeup(self, now: datetime) -> datetime | None:
         return self.rules.next_wakeup(now)

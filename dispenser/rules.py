@@ -371,9 +371,7 @@ class DoseRules:
             outcome.feedback = "confirmed"
             outcome.detail = {"medications": [r.medication_id for r in waiting]}
             return outcome
-        releasable = [d for d in self._live_doses(now)
-                      if d.window_start <= now < d.window_end
-                      and (self._record(d) is None or self._record(d).status == "pending")]
+        releasable = self.releasable(now)
         released, empty = [], []
         for dose in releasable:
             if self.state.stock.get(dose.medication_id, 0) < dose.quantity:
@@ -393,6 +391,22 @@ class DoseRules:
             outcome.feedback = "too_early" if opens else "nothing_due"
             outcome.detail = {"opens_at": opens} if opens else {}
         return outcome
+
+    def releasable(self, now: datetime) -> list[Dose]:
+        """Doses a press would release now (stock permitting)."""
+        now = self._now(now)
+        return [d for d in self._live_doses(now) if d.window_start <= now < d.window_end
+                and (self._record(d) is None or self._record(d).status == "pending")]
+
+    def awaiting_confirmation(self, now: datetime) -> list[DoseRecord]:
+        return self._awaiting_confirmation(self._now(now))
+
+    def upcoming(self, now: datetime) -> Dose | None:
+        """The next dose whose window has not opened yet."""
+        now = self._now(now)
+        later = [d for d in self._live_doses(now) if d.window_start > now
+                 and (self._record(d) is None or self._record(d).status == "pending")]
+        return min(later) if later else None
 
     def _awaiting_confirmation(self, now: datetime) -> list[DoseRecord]:
         """Released doses not yet confirmed, until the medication's next window opens."""
@@ -638,6 +652,21 @@ class DoseRules:
     def stop(self, now: datetime) -> Outcome:
         outcome = self.tick(now)
         self._emit(outcome, "device.stopped", {}, self._now(now))
+        return outcome
+
+    def checkin(self, now: datetime, mood: int | None, side_effects: str | None,
+                medication_ids: list[str]) -> Outcome:
+        """How the person feels after a dose. Strong side effects or the lowest mood reach the clinic."""
+        outcome = self.tick(now)
+        now = self._now(now)
+        draft = self._emit(outcome, "checkin.recorded", {
+            "mood": mood, "side_effects": side_effects, "medications": medication_ids}, now)
+        if side_effects == "strong":
+            self._alert(outcome, "side_effects_reported", "warning",
+                        "The person reported strong side effects after a dose today.", [draft], now)
+        if mood == 1:
+            self._alert(outcome, "low_mood_reported", "warning",
+                        "The person reported feeling very bad (1 of 5) after a dose today.", [draft], now)
         return outcome
 
     def _local(self, moment: datetime) -> str:

@@ -177,9 +177,9 @@ class ScenarioRun:
         scenario = self.scenario
         now = scenario.start
         self._boot(now)
-        self._apply_file(now, scenario.schedule_file)
-        for medication, count in scenario.stock.items():
+        for medication, count in scenario.stock.items():  # the compartments are filled first
             self.engine.refill(now, medication, count)
+        self._apply_file(now, scenario.schedule_file)
         pending = list(scenario.steps)
         back_at: datetime | None = None
         while True:

@@ -1,0 +1,320 @@
+"""The daemon: one loop that owns all state.
+
+gpiozero callbacks, the MQTT thread and signal handlers only `put` an input on the
+queue; the loop takes them one at a time, feeds them to the engine (which logs before
+anything moves), drives the servos, the LCD, the buzzer and the LED, and then sleeps
+until the next thing is due: a window opening or closing, a reminder, a timeout of
+the screen, or the next minute of the clock on the display. No busy polling.
+
+Time comes from a clock object, so tests move it and the simulator speeds it up.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+from .engine import Engine
+from .rules import Outcome
+from .screens import MOODS, SIDE_EFFECTS, View, screen
+
+log = logging.getLogger("dispenser")
+UTC = timezone.utc
+
+FEEDBACK_FOR = timedelta(seconds=30)
+MISSED_FOR = timedelta(minutes=10)
+CHECKIN_SILENCE = timedelta(minutes=1)
+MENU_SILENCE = timedelta(seconds=30)
+SIGNAL_EVERY = timedelta(minutes=5)
+MAX_BEEPS = 5
+
+
+class SystemClock:
+    """The wall clock, in UTC."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def seconds_until(self, moment: datetime) -> float:
+        return (moment - self.now()).total_seconds()
+
+
+class ScaledClock:
+    """A clock that runs `speed` times faster than real time, from `start` (the simulator's)."""
+
+    def __init__(self, start: datetime, speed: float):
+        self.start, self.speed = start, speed
+        self._began = time.monotonic()
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=(time.monotonic() - self._began) * self.speed)
+
+    def seconds_until(self, moment: datetime) -> float:
+        return (moment - self.now()).total_seconds() / self.speed
+
+
+@dataclass
+class Screen:
+    """The daemon's own display state: a mode, and what the last input led to."""
+
+    mode: str = "idle"
+    feedback: str = ""
+    detail: dict | None = None
+    until: datetime | None = None
+    choice: int = 0
+    choices: tuple = ()
+    mood: int | None = None
+    checkin_about: tuple = ()
+
+
+class Daemon:
+    """Feeds inputs and time to the engine and shows the outcome on the hardware.
+
+        >>> daemon = Daemon(engine, hardware)
+        >>> daemon.start(now); daemon.handle("press", now)    # what the loop does
+    """
+
+    def __init__(self, engine: Engine, hardware, *, timezone_name: str = "UTC", checkin: bool = False,
+                 sleep: Callable[[float], None] = time.sleep, notifier=None, sync=None):
+        self.engine = engine
+        self.hardware = hardware
+        self.default_tz = ZoneInfo(timezone_name)
+        self.checkin_enabled = checkin
+        self.sleep = sleep
+        self.notifier = notifier
+        self.sync = sync
+        self.inputs: queue.SimpleQueue = queue.SimpleQueue()
+        self.screen_state = Screen()
+        self._signal_at: datetime | None = None
+        self._signal_level = -1
+        self._faulty: set[str] = set()
+        self._shown: list[str] = []
+        engine.mover = self._move
+        engine.listeners.append(self._on_events)
+
+    # -- the queue ------------------------------------------------------------------------
+
+    def put(self, item) -> None:
+        """Thread-safe: the only thing callbacks from other threads may do."""
+        self.inputs.put(item)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self, clock=None, stop_after: Callable[[], bool] = lambda: False) -> None:
+        """The daemon's life: start, then wait for inputs or the next due moment, until "stop"."""
+        clock = clock or SystemClock()
+        self.start(clock.now())
+        if self.notifier:
+            self.notifier.ready()
+        while not stop_after():
+            now = clock.now()
+            self.on_time(now)
+            timeout = self._timeout(clock, now)
+            try:
+                item = self.inputs.get(timeout=timeout)
+            except queue.Empty:
+                continue
+            if item == "stop":
+                break
+            self.handle(item, clock.now())
+        self.stop(clock.now())
+
+    def _timeout(self, clock, now: datetime) -> float:
+        if self.notifier:
+            self.notifier.watchdog()
+        wakeup = self.wakeup_at(now)
+        seconds = clock.seconds_until(wakeup) if wakeup else 60.0
+        watchdog = self.notifier.watchdog_interval() if self.notifier else None
+        return max(0.0, min(seconds, watchdog or 60.0, 60.0))
+
+    # -- what the loop does -------------------------------------------------------------------
+
+    def start(self, now: datetime) -> None:
+        self._last_now = now
+        self.engine.start(now)
+        self.on_time(now)
+
+    def stop(self, now: datetime) -> None:
+        self.engine.stop(now)
+        self._safely("led", self.hardware.led.off, now)
+        self._safely("buzzer", self.hardware.buzzer.off, now)
+
+    def wakeup_at(self, now: datetime) -> datetime:
+        """The next moment something is due; at the latest the next minute, for the clock shown."""
+        moments = [now.replace(second=0, microsecond=0) + timedelta(minutes=1)]
+        for moment in (self.engine.next_wakeup(now), self.screen_state.until, self._signal_at):
+            if moment is not None and moment > now:
+                moments.append(moment)
+        return min(moments)
+
+    def on_time(self, now: datetime) -> None:
+        """Time passed: let the rules tick, end timed-out screens, signal, and redraw."""
+        self.engine.tick(now)
+        state = self.screen_state
+        if state.until is not None and now >= state.until:
+            if state.mode in ("checkin_mood", "checkin_side") and state.mood is not None:
+                self._save_checkin(now, state.mood, None)  # a mood given, the side effects skipped
+            self.screen_state = Screen()
+        self._signal(now)
+        self.render(now)
+
+    def advance(self, to: datetime) -> None:
+        """Tests and scenarios: live through every due moment up to `to`, then arrive there."""
+        now = self._last_now
+        while True:
+            wakeup = self.wakeup_at(now)
+            if wakeup > to:
+                break
+            now = wakeup
+            self.on_time(now)
+        self.on_time(to)
+        self._last_now = to
+
+    _last_now: datetime | None = None
+
+    def handle(self, item, now: datetime) -> None:
+        """One input: "press", "hold", ("hold", medication), ("schedule", payload), ..."""
+        self._last_now = now
+        kind = item[0] if isinstance(item, tuple) else item
+        mode = self.screen_state.mode
+        if kind == "press":
+            self._press(now) if mode not in ("menu", "checkin_mood", "checkin_side") else self._cycle(now)
+        elif kind == "hold":
+            medication = item[1] if isinstance(item, tuple) else None
+            if mode == "menu":
+                self._show(self.engine.hold(now, self.screen_state.choices[self.screen_state.choice]), now)
+            elif mode == "checkin_mood":
+                self._ask_side_effects(now)
+            elif mode == "checkin_side":
+                self._save_checkin(now, self.screen_state.mood, SIDE_EFFECTS[self.screen_state.choice])
+            else:
+                self._show(self.engine.hold(now, medication), now)
+        elif kind == "schedule":
+            self.engine.apply_schedule_payload(now, item[1], "mqtt")
+        elif kind == "refill":
+            self.engine.refill(now, item[1], item[2])
+        elif kind == "connection":
+            pass  # the sync's state changed; the redraw below shows it
+        else:
+            log.info("ignored input %r", item)
+        self._signal(now)
+        self.render(now)
+
+    # -- the button -----------------------------------------------------------------------------
+
+    def _press(self, now: datetime) -> None:
+        outcome = self.engine.press(now)
+        self._show(outcome, now)
+        if outcome.feedback == "confirmed" and self.checkin_enabled:
+            self.screen_state = Screen(mode="checkin_mood", choice=2, until=now + CHECKIN_SILENCE,
+                                       checkin_about=tuple(outcome.detail.get("medications", [])))
+
+    def _cycle(self, now: datetime) -> None:
+        state = self.screen_state
+        count = {"menu": len(state.choices), "checkin_mood": len(MOODS), "checkin_side": len(SIDE_EFFECTS)}
+        state.choice = (state.choice + 1) % count[state.mode]
+        state.until = now + (MENU_SILENCE if state.mode == "menu" else CHECKIN_SILENCE)
+
+    def _ask_side_effects(self, now: datetime) -> None:
+        state = self.screen_state
+        self.screen_state = Screen(mode="checkin_side", choice=0, until=now + CHECKIN_SILENCE,
+                                   mood=state.choice + 1, checkin_about=state.checkin_about)
+
+    def _save_checkin(self, now: datetime, mood: int | None, side_effects: str | None) -> None:
+        about = list(self.screen_state.checkin_about)
+        self.engine.checkin(now, mood, side_effects, about)
+        self.screen_state = Screen(mode="feedback", feedback="checkin_saved", until=now + FEEDBACK_FOR)
+
+    def _show(self, outcome: Outcome, now: datetime) -> None:
+        if outcome.feedback == "menu":
+            names = tuple(outcome.detail["medications"])
+            self.screen_state = Screen(mode="menu", choices=names, until=now + MENU_SILENCE)
+        elif outcome.feedback:
+            self.screen_state = Screen(mode="feedback", feedback=outcome.feedback, detail=outcome.detail,
+                                       until=now + FEEDBACK_FOR)
+
+    # -- carrying out ---------------------------------------------------------------------------
+
+    def _move(self, compartment: int, quantity: int) -> None:
+        """The engine's mover: the intent is already logged when this runs."""
+        self.hardware.compartments.release(compartment, quantity, sleep=self.sleep)
+
+    def _on_events(self, events: list[dict]) -> None:
+        for event in events:
+            if event["type"] == "dose.missed":
+                scheduled = datetime.fromisoformat(event["data"]["scheduled_at"].replace("Z", "+00:00"))
+                self.screen_state = Screen(mode="feedback", feedback="missed",
+                                           detail={"scheduled_at": scheduled},
+                                           until=datetime.fromisoformat(event["at"].replace("Z", "+00:00"))
+                                           + MISSED_FOR)
+        if self.sync is not None:
+            self.sync.notify()
+
+    def _signal(self, now: datetime) -> None:
+        """Buzzer and LED: a pattern that repeats every 5 minutes and grows while a dose waits."""
+        rules = self.engine.rules
+        due = rules.releasable(now)
+        waiting = rules.awaiting_confirmation(now)
+        if not due:
+            self._signal_at, self._signal_level = None, -1
+            self._safely("buzzer", self.hardware.buzzer.off, now)
+            self._safely("led", self.hardware.led.on if waiting else self.hardware.led.off, now)
+            return
+        level = max((rules.state.doses[d.key].reminders if d.key in rules.state.doses else 0) for d in due)
+        if self._signal_at is not None and now < self._signal_at and level == self._signal_level:
+            return
+        self._signal_at, self._signal_level = now + SIGNAL_EVERY, level
+        if level == 0:
+            self._safely("led", self.hardware.led.on, now)  # the window is open: a quiet light
+            return
+        self._safely("led", lambda: self.hardware.led.pattern(500, 500, times=None), now)
+        self._safely("buzzer", lambda: self.hardware.buzzer.pattern(150, 150, times=min(level, MAX_BEEPS)), now)
+
+    # -- the screen -------------------------------------------------------------------------------
+
+    def view(self, now: datetime) -> View:
+        rules = self.engine.rules
+        schedule = rules.state.schedule
+        tz = schedule.tz if schedule else self.default_tz
+
+        def name(medication_id: str) -> str:
+            medication = schedule.medication(medication_id) if schedule else None
+            return medication.name if medication else medication_id
+
+        upcoming = rules.upcoming(now)
+        low = sorted({m.compartment for m in (schedule.medications if schedule else [])
+                      if m.id in rules.state.stock_low or m.id in rules.state.stock_empty})
+        state = self.screen_state
+        detail = {key: value.astimezone(tz) if isinstance(value, datetime) else value
+                  for key, value in (state.detail or {}).items()}
+        return View(
+            now=now.astimezone(tz), mode=state.mode, feedback=state.feedback, detail=detail,
+            due=[name(d.medication_id) for d in rules.releasable(now)],
+            waiting=[name(r.medication_id) for r in rules.awaiting_confirmation(now)],
+            next_name=name(upcoming.medication_id) if upcoming else None,
+            next_at=upcoming.scheduled_at.astimezone(tz) if upcoming else None,
+            low=low, offline=self.sync is not None and not self.sync.connected,
+            choice=state.choice, choices=[name(c) for c in state.choices],
+        )
+
+    def render(self, now: datetime) -> None:
+        lcd = self.hardware.lcd
+        lines = screen(self.view(now), rows=getattr(lcd, "rows", 2))
+        self._shown = lines
+        self._safely("lcd", lambda: lcd.show(lines), now)
+
+    def _safely(self, component: str, action: Callable[[], object], now: datetime) -> None:
+        """A failing part must not stop the device: log `device.fault` once, keep going."""
+        try:
+            action()
+        except Exception as error:  # noqa: BLE001 - any driver error is a fault to report
+            if component not in self._faulty:
+                self._faulty.add(component)
+                log.warning("%s failed: %s", component, error)
+                self.engine.fault(now, component, f"{type(error).__name__}: {error}")
+            return
+        self._faulty.discard(component)

@@ -1,0 +1,109 @@
+"""Assembles a running dispenser from its config: log, engine, hardware, sync, daemon.
+
+`dispenser run` and the live `dispenser simulate` are the same daemon; they differ
+only in the hardware (real pins or simulated) and in who presses the button.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import signal
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+
+from .config import Config
+from .daemon import Daemon
+from .engine import Engine
+from .store import Store, StoreError
+
+log = logging.getLogger("dispenser")
+UTC = timezone.utc
+
+DEMO_STOCK = {"sertraline": 28, "multivitamin": 60, "hydroxyzine": 10}
+
+
+class StartError(Exception):
+    """The dispenser cannot start; one line saying why."""
+
+
+def open_store(config: Config, db: str | None) -> Store:
+    path = db or config.db_path
+    if path != ":memory:":
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StartError(f"{path}: cannot create its folder ({error.strerror})") from None
+    try:
+        return Store.open(path, config.device_id)
+    except StoreError as error:
+        raise StartError(str(error)) from None
+
+
+def demo_schedule() -> dict:
+    return json.loads(resources.files("dispenser").joinpath("demo", "live-schedule.json").read_text())
+
+
+def build_hardware_for(config: Config, put, simulated: bool, on_move=None):
+    from .hardware import HardwareError, build_hardware, build_sim_hardware
+    try:
+        if simulated or config.backend == "sim":
+            from .hardware import parse_hardware_config
+            cfg = parse_hardware_config(config.hardware)
+            return build_sim_hardware(put, config.compartments, (cfg.lcd_cols, cfg.lcd_rows),
+                                      dwell_ms=cfg.dwell_ms, hold_s=cfg.hold_s, on_move=on_move)
+        return build_hardware(config.hardware, put, on_move=on_move)
+    except HardwareError as error:
+        raise StartError(str(error)) from None
+
+
+def build_sync(config: Config, daemon_put, outbox_path: str, suffix: str | None = None):
+    """The MQTT side, when the config has an [mqtt] table; None to run offline."""
+    if not config.mqtt:
+        return None
+    from .sync import MqttSettings, Sync
+    try:
+        settings = MqttSettings.from_config(config.mqtt)
+    except ValueError as error:
+        raise StartError(f"{config.source}: {error}") from None
+    outbox = Store.open(outbox_path, config.device_id) if outbox_path != ":memory:" else None
+    return Sync(settings, config.device_id, outbox, on_schedule=lambda payload: daemon_put(("schedule", payload)),
+                client_suffix=suffix)
+
+
+def build_daemon(config: Config, db: str | None, *, simulated: bool, demo: bool = False, notifier=None,
+                 on_move=None, with_sync: bool = True) -> Daemon:
+    """Everything a running dispenser needs, wired together but not started."""
+    store = open_store(config, db)
+    engine = Engine(store, config.compartments, config.timezone,
+                    clinic_public_key=config.clinic_public_key)
+    if demo and engine.state.schedule is None:
+        now = datetime.now(UTC)
+        for medication, count in DEMO_STOCK.items():  # filled before the first window can open
+            engine.refill(now, medication, count)
+        engine.apply_schedule(now, demo_schedule(), "local")
+    holder: list[Daemon] = []
+    hardware = build_hardware_for(config, lambda item: holder[0].put(item), simulated, on_move)
+    sync = build_sync(config, lambda item: holder[0].put(item), store.name) if with_sync else None
+    daemon = Daemon(engine, hardware, timezone_name=config.timezone, checkin=config.checkin,
+                    notifier=notifier, sync=sync)
+    holder.append(daemon)
+    return daemon
+
+
+def stop_on_signals(daemon: Daemon) -> None:
+    """SIGTERM (systemd) and SIGINT end the loop cleanly: the handler only queues "stop"."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: daemon.put("stop"))
+
+
+def run_daemon(daemon: Daemon, clock=None) -> None:
+    if daemon.sync is not None:
+        daemon.sync.start()
+    try:
+        daemon.run(clock)
+    finally:
+        if daemon.sync is not None:
+            daemon.sync.stop()
+        daemon.hardware.close()
+        daemon.engine.store.close()

@@ -1,0 +1,101 @@
+"""What the LCD says. Pure: a `View` of the moment in, text lines out.
+
+Short words a tired person reads at a glance; the second line always says what the
+button does now. Written for 16 columns; a 20x4 display gets the clock and status on
+its extra rows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+MOODS = ["1 very bad", "2 bad", "3 okay", "4 good", "5 very good"]
+SIDE_EFFECTS = ["none", "mild", "strong"]
+
+
+@dataclass
+class View:
+    """Everything a screen may show, gathered by the daemon at one moment (local times)."""
+
+    now: datetime
+    mode: str = "idle"          # idle | feedback | menu | checkin_mood | checkin_side
+    feedback: str = ""          # the last outcome's feedback while it is shown
+    detail: dict = field(default_factory=dict)
+    due: list[str] = field(default_factory=list)        # names of doses a press would release
+    waiting: list[str] = field(default_factory=list)    # released, waiting for confirmation
+    next_name: str | None = None
+    next_at: datetime | None = None
+    low: list[int] = field(default_factory=list)        # compartments running low or empty
+    offline: bool = False
+    choice: int = 0
+    choices: list[str] = field(default_factory=list)
+
+
+def hhmm(moment: datetime | None) -> str:
+    return moment.strftime("%H:%M") if moment else "--:--"
+
+
+def screen(view: View, rows: int = 2) -> list[str]:
+    """The lines to show, most important state first."""
+    lines = _main(view)
+    if rows >= 4:
+        status = "offline" if view.offline else ""
+        lines += [f"{view.now:%a %d %b %H:%M}", status or _refill_line(view)]
+    return lines
+
+
+def _main(view: View) -> list[str]:
+    if view.mode == "checkin_mood":
+        return ["How do you feel?", f"< {MOODS[view.choice]} >"]
+    if view.mode == "checkin_side":
+        return ["Side effects?", f"< {SIDE_EFFECTS[view.choice]} >"]
+    if view.mode == "menu":
+        return ["As needed: hold", f"> {view.choices[view.choice]}"]
+    if view.mode == "feedback":
+        lines = _feedback(view)
+        if lines:
+            return lines
+    if view.waiting:
+        return ["Take your pill" if len(view.waiting) == 1 else "Take your pills", "Press when taken"]
+    if view.due:
+        what = view.due[0] if len(view.due) == 1 else f"{len(view.due)} medicines"
+        return [f"Due: {what}", "Press to release"]
+    top = f"{view.now:%H:%M}" + (" offline" if view.offline else "")
+    if view.low:
+        return [top, _refill_line(view)]
+    if view.next_at is not None:
+        return [top, f"Next {hhmm(view.next_at)} {view.next_name or ''}".rstrip()]
+    return [top, "No doses planned"]
+
+
+def _refill_line(view: View) -> str:
+    return f"Refill box {','.join(str(c) for c in view.low)}" if view.low else ""
+
+
+def _feedback(view: View) -> list[str] | None:
+    detail = view.detail
+    kind = view.feedback
+    if kind == "released":
+        count = len(detail.get("medications", []))
+        return ["Take your pills" if count > 1 else "Take your pill", "Press when taken"]
+    if kind == "confirmed":
+        return ["Thank you!", "Dose recorded"]
+    if kind == "too_early":
+        return ["Too early", f"Opens at {hhmm(detail.get('opens_at'))}"]
+    if kind == "nothing_due":
+        return ["Nothing due now", f"Next {hhmm(view.next_at)}" if view.next_at else ""]
+    if kind == "empty":
+        return ["Box is empty", "Ask for a refill"]
+    if kind == "denied":
+        if detail.get("reason") == "empty":
+            return ["As-needed box", "is empty"]
+        return ["As-needed locked", f"until {hhmm(detail.get('allowed_at'))}"]
+    if kind == "no_as_needed":
+        return ["No as-needed", "medicine set"]
+    if kind == "missed":
+        return [f"Missed: {hhmm(detail.get('scheduled_at'))}", "Clinic informed"]
+    if kind == "release_failed":
+        return ["Dispenser fault", "Help is informed"]
+    if kind == "checkin_saved":
+        return ["Thank you!", "Answer saved"]
+    return None

@@ -1,0 +1,190 @@
+"""The daemon through a day on a moved clock, with gpiozero mock pins and the real charlcd library
+writing into the emulated HD44780: what the person sees, hears, and what the servos do."""
+from __future__ import annotations
+
+import itertools
+import time
+
+import pytest
+
+from dispenser.daemon import Daemon
+from dispenser.engine import Engine
+from dispenser.hardware import build_sim_hardware
+from dispenser.store import Store
+from support import contract_schedule, local
+
+OPEN_DUTY, CLOSED_DUTY = 0.075, 0.05  # 90 and 0 degrees at 50 Hz, 1.0-2.0 ms
+
+
+OPENED: list = []
+
+
+@pytest.fixture(autouse=True)
+def close_devices():
+    """Close the pins, so no gpiozero blink thread outlives its test."""
+    yield
+    while OPENED:
+        OPENED.pop().hw.close()
+
+
+class Device:
+    """A simulated dispenser whose daemon the test drives through `at`, `press` and `hold`."""
+
+    def __init__(self, db=":memory:", checkin=False, stock=None, lcd_size=(16, 2), start="2026-11-24T06:00:00",
+                 fresh=True):
+        self.hw = build_sim_hardware(lambda item: None, compartments=8, lcd_size=lcd_size, sleep=lambda s: None)
+        self.store = Store.open(db, "disp-test")
+        counter = itertools.count(1)
+        self.engine = Engine(self.store, 8, "America/New_York",
+                             new_id=lambda: f"00000000-0000-4000-8000-{next(counter):012d}")
+        now = local(start)
+        if fresh:
+            self.engine.apply_schedule(now, contract_schedule(), "local")
+            for medication, count in (stock or {"sertraline": 28, "naltrexone": 10, "hydroxyzine": 10}).items():
+                self.engine.refill(now, medication, count)
+        self.daemon = Daemon(self.engine, self.hw, timezone_name="America/New_York", checkin=checkin,
+                             sleep=lambda s: None)
+        self.daemon.start(now)
+        self.now = now
+        OPENED.append(self)
+
+    def at(self, text: str) -> list[str]:
+        self.now = local(text)
+        self.daemon.advance(self.now)
+        return self.lcd()
+
+    def press(self, text: str) -> list[str]:
+        self.at(text)
+        self.daemon.handle("press", self.now)
+        return self.lcd()
+
+    def hold(self, text: str) -> list[str]:
+        self.at(text)
+        self.daemon.handle("hold", self.now)
+        return self.lcd()
+
+    def lcd(self) -> list[str]:
+        return [line.rstrip() for line in self.hw.lcd.emulator.lines()]
+
+    def duties(self, compartment: int) -> list[float]:
+        pin = self.hw.compartments.servo(compartment).pwm_device.pin
+        return [round(state.state, 4) for state in pin.states]
+
+    def events(self, kind: str) -> list[dict]:
+        return [e for e in self.store.events() if e["type"] == kind]
+
+
+def wait_for(predicate, seconds: float = 2.0) -> bool:
+    """gpiozero runs blink patterns on its own thread, in real time: wait for them briefly."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def test_a_day_as_the_person_sees_it():
+    device = Device()
+    assert device.lcd() == ["06:00", "Next 08:00 Sertr"]
+    assert device.press("2026-11-24T07:10:00") == ["Too early", "Opens at 07:30"]
+    assert device.at("2026-11-24T07:30:00") == ["Due: Sertraline", "Press to release"]
+    assert device.hw.led.is_on  # the window is open: a quiet light, no sound yet
+    assert not device.hw.buzzer.is_on
+
+    before = {c: device.duties(c) for c in range(1, 9)}
+    assert device.press("2026-11-24T07:45:00") == ["Take your pill", "Press when taken"]
+    opened = device.duties(1)[len(before[1]):]
+    assert opened == [OPEN_DUTY, CLOSED_DUTY, 0.0]  # open, close, detach: one pill
+    assert all(device.duties(c) == before[c] for c in range(2, 9))  # no other compartment moved
+
+    assert device.press("2026-11-24T07:46:00") == ["Thank you!", "Dose recorded"]
+    assert device.at("2026-11-24T07:46:20")[0] == "Thank you!"  # for half a minute
+    assert device.at("2026-11-24T08:20:00") == ["08:20", "Next 09:00 Naltr"]
+
+    assert device.hold("2026-11-24T13:00:00") == ["Take your pill", "Press when taken"]
+    assert device.duties(3)[-3:] == [OPEN_DUTY, CLOSED_DUTY, 0.0]
+    assert device.hold("2026-11-24T14:00:00") == ["As-needed locked", "until 19:00"]
+    assert device.events("dose.missed")[0]["data"]["medication_id"] == "naltrexone"
+
+
+def test_reminders_sound_and_grow_until_the_dose_is_missed():
+    device = Device()
+    device.at("2026-11-24T08:00:00")  # sertraline's scheduled time: reminder 1
+    assert wait_for(lambda: any(s.state for s in device.hw.buzzer.device.pin.states))
+    first = device.daemon._signal_level
+    device.at("2026-11-24T08:31:00")  # reminder 2
+    assert device.daemon._signal_level == first + 1
+    assert device.at("2026-11-24T10:00:00") == ["Missed: 08:00", "Clinic informed"]
+    assert device.events("dose.missed")[0]["data"]["medication_id"] == "sertraline"
+    device.at("2026-11-24T11:00:00")  # naltrexone's window closes too: nothing is due any more
+    assert wait_for(lambda: not device.hw.buzzer.is_on and not device.hw.led.is_on)
+
+
+def test_an_empty_compartment_says_so_and_nothing_moves():
+    device = Device(stock={"sertraline": 0})
+    before = device.duties(1)
+    assert device.press("2026-11-24T07:45:00") == ["Box is empty", "Ask for a refill"]
+    assert device.duties(1) == before
+    assert device.at("2026-11-24T07:46:00")[0] == "Due: Sertraline"
+
+
+def test_checkin_after_a_confirmed_dose():
+    device = Device(checkin=True)
+    device.press("2026-11-24T07:45:00")
+    assert device.press("2026-11-24T07:46:00") == ["How do you feel?", "< 3 okay >"]
+    assert device.press("2026-11-24T07:46:05") == ["How do you feel?", "< 4 good >"]
+    assert device.hold("2026-11-24T07:46:10") == ["Side effects?", "< none >"]
+    device.press("2026-11-24T07:46:15")
+    device.press("2026-11-24T07:46:16")
+    assert device.hold("2026-11-24T07:46:20") == ["Thank you!", "Answer saved"]
+    recorded = device.events("checkin.recorded")
+    assert [e["data"] for e in recorded] == [{"mood": 4, "side_effects": "strong", "medications": ["sertraline"]}]
+    assert device.events("alert.raised")[-1]["data"]["kind"] == "side_effects_reported"
+
+
+def test_a_minute_of_silence_skips_the_checkin():
+    device = Device(checkin=True)
+    device.press("2026-11-24T07:45:00")
+    device.press("2026-11-24T07:46:00")
+    assert device.at("2026-11-24T07:47:01")[0] != "How do you feel?"
+    assert device.events("checkin.recorded") == []
+
+
+def test_a_failing_lcd_is_a_fault_once_and_dispensing_goes_on():
+    device = Device()
+
+    def broken(lines):
+        raise OSError("I2C bus error")
+
+    device.hw.lcd.show = broken
+    device.press("2026-11-24T07:45:00")
+    device.press("2026-11-24T07:46:00")
+    faults = device.events("device.fault")
+    assert [f["data"]["component"] for f in faults] == ["lcd"]
+    assert [e["data"]["medication_id"] for e in device.events("dose.taken")] == ["sertraline"]
+    assert device.events("alert.raised")[-1]["data"]["kind"] == "device_fault"
+
+
+def test_a_failing_servo_is_a_failed_release_and_the_device_goes_on():
+    device = Device()
+
+    def jammed(compartment, quantity, sleep=None):
+        raise OSError("servo jammed")
+
+    device.hw.compartments.release = jammed
+    assert device.press("2026-11-24T09:00:00") == ["Dispenser fault", "Help is informed"]
+    assert len(device.events("dose.release_failed")) == 2  # sertraline and naltrexone
+    assert device.press("2026-11-24T09:01:00") == ["Too early", "Opens at 07:30"]  # never retried
+    assert len(device.events("dose.released")) == 2
+
+
+@pytest.mark.parametrize("size", [(16, 2), (20, 4)])
+def test_both_display_sizes(size):
+    device = Device(lcd_size=size)
+    lines = device.at("2026-11-24T07:30:00")
+    due = "Due: Sertraline 50 mg"[: size[0]].rstrip()
+    if size[1] == 2:
+        assert lines == [due, "Press to release"]
+    else:
+        assert lines == [due, "Press to release", "Tue 24 Nov 07:30", ""]
