@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true")
 
     sub.add_parser("status", parents=[common], help="next dose, stock, backlog, schedule version")
+
+    selftest = sub.add_parser("selftest", parents=[common], help="check the parts after assembly")
+    selftest.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the button")
+    selftest.add_argument("--yes", action="store_true", help="the compartments are empty: move them")
     return parser
 
 
@@ -384,8 +388,25 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_selftest(args) -> int:
+    from .runner import StartError, build_hardware_for
+    from .selftest import run_selftest
+    config = _config(args)
+    if config.backend == "pi" and not args.yes:
+        raise UserError("every compartment opens once: empty them all, then run `dispenser selftest --yes`")
+
+    def build(put):
+        try:
+            return build_hardware_for(config, put, simulated=False)
+        except StartError as error:
+            raise UserError(str(error)) from None
+
+    return 0 if run_selftest(build, print, wait_s=args.wait) else 1
+
+
 COMMANDS = {
     "run": cmd_run,
+    "selftest": cmd_selftest,
     "simulate": cmd_simulate,
     "schedule": cmd_schedule,
     "refill": cmd_refill,

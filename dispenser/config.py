@@ -18,7 +18,7 @@ KNOWN = {
     "hardware": None,  # checked by dispenser.hardware, which owns its keys
     "mqtt": {"host", "port", "username", "password", "tls_ca", "tls_cert", "tls_key",
              "topic_prefix", "protocol", "keepalive"},
-    "clinic": {"public_key", "key_id"},
+    "clinic": {"public_key"},
     "storage": {"db"},
     "checkin": {"enabled"},
 }

@@ -14,7 +14,6 @@ from datetime import datetime
 from . import __version__
 from .rules import DoseRules, Outcome, Release, State, fold
 from .schedule import Schedule, ScheduleError, parse_schedule
-from .signing import SignatureError, verify_document
 from .store import Store
 
 MAX_SCHEDULE_BYTES = 64 * 1024
@@ -188,6 +187,7 @@ class Engine:
             return "invalid_schema", ["(document): must be a JSON object"]
         if not self.clinic_public_key:
             return "unsigned", ["signature: no clinic key is configured, so schedules from MQTT are refused"]
+        from .signing import SignatureError, verify_document  # cryptography costs 7 MB: load it when needed
         try:
             verify_document(document, self.clinic_public_key)
         except SignatureError as error:
