@@ -79,7 +79,8 @@ class Daemon:
     """
 
     def __init__(self, engine: Engine, hardware, *, timezone_name: str = "UTC", checkin: bool = False,
-                 sleep: Callable[[float], None] = time.sleep, notifier=None, sync=None):
+                 sleep: Callable[[float], None] = time.sleep, notifier=None, sync=None,
+                 clock_display: bool = True):
         self.engine = engine
         self.hardware = hardware
         self.default_tz = ZoneInfo(timezone_name)
@@ -87,6 +88,7 @@ class Daemon:
         self.sleep = sleep
         self.notifier = notifier
         self.sync = sync
+        self.clock_display = clock_display  # headless scenarios need no minute-by-minute redraw
         self.inputs: queue.SimpleQueue = queue.SimpleQueue()
         self.screen_state = Screen()
         self._signal_at: datetime | None = None
@@ -145,7 +147,8 @@ class Daemon:
 
     def wakeup_at(self, now: datetime) -> datetime:
         """The next moment something is due; at the latest the next minute, for the clock shown."""
-        moments = [now.replace(second=0, microsecond=0) + timedelta(minutes=1)]
+        next_minute = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        moments = [next_minute if self.clock_display else now + timedelta(days=1)]
         for moment in (self.engine.next_wakeup(now), self.screen_state.until, self._signal_at):
             if moment is not None and moment > now:
                 moments.append(moment)

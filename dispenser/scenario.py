@@ -1,4 +1,5 @@
-"""`dispenser simulate --scenario`: the dispenser on a virtual clock, headless and repeatable.
+"""`dispenser simulate --scenario`: the full daemon on simulated hardware and a virtual clock,
+headless and repeatable.
 
 The clock jumps straight to the next thing that matters (a step, a window opening or
 closing, a reminder, a confirmation deadline), so a day runs in milliseconds. A power cut
@@ -20,7 +21,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from .config import Config
-from .engine import Engine, Mover, no_mover
+from .daemon import Daemon
+from .engine import Engine, Mover
+from .hardware import build_sim_hardware
 from .schedule import ScheduleError, load_schedule_file
 from .store import Store
 
@@ -144,7 +147,7 @@ class ScenarioRun:
     """Runs one scenario against one database file, printing (or collecting) every event."""
 
     def __init__(self, scenario: Scenario, config: Config, db_path: str | None,
-                 emit: Callable[[dict], None], mover: Mover = no_mover):
+                 emit: Callable[[dict], None], mover: Mover | None = None):
         self.scenario = scenario
         self.config = config
         self.emit = emit
@@ -156,22 +159,30 @@ class ScenarioRun:
         self.db_path = db_path
         self.store: Store | None = None
         self.engine: Engine | None = None
+        self.daemon: Daemon | None = None
+        self.hardware = None
         self._new_id: Callable[[], str] | None = None
 
     def _boot(self, now: datetime) -> None:
-        """Open the database and start the engine from what is on disk, as after a reboot."""
+        """Open the database and start the daemon from what is on disk, as after a reboot."""
         self.store = Store.open(self.db_path, self.config.device_id, id_factory=self._new_id)
         if self._new_id is None:
             self._new_id = seeded_ids(self.scenario.text + str(self.store.event_count()))
         self.engine = Engine(self.store, self.config.compartments, self.config.timezone,
-                             mover=self.mover, new_id=self._new_id,
-                             clinic_public_key=self.config.clinic_public_key)
+                             new_id=self._new_id, clinic_public_key=self.config.clinic_public_key)
         self.engine.listeners.append(lambda events: [self.emit(e) for e in events])
-        self.engine.start(now)
+        self.hardware = build_sim_hardware(lambda item: None, self.config.compartments, sleep=lambda s: None)
+        # The scenario's button is the contract's: a press confirms or releases, so no check-in.
+        self.daemon = Daemon(self.engine, self.hardware, timezone_name=self.config.timezone,
+                             sleep=lambda s: None, clock_display=False)
+        if self.mover is not None:
+            self.engine.mover = self.mover
+        self.daemon.start(now)
 
     def _power_off(self) -> None:
+        self.hardware.close()
         self.store.close()
-        self.store = self.engine = None
+        self.store = self.engine = self.daemon = self.hardware = None
 
     def run(self) -> None:
         scenario = self.scenario
@@ -184,10 +195,8 @@ class ScenarioRun:
         back_at: datetime | None = None
         while True:
             moments = [scenario.until]
-            if self.engine is not None:
-                wakeup = self.engine.next_wakeup(now)
-                if wakeup is not None:
-                    moments.append(wakeup)
+            if self.daemon is not None:
+                moments.append(self.daemon.wakeup_at(now))
             else:
                 moments.append(back_at)
             if pending:
@@ -195,26 +204,26 @@ class ScenarioRun:
             now = max(now, min(moments))
             if now >= scenario.until:
                 break
-            if self.engine is None and now >= back_at:
+            if self.daemon is None and now >= back_at:
                 self._boot(now)
-            if self.engine is not None:
-                self.engine.tick(now)
+            if self.daemon is not None:
+                self.daemon.on_time(now)
             while pending and pending[0].at <= now:
                 step = pending.pop(0)
-                if self.engine is None:
+                if self.daemon is None:
                     continue  # the device is off: nobody can press it
                 back_at = self._do(step, now)
         if self.store is not None:
-            self.store.close()
+            self._power_off()
 
     def _do(self, step: Step, now: datetime) -> datetime | None:
-        engine = self.engine
+        daemon = self.daemon
         if step.do == "press":
-            engine.press(now)
+            daemon.handle("press", now)
         elif step.do == "hold":
-            engine.hold(now, step.medication)
+            daemon.handle(("hold", step.medication) if step.medication else "hold", now)
         elif step.do == "refill":
-            engine.refill(now, step.medication, step.count)
+            daemon.handle(("refill", step.medication, step.count), now)
         elif step.do == "apply_schedule":
             self._apply_file(now, step.file)
         elif step.do == "power_cut":
