@@ -66,7 +66,8 @@ def build_sync(config: Config, daemon_put, outbox_path: str, suffix: str | None 
         settings = MqttSettings.from_config(config.mqtt)
     except ValueError as error:
         raise StartError(f"{config.source}: {error}") from None
-    outbox = Store.open(outbox_path, config.device_id) if outbox_path != ":memory:" else None
+    # The sync's own thread opens its own connection to the log: SQLite objects stay on their thread.
+    outbox = (lambda: Store.open(outbox_path, config.device_id)) if outbox_path != ":memory:" else None
     return Sync(settings, config.device_id, outbox, on_schedule=lambda payload: daemon_put(("schedule", payload)),
                 client_suffix=suffix)
 

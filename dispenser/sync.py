@@ -1,0 +1,529 @@
+"""MQTT for the device: the outbox to the broker, schedule messages from it (contract 4).
+
+paho keeps unacknowledged messages in memory only, so the durable queue is ours: the
+outbox. A row leaves it only when the broker's PUBACK for it (both PUBACKs for an
+`alert.raised`, which also goes to the alerts topic) says success. Anything else is
+sent again after a reconnect or a restart; the clinic deduplicates on `event_id`.
+
+Threads: paho's network thread runs the callbacks; one worker thread of ours reads
+the outbox, publishes and marks rows sent, so the outbox is only touched from there.
+SQLite connections belong to the thread that opened them, so pass a factory
+(`lambda: Store.open(path, device_id)`): the worker opens its own Store on the same
+file (WAL lets the daemon append meanwhile) and closes it at stop. Nothing polls: the
+worker sleeps on a condition until `notify()`, a PUBACK, a (re)connect or `stop()`.
+
+    opener = lambda: Store.open(db_path, "disp-0001")
+    sync = Sync(MqttSettings.from_config(config.mqtt), "disp-0001", opener, inbox.put)
+    sync.start()            # never blocks, never raises for a broker that is down
+    store.append(...); sync.notify()
+    sync.stop()             # retained {"online": false}, clean disconnect
+
+A `schedule/set` payload reaches `on_schedule` as raw bytes, on paho's thread, and
+is never parsed here. Payloads over MAX_SCHEDULE_BYTES are handed over too, so that
+the caller can log `schedule.rejected` (`too_large`) without parsing them; with MQTT 5
+the CONNECT announces a Maximum Packet Size a little above that, and Mosquitto then
+drops bigger messages before they reach the device.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Callable, Iterable, Protocol
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from .mqtt_settings import MqttSettings, Topics
+from .timeutil import format_utc
+
+__all__ = ["MqttSettings", "Topics", "Sync", "Outbox", "MAX_SCHEDULE_BYTES"]
+
+log = logging.getLogger(__name__)
+
+MAX_SCHEDULE_BYTES = 64 * 1024
+# The Maximum Packet Size counts the whole PUBLISH (header, topic, properties), so leave room.
+MAX_PACKET_BYTES = MAX_SCHEDULE_BYTES + 4096
+SESSION_EXPIRY_S = 7 * 24 * 3600   # a schedule sent while the device is off waits a week
+INFLIGHT_WINDOW = 20               # outbox rows awaiting PUBACK at once
+RETRY_AFTER_REFUSAL_S = 30.0       # a broker that refuses a row (ACL?) is not hammered
+RECONNECT_MIN_S, RECONNECT_MAX_S = 1, 60
+ALERT_TYPE = "alert.raised"
+
+
+class Outbox(Protocol):
+    """What Sync needs from the store (dispenser.store.Store has it); used by the worker only."""
+
+    def unsent(self, limit: int) -> list[tuple[int, str]]: ...
+    def mark_sent(self, seqs: list[int], now: datetime) -> None: ...
+    def backlog(self) -> int: ...
+
+
+class _NoOutbox:
+    """outbox=None: a link for status and schedules only."""
+
+    def unsent(self, limit: int) -> list[tuple[int, str]]:
+        return []
+
+    def mark_sent(self, seqs: list[int], now: datetime) -> None:
+        pass
+
+    def backlog(self) -> int:
+        return 0
+
+
+class _BrokenOutbox:
+    """Stands in for an outbox that would not open: status and schedules still work,
+    and the drain keeps failing (never "idle") instead of pretending all was sent."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+    def unsent(self, limit: int) -> list[tuple[int, str]]:
+        raise RuntimeError(f"outbox unavailable: {self.error}")
+
+    def mark_sent(self, seqs: list[int], now: datetime) -> None:
+        raise RuntimeError(f"outbox unavailable: {self.error}")
+
+    def backlog(self) -> int:
+        raise RuntimeError(f"outbox unavailable: {self.error}")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Sync:
+    """The device's MQTT link: one paho client, its network thread and our worker.
+
+    `client_suffix=None` is the daemon: client id = device id, a persistent session
+    (so schedules sent while it is offline arrive later), a retained Last Will and
+    status messages. A one-shot command passes a suffix ("sync", "simulate"): it
+    connects as `{device_id}-{suffix}` with a clean session and no Last Will, so it
+    never disturbs a running daemon. `on_schedule` given = subscribe to schedule/set.
+
+    `outbox` is a callable that opens an Outbox (called on the worker thread, the
+    outbox closed when the worker ends: use this for a Store, whose SQLite connection
+    only works on the thread that opened it), or an Outbox usable from any thread, or
+    None (nothing to send: status and schedules only).
+    """
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        device_id: str,
+        outbox: Callable[[], Outbox] | Outbox | None,
+        on_schedule: Callable[[bytes], None] | None = None,
+        *,
+        client_suffix: str | None = None,
+        now: Callable[[], datetime] = _utc_now,
+        window: int = INFLIGHT_WINDOW,
+    ):
+        self.settings = settings
+        self.device_id = device_id
+        self.topics = Topics(settings.topic_prefix, device_id)
+        self.is_daemon = client_suffix is None
+        self.client_id = device_id if self.is_daemon else f"{device_id}-{client_suffix}"
+        self.last_error: str | None = None      # the latest problem, for `dispenser status`
+        self.last_refusal: str | None = None    # the latest row the broker would not take
+        self._outbox_source = outbox
+        self._outbox: Outbox | None = None
+        self._on_schedule = on_schedule
+        self._now = now
+        self._window = window
+        self._v5 = settings.protocol == "5"
+
+        self._cond = threading.Condition()
+        self._started = self._stopping = False
+        self._ready = False          # connected, subscribed: the drain may run
+        self._wake = True            # there may be rows to send
+        self._idle = False           # the last look found the outbox empty
+        self._failed_attempt = False  # an attempt failed since start or the last connection
+        self._hold_until = 0.0       # after a refused row, monotonic time to try again
+        self._mid_seq: dict[int, int] = {}        # PUBLISH mid -> outbox seq
+        self._inflight: dict[int, set[int]] = {}  # seq -> mids still awaiting PUBACK
+        self._acked: list[int] = []               # seqs to mark sent (by the worker)
+        self._early: dict[int, ReasonCode] = {}   # PUBACKs that beat publish() returning
+        self._other_mids: dict[int, str] = {}     # status/state publishes: mid -> topic
+        self._sub_mid: int | None = None
+        self._pending_state: str | None = None    # newest state while offline
+        self._stop_timeout = 5.0
+
+        self._client = self._make_client()
+        self._worker = threading.Thread(target=self._run, name=f"sync-{self.client_id}", daemon=True)
+
+    # ----------------------------------------------------------------- public
+
+    @property
+    def connected(self) -> bool:
+        """Connected and ready (subscribed where it subscribes)."""
+        return self._ready
+
+    def start(self) -> None:
+        """Connect in the background; returns at once whether or not a broker is there."""
+        with self._cond:
+            if self._started:
+                return
+            self._started = True
+        properties = None
+        clean_start: bool = not self.is_daemon
+        if self._v5:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.MaximumPacketSize = MAX_PACKET_BYTES
+            if self.is_daemon:
+                properties.SessionExpiryInterval = SESSION_EXPIRY_S
+        self._client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive,
+                                   clean_start=clean_start if self._v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+                                   properties=properties)
+        self._client.loop_start()
+        self._worker.start()
+
+    def notify(self) -> None:
+        """New rows are in the outbox: wake the drain. Cheap; call after every append."""
+        with self._cond:
+            self._wake = True
+            self._idle = False
+            self._cond.notify_all()
+
+    def publish_state(self, state: dict) -> None:
+        """Retain the device's state (next dose, stock, backlog...). Offline: keep the newest."""
+        payload = json.dumps(state, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        with self._cond:
+            if not self._ready:
+                self._pending_state = payload
+                return
+        self._publish_other(self.topics.state, payload)
+
+    def wait_connected(self, timeout: float) -> bool:
+        """True once connected; False at the timeout or as soon as a connection attempt
+        has failed since start() or the last connection (paho keeps retrying meanwhile)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._ready or self._failed_attempt, timeout)
+            return self._ready
+
+    def wait_for(self, predicate: Callable[["Sync"], bool], timeout: float) -> bool:
+        """Wait until predicate(self) holds; re-checked at every change of connection,
+        acknowledgement or error (e.g. `lambda s: s.last_error is not None`)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: predicate(self), timeout)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """True once the broker has acknowledged every row of the outbox."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._idle, timeout)
+
+    def drain_once(self, timeout: float = 10.0) -> bool:
+        """`dispenser sync --once`: connect, send everything, wait for the PUBACKs, leave.
+
+        False when the broker could not be reached or did not acknowledge everything
+        in time; whatever was acknowledged is marked sent either way.
+        """
+        deadline = time.monotonic() + timeout
+        self.start()
+        try:
+            return self.wait_connected(timeout) and self.wait_idle(max(0.0, deadline - time.monotonic()))
+        finally:
+            self.stop()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Say offline (daemon only), disconnect cleanly, end both threads."""
+        with self._cond:
+            if not self._started or self._stopping:
+                return
+            self._stopping = True
+            self._stop_timeout = timeout
+            self._cond.notify_all()
+        self._worker.join(timeout + 1.0)
+        if self._worker.is_alive():  # the outbox is stuck; still leave the broker cleanly
+            log.warning("sync worker did not stop in time")
+            self._client.disconnect()
+            self._client.loop_stop()
+
+    def __enter__(self) -> "Sync":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------ the client
+
+    def _make_client(self) -> mqtt.Client:
+        protocol = MQTTProtocolVersion.MQTTv5 if self._v5 else MQTTProtocolVersion.MQTTv311
+        options = {} if self._v5 else {"clean_session": not self.is_daemon}
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=protocol, **options)
+        if self.settings.username is not None:
+            client.username_pw_set(self.settings.username, self.settings.password)
+        if self.settings.tls:
+            try:  # certificate and host name are checked; tls_insecure_set is never used
+                client.tls_set(ca_certs=self.settings.tls_ca, certfile=self.settings.tls_cert,
+                               keyfile=self.settings.tls_key)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"mqtt: cannot use the TLS files: {exc}") from exc
+        client.max_inflight_messages_set(2 * self._window + 4)  # alerts take two; status, state
+        client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
+        if self.is_daemon:
+            client.will_set(self.topics.status, json.dumps({"online": False}), qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self._connection_failed(f"broker refused the connection: {reason_code}")
+            return
+        log.info("connected to %s:%s as %s (session present: %s)", self.settings.host,
+                 self.settings.port, self.client_id, flags.session_present)
+        if self._on_schedule is None:
+            self._become_ready()
+            return
+        # Subscribe first; online and the drain follow the SUBACK, so "online" means
+        # "can receive a schedule", and paho has re-sent its unacknowledged messages
+        # by then, which keeps the events in seq order.
+        _, mid = client.subscribe(self.topics.schedule_set, qos=1)
+        with self._cond:
+            self._sub_mid = mid
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        with self._cond:
+            if mid != self._sub_mid:
+                return
+        if any(code.is_failure for code in reason_codes):
+            self.last_error = f"broker refused the schedule/set subscription: {reason_codes[0]}"
+            log.error("%s", self.last_error)
+        self._become_ready()
+
+    def _become_ready(self) -> None:
+        if self.is_daemon:
+            self._publish_other(self.topics.status, json.dumps(
+                {"online": True, "device_id": self.device_id, "since": format_utc(self._now())}), retain=True)
+        with self._cond:
+            self._ready = True
+            self._failed_attempt = False
+            self._wake = True
+            state, self._pending_state = self._pending_state, None
+            self._cond.notify_all()
+        if state is not None:
+            self._publish_other(self.topics.state, state)
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        self._connection_failed(f"cannot connect to {self.settings.host}:{self.settings.port}")
+
+    def _connection_failed(self, message: str) -> None:
+        log.warning("%s", message)
+        with self._cond:
+            self.last_error = message
+            self._failed_attempt = True
+            self._cond.notify_all()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        with self._cond:
+            was_ready, self._ready = self._ready, False
+            if self._stopping:
+                pass
+            elif was_ready:
+                self.last_error = f"connection lost: {reason_code}"
+                log.warning("%s", self.last_error)
+            elif not self._failed_attempt:  # closed before CONNACK/SUBACK: e.g. plain MQTT to a TLS port
+                self.last_error = f"connection to {self.settings.host}:{self.settings.port} closed: {reason_code}"
+                self._failed_attempt = True
+                log.warning("%s", self.last_error)
+            self._cond.notify_all()
+
+    def _on_message(self, client, userdata, message) -> None:
+        if message.topic != self.topics.schedule_set or self._on_schedule is None:
+            return
+        try:  # an exception here would end paho's network thread
+            self._on_schedule(bytes(message.payload))
+        except Exception:  # noqa: BLE001
+            log.exception("on_schedule failed")
+
+    # --------------------------------------------------- publishes and acks
+
+    def _publish_other(self, topic: str, payload: str, retain: bool = True) -> int:
+        """A status or state message: QoS 1, retained, not an outbox row."""
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        with self._cond:
+            early = self._early.pop(info.mid, None)
+            if early is None:
+                self._other_mids[info.mid] = topic
+            elif early.is_failure:
+                self.last_error = self.last_refusal = f"{topic} not accepted: {early}"
+        return info.mid
+
+    def _publish_row(self, seq: int, payload: str) -> None:
+        """Publish one outbox row (twice for an alert), then track its mids.
+
+        The PUBACK may be handled before publish() returns; such early acks wait in
+        `_early` and are settled here, after every mid of the row is known.
+        """
+        infos = [self._client.publish(topic, payload, qos=1) for topic in self._row_topics(payload)]
+        with self._cond:
+            failed = [info for info in infos if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS,
+                                                               MQTTErrorCode.MQTT_ERR_NO_CONN)]
+            if failed:  # refused by paho itself (too large?): ignore any ack, try later
+                for info in infos:
+                    if self._early.pop(info.mid, None) is None:
+                        self._other_mids[info.mid] = "(abandoned)"
+                self._refused(seq, mqtt.error_string(failed[0].rc))
+                return
+            self._inflight[seq] = {info.mid for info in infos}
+            for info in infos:
+                self._mid_seq[info.mid] = seq
+            for info in infos:
+                if info.mid in self._early:
+                    self._settle(info.mid, self._early.pop(info.mid))
+
+    def _row_topics(self, payload: str) -> list[str]:
+        try:
+            is_alert = json.loads(payload).get("type") == ALERT_TYPE
+        except (ValueError, AttributeError):
+            is_alert = False
+        return [self.topics.events, self.topics.alerts] if is_alert else [self.topics.events]
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        with self._cond:
+            if mid in self._mid_seq:
+                self._settle(mid, reason_code)
+            elif mid in self._other_mids:
+                topic = self._other_mids.pop(mid)
+                if reason_code.is_failure:
+                    self.last_error = self.last_refusal = f"{topic} not accepted: {reason_code}"
+                    log.error("%s", self.last_error)
+                self._cond.notify_all()
+            else:
+                self._early[mid] = reason_code
+
+    def _settle(self, mid: int, reason_code: ReasonCode) -> None:
+        """One PUBACK for a row (lock held). The row is acked when all its mids are."""
+        seq = self._mid_seq.pop(mid)
+        mids = self._inflight.get(seq)
+        if mids is None:  # the row was already given up (its twin was refused)
+            return
+        mids.discard(mid)
+        if reason_code.is_failure:
+            for other in mids:  # its twin's ack no longer matters
+                self._mid_seq.pop(other, None)
+                self._other_mids[other] = "(abandoned)"
+            self._inflight.pop(seq, None)
+            self._refused(seq, str(reason_code))
+        elif not mids:
+            self._inflight.pop(seq, None)
+            self._acked.append(seq)
+        self._wake = True
+        self._cond.notify_all()
+
+    def _refused(self, seq: int, why: str) -> None:
+        """(Lock held.) The row stays unsent; the drain pauses instead of retrying at once."""
+        self.last_refusal = f"event seq {seq} not accepted: {why}"
+        self._pause(self.last_refusal)
+
+    def _pause(self, why: str) -> None:
+        """(Lock held.) Stop draining for RETRY_AFTER_REFUSAL_S; acks are still recorded."""
+        self.last_error = why
+        log.error("%s; retrying in %.0f s", why, RETRY_AFTER_REFUSAL_S)
+        self._hold_until = time.monotonic() + RETRY_AFTER_REFUSAL_S
+        self._wake = True
+        self._cond.notify_all()
+
+    # ---------------------------------------------------------------- worker
+
+    def _may_drain(self) -> bool:
+        return (self._ready and self._wake and len(self._inflight) < self._window
+                and time.monotonic() >= self._hold_until)
+
+    def _hold_remaining(self) -> float | None:
+        remaining = self._hold_until - time.monotonic()
+        return remaining if remaining > 0 else None
+
+    def _run(self) -> None:
+        """The worker: open the outbox, then loop; close what it opened at the end."""
+        source = self._outbox_source if self._outbox_source is not None else _NoOutbox()
+        opened = not hasattr(source, "unsent")
+        try:
+            self._outbox = source() if opened else source
+        except Exception as exc:  # noqa: BLE001 - report it; stop() still works
+            log.exception("cannot open the outbox")
+            self.last_error = f"cannot open the outbox: {exc}"
+            self._outbox = _BrokenOutbox(exc)
+            opened = False
+        try:
+            self._loop()
+        finally:
+            close = getattr(self._outbox, "close", None)
+            if opened and close is not None:
+                close()
+
+    def _loop(self) -> None:
+        """Mark acknowledged rows sent, send what is unsent, sleep."""
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._stopping or self._acked or self._may_drain(),
+                                    self._hold_remaining())
+                stopping = self._stopping
+                acked, self._acked = self._acked, []
+                drain = not stopping and self._may_drain()
+                if drain:
+                    self._wake = False
+                    room = self._window - len(self._inflight)
+                    in_flight = set(self._inflight)
+            self._mark_sent(acked)
+            if stopping:
+                self._shut_down()
+                return
+            if drain:
+                self._drain(room, in_flight)
+
+    def _drain(self, room: int, in_flight: set[int]) -> None:
+        try:
+            rows = self._outbox.unsent(room + len(in_flight))
+        except Exception as exc:  # noqa: BLE001 - a busy database must not end the worker
+            log.exception("reading the outbox failed")
+            with self._cond:
+                self._pause(f"cannot read the outbox: {exc}")
+            return
+        fresh = [(seq, payload) for seq, payload in rows if seq not in in_flight][:room]
+        with self._cond:
+            if not rows:
+                self._idle = True
+                self._cond.notify_all()
+        # Each PUBACK wakes the worker again, which then fills the window anew.
+        for seq, payload in fresh:
+            self._publish_row(seq, payload)
+
+    def _mark_sent(self, seqs: Iterable[int]) -> None:
+        seqs = sorted(seqs)
+        if not seqs:
+            return
+        try:
+            self._outbox.mark_sent(seqs, self._now())
+        except Exception:  # noqa: BLE001 - they stay unsent and go again: harmless
+            log.exception("marking %d rows sent failed", len(seqs))
+        with self._cond:
+            self._cond.notify_all()  # for wait_for() on the outbox
+
+    def _shut_down(self) -> None:
+        """On the worker: offline status, wait for its ack and late PUBACKs, disconnect."""
+        timeout = self._stop_timeout
+        if self.is_daemon and self._ready:
+            mid = self._publish_other(self.topics.status, json.dumps(
+                {"online": False, "device_id": self.device_id, "since": format_utc(self._now())}))
+            with self._cond:
+                self._cond.wait_for(lambda: mid not in self._other_mids or not self._ready, timeout)
+        self._client.disconnect()
+        self._client.loop_stop()
+        with self._cond:
+            self._ready = False
+            acked, self._acked = self._acked, []
+            self._cond.notify_all()
+        self._mark_sent(acked)

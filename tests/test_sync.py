@@ -1,0 +1,437 @@
+"""The device's MQTT link against a real Mosquitto (contract section 4).
+
+Each test starts its own broker on a free port (tests/broker.py). Nothing sleeps for a
+fixed time: tests wait on conditions (a message arrived, the outbox is empty) with
+generous timeouts that are only reached when something is broken.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from broker import Clinic, free_port
+from dispenser.events import Draft
+from dispenser.store import Store
+from dispenser.sync import MAX_SCHEDULE_BYTES, MqttSettings, Sync, Topics
+
+DEVICE = "disp-0001"
+T0 = datetime(2026, 11, 21, 6, 0, tzinfo=timezone.utc)
+TOPICS = Topics("pilldispenser", DEVICE)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- helpers
+
+@pytest.fixture
+def db(tmp_path) -> Path:
+    path = tmp_path / "d.db"
+    Store.open(path, DEVICE).close()
+    return path
+
+
+@pytest.fixture
+def store(db):
+    """The daemon's side of the database: it appends; each Sync opens its own Store."""
+    with Store.open(db, DEVICE) as opened:
+        yield opened
+
+
+@pytest.fixture
+def make_sync(db):
+    """make(broker_or_settings, **options) -> a started Sync; all stopped after the test."""
+    made: list[Sync] = []
+
+    def make(target, *, start=True, outbox="default", **options) -> Sync:
+        settings = target if isinstance(target, MqttSettings) else settings_for(target)
+        outbox = opener(db) if outbox == "default" else outbox
+        sync = Sync(settings, options.pop("device_id", DEVICE), outbox, **options)
+        made.append(sync)
+        if start:
+            sync.start()
+        return sync
+
+    yield make
+    for sync in made:
+        sync.stop()
+
+
+@pytest.fixture
+def clinics():
+    made: list[Clinic] = []
+
+    def make(broker, *topics, **options) -> Clinic:
+        clinic = Clinic(broker, client_id=f"clinic-{len(made)}", **options)
+        made.append(clinic)
+        return clinic.connect(*topics)
+
+    yield make
+    for clinic in made:
+        clinic.close()
+
+
+def opener(db: Path):
+    return lambda: Store.open(db, DEVICE)
+
+
+def settings_for(broker, **options) -> MqttSettings:
+    return MqttSettings(host=broker.host, port=broker.port, **options)
+
+
+def append(store: Store, count: int, alert_every: int = 0) -> list[dict]:
+    """Log `count` events; every `alert_every`-th one an alert.raised."""
+    drafts = []
+    for n in range(1, count + 1):
+        if alert_every and n % alert_every == 0:
+            drafts.append(Draft("alert.raised", {"alert_id": f"a{n}", "kind": "dose.missed", "severity": "high",
+                                                 "message": "missed", "events": []}))
+        else:
+            drafts.append(Draft("dose.due", {"n": n}))
+    return store.append(drafts, T0)
+
+
+def unique_events(clinic: Clinic, topic: str = TOPICS.events) -> list[dict]:
+    """What the clinic keeps: the first copy of each event_id, in arrival order."""
+    seen, kept = set(), []
+    for event in clinic.json_on(topic):
+        if event["event_id"] not in seen:
+            seen.add(event["event_id"])
+            kept.append(event)
+    return kept
+
+
+def status_now(broker, clinics) -> dict:
+    """The retained status, as a clinic connecting now sees it."""
+    clinic = clinics(broker, TOPICS.status)
+    assert clinic.wait_for(lambda: clinic.on(TOPICS.status), 5), "no retained status"
+    [(topic, payload, retained)] = [m for m in clinic.messages if m[0] == TOPICS.status]
+    assert retained
+    return json.loads(payload)
+
+
+# --------------------------------------------------------------------------- events
+
+def test_every_event_arrives_once_in_seq_order_and_is_marked_sent(broker, store, make_sync, clinics):
+    clinic = clinics(broker, f"pilldispenser/{DEVICE}/events", TOPICS.alerts)
+    events = append(store, 300, alert_every=7)
+    sync = make_sync(broker)
+    assert sync.wait_idle(15), sync.last_error
+    assert store.backlog() == 0
+    assert clinic.wait_for(lambda: len(unique_events(clinic)) == 300, 5)
+    got = unique_events(clinic)
+    assert [e["seq"] for e in got] == list(range(1, 301))
+    assert got == events, "what arrives is the logged event, hash chain included"
+
+
+def test_alerts_go_to_events_and_alerts(broker, store, make_sync, clinics):
+    clinic = clinics(broker, TOPICS.events, TOPICS.alerts)
+    events = append(store, 10, alert_every=3)
+    sync = make_sync(broker)
+    assert sync.wait_idle(10)
+    alerts = [e for e in events if e["type"] == "alert.raised"]
+    assert clinic.wait_for(lambda: len(unique_events(clinic, TOPICS.alerts)) == len(alerts), 5)
+    assert clinic.wait_for(lambda: len(unique_events(clinic)) == len(events), 5)
+    assert unique_events(clinic, TOPICS.alerts) == alerts
+    assert unique_events(clinic) == events
+
+
+def test_notify_wakes_the_drain(broker, store, make_sync, clinics):
+    clinic = clinics(broker, TOPICS.events)
+    sync = make_sync(broker)
+    assert sync.wait_connected(5)
+    for round_ in range(1, 4):
+        append(store, 5)
+        sync.notify()
+        assert sync.wait_idle(5)
+        assert clinic.wait_for(lambda: len(unique_events(clinic)) == 5 * round_, 5)
+    assert store.backlog() == 0
+
+
+def test_broker_down_events_wait_then_all_arrive(broker_factory, store, make_sync, clinics):
+    broker = broker_factory(persistence=True)  # the clinic's session survives the restart
+    clinic = clinics(broker, TOPICS.events, persistent=True)
+    sync = make_sync(broker)
+    append(store, 5)
+    sync.notify()
+    assert sync.wait_idle(5)
+
+    broker.stop()
+    append(store, 40, alert_every=10)
+    sync.notify()
+    assert store.backlog() == 40, "nothing is acknowledged without a broker"
+    assert not sync.wait_idle(0.3)
+    assert store.backlog() == 40
+
+    broker.start()
+    assert sync.wait_idle(15), sync.last_error
+    assert store.backlog() == 0
+    assert clinic.wait_for(lambda: len(unique_events(clinic)) == 45, 10)
+    assert [e["seq"] for e in unique_events(clinic)] == list(range(1, 46))
+
+
+def test_unsent_rows_go_after_a_restart(broker, store, make_sync, clinics):
+    append(store, 10)
+    nowhere = MqttSettings(host="127.0.0.1", port=free_port())
+    first = make_sync(nowhere)
+    assert not first.wait_connected(5)
+    first.stop()
+    assert store.backlog() == 10
+
+    clinic = clinics(broker, TOPICS.events)
+    second = make_sync(broker)  # a new process: same database, new Sync
+    assert second.wait_idle(10)
+    assert clinic.wait_for(lambda: len(unique_events(clinic)) == 10, 5)
+    assert [e["seq"] for e in unique_events(clinic)] == list(range(1, 11))
+    assert store.backlog() == 0
+
+
+def test_no_broker_at_all_neither_blocks_nor_raises(store, make_sync):
+    append(store, 3)
+    began = time.monotonic()
+    sync = make_sync(MqttSettings(host="127.0.0.1", port=free_port()))
+    sync.notify()
+    sync.publish_state({"backlog": 3})
+    assert time.monotonic() - began < 0.5
+    assert not sync.wait_connected(5)
+    assert "cannot connect" in sync.last_error
+    began = time.monotonic()
+    sync.stop()
+    assert time.monotonic() - began < 3
+    assert store.backlog() == 3
+
+
+def test_unresolvable_host_does_not_block_start(store, make_sync):
+    began = time.monotonic()
+    sync = make_sync(MqttSettings(host="no-such-host.invalid"))
+    assert time.monotonic() - began < 0.5
+    assert not sync.wait_connected(10)
+
+
+# --------------------------------------------------------------------------- status
+
+def test_status_online_after_connect_offline_after_clean_stop(broker, make_sync, clinics):
+    sync = make_sync(broker, on_schedule=lambda payload: None, now=lambda: T0)
+    assert sync.wait_connected(5)
+    assert status_now(broker, clinics) == {"online": True, "device_id": DEVICE, "since": "2026-11-21T06:00:00Z"}
+    sync.stop()
+    assert status_now(broker, clinics)["online"] is False
+
+
+DEVICE_PROCESS = r"""
+import sys, time
+from dispenser.store import Store
+from dispenser.sync import MqttSettings, Sync
+host, port, db = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+sync = Sync(MqttSettings(host=host, port=port, keepalive=2), "disp-0001",
+            lambda: Store.open(db, "disp-0001"), lambda payload: None)
+sync.start()
+print("ready" if sync.wait_connected(10) else "failed", flush=True)
+time.sleep(120)
+"""
+
+
+def test_last_will_says_offline_when_the_device_dies(broker, db, clinics):
+    clinic = clinics(broker, TOPICS.status)
+    device = subprocess.Popen([sys.executable, "-c", DEVICE_PROCESS, broker.host, str(broker.port), str(db)],
+                              stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert device.stdout.readline().strip() == "ready"
+        assert clinic.wait_for(lambda: clinic.json_on(TOPICS.status), 5)
+        assert clinic.json_on(TOPICS.status)[-1]["online"] is True
+        device.send_signal(signal.SIGKILL)
+        device.wait(5)
+        assert clinic.wait_for(lambda: clinic.json_on(TOPICS.status)[-1] == {"online": False}, 10)
+    finally:
+        device.kill()
+        device.wait()
+    assert status_now(broker, clinics) == {"online": False}, "the Last Will is retained"
+
+
+def test_state_is_retained_and_the_newest_offline_state_goes_on_connect(broker, make_sync, clinics):
+    sync = make_sync(broker)
+    assert sync.wait_idle(5)
+    broker.stop()
+    sync.notify()  # idle no more until it reconnects and finds the outbox empty again
+    sync.publish_state({"backlog": 1})
+    sync.publish_state({"backlog": 2})
+    broker.start()  # without persistence: only the state kept by the device can reach it
+    assert sync.wait_idle(10)
+    clinic = clinics(broker, TOPICS.state)
+    assert clinic.wait_for(lambda: clinic.json_on(TOPICS.state) == [{"backlog": 2}], 5)
+    sync.publish_state({"backlog": 0})
+    assert clinic.wait_for(lambda: clinic.json_on(TOPICS.state)[-1] == {"backlog": 0}, 5)
+
+
+# ------------------------------------------------------------------------- schedules
+
+def test_schedule_set_reaches_on_schedule(broker, make_sync, clinics):
+    received: queue.Queue[bytes] = queue.Queue()
+    sync = make_sync(broker, on_schedule=received.put)
+    assert sync.wait_connected(5)
+    document = json.dumps({"schema": "dispenser.schedule/1", "version": 3, "name": "café"}).encode()
+    clinic = clinics(broker)
+    assert not clinic.publish(TOPICS.schedule_set, document).is_failure
+    assert received.get(timeout=5) == document
+
+
+def test_schedule_sent_while_offline_arrives_later(broker, make_sync, clinics):
+    received: queue.Queue[bytes] = queue.Queue()
+    first = make_sync(broker, on_schedule=received.put)
+    assert first.wait_connected(5)
+    first.stop()  # the persistent session stays on the broker
+
+    clinic = clinics(broker)
+    reason = clinic.publish(TOPICS.schedule_set, b'{"version": 4}')
+    assert reason.value == 0, f"the broker queued it for the device's session, not {reason}"
+
+    second = make_sync(broker, on_schedule=received.put)
+    assert received.get(timeout=5) == b'{"version": 4}'
+    assert second.wait_connected(5)
+
+
+def test_over_64_kib_is_handed_over_raw_and_huge_ones_never_arrive(broker, make_sync, clinics):
+    received: queue.Queue[bytes] = queue.Queue()
+    sync = make_sync(broker, on_schedule=received.put)
+    assert sync.wait_connected(5)
+    clinic = clinics(broker)
+    huge = b"{" + b" " * 200_000 + b"}"
+    just_over = b"x" * (MAX_SCHEDULE_BYTES + 1)  # within the packet size slack: for the caller to refuse
+    for payload in (huge, just_over, b'{"version": 5}'):
+        clinic.publish(TOPICS.schedule_set, payload)
+    assert received.get(timeout=5) == just_over, "Mosquitto drops what exceeds our Maximum Packet Size"
+    assert received.get(timeout=5) == b'{"version": 5}'
+    assert received.empty(), "the huge one came before the small one, so it was dropped"
+
+
+def test_a_failing_on_schedule_does_not_stop_the_link(broker, store, make_sync, clinics):
+    calls: queue.Queue[bytes] = queue.Queue()
+
+    def explode(payload: bytes) -> None:
+        calls.put(payload)
+        raise RuntimeError("boom")
+
+    sync = make_sync(broker, on_schedule=explode)
+    assert sync.wait_connected(5)
+    clinic = clinics(broker, TOPICS.events)
+    clinic.publish(TOPICS.schedule_set, b"1")
+    clinic.publish(TOPICS.schedule_set, b"2")
+    assert calls.get(timeout=5) == b"1" and calls.get(timeout=5) == b"2"
+    append(store, 1)
+    sync.notify()
+    assert sync.wait_idle(5)
+
+
+# -------------------------------------------------------------------- one-shot sync
+
+def test_drain_once_sends_everything_as_a_separate_client_without_a_will(broker_factory, store, make_sync, clinics):
+    broker = broker_factory(extra="log_type debug")
+    daemon = make_sync(broker, on_schedule=lambda payload: None)
+    assert daemon.wait_connected(5)
+    clinic = clinics(broker, TOPICS.events, TOPICS.status)
+    append(store, 25, alert_every=5)
+    once = make_sync(broker, start=False, client_suffix="sync")
+    assert once.client_id == f"{DEVICE}-sync"
+    assert once.drain_once(10)
+    assert store.backlog() == 0
+    assert clinic.wait_for(lambda: len(unique_events(clinic)) == 25, 5)
+    log = broker.log()
+    connected = log.split(f"as {DEVICE}-sync")[1].splitlines()[1]
+    assert "No will message specified" in connected
+    assert daemon.connected, "the daemon's session was not taken over"
+    assert [s["online"] for s in clinic.json_on(TOPICS.status)] == [True]
+
+
+def test_drain_once_without_a_broker_returns_false_quickly(store, make_sync):
+    append(store, 2)
+    once = make_sync(MqttSettings(host="127.0.0.1", port=free_port()), start=False, client_suffix="sync")
+    began = time.monotonic()
+    assert once.drain_once(10) is False
+    assert time.monotonic() - began < 4
+    assert store.backlog() == 2
+
+
+# ------------------------------------------------------------------------ MQTT 3.1.1
+
+def test_mqtt_311_smoke(broker, store, make_sync, clinics):
+    clinic = clinics(broker, TOPICS.events, TOPICS.alerts, TOPICS.status)
+    received: queue.Queue[bytes] = queue.Queue()
+    append(store, 12, alert_every=4)
+    sync = make_sync(settings_for(broker, protocol="3.1.1"), on_schedule=received.put)
+    assert sync.wait_idle(10)
+    assert clinic.wait_for(lambda: len(unique_events(clinic)) == 12, 5)
+    assert [e["seq"] for e in unique_events(clinic)] == list(range(1, 13))
+    assert clinic.wait_for(lambda: len(unique_events(clinic, TOPICS.alerts)) == 3, 5)
+    assert clinic.json_on(TOPICS.status)[-1]["online"] is True
+    big = b"x" * (MAX_SCHEDULE_BYTES * 2)  # no Maximum Packet Size in 3.1.1: it arrives, raw
+    clinic.publish(TOPICS.schedule_set, big)
+    assert received.get(timeout=5) == big
+    sync.stop()
+    assert clinic.wait_for(lambda: clinic.json_on(TOPICS.status)[-1]["online"] is False, 5)
+
+
+# -------------------------------------------------------------------------- settings
+
+def test_settings_from_config(tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    settings = MqttSettings.from_config({"host": "mqtt.clinic", "port": 8883, "username": "disp-0001",
+                                         "password": "pw", "tls_ca": str(ca), "protocol": "3.1.1"})
+    assert (settings.host, settings.port, settings.protocol, settings.tls) == ("mqtt.clinic", 8883, "3.1.1", True)
+    defaults = MqttSettings.from_config({"host": "h"})
+    assert (defaults.port, defaults.topic_prefix, defaults.protocol, defaults.keepalive, defaults.tls) == \
+        (1883, "pilldispenser", "5", 30, False)
+
+
+@pytest.mark.parametrize("table, message", [
+    ({}, "mqtt.host: required"),
+    ({"host": ""}, "mqtt.host: must be a non-empty string"),
+    ({"host": "h", "port": "1883"}, "mqtt.port: must be an integer from 1 to 65535, got '1883'"),
+    ({"host": "h", "port": 0}, "mqtt.port"),
+    ({"host": "h", "port": True}, "mqtt.port"),
+    ({"host": "h", "protocol": "3"}, 'mqtt.protocol: must be "5" or "3.1.1"'),
+    ({"host": "h", "keepalive": 0}, "mqtt.keepalive"),
+    ({"host": "h", "topic_prefix": "a/#"}, "mqtt.topic_prefix"),
+    ({"host": "h", "topic_prefix": "/a"}, "mqtt.topic_prefix"),
+    ({"host": "h", "tls_ca": "/no/such/ca.pem"}, "mqtt.tls_ca: no such file /no/such/ca.pem"),
+    ({"host": "h", "password": "pw"}, "mqtt.password: needs mqtt.username"),
+    ({"host": "h", "tsl_ca": "x"}, "mqtt.tsl_ca: unknown key"),
+])
+def test_bad_settings_are_one_line_value_errors(table, message):
+    with pytest.raises(ValueError) as caught:
+        MqttSettings.from_config(table)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("device_id", ["", "a/b", "a+", "#"])
+def test_device_ids_that_would_break_topics_are_refused(device_id):
+    with pytest.raises(ValueError, match="MQTT topic"):
+        Topics("pilldispenser", device_id)
+
+
+def test_topics():
+    assert [TOPICS.events, TOPICS.alerts, TOPICS.status, TOPICS.state, TOPICS.schedule_set] == [
+        f"pilldispenser/{DEVICE}/{name}" for name in ("events", "alerts", "status", "state", "schedule/set")]
+
+
+def test_no_outbox_still_gives_status_and_schedules(broker, make_sync, clinics):
+    received: queue.Queue[bytes] = queue.Queue()
+    sync = make_sync(broker, outbox=None, on_schedule=received.put)
+    assert sync.wait_connected(5)
+    clinics(broker).publish(TOPICS.schedule_set, b"{}")
+    assert received.get(timeout=5) == b"{}"
+
+
+def test_a_store_opened_on_another_thread_is_reported_not_silently_stuck(broker, db, make_sync):
+    """SQLite connections are per thread: pass a factory. A Store object fails visibly."""
+    wrong = Store.open(db, DEVICE)
+    sync = make_sync(broker, outbox=wrong)
+    assert sync.wait_for(lambda s: "cannot read the outbox" in (s.last_error or ""), 5)
+    assert "thread" in sync.last_error
+    wrong.close()

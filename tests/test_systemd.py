@@ -1,0 +1,281 @@
+"""The systemd unit, the install steps, and sd_notify (dispenser/service.py)."""
+from __future__ import annotations
+
+import fnmatch
+import os
+import shutil
+import socket
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from dispenser import service
+from dispenser.service import Notifier, install_steps, render_unit, unit_template
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "systemd" / "dispenser.service"
+PACKAGED = ROOT / "dispenser" / "systemd" / "dispenser.service"
+
+
+def _directives(text: str) -> list[tuple[str, str, str]]:
+    """(section, key, value) for every setting, in order."""
+    section, found = "", []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, _, value = line.partition("=")
+        found.append((section, key.strip(), value.strip()))
+    return found
+
+
+def _settings(text: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for _section, key, value in _directives(text):
+        out.setdefault(key, []).append(value)
+    return out
+
+
+# --- the unit file -----------------------------------------------------------------
+
+def test_packaged_template_is_identical_to_the_shipped_unit():
+    assert PACKAGED.read_bytes() == SHIPPED.read_bytes(), (
+        "systemd/dispenser.service and dispenser/systemd/dispenser.service differ: "
+        "edit one, copy it over the other")
+    assert unit_template() == SHIPPED.read_text(encoding="utf-8")
+
+
+def test_template_is_declared_as_package_data():
+    """A non-editable `pip install .` (the Pi's) must carry the template."""
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = data["tool"]["setuptools"].get("package-data", {}).get("dispenser", [])
+    assert any(fnmatch.fnmatch("systemd/dispenser.service", p) for p in patterns), (
+        'pyproject.toml: add "systemd/*" to [tool.setuptools.package-data] dispenser')
+
+
+def test_unit_settings():
+    s = _settings(SHIPPED.read_text(encoding="utf-8"))
+    expect = {
+        "Type": "notify", "NotifyAccess": "main", "WatchdogSec": "30",
+        "ExecStart": "/opt/dispenser/venv/bin/dispenser run --config /etc/dispenser/config.toml",
+        "Restart": "on-failure", "RestartSec": "5", "User": "dispenser", "Group": "dispenser",
+        "SupplementaryGroups": "gpio i2c", "StateDirectory": "dispenser",
+        "ConfigurationDirectory": "dispenser", "Wants": "network-online.target",
+        "After": "network-online.target time-sync.target",
+        "ProtectSystem": "strict", "ProtectHome": "true", "NoNewPrivileges": "true",
+        "PrivateTmp": "true", "ProtectKernelTunables": "true", "ProtectKernelModules": "true",
+        "ProtectControlGroups": "true", "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
+        "RestrictNamespaces": "true", "LockPersonality": "true",
+        "SystemCallArchitectures": "native", "DevicePolicy": "closed", "MemoryMax": "120M",
+        "TimeoutStopSec": "20", "WantedBy": "multi-user.target",
+    }
+    for key, value in expect.items():
+        assert s.get(key) == [value], key
+    # The daemon must start without a network: never a hard dependency on it.
+    assert "Requires" not in s and "BindsTo" not in s
+    # PrivateDevices would hide /dev/gpiochip* and /dev/i2c-*.
+    assert "PrivateDevices" not in s
+    assert {"char-gpiochip rw", "char-i2c rw", "/dev/gpiomem rw"} <= set(s["DeviceAllow"])
+
+
+def _stub_bin(tmp_path: Path) -> Path:
+    bin_dir = tmp_path / "venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    stub = bin_dir / "dispenser"
+    stub.write_text("#!/bin/sh\nexit 0\n")
+    stub.chmod(0o755)
+    return bin_dir
+
+
+def _analyze() -> str:
+    found = shutil.which("systemd-analyze") or next(
+        (p for p in ("/usr/bin/systemd-analyze", "/bin/systemd-analyze") if os.access(p, os.X_OK)), None)
+    if found is None:
+        pytest.skip("systemd-analyze is not installed (Debian package: systemd; ./dev test installs it)")
+    return found
+
+
+def _verify(unit_dir: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, SYSTEMD_LOG_COLOR="0", SYSTEMD_PAGER="")
+    return subprocess.run([_analyze(), "verify", "--man=no", str(unit_dir / "dispenser.service")],
+                          capture_output=True, text=True, timeout=60, env=env, cwd=unit_dir)
+
+
+def test_systemd_analyze_accepts_the_unit(tmp_path):
+    # ExecStart must name an existing file on this machine: point it at a stub.
+    bin_dir = _stub_bin(tmp_path)
+    unit_dir = tmp_path / "units"
+    unit_dir.mkdir()
+    (unit_dir / "dispenser.service").write_text(render_unit(str(bin_dir), "/etc/dispenser/config.toml"))
+    result = _verify(unit_dir)
+    # A misspelt key only warns (exit 0): any output at all is a failure.
+    assert result.returncode == 0 and result.stderr == "" and result.stdout == "", (
+        f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}")
+
+
+def test_systemd_analyze_check_catches_a_misspelt_key(tmp_path):
+    """The check above is only worth something if a typo makes it fail."""
+    bin_dir = _stub_bin(tmp_path)
+    unit_dir = tmp_path / "units"
+    unit_dir.mkdir()
+    text = render_unit(str(bin_dir)).replace("ProtectHome=true", "ProtectHome=true\nProtectHoem=true")
+    (unit_dir / "dispenser.service").write_text(text)
+    result = _verify(unit_dir)
+    assert "ProtectHoem" in result.stderr
+
+
+# --- render_unit ---------------------------------------------------------------------
+
+def test_render_unit_defaults_are_the_template():
+    assert render_unit() == unit_template()
+    assert render_unit("/opt/dispenser/venv/bin", "/etc/dispenser/config.toml") == unit_template()
+
+
+def test_render_unit_points_exec_start_at_the_paths():
+    text = render_unit("/srv/disp/venv/bin/", "/srv/disp/dispenser.toml")
+    assert _settings(text)["ExecStart"] == ["/srv/disp/venv/bin/dispenser run --config /srv/disp/dispenser.toml"]
+    # Everything else is untouched.
+    other = [line for line in text.splitlines() if not line.startswith("ExecStart=")]
+    assert other == [line for line in unit_template().splitlines() if not line.startswith("ExecStart=")]
+
+
+def test_render_unit_escapes_specifiers():
+    text = render_unit("/opt/50%/bin", "/etc/d$x/config.toml")
+    assert _settings(text)["ExecStart"] == ["/opt/50%%/bin/dispenser run --config /etc/d$$x/config.toml"]
+
+
+@pytest.mark.parametrize("venv_bin, config", [
+    ("venv/bin", "/etc/dispenser/config.toml"),              # relative
+    ("/opt/dispenser/venv/bin", "config.toml"),
+    ("/opt/my venv/bin", "/etc/dispenser/config.toml"),      # whitespace
+    ("/opt/dispenser/venv/bin", "/etc/x.toml\nUser=root"),   # a smuggled line
+    ("/home/pi/venv/bin", "/etc/dispenser/config.toml"),     # hidden by ProtectHome
+    ("/opt/dispenser/venv/bin", "/root/config.toml"),
+])
+def test_render_unit_refuses_bad_paths(venv_bin, config):
+    with pytest.raises(ValueError) as error:
+        render_unit(venv_bin, config)
+    assert "\n" not in str(error.value)
+
+
+# --- install_steps -------------------------------------------------------------------
+
+def test_install_steps_for_a_fresh_pi():
+    steps = install_steps("/tmp/dispenser.service")
+    assert steps[0][0] == "useradd"
+    assert steps[0][-1] == "dispenser"
+    for flag in ("--system", "--no-create-home"):
+        assert flag in steps[0]
+    assert steps[0][steps[0].index("--groups") + 1] == "gpio,i2c"
+    assert ["install", "-d", "-m", "0750", "-o", "root", "-g", "dispenser", "/etc/dispenser"] in steps
+    assert ["install", "-m", "0644", "-o", "root", "-g", "root", "/tmp/dispenser.service",
+            "/etc/systemd/system/dispenser.service"] in steps
+    assert steps[-2:] == [["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", "dispenser.service"]]
+    assert all(isinstance(arg, str) for step in steps for arg in step)
+
+
+def test_install_steps_options():
+    steps = install_steps("/tmp/u", user_exists=True, config_source="/tmp/c.toml", start=False)
+    assert steps[0] == ["usermod", "--append", "--groups", "gpio,i2c", "dispenser"]
+    assert ["install", "-m", "0640", "-o", "root", "-g", "dispenser", "/tmp/c.toml",
+            "/etc/dispenser/config.toml"] in steps
+    assert steps[-1] == ["systemctl", "enable", "dispenser.service"]
+    # The config directory exists before the config is copied into it.
+    assert steps.index(["install", "-d", "-m", "0750", "-o", "root", "-g", "dispenser", "/etc/dispenser"]) < \
+        steps.index(["install", "-m", "0640", "-o", "root", "-g", "dispenser", "/tmp/c.toml",
+                     "/etc/dispenser/config.toml"])
+
+
+# --- Notifier ------------------------------------------------------------------------
+
+@pytest.fixture
+def notify_socket(tmp_path, monkeypatch):
+    """A Unix datagram socket standing in for systemd's, passed as NOTIFY_SOCKET."""
+    path = tmp_path / "notify"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(2)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+def _receive(sock: socket.socket) -> str:
+    return sock.recv(4096).decode("utf-8")
+
+
+def test_notifier_sends_each_message(notify_socket):
+    notifier = Notifier()
+    assert notifier.enabled
+    notifier.ready()
+    assert _receive(notify_socket) == "READY=1"
+    notifier.watchdog()
+    assert _receive(notify_socket) == "WATCHDOG=1"
+    notifier.status("next dose 08:00 — sertraline")
+    assert _receive(notify_socket) == "STATUS=next dose 08:00 — sertraline"
+    notifier.stopping()
+    assert _receive(notify_socket) == "STOPPING=1"
+
+
+def test_notifier_status_is_one_line(notify_socket):
+    Notifier().status("fault\nREADY=1")
+    assert _receive(notify_socket) == "STATUS=fault READY=1"
+
+
+def test_notifier_abstract_socket(monkeypatch):
+    name = f"dispenser-test-{os.getpid()}"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind("\0" + name)
+    sock.settimeout(2)
+    monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
+    try:
+        Notifier().ready()
+        assert _receive(sock) == "READY=1"
+    finally:
+        sock.close()
+
+
+def test_watchdog_interval(notify_socket, monkeypatch):
+    assert Notifier().watchdog_interval() is None
+    monkeypatch.setenv("WATCHDOG_USEC", "30000000")
+    assert Notifier().watchdog_interval() == 15.0
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    assert Notifier().watchdog_interval() == 15.0
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid() + 1))   # meant for another process
+    assert Notifier().watchdog_interval() is None
+    monkeypatch.delenv("WATCHDOG_PID")
+    for bad in ("", "0", "-5", "soon"):
+        monkeypatch.setenv("WATCHDOG_USEC", bad)
+        assert Notifier().watchdog_interval() is None, bad
+
+
+def test_notifier_without_notify_socket_does_nothing(monkeypatch):
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    monkeypatch.setenv("WATCHDOG_USEC", "30000000")
+    calls = []
+    monkeypatch.setattr(service.sdnotify, "SystemdNotifier", lambda *a, **k: calls.append(a) or None)
+    notifier = Notifier()
+    assert not notifier.enabled
+    notifier.ready()
+    notifier.watchdog()
+    notifier.status("x")
+    notifier.stopping()
+    assert notifier.watchdog_interval() is None
+    assert calls == []
+
+
+def test_notifier_survives_a_vanished_socket(notify_socket, tmp_path):
+    notifier = Notifier()
+    notify_socket.close()
+    (tmp_path / "notify").unlink()
+    notifier.ready()        # systemd gone: nothing raised, the daemon carries on
+    notifier.watchdog()
