@@ -10,6 +10,7 @@ from pathlib import Path
 from .config import Config, ConfigError, load_config
 from .schedule import Schedule, ScheduleError, load_schedule_file, parse_schedule
 from .scheduler import doses_between
+from .store import StoreError
 from .timeutil import format_utc, parse_utc
 
 UTC = timezone.utc
@@ -64,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("status", parents=[common], help="next dose, stock, backlog, schedule version")
 
+    try:  # TEMPORARY while dispenser/clinic_cli.py is being written; a plain import once it lands
+        from .clinic_cli import add_commands
+    except ModuleNotFoundError:
+        add_commands = None
+    if add_commands is not None:
+        COMMANDS.update(add_commands(sub, common))
+
     selftest = sub.add_parser("selftest", parents=[common], help="check the parts after assembly")
     selftest.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the button")
     selftest.add_argument("--yes", action="store_true", help="the compartments are empty: move them")
@@ -75,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (UserError, ConfigError) as error:
+    except (UserError, ConfigError, StoreError) as error:
         print(f"dispenser: {error}", file=sys.stderr)
         return 2
     except ScheduleError as error:
@@ -381,8 +389,8 @@ def cmd_status(args) -> int:
                 print(f"stock         compartment {medication.compartment}: {medication.id} "
                       f"{state.stock.get(medication.id, 0)}")
         print(f"outbox        {store.backlog()} event(s) waiting to be sent")
-        broker = store.meta_get("broker_connected_at")
-        print(f"broker        {'not configured' if not config.mqtt else 'last connected ' + (broker or 'never')}")
+        broker = store.meta_get("broker")
+        print(f"broker        {'not configured' if not config.mqtt else broker or 'never connected'}")
     finally:
         store.close()
     return 0

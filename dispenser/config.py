@@ -5,6 +5,8 @@ keys are errors, each reported as one line naming the key.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -102,6 +104,7 @@ def parse_config(raw: dict, source: str = "config") -> Config:
     compartments = hardware.get("compartments", 8)
     if not isinstance(compartments, int) or isinstance(compartments, bool) or not 1 <= compartments <= 32:
         raise ConfigError(f"{source}: hardware.compartments must be a whole number from 1 to 32")
+    _check_parts(raw, source)
     clinic = raw.get("clinic", {})
     storage = raw.get("storage", {})
     checkin = raw.get("checkin", {}).get("enabled", False)
@@ -114,6 +117,30 @@ def parse_config(raw: dict, source: str = "config") -> Config:
         db_path=_text(storage, "storage.db", None, source) or default_db_path(),
         checkin=checkin, source=source,
     )
+
+
+def _check_parts(raw: dict, source: str) -> None:
+    """The hardware, MQTT and clinic tables are checked by their owners, before anything starts."""
+    from .hardware.errors import HardwareConfigError
+    from .hardware.settings import parse_hardware_config
+    from .mqtt_settings import MqttSettings
+    try:
+        parse_hardware_config(raw.get("hardware", {}))
+    except HardwareConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
+    if "mqtt" in raw:
+        try:
+            MqttSettings.from_config(raw["mqtt"])
+        except ValueError as error:
+            raise ConfigError(f"{source}: {error}") from None
+    key = raw.get("clinic", {}).get("public_key")
+    if key is not None:
+        try:
+            raw_key = base64.b64decode(key, validate=True) if isinstance(key, str) else b""
+        except (binascii.Error, ValueError):
+            raw_key = b""
+        if len(raw_key) != 32:
+            raise ConfigError(f"{source}: clinic.public_key must be the base64 of a raw 32-byte Ed25519 key")
 
 
 def _text(table: dict, dotted: str, default, source: str):

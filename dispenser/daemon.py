@@ -164,6 +164,7 @@ class Daemon:
             self.screen_state = Screen()
         self._signal(now)
         self.render(now)
+        self._publish(now)
 
     def advance(self, to: datetime) -> None:
         """Tests and scenarios: live through every due moment up to `to`, then arrive there."""
@@ -206,6 +207,7 @@ class Daemon:
             log.info("ignored input %r", item)
         self._signal(now)
         self.render(now)
+        self._publish(now)
 
     # -- the button -----------------------------------------------------------------------------
 
@@ -247,6 +249,7 @@ class Daemon:
         self.hardware.compartments.release(compartment, quantity, sleep=self.sleep)
 
     def _on_events(self, events: list[dict]) -> None:
+        self._state_dirty = True
         for event in events:
             if event["type"] == "dose.missed":
                 scheduled = datetime.fromisoformat(event["data"]["scheduled_at"].replace("Z", "+00:00"))
@@ -256,6 +259,23 @@ class Daemon:
                                            + MISSED_FOR)
         if self.sync is not None:
             self.sync.notify()
+
+    _state_dirty = True
+    _broker_connected: bool | None = None
+
+    def _publish(self, now: datetime) -> None:
+        """Keep the clinic's retained `state` and the log's note of the broker link current."""
+        if self.sync is None:
+            return
+        connected = self.sync.connected
+        if connected != self._broker_connected:
+            self._broker_connected = connected
+            note = f"connected since {now:%Y-%m-%dT%H:%M:%SZ}" if connected else \
+                f"disconnected ({self.sync.last_error or 'no connection yet'})"
+            self.engine.store.meta_set("broker", note)
+        if self._state_dirty:
+            self._state_dirty = False
+            self.sync.publish_state(device_state(self.engine, now))
 
     def _signal(self, now: datetime) -> None:
         """Buzzer and LED: a pattern that repeats every 5 minutes and grows while a dose waits."""
@@ -321,3 +341,29 @@ class Daemon:
                 self.engine.fault(now, component, f"{type(error).__name__}: {error}")
             return
         self._faulty.discard(component)
+
+
+def device_state(engine: Engine, now: datetime) -> dict:
+    """The retained `state` snapshot for the clinic: next dose, stock, 7-day adherence, backlog."""
+    from .report import adherence
+    from .timeutil import format_utc
+    rules = engine.rules
+    schedule = rules.state.schedule
+    upcoming = rules.upcoming(now)
+    week = now - timedelta(days=7)
+    events = list(engine.store.events_since(format_utc(week)))
+    reports = adherence(events, week, now, schedule.tz if schedule else UTC)
+    return {
+        "device_id": engine.store.device_id,
+        "at": format_utc(now),
+        "schedule_version": schedule.version if schedule else None,
+        "next_dose": None if upcoming is None else {
+            "medication_id": upcoming.medication_id, "scheduled_at": format_utc(upcoming.scheduled_at),
+            "quantity": upcoming.quantity},
+        "stock": {m.id: {"compartment": m.compartment, "count": rules.state.stock.get(m.id, 0)}
+                  for m in (schedule.medications if schedule else [])},
+        "adherence_7d": {r.medication_id: {"on_time": r.on_time, "late": r.late, "missed": r.missed,
+                                           "unconfirmed": r.unconfirmed, "pdc": r.pdc}
+                         for r in reports.values()},
+        "backlog": engine.store.backlog(),
+    }

@@ -57,8 +57,11 @@ def build_hardware_for(config: Config, put, simulated: bool, on_move=None):
         raise StartError(str(error)) from None
 
 
-def build_sync(config: Config, daemon_put, outbox_path: str, suffix: str | None = None):
-    """The MQTT side, when the config has an [mqtt] table; None to run offline."""
+def build_sync(config: Config, daemon_put, outbox_path: str, suffix: str | None = None, subscribe: bool = True):
+    """The MQTT side, when the config has an [mqtt] table; None to run offline.
+
+    The daemon (`suffix=None`) subscribes to schedule/set; one-shot commands do not.
+    """
     if not config.mqtt:
         return None
     from .sync import MqttSettings, Sync
@@ -68,8 +71,8 @@ def build_sync(config: Config, daemon_put, outbox_path: str, suffix: str | None 
         raise StartError(f"{config.source}: {error}") from None
     # The sync's own thread opens its own connection to the log: SQLite objects stay on their thread.
     outbox = (lambda: Store.open(outbox_path, config.device_id)) if outbox_path != ":memory:" else None
-    return Sync(settings, config.device_id, outbox, on_schedule=lambda payload: daemon_put(("schedule", payload)),
-                client_suffix=suffix)
+    on_schedule = (lambda payload: daemon_put(("schedule", payload))) if subscribe else None
+    return Sync(settings, config.device_id, outbox, on_schedule=on_schedule, client_suffix=suffix)
 
 
 def build_daemon(config: Config, db: str | None, *, simulated: bool, demo: bool = False, notifier=None,

@@ -161,6 +161,7 @@ class ScenarioRun:
         self.engine: Engine | None = None
         self.daemon: Daemon | None = None
         self.hardware = None
+        self.sync = None
         self._new_id: Callable[[], str] | None = None
 
     def _boot(self, now: datetime) -> None:
@@ -171,6 +172,8 @@ class ScenarioRun:
         self.engine = Engine(self.store, self.config.compartments, self.config.timezone,
                              new_id=self._new_id, clinic_public_key=self.config.clinic_public_key)
         self.engine.listeners.append(lambda events: [self.emit(e) for e in events])
+        if self.sync is not None:
+            self.engine.listeners.append(lambda events: self.sync.notify())
         self.hardware = build_sim_hardware(lambda item: None, self.config.compartments, sleep=lambda s: None)
         # The scenario's button is the contract's: a press confirms or releases, so no check-in.
         self.daemon = Daemon(self.engine, self.hardware, timezone_name=self.config.timezone,
@@ -185,9 +188,25 @@ class ScenarioRun:
         self.store = self.engine = self.daemon = self.hardware = None
 
     def run(self) -> None:
+        """The scenario, publishing as the daemon does when the config has [mqtt]."""
+        from .runner import build_sync
+        self.sync = build_sync(self.config, lambda item: None, self.db_path, suffix="simulate",
+                               subscribe=False)
+        try:
+            self._run()
+        finally:
+            if self.sync is not None:
+                # Up to 10 s for the outbox to drain; a broker that is down: the events wait.
+                if self.sync.connected or self.sync.wait_connected(2):
+                    self.sync.wait_idle(10)
+                self.sync.stop()
+
+    def _run(self) -> None:
         scenario = self.scenario
         now = scenario.start
         self._boot(now)
+        if self.sync is not None:
+            self.sync.start()  # after the first boot: the log file exists before its second reader
         for medication, count in scenario.stock.items():  # the compartments are filled first
             self.engine.refill(now, medication, count)
         self._apply_file(now, scenario.schedule_file)

@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -112,7 +113,7 @@ def _create_file(path: Path, device_id: str, stop_before: str | None = None) -> 
     A half-created file would be refused at the next start (an empty file may be a
     log lost to the filesystem), so creation must be all or nothing.
     """
-    temp = path.with_name(f".{path.name}.{os.getpid()}.new")
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
     temp.unlink(missing_ok=True)
     db = Database(sqlite3.connect(temp))
     try:
@@ -242,6 +243,9 @@ class Store:
     def _writing(self):
         """A write transaction that takes the write lock first (BEGIN IMMEDIATE).
 
+        Every write goes through it: a deferred transaction that read first would fail at
+        once (no busy wait) when another connection, such as the sync thread, wrote meanwhile.
+
         A `dispenser refill` may append beside the running daemon: with the lock taken
         before the tail is read, the two never fork the chain, and the busy timeout
         makes one wait for the other.
@@ -314,7 +318,7 @@ class Store:
     def complete_release(self, event_id: str, outcome: str, now: datetime) -> None:
         """Record how a release ended: "done", "failed" or "uncertain"."""
         try:
-            with self.db.atomic():
+            with self._writing():
                 self._complete(event_id, outcome, now)
         except sqlite3.Error as error:
             raise self._error("cannot complete release", error) from error
@@ -336,7 +340,7 @@ class Store:
         if not isinstance(value, str):
             raise TypeError("meta values are text")
         try:
-            with self.db.atomic():
+            with self._writing():
                 self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [key, value])
         except sqlite3.Error as error:
             raise self._error("cannot write meta", error) from error
@@ -402,7 +406,7 @@ class Store:
         """The broker acknowledged these: they leave the outbox (rows already sent keep their time)."""
         sent_at = format_at(_aware(now))
         try:
-            with self.db.atomic():
+            with self._writing():
                 self.db.conn.executemany(
                     "UPDATE outbox SET sent_at = ? WHERE seq = ? AND sent_at IS NULL",
                     [(sent_at, seq) for seq in seqs])

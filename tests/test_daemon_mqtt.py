@@ -1,0 +1,108 @@
+"""The real daemon process (`dispenser run`, simulated hardware) against a real Mosquitto:
+schedules from the clinic applied or refused with the right reason, every event delivered."""
+from __future__ import annotations
+
+import copy
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from broker import Clinic
+from dispenser.signing import generate_keypair, sign_document
+from support import contract_schedule
+
+DEVICE = "disp-0001"
+BASE = f"pilldispenser/{DEVICE}"
+
+
+@pytest.fixture
+def setup(tmp_path, broker):
+    private, public = generate_keypair()
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[device]\nid = "{DEVICE}"\ntimezone = "America/New_York"\n[hardware]\nbackend = "sim"\n'
+        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nkeepalive = 5\n'
+        f'[clinic]\npublic_key = "{public}"\n[storage]\ndb = "{tmp_path / "d.db"}"\n')
+    clinic = Clinic(broker).connect(f"{BASE}/#")
+    daemon = subprocess.Popen([sys.executable, "-m", "dispenser", "run", "--config", str(config)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        online = clinic.wait_for(lambda: any(json.loads(p).get("online") for p in clinic.on(f"{BASE}/status")), 20)
+        assert online, daemon.stderr.read() if daemon.poll() is not None else "the daemon never came online"
+        yield clinic, private, daemon, config
+    finally:
+        if daemon.poll() is None:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(20)
+        clinic.close()
+
+
+def events(clinic: Clinic) -> list[dict]:
+    seen, unique = set(), []
+    for event in clinic.json_on(f"{BASE}/events"):
+        if event["event_id"] not in seen:
+            seen.add(event["event_id"])
+            unique.append(event)
+    return unique
+
+
+def answer(clinic: Clinic, count: int) -> list[dict]:
+    """Wait until `count` schedule answers arrived, and return them in order."""
+    kinds = ("schedule.applied", "schedule.rejected")
+    assert clinic.wait_for(lambda: len([e for e in events(clinic) if e["type"] in kinds]) >= count, 20)
+    return [e for e in events(clinic) if e["type"] in kinds]
+
+
+def test_schedules_from_the_clinic_are_applied_or_refused_with_the_reason(setup):
+    clinic, private, daemon, config = setup
+    _, other_key = None, generate_keypair()[0]
+    v12 = sign_document(contract_schedule(), private, "clinic-2026")
+    newer = copy.deepcopy(contract_schedule())
+    newer["version"] = 13
+    bad_compartment = copy.deepcopy(newer)
+    bad_compartment["medications"][0]["compartment"] = 9
+    wrong_schema = copy.deepcopy(newer)
+    wrong_schema["medications"][0]["dosage"][0]["timing"]["repeat"]["periodUnit"] = "mo"
+    tampered = sign_document(newer, private, "clinic-2026")
+    tampered["medications"][0]["compartment"] = 4  # changed after signing
+    payloads = [
+        (json.dumps(v12), "applied", None),
+        (json.dumps(v12), "rejected", "stale_version"),
+        (json.dumps(newer), "rejected", "unsigned"),
+        (json.dumps(sign_document(newer, other_key, "someone")), "rejected", "bad_signature"),
+        (json.dumps(tampered), "rejected", "bad_signature"),
+        (json.dumps(sign_document(wrong_schema, private, "clinic-2026")), "rejected", "invalid_schema"),
+        (json.dumps(sign_document(bad_compartment, private, "clinic-2026")), "rejected", "unknown_compartment"),
+        ("{not json", "rejected", "invalid_json"),
+        ("x" * (65 * 1024), "rejected", "too_large"),
+        (json.dumps(sign_document(newer, private, "clinic-2026")), "applied", None),
+    ]
+    for i, (payload, _, _) in enumerate(payloads, start=1):
+        assert not clinic.publish(f"{BASE}/schedule/set", payload).is_failure
+        answer(clinic, i)  # one at a time, so the answers pair with the payloads
+    answers = answer(clinic, len(payloads))
+    got = [(e["type"].split(".")[1], e["data"].get("reason")) for e in answers]
+    assert got == [(kind, reason) for _, kind, reason in payloads]
+    assert all(e["data"]["source"] == "mqtt" for e in answers)
+    assert [e["data"]["version"] for e in answers if e["type"] == "schedule.applied"] == [12, 13]
+
+    # Every event arrived, in seq order without gaps (after dedup on event_id).
+    seqs = [e["seq"] for e in events(clinic)]
+    assert seqs == list(range(1, len(seqs) + 1))
+    # Rejections from the clinic raise caregiver alerts on the alerts topic too.
+    alerts = clinic.json_on(f"{BASE}/alerts")
+    assert len({a["event_id"] for a in alerts if a["data"]["kind"] == "schedule_rejected"}) == 8
+    # The retained state follows the schedule in force.
+    assert clinic.wait_for(lambda: any(json.loads(p).get("schedule_version") == 13
+                                       for p in clinic.on(f"{BASE}/state")), 20)
+
+    status = subprocess.run([sys.executable, "-m", "dispenser", "status", "--config", str(config)],
+                            capture_output=True, text=True)
+    assert "version 13" in status.stdout and "connected since" in status.stdout
+
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(20) == 0
+    assert clinic.wait_for(lambda: json.loads(clinic.on(f"{BASE}/status")[-1]) .get("online") is False, 10)
