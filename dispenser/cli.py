@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     if add_commands is not None:
         COMMANDS.update(add_commands(sub, common))
 
+    install = sub.add_parser("install-service", parents=[common],
+                             help="install the systemd unit (as root); --config is copied to /etc/dispenser")
+    install.add_argument("--venv-bin", help="the folder holding this venv's `dispenser` (default: this one's)")
+    install.add_argument("--dry-run", action="store_true", help="print the unit and the commands only")
+
     selftest = sub.add_parser("selftest", parents=[common], help="check the parts after assembly")
     selftest.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the button")
     selftest.add_argument("--yes", action="store_true", help="the compartments are empty: move them")
@@ -396,6 +401,49 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_install_service(args) -> int:
+    """Write the unit, create the service user and enable the service: the steps of docs/INSTALL.md."""
+    import os
+    import pwd
+    import subprocess
+    import tempfile
+    from .service import install_steps, render_unit
+    venv_bin = args.venv_bin or str(Path(sys.executable).parent)
+    if args.config:
+        load_config(args.config)  # a broken config is refused before anything is installed
+    try:
+        unit = render_unit(venv_bin)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    try:
+        pwd.getpwnam("dispenser")
+        user_exists = True
+    except KeyError:
+        user_exists = False
+    with tempfile.NamedTemporaryFile("w", suffix=".service", delete=False) as handle:
+        handle.write(unit)
+    steps = install_steps(handle.name, config_source=args.config, user_exists=user_exists)
+    if args.dry_run:
+        print(unit)
+        for step in steps:
+            print("$ " + " ".join(step))
+        os.unlink(handle.name)
+        return 0
+    if os.geteuid() != 0:
+        os.unlink(handle.name)
+        raise UserError("install-service must run as root (sudo); --dry-run shows what it would do")
+    try:
+        for step in steps:
+            print("$ " + " ".join(step))
+            result = subprocess.run(step)
+            if result.returncode != 0:
+                raise UserError(f"`{' '.join(step)}` failed with exit code {result.returncode}")
+    finally:
+        os.unlink(handle.name)
+    print("installed: check it with `systemctl status dispenser` and `journalctl -u dispenser -f`")
+    return 0
+
+
 def cmd_selftest(args) -> int:
     from .runner import StartError, build_hardware_for
     from .selftest import run_selftest
@@ -414,6 +462,7 @@ def cmd_selftest(args) -> int:
 
 COMMANDS = {
     "run": cmd_run,
+    "install-service": cmd_install_service,
     "selftest": cmd_selftest,
     "simulate": cmd_simulate,
     "schedule": cmd_schedule,

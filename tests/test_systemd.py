@@ -279,3 +279,27 @@ def test_notifier_survives_a_vanished_socket(notify_socket, tmp_path):
     (tmp_path / "notify").unlink()
     notifier.ready()        # systemd gone: nothing raised, the daemon carries on
     notifier.watchdog()
+
+
+def test_install_service_dry_run_shows_the_unit_and_every_step(tmp_path):
+    import subprocess
+    import sys
+    config = tmp_path / "config.toml"
+    config.write_text('[device]\nid = "disp-0007"\n')
+    result = subprocess.run([sys.executable, "-m", "dispenser", "install-service", "--dry-run",
+                             "--venv-bin", "/opt/dispenser/venv/bin", "--config", str(config)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "ExecStart=/opt/dispenser/venv/bin/dispenser run --config /etc/dispenser/config.toml" in result.stdout
+    steps = [line[2:] for line in result.stdout.splitlines() if line.startswith("$ ")]
+    assert any(step.startswith(("useradd --system", "usermod --append")) for step in steps)
+    assert f"install -m 0640 -o root -g dispenser {config} /etc/dispenser/config.toml" in steps
+    assert steps[-2:] == ["systemctl daemon-reload", "systemctl enable --now dispenser.service"]
+
+
+def test_install_service_refuses_a_venv_the_service_cannot_see():
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, "-m", "dispenser", "install-service", "--dry-run",
+                             "--venv-bin", "/home/pi/venv/bin"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "ProtectHome" in result.stderr and "Traceback" not in result.stderr
