@@ -65,12 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("status", parents=[common], help="next dose, stock, backlog, schedule version")
 
-    try:  # TEMPORARY while dispenser/clinic_cli.py is being written; a plain import once it lands
-        from .clinic_cli import add_commands
-    except ModuleNotFoundError:
-        add_commands = None
-    if add_commands is not None:
-        COMMANDS.update(add_commands(sub, common))
+    from .clinic_cli import add_commands
+    COMMANDS.update(add_commands(sub, common))
 
     install = sub.add_parser("install-service", parents=[common],
                              help="install the systemd unit (as root); --config is copied to /etc/dispenser")

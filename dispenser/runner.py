@@ -70,7 +70,7 @@ def build_sync(config: Config, daemon_put, outbox_path: str, suffix: str | None 
     except ValueError as error:
         raise StartError(f"{config.source}: {error}") from None
     # The sync's own thread opens its own connection to the log: SQLite objects stay on their thread.
-    outbox = (lambda: Store.open(outbox_path, config.device_id)) if outbox_path != ":memory:" else None
+    outbox = (lambda: Store.open_outbox(outbox_path, config.device_id)) if outbox_path != ":memory:" else None
     on_schedule = (lambda payload: daemon_put(("schedule", payload))) if subscribe else None
     return Sync(settings, config.device_id, outbox, on_schedule=on_schedule, client_suffix=suffix)
 

@@ -199,6 +199,21 @@ class Store:
             db = _open_file(Path(path), device_id)
         return cls(db, name, device_id, id_factory or new_event_id)
 
+    @classmethod
+    def open_outbox(cls, path: str | os.PathLike, device_id: str) -> "Store":
+        """A connection for the MQTT sync, which only reads the outbox and marks rows sent.
+
+        Its commits do not wait for the disk (synchronous=NORMAL): a power cut can undo
+        only its last marks, and those rows are then sent again, which delivery at least
+        once allows. It may not append: events are written by the daemon's connection.
+        """
+        store = cls.open(path, device_id)
+        store.db.execute("PRAGMA synchronous=NORMAL")
+        store._outbox_only = True
+        return store
+
+    _outbox_only = False
+
     def close(self) -> None:
         self.db.close()
 
@@ -224,6 +239,8 @@ class Store:
         drafts = list(drafts)
         if not drafts:
             return []
+        if self._outbox_only:
+            raise StoreError(f"{self.name}: this connection only marks the outbox; events go through the log's")
         try:
             with self._writing():
                 self._tail = self._read_tail()  # the true tail, even if another process appended
@@ -392,14 +409,17 @@ class Store:
 
     # --- outbox --------------------------------------------------------------------------
 
-    def unsent(self, limit: int) -> list[tuple[int, str]]:
-        """Up to `limit` unsent events, oldest first, as (seq, canonical event JSON)."""
+    def unsent(self, limit: int, after: int = 0) -> list[tuple[int, str]]:
+        """Up to `limit` unsent events with seq > `after`, oldest first, as (seq, canonical JSON).
+
+        `after` lets the sync skip the rows it already has in flight instead of reading them again.
+        """
         if limit < 0:
             raise ValueError("limit must not be negative")  # SQLite would read it as "no limit"
         rows = self.db.execute(
             f"SELECT {', '.join('e.' + c for c in _EVENT_COLUMNS.split(', '))} FROM outbox o "
-            "JOIN events e ON e.seq = o.seq WHERE o.sent_at IS NULL ORDER BY o.seq LIMIT ?",
-            [limit]).fetchall()
+            "JOIN events e ON e.seq = o.seq WHERE o.sent_at IS NULL AND o.seq > ? ORDER BY o.seq LIMIT ?",
+            [after, limit]).fetchall()
         return [(row[0], canonical(self._event(row))) for row in rows]
 
     def mark_sent(self, seqs: Iterable[int], now: datetime) -> None:

@@ -60,7 +60,7 @@ ALERT_TYPE = "alert.raised"
 class Outbox(Protocol):
     """What Sync needs from the store (dispenser.store.Store has it); used by the worker only."""
 
-    def unsent(self, limit: int) -> list[tuple[int, str]]: ...
+    def unsent(self, limit: int, after: int = 0) -> list[tuple[int, str]]: ...
     def mark_sent(self, seqs: list[int], now: datetime) -> None: ...
     def backlog(self) -> int: ...
 
@@ -68,7 +68,7 @@ class Outbox(Protocol):
 class _NoOutbox:
     """outbox=None: a link for status and schedules only."""
 
-    def unsent(self, limit: int) -> list[tuple[int, str]]:
+    def unsent(self, limit: int, after: int = 0) -> list[tuple[int, str]]:
         return []
 
     def mark_sent(self, seqs: list[int], now: datetime) -> None:
@@ -85,7 +85,7 @@ class _BrokenOutbox:
     def __init__(self, error: Exception):
         self.error = error
 
-    def unsent(self, limit: int) -> list[tuple[int, str]]:
+    def unsent(self, limit: int, after: int = 0) -> list[tuple[int, str]]:
         raise RuntimeError(f"outbox unavailable: {self.error}")
 
     def mark_sent(self, seqs: list[int], now: datetime) -> None:
@@ -465,52 +465,83 @@ class Sync:
                 close()
 
     def _loop(self) -> None:
-        """Mark acknowledged rows sent, send what is unsent, sleep."""
+        """Refill the window, mark acknowledged rows sent (in batches), sleep.
+
+        Marking is a commit with an fsync, the slowest step by far, so acknowledged
+        rows are marked a window's worth at a time, or as soon as nothing is left in
+        flight (no PUBACK is coming to wake us), and at stop. The window is refilled
+        before the marking, so the broker works while the fsync runs. Rows acked but
+        not yet marked are never published again by this worker; after a crash they
+        would be, which delivery at least once allows.
+        """
+        pending: set[int] = set()   # acknowledged, not yet marked sent
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._stopping or self._acked or self._may_drain(),
-                                    self._hold_remaining())
+                # Also wake when the rows in flight ended without a PUBACK to wake us (refused).
+                self._cond.wait_for(lambda: self._stopping or self._acked or self._may_drain()
+                                    or (pending and not self._inflight), self._hold_remaining())
                 stopping = self._stopping
-                acked, self._acked = self._acked, []
+                pending.update(self._acked)
+                self._acked = []
                 drain = not stopping and self._may_drain()
                 if drain:
                     self._wake = False
                     room = self._window - len(self._inflight)
                     in_flight = set(self._inflight)
-            self._mark_sent(acked)
+            empty = self._drain(room, in_flight, pending) if drain else False
+            with self._cond:
+                more_acks_coming = bool(self._inflight)
+            marked = not pending
+            if pending and (stopping or not more_acks_coming or len(pending) >= self._window):
+                marked = self._mark_sent(pending)
+                pending = set()  # marked, or (failed) to be read and sent again
+            if empty and marked:
+                self._became_idle()
             if stopping:
                 self._shut_down()
                 return
-            if drain:
-                self._drain(room, in_flight)
 
-    def _drain(self, room: int, in_flight: set[int]) -> None:
+    def _drain(self, room: int, in_flight: set[int], acked: set[int]) -> bool:
+        """Publish unsent rows that are neither in flight nor acknowledged (and about
+        to be marked). True when nothing is left but the acknowledged rows."""
+        # Rows in flight or acknowledged are not read again: start after the highest of them.
+        # A row refused meanwhile (lower) is read again once those are marked and the set is empty.
+        after = max(in_flight | acked, default=0)
         try:
-            rows = self._outbox.unsent(room + len(in_flight))
+            rows = self._outbox.unsent(room, after)
         except Exception as exc:  # noqa: BLE001 - a busy database must not end the worker
             log.exception("reading the outbox failed")
             with self._cond:
                 self._pause(f"cannot read the outbox: {exc}")
-            return
-        fresh = [(seq, payload) for seq, payload in rows if seq not in in_flight][:room]
-        with self._cond:
-            if not rows:
-                self._idle = True
-                self._cond.notify_all()
+            return False
+        fresh = [(seq, payload) for seq, payload in rows if seq not in in_flight and seq not in acked][:room]
         # Each PUBACK wakes the worker again, which then fills the window anew.
         for seq, payload in fresh:
             self._publish_row(seq, payload)
+        return all(seq in acked for seq, _ in rows)
 
-    def _mark_sent(self, seqs: Iterable[int]) -> None:
+    def _became_idle(self) -> None:
+        """The outbox was empty once the acknowledged rows were marked, unless a
+        notify() or a publish came in meanwhile (then the next look decides)."""
+        with self._cond:
+            if not self._wake and not self._inflight:
+                self._idle = True
+                self._cond.notify_all()
+
+    def _mark_sent(self, seqs: Iterable[int]) -> bool:
+        """False when the rows could not be marked (they stay unsent and go again: harmless)."""
         seqs = sorted(seqs)
         if not seqs:
-            return
+            return True
         try:
             self._outbox.mark_sent(seqs, self._now())
-        except Exception:  # noqa: BLE001 - they stay unsent and go again: harmless
+        except Exception:  # noqa: BLE001
             log.exception("marking %d rows sent failed", len(seqs))
-        with self._cond:
-            self._cond.notify_all()  # for wait_for() on the outbox
+            return False
+        finally:
+            with self._cond:
+                self._cond.notify_all()  # for wait_for() on the outbox
+        return True
 
     def _shut_down(self) -> None:
         """On the worker: offline status, wait for its ack and late PUBACKs, disconnect."""

@@ -522,3 +522,24 @@ def test_a_database_from_newer_software_is_refused(path):
     conn.close()
     with pytest.raises(StoreError, match="newer dispenser"):
         Store.open(path, DEVICE)
+
+
+def test_the_sync_connection_may_mark_the_outbox_but_never_append(tmp_path):
+    """open_outbox trades fsyncs for speed on marks only; events always go through the log's connection."""
+    from datetime import datetime, timezone
+
+    from dispenser.events import Draft
+    from dispenser.store import Store, StoreError
+    now = datetime(2026, 11, 24, tzinfo=timezone.utc)
+    log = Store.open(tmp_path / "d.db", "disp-1")
+    log.append([Draft("device.started", {}, "00000000-0000-4000-8000-000000000001")], now)
+    outbox = Store.open_outbox(tmp_path / "d.db", "disp-1")
+    assert [seq for seq, _ in outbox.unsent(10)] == [1]
+    assert outbox.unsent(10, after=1) == []
+    outbox.mark_sent([1], now)
+    assert log.backlog() == 0
+    with pytest.raises(StoreError, match="only marks the outbox"):
+        outbox.append([Draft("device.stopped", {}, "00000000-0000-4000-8000-000000000002")], now)
+    assert log.event_count() == 1
+    outbox.close()
+    log.close()

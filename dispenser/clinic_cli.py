@@ -1,0 +1,503 @@
+"""`dispenser sync` and `dispenser clinic ...`: one-shot sync and the clinic's side.
+
+cli.py wires these in with `COMMANDS.update(clinic_cli.add_commands(sub, common))`.
+The decisions (dedup, what a line says) are in clinic.py; this is the MQTT I/O.
+Handlers raise `dispenser.cli.UserError` for bad input (one line, exit 2), return 1
+when the broker could not be reached or did not take everything, 0 otherwise.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import secrets
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+KEY_FILE, PUB_FILE = "clinic.key", "clinic.pub"
+DEFAULT_KEY_ID = "clinic"
+SYNC_TIMEOUT_S = 30.0
+PUSH_TIMEOUT_S = 10.0
+FOLLOW_NOTIFY_S = 2.0   # `sync` without --once: how often to look for rows other processes appended
+
+
+def add_commands(sub, common) -> dict[str, Callable]:
+    """Add `sync` and `clinic` to the `dispenser` subparsers; return {name: handler}."""
+    sync = sub.add_parser("sync", parents=[common], help="push the outbox to the broker")
+    sync.add_argument("--once", action="store_true", help="drain the outbox, then exit (0: all sent)")
+    sync.add_argument("--timeout", type=float, help=f"with --once: give up after this many seconds "
+                                                     f"(default {SYNC_TIMEOUT_S:.0f})")
+
+    clinic = sub.add_parser("clinic", help="the clinic's side: keys, signed schedules, events")
+    actions = clinic.add_subparsers(dest="action", required=True, metavar="ACTION")
+    keygen = actions.add_parser("keygen", parents=[common], help="make an Ed25519 key pair")
+    keygen.add_argument("--out-dir", default=".", metavar="DIR", help="where to write clinic.key/.pub")
+
+    sign = actions.add_parser("sign", parents=[common], help="validate and sign a schedule")
+    sign.add_argument("file")
+    sign.add_argument("--key", required=True, metavar="FILE", help="the private key (clinic.key)")
+    sign.add_argument("--key-id", default=DEFAULT_KEY_ID, metavar="ID", help="a name for the key")
+    sign.add_argument("--out", metavar="FILE", help="default: FILE with .signed.json")
+
+    push = actions.add_parser("push", parents=[common], help="send a signed schedule to a device")
+    push.add_argument("file")
+    push.add_argument("--device", required=True, metavar="ID")
+    push.add_argument("--allow-unsigned", action="store_true", help="send it even though it is unsigned")
+    push.add_argument("--timeout", type=float, default=PUSH_TIMEOUT_S)
+
+    watch = actions.add_parser("watch", parents=[common], help="follow events, alerts and status")
+    watch.add_argument("--device", metavar="ID", help="one device (default: all)")
+    watch.add_argument("--json", action="store_true", help="JSON lines: each new event as it was sent")
+    watch.add_argument("--count", type=int, metavar="N", help="exit after N new events (alerts count)")
+    watch.add_argument("--timeout", type=float, metavar="S", help="exit after S seconds")
+    return {"sync": cmd_sync, "clinic": cmd_clinic}
+
+
+def cmd_clinic(args) -> int:
+    return {"keygen": clinic_keygen, "sign": clinic_sign, "push": clinic_push,
+            "watch": clinic_watch}[args.action](args)
+
+
+# -- shared helpers -------------------------------------------------------------------
+
+
+def _user_error(message: str) -> Exception:
+    from .cli import UserError
+    return UserError(message)
+
+
+def _load_config(args):
+    from .config import load_config
+    return load_config(getattr(args, "config", None))
+
+
+def _mqtt_settings(config):
+    """The `[mqtt]` table as MqttSettings, or one line saying why not."""
+    from .mqtt_settings import MqttSettings
+    if not config.mqtt:
+        raise _user_error(f"{config.source}: no [mqtt] table: there is no broker to talk to")
+    try:
+        return MqttSettings.from_config(config.mqtt)
+    except ValueError as error:
+        raise _user_error(f"{config.source}: {error}") from None
+
+
+def _read_json(path: str) -> dict:
+    from .cli import _read_json as read
+    document = read(path)
+    if not isinstance(document, dict):
+        raise _user_error(f"{path}: not a JSON object")
+    return document
+
+
+def _fail(message: str) -> int:
+    """Could not do it (broker down, not acknowledged): one line, exit 1."""
+    print(f"dispenser: {message}", file=sys.stderr)
+    return 1
+
+
+# -- dispenser sync ---------------------------------------------------------------------
+
+
+class _CountingOutbox:
+    """The Store, counting the rows the sync marks sent (so we can say how many went)."""
+
+    def __init__(self, store):
+        self.store = store
+        self.sent = 0
+
+    def unsent(self, limit: int, after: int = 0):
+        return self.store.unsent(limit, after)
+
+    def mark_sent(self, seqs, now) -> None:
+        seqs = list(seqs)
+        self.store.mark_sent(seqs, now)
+        self.sent += len(seqs)
+
+    def backlog(self) -> int:
+        return self.store.backlog()
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def cmd_sync(args) -> int:
+    """Push the outbox as `{device_id}-sync`: no Will, clean session, never the daemon's id."""
+    from .store import Store
+    from .sync import Sync
+    config = _load_config(args)
+    settings = _mqtt_settings(config)
+    if args.timeout is not None and not args.once:
+        raise _user_error("--timeout goes with --once")
+    timeout = SYNC_TIMEOUT_S if args.timeout is None else args.timeout
+    if not timeout > 0:
+        raise _user_error("--timeout must be more than 0")
+    path = args.db or config.db_path
+    before = _backlog(args, config)
+    counter: list[_CountingOutbox] = []
+
+    def opener() -> _CountingOutbox:  # runs on the sync's worker thread
+        counter.append(_CountingOutbox(Store.open_outbox(path, config.device_id)))
+        return counter[0]
+
+    sync = Sync(settings, config.device_id, opener, None, client_suffix="sync")
+    where = f"{settings.host}:{settings.port}"
+    if args.once:
+        return _sync_once(sync, timeout, where, before, lambda: counter[0].sent if counter else 0)
+    return _sync_follow(sync, where, lambda: counter[0].sent if counter else 0)
+
+
+def _backlog(args, config) -> int:
+    """Open the log as the other commands do (a missing or foreign file: one line)."""
+    from .cli import _store
+    store = _store(args, config, create=False)
+    try:
+        return store.backlog()
+    finally:
+        store.close()
+
+
+def _sync_once(sync, timeout: float, where: str, before: int, sent: Callable[[], int]) -> int:
+    """Exit 0 means: the broker answered and the outbox is empty (so it also connects
+    when nothing waits, which makes `sync --once` a check of the broker settings)."""
+    logging.getLogger("dispenser.sync").setLevel(logging.CRITICAL)  # the one line below says it all
+    began = time.monotonic()
+    ok = sync.drain_once(timeout)
+    count = sent()
+    if ok:
+        print(f"sent {count} event(s) to {where} in {time.monotonic() - began:.1f} s; outbox empty")
+        return 0
+    left = max(before - count, 0)
+    if count == 0 and sync.last_error:
+        return _fail(f"sync: {sync.last_error}; {left} event(s) still wait in the outbox")
+    why = f" ({sync.last_error})" if sync.last_error else ""
+    return _fail(f"sync: sent {count} event(s), {left} still unsent after {timeout:g} s{why}")
+
+
+def _sync_follow(sync, where: str, sent: Callable[[], int]) -> int:
+    """A foreground pusher for a device whose daemon is not running; ends with Ctrl-C.
+
+    Another process (`dispenser refill`) cannot call our notify(), so look every
+    FOLLOW_NOTIFY_S seconds; an empty look is one indexed query.
+    """
+    print(f"pushing the outbox to {where} until Ctrl-C", flush=True)
+    shown, connected = 0, None
+    sync.start()
+    try:
+        while True:
+            time.sleep(FOLLOW_NOTIFY_S)
+            sync.notify()
+            if sync.connected != connected:
+                connected = sync.connected
+                print("connected" if connected else f"not connected: {sync.last_error or 'connecting'}",
+                      flush=True)
+            if sent() != shown:
+                shown = sent()
+                print(f"sent {shown} event(s) so far", flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sync.stop()
+    print(f"stopped; sent {sent()} event(s)")
+    return 0
+
+
+# -- dispenser clinic keygen / sign ------------------------------------------------------
+
+
+def clinic_keygen(args) -> int:
+    """Write clinic.key (0600) and clinic.pub; never overwrite a key someone may rely on."""
+    from .signing import generate_keypair
+    out = Path(args.out_dir)
+    if not out.is_dir():
+        raise _user_error(f"{out}: no such directory")
+    key_path, pub_path = out / KEY_FILE, out / PUB_FILE
+    for path in (key_path, pub_path):
+        if path.exists():
+            raise _user_error(f"{path} already exists: not overwriting a key (move it away first)")
+    private, public = generate_keypair()
+    _write_new(key_path, private + "\n", 0o600)
+    _write_new(pub_path, public + "\n", 0o644)
+    print(f"private key  {key_path}  (keep it secret; mode 0600)")
+    print(f"public key   {pub_path}  {public}")
+    print("put this in each device's config:")
+    print("[clinic]")
+    print(f'public_key = "{public}"')
+    return 0
+
+
+def _write_new(path: Path, text: str, mode: int) -> None:
+    """Create `path` with `mode` from the start (no moment when the key is world-readable)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        raise _user_error(f"{path} already exists: not overwriting a key (move it away first)") from None
+    except OSError as error:
+        raise _user_error(f"{path}: cannot write ({error.strerror})") from None
+    with os.fdopen(fd, "w", encoding="ascii") as file:
+        file.write(text)
+    os.chmod(path, mode)  # the umask may have taken bits from the public key's mode
+
+
+def _private_key(path: str) -> str:
+    from .signing import load_private_key
+    try:
+        text = Path(path).read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        raise _user_error(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise _user_error(f"{path}: cannot be read ({error})") from None
+    try:
+        load_private_key(text)
+    except ValueError as error:
+        raise _user_error(f"{path}: not a clinic key ({error})") from None
+    return text
+
+
+def _validate(document: dict) -> None:
+    """The device's own check (ScheduleError: every problem with its field path, exit 2).
+
+    A document without `timezone` takes the device's; UTC stands in for it here.
+    """
+    from .schedule import parse_schedule
+    parse_schedule(document, default_timezone="UTC")
+
+
+def clinic_sign(args) -> int:
+    from .signing import sign_document
+    document = _read_json(args.file)
+    _validate(document)
+    key = _private_key(args.key)
+    if not args.key_id.strip():
+        raise _user_error("--key-id must not be empty")
+    signed = sign_document(document, key, args.key_id)
+    out = Path(args.out) if args.out else _signed_name(Path(args.file))
+    try:
+        out.write_text(json.dumps(signed, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    except OSError as error:
+        raise _user_error(f"{out}: cannot write ({error.strerror})") from None
+    print(f"signed schedule version {signed['version']} with key id {args.key_id!r}: {out}")
+    return 0
+
+
+def _signed_name(path: Path) -> Path:
+    """schedule.json -> schedule.signed.json"""
+    return path.with_name((path.stem if path.suffix == ".json" else path.name) + ".signed.json")
+
+
+# -- MQTT clients of the clinic ----------------------------------------------------------
+
+
+class _Link:
+    """One paho client of the clinic's, with waits on a condition instead of sleeps."""
+
+    def __init__(self, settings, role: str, topics: list[str] = ()):
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+        self.settings = settings
+        self.topics = list(topics)
+        self.connected = False
+        self.failure: str | None = None
+        self.acks: dict[int, object] = {}
+        self.messages: queue.Queue = queue.Queue()
+        self.subscribed = False
+        self._cond = threading.Condition()
+        v5 = settings.protocol == "5"
+        protocol = MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311
+        options = {} if v5 else {"clean_session": True}
+        client_id = f"clinic-{role}-{secrets.token_hex(4)}"
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, **options)
+        if settings.username is not None:
+            self.client.username_pw_set(settings.username, settings.password)
+        if settings.tls:
+            try:  # the server certificate and host name are checked
+                self.client.tls_set(ca_certs=settings.tls_ca, certfile=settings.tls_cert, keyfile=settings.tls_key)
+            except (OSError, ValueError) as error:
+                raise _user_error(f"mqtt: cannot use the TLS files: {error}") from None
+        self.client.reconnect_delay_set(1, 30)
+        self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = lambda client, userdata, message: self.messages.put(
+            (message.topic, bytes(message.payload)))
+
+    @property
+    def where(self) -> str:
+        return f"{self.settings.host}:{self.settings.port}"
+
+    def connect(self, timeout: float) -> bool:
+        """Connect (and subscribe); False with `failure` set when that did not happen in time."""
+        try:
+            self.client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive)
+        except ValueError as error:
+            self.failure = str(error)
+            return False
+        self.client.loop_start()
+        ready = self.wait(lambda: self.failure is not None or (self.connected and
+                                                               (self.subscribed or not self.topics)), timeout)
+        if not ready or not self.connected or self.failure is not None:
+            self.failure = self.failure or f"no answer from the broker at {self.where} within {timeout:g} s"
+            return False
+        return True
+
+    def wait(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        with self._cond:
+            return self._cond.wait_for(predicate, timeout)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        with self._cond:
+            if reason_code.is_failure:
+                self.failure = f"the broker at {self.where} refused the connection: {reason_code}"
+            else:
+                self.connected, self.failure = True, None
+                if self.topics:  # a clean session: subscribe again after every reconnect
+                    client.subscribe([(topic, 1) for topic in self.topics])
+            self._cond.notify_all()
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        with self._cond:
+            self.failure = f"cannot connect to the broker at {self.where}"
+            self._cond.notify_all()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        with self._cond:
+            if self.connected:
+                print(f"-- connection to {self.where} lost ({reason_code}); reconnecting", file=sys.stderr)
+            elif self.failure is None:
+                self.failure = f"the broker at {self.where} closed the connection: {reason_code}"
+            self.connected = False
+            self._cond.notify_all()
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        with self._cond:
+            self.acks[mid] = reason_code
+            self._cond.notify_all()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        with self._cond:
+            refused = [code for code in reason_codes if code.is_failure]
+            if refused:
+                self.failure = f"the broker refused the subscription: {refused[0]}"
+            self.subscribed = True
+            self._cond.notify_all()
+
+
+# -- dispenser clinic push -----------------------------------------------------------------
+
+
+def clinic_push(args) -> int:
+    """Publish a schedule to one device's schedule/set (QoS 1, not retained); wait for the PUBACK."""
+    from .sync import MAX_SCHEDULE_BYTES
+    config = _load_config(args)
+    settings = _mqtt_settings(config)
+    topic = _topics(settings, args.device).schedule_set
+    document = _read_json(args.file)
+    _validate(document)
+    _check_signature(args, document, config.clinic_public_key)
+    payload = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    if len(payload) > MAX_SCHEDULE_BYTES:
+        raise _user_error(f"{args.file}: {len(payload)} bytes; the device refuses more than "
+                          f"{MAX_SCHEDULE_BYTES} (too_large)")
+    link = _Link(settings, "push")
+    try:
+        if not link.connect(args.timeout):
+            return _fail(f"push: {link.failure}; nothing sent")
+        info = link.client.publish(topic, payload, qos=1, retain=False)
+        if not link.wait(lambda: info.mid in link.acks or not link.connected, args.timeout):
+            return _fail(f"push: no acknowledgement from {link.where} within {args.timeout:g} s")
+        if info.mid not in link.acks:
+            return _fail(f"push: the broker closed the connection before acknowledging ({link.failure})")
+        return _push_result(link.acks[info.mid], topic, document)
+    finally:
+        link.close()
+
+
+def _topics(settings, device: str):
+    from .mqtt_settings import Topics
+    try:
+        return Topics(settings.topic_prefix, device)
+    except ValueError as error:
+        raise _user_error(str(error)) from None
+
+
+def _check_signature(args, document: dict, public_key: str | None) -> None:
+    """The device refuses an unsigned or wrongly signed schedule from MQTT: say so here."""
+    from .signing import KeyFormatError, SignatureError, verify_document
+    if "signature" not in document:
+        if not args.allow_unsigned:
+            raise _user_error(f"{args.file} is not signed, and a device refuses unsigned schedules from MQTT "
+                              "(sign it with `dispenser clinic sign`, or send it anyway with --allow-unsigned)")
+        return
+    if public_key is None:
+        return
+    try:
+        verify_document(document, public_key)
+    except KeyFormatError as error:
+        raise _user_error(f"clinic.public_key: {error}") from None
+    except SignatureError as error:
+        raise _user_error(f"{args.file}: {error} (checked against [clinic] public_key); the device would "
+                          "refuse it") from None
+
+
+def _push_result(reason_code, topic: str, document: dict) -> int:
+    if reason_code.is_failure:
+        return _fail(f"push: the broker refused it: {reason_code}")
+    if reason_code.value == 0x10:  # MQTT 5 "No matching subscribers": it went nowhere
+        return _fail(f"push: no device is subscribed to {topic} (it never connected, or its session "
+                     "expired): nothing will be delivered")
+    print(f"schedule version {document.get('version')} sent to {topic}; the device answers with a "
+          "schedule.applied or schedule.rejected event")
+    return 0
+
+
+# -- dispenser clinic watch ----------------------------------------------------------------
+
+
+def clinic_watch(args) -> int:
+    """Follow events, alerts, status and state; each event once (dedup on event_id)."""
+    from .clinic import Watcher
+    config = _load_config(args)
+    settings = _mqtt_settings(config)
+    if args.count is not None and args.count < 1:
+        raise _user_error("--count must be at least 1")
+    if args.timeout is not None and not args.timeout > 0:
+        raise _user_error("--timeout must be more than 0")
+    device = _topics(settings, args.device).device_id if args.device else "+"
+    base = f"{settings.topic_prefix}/{device}"
+    watcher = Watcher(settings.topic_prefix, json_lines=args.json)
+    link = _Link(settings, "watch", [f"{base}/{kind}" for kind in ("events", "alerts", "status", "state")])
+    try:
+        if not link.connect(args.timeout or PUSH_TIMEOUT_S):
+            return _fail(f"watch: {link.failure}")
+        return _follow(link, watcher, args.count, args.timeout)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        link.close()
+
+
+def _follow(link: _Link, watcher, count: int | None, timeout: float | None) -> int:
+    """Print until Ctrl-C, `count` events, or `timeout` seconds (then 1 if `count` fell short)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while count is None or watcher.events_shown < count:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            return 0 if count is None else _fail(
+                f"watch: {watcher.events_shown} of {count} event(s) within {timeout:g} s")
+        try:
+            topic, payload = link.messages.get(timeout=remaining if remaining is not None else 1.0)
+        except queue.Empty:
+            continue
+        for line in watcher.handle(topic, payload):
+            print(line, flush=True)
+    return 0
