@@ -381,11 +381,12 @@ def cmd_status(args) -> int:
         print(f"device        {config.device_id} ({config.backend}, {config.compartments} compartments)")
         print(f"schedule      {'version ' + str(schedule.version) if schedule else 'none in force'}")
         if schedule:
-            upcoming = [d for d in doses_between(schedule, now, now + timedelta(days=8)) if d.window_end > now]
-            if upcoming:
-                first = upcoming[0]
+            due = engine.rules.releasable(now)
+            first = due[0] if due else engine.rules.upcoming(now)
+            if first:
                 print(f"next dose     {first.medication_id} x{first.quantity} at "
-                      f"{first.scheduled_at.astimezone(schedule.tz):%a %H:%M} (compartment {first.compartment})")
+                      f"{first.scheduled_at.astimezone(schedule.tz):%a %H:%M} (compartment {first.compartment})"
+                      f"{' - due now' if due else ''}")
             for medication in schedule.medications:
                 print(f"stock         compartment {medication.compartment}: {medication.id} "
                       f"{state.stock.get(medication.id, 0)}")
