@@ -143,6 +143,8 @@ def _read_json(path: str):
         raise UserError(f"{path}: cannot be read ({error})") from None
     except json.JSONDecodeError as error:
         raise UserError(f"{path}: not valid JSON ({error})") from None
+    except RecursionError:
+        raise UserError(f"{path}: not valid JSON (nested too deeply)") from None
 
 
 def _moment(text: str | None, tz, default: datetime) -> datetime:

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from .engine import Engine
+from .store import StoreError
 from .rules import Outcome
 from .screens import MOODS, SIDE_EFFECTS, View, screen
 
@@ -137,11 +138,33 @@ class Daemon:
 
     def start(self, now: datetime) -> None:
         self._last_now = now
-        self.engine.start(now)
+        self._started = self._logging(lambda: self.engine.start(now))
         self.on_time(now)
 
+    _started = False
+    storage_error: str | None = None
+
+    def _logging(self, action: Callable[[], object]) -> bool:
+        """Run an engine step; a log that cannot be written (disk full) stops nothing else.
+
+        The engine never moves a servo for what it could not log, so the step simply did
+        not happen: the screen says so, the system log gets the reason, and the next
+        input or tick tries again.
+        """
+        written = self.engine.last_seq
+        try:
+            action()
+        except StoreError as error:
+            if self.storage_error is None:
+                log.error("the log cannot be written: %s", error)
+            self.storage_error = str(error)
+            return False
+        if self.engine.last_seq != written:
+            self.storage_error = None  # the log took a write again
+        return True
+
     def stop(self, now: datetime) -> None:
-        self.engine.stop(now)
+        self._logging(lambda: self.engine.stop(now))
         self._safely("led", self.hardware.led.off, now)
         self._safely("buzzer", self.hardware.buzzer.off, now)
 
@@ -156,7 +179,9 @@ class Daemon:
 
     def on_time(self, now: datetime) -> None:
         """Time passed: let the rules tick, end timed-out screens, signal, and redraw."""
-        self.engine.tick(now)
+        if not self._started:
+            self._started = self._logging(lambda: self.engine.start(now))
+        self._logging(lambda: self.engine.tick(now))
         state = self.screen_state
         if state.until is not None and now >= state.until:
             if state.mode in ("checkin_mood", "checkin_side") and state.mood is not None:
@@ -183,6 +208,12 @@ class Daemon:
     def handle(self, item, now: datetime) -> None:
         """One input: "press", "hold", ("hold", medication), ("schedule", payload), ..."""
         self._last_now = now
+        self._logging(lambda: self._handle(item, now))
+        self._signal(now)
+        self.render(now)
+        self._publish(now)
+
+    def _handle(self, item, now: datetime) -> None:
         kind = item[0] if isinstance(item, tuple) else item
         mode = self.screen_state.mode
         if kind == "press":
@@ -205,9 +236,6 @@ class Daemon:
             pass  # the sync's state changed; the redraw below shows it
         else:
             log.info("ignored input %r", item)
-        self._signal(now)
-        self.render(now)
-        self._publish(now)
 
     # -- the button -----------------------------------------------------------------------------
 
@@ -272,7 +300,10 @@ class Daemon:
             self._broker_connected = connected
             note = f"connected since {now:%Y-%m-%dT%H:%M:%SZ}" if connected else \
                 f"disconnected ({self.sync.last_error or 'no connection yet'})"
-            self.engine.store.meta_set("broker", note)
+            try:
+                self.engine.store.meta_set("broker", note)
+            except StoreError:
+                pass  # only a note for `dispenser status`; the disk-full screen says the rest
         if self._state_dirty:
             self._state_dirty = False
             self.sync.publish_state(device_state(self.engine, now))
@@ -315,7 +346,7 @@ class Daemon:
         detail = {key: value.astimezone(tz) if isinstance(value, datetime) else value
                   for key, value in (state.detail or {}).items()}
         return View(
-            now=now.astimezone(tz), mode=state.mode, feedback=state.feedback, detail=detail,
+            now=now.astimezone(tz), mode="storage_error" if self.storage_error else state.mode, feedback=state.feedback, detail=detail,
             due=[name(d.medication_id) for d in rules.releasable(now)],
             waiting=[name(r.medication_id) for r in rules.awaiting_confirmation(now)],
             next_name=name(upcoming.medication_id) if upcoming else None,
@@ -338,7 +369,7 @@ class Daemon:
             if component not in self._faulty:
                 self._faulty.add(component)
                 log.warning("%s failed: %s", component, error)
-                self.engine.fault(now, component, f"{type(error).__name__}: {error}")
+                self._logging(lambda: self.engine.fault(now, component, f"{type(error).__name__}: {error}"))
             return
         self._faulty.discard(component)
 

@@ -8,15 +8,18 @@ A release whose end is not recorded is found at the next start and reported
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable
 from datetime import datetime
 
 from . import __version__
+from .events import GENESIS, canonical, event_hash
 from .rules import DoseRules, Outcome, Release, State, fold
 from .schedule import Schedule, ScheduleError, parse_schedule
-from .store import Store
+from .store import Store, StoreError
 
 MAX_SCHEDULE_BYTES = 64 * 1024
+MAX_VERSION = 2 ** 63 - 1  # the log keeps versions as SQLite INTEGERs
 
 Mover = Callable[[int, int], None]  # (compartment, quantity): raises when the servo fails
 Listener = Callable[[list[dict]], None]
@@ -53,12 +56,25 @@ class Engine:
         return self._schedules[version]
 
     def _load_rules(self) -> DoseRules:
-        """The state is the fold of the whole log: what is on disk is what the device knows."""
+        """The state is the fold of the whole log: what is on disk is what the device knows.
+
+        The hash chain is checked on the way: a damaged event (a bad sector, an edit behind
+        the triggers) stops the start with one line; it must never become what the device
+        believes about the doses it gave.
+        """
         state = State()
-        self._seen_seq = 0
-        for event in self.store.events():
-            fold(state, event, self._schedule)
-            self._seen_seq = event["seq"]
+        self._seen_seq, prev_hash = 0, GENESIS
+        try:
+            for event in self.store.events():
+                if event["seq"] != self._seen_seq + 1 or event["prev_hash"] != prev_hash \
+                        or event_hash(prev_hash, event) != event["hash"]:
+                    raise StoreError(f"{self.store.name}: the log is damaged at seq {self._seen_seq + 1}; "
+                                     f"not starting on it (see `dispenser log verify`)")
+                fold(state, event, self._schedule)
+                self._seen_seq, prev_hash = event["seq"], event["hash"]
+        except sqlite3.Error as error:
+            raise StoreError(f"{self.store.name}: the log is damaged after seq {self._seen_seq} "
+                             f"({type(error).__name__}); not starting on it") from None
         kwargs = {"new_id": self._new_id} if self._new_id else {}
         rules = DoseRules(state, self.compartments, self._schedule, **kwargs)
         if state.last_at is not None:
@@ -68,6 +84,11 @@ class Engine:
     @property
     def state(self) -> State:
         return self.rules.state
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last event this engine has folded (its own or another writer's)."""
+        return self._seen_seq
 
     def _refresh(self) -> None:
         """Fold what another process appended meanwhile (a `dispenser refill` beside the daemon)."""
@@ -162,11 +183,22 @@ class Engine:
             refusal = self._signature_refusal(document)
             if refusal:
                 return self._commit(self.rules.reject_schedule(now, version, source, *refusal), now)
+        unstorable = _unstorable(document)
+        if unstorable:  # refused here, or the log would refuse its event and the apply would raise
+            return self._commit(self.rules.reject_schedule(now, version, source, "invalid_schema",
+                                                           [unstorable]), now)
         try:
             schedule = parse_schedule(document, self.default_timezone)
         except ScheduleError as error:
             return self._commit(self.rules.reject_schedule(now, version, source, "invalid_schema",
                                                            error.problems), now)
+        except Exception as error:  # a bug in the validator refuses the document, never stops the device
+            return self._commit(self.rules.reject_schedule(
+                now, version, source, "invalid_schema",
+                [f"(document): could not be checked ({type(error).__name__})"]), now)
+        if schedule.version > MAX_VERSION:  # the log could not store it: refuse it, do not raise
+            return self._commit(self.rules.reject_schedule(now, version, source, "invalid_schema",
+                                                           [f"version: must be at most {MAX_VERSION}"]), now)
         self._schedules[schedule.version] = schedule
         return self._commit(self.rules.apply_schedule(now, schedule, source), now)
 
@@ -177,6 +209,9 @@ class Engine:
                 now, None, source, "too_large", [f"payload: {len(payload)} bytes, more than 64 KiB"]), now)
         try:
             document = json.loads(payload.decode("utf-8"))
+        except RecursionError:  # `[[[[...`: 64 KiB of nesting must not stop the daemon
+            return self._commit(self.rules.reject_schedule(
+                now, None, source, "invalid_json", ["payload: nested too deeply"]), now)
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             return self._commit(self.rules.reject_schedule(
                 now, None, source, "invalid_json", [f"payload: {error}"]), now)
@@ -192,4 +227,21 @@ class Engine:
             verify_document(document, self.clinic_public_key)
         except SignatureError as error:
             return getattr(error, "reason", "bad_signature"), [f"signature: {error}"]
+        except RecursionError:  # too deep for the canonical form, so it cannot have been signed
+            return "bad_signature", ["signature: the document is nested too deeply to verify"]
         return None
+
+
+def _unstorable(document) -> str | None:
+    """Why a document cannot be kept in the log as canonical UTF-8 JSON, or None.
+
+    NaN, lone surrogates (`"\\ud800"`) and extreme nesting parse, but the log refuses
+    them; the problem text must not quote them either, or the rejection itself would fail.
+    """
+    try:
+        canonical(document).encode("utf-8")
+    except (ValueError, TypeError):
+        return "(document): holds NaN, Infinity or text that is not valid Unicode"
+    except RecursionError:
+        return "(document): nested too deeply"
+    return None

@@ -29,6 +29,9 @@ from .timeutil import format_at, format_utc, parse_utc, truncate_ms
 CONFIRM_AFTER = timedelta(minutes=15)
 REMINDER_EVERY = timedelta(minutes=30)
 CONFIRM_LIMIT = timedelta(hours=24)
+MAX_WINDOW_SIDE = timedelta(days=1)  # a window reaches at most a day before and after its dose
+# As-needed releases are kept this long: the longest interval or rolling period a schedule may set.
+PRN_HISTORY = timedelta(days=367)
 DENIALS_PER_ALERT = 3
 DENIAL_WINDOW = timedelta(hours=24)
 STOCK_LOW_DAYS = 3
@@ -133,6 +136,8 @@ def fold(state: State, event: dict, schedule_loader: Callable[[int], Schedule | 
 
 
 def _fold_dose(state: State, kind: str, data: dict, at: datetime, event_id: str | None) -> None:
+    if "scheduled_at" not in data:
+        return  # the failed or interrupted release of an as-needed dose: no scheduled dose to track
     key = (data["medication_id"], parse_utc(data["scheduled_at"]))
     record = state.doses.get(key)
     if record is None:
@@ -226,6 +231,16 @@ class DoseRules:
         last = self.state.last_at
         return last if last is not None and now < last else now
 
+    def clock_behind(self, now: datetime) -> bool:
+        """The wall clock reads earlier than the log's last event: one of the two times was wrong.
+
+        Then the true time is unknown (after a clock that ran ahead was corrected, it is
+        earlier than the log's time, which is all the rules can use), so nothing is released
+        until the clock has passed the log again. Confirming and logging go on.
+        """
+        last = self.state.last_at
+        return last is not None and truncate_ms(now) < last
+
     # -- the doses of the schedule in force --------------------------------------------
 
     def _doses_near(self, now: datetime) -> list[Dose]:
@@ -242,25 +257,52 @@ class DoseRules:
         self._expansion = (schedule.version, start, end, doses)
         return doses
 
-    def _live_doses(self, now: datetime) -> list[Dose]:
-        """Doses that exist: window ends after the schedule was applied, not covered by a release."""
+    def _doses_since(self, since: datetime | None, now: datetime) -> list[Dose]:
+        """`_doses_near(now)`, and before them every dose whose window can end after `since`.
+
+        After a downtime longer than the expansion reaches back, the catch-up at the start
+        must still find every window that closed meanwhile.
+        """
+        near = self._doses_near(now)
+        schedule, reach = self.state.schedule, self._expansion[1] if self._expansion else now
+        if schedule is None or since is None or since - 2 * MAX_WINDOW_SIDE >= reach:
+            return near
+        return doses_between(schedule, since - 2 * MAX_WINDOW_SIDE, reach) + near
+
+    def _live_doses(self, now: datetime, since: datetime | None = None) -> list[Dose]:
+        """Doses that exist: window ends after the schedule was applied, not covered by a release.
+
+        With `since`, also the older doses whose windows may have closed after it (a catch-up).
+        """
         applied, settled = self.state.schedule_applied_at, self.state.settled_until
+        records = self.state.doses
+        released = self._released_windows()
         doses = []
-        for dose in self._doses_near(now):
-            if applied is not None and dose.window_end <= applied:
+        for dose in (self._doses_near(now) if since is None else self._doses_since(since, now)):
+            end = dose.window_end
+            if applied is not None and end <= applied:
                 continue
-            if settled is not None and dose.window_end <= settled and dose.key not in self.state.doses:
+            if settled is not None and end <= settled and (dose.medication_id, dose.scheduled_at) not in records:
                 continue  # final long ago, and its record already forgotten
-            if self._covered_by_other_release(dose):
+            if dose.medication_id in released and self._covered_by_other_release(dose, released):
                 continue
             doses.append(dose)
         return doses
 
-    def _covered_by_other_release(self, dose: Dose) -> bool:
+    def _released_windows(self) -> dict[str, list[DoseRecord]]:
+        """Released (taken, failed) dose records by medication: what can cover another dose."""
+        released: dict[str, list[DoseRecord]] = {}
         for record in self.state.doses.values():
-            if record.medication_id != dose.medication_id or record.scheduled_at == dose.scheduled_at:
-                continue
-            if record.status in ("released", "taken", "failed") and \
+            if record.status in ("released", "taken", "failed"):
+                released.setdefault(record.medication_id, []).append(record)
+        return released
+
+    def _covered_by_other_release(self, dose: Dose,
+                                  released: dict[str, list[DoseRecord]] | None = None) -> bool:
+        if released is None:
+            released = self._released_windows()
+        for record in released.get(dose.medication_id, ()):
+            if record.scheduled_at != dose.scheduled_at and \
                     record.window_start < dose.window_end and dose.window_start < record.window_end:
                 return True
         return False
@@ -275,7 +317,7 @@ class DoseRules:
         now = self._now(now)
         outcome = Outcome()
         happenings: list[tuple[datetime, int, Callable[[], None]]] = []
-        for dose in self._live_doses(now):
+        for dose in self._live_doses(now, since=self.state.settled_until):
             record = self._record(dose)
             status = record.status if record else "pending"
             if status != "pending" or dose.window_start > now:
@@ -333,9 +375,9 @@ class DoseRules:
         for key in [k for k, r in self.state.doses.items() if r.window_end < cutoff
                     and (r.status in FINAL or r.status == "released")]:
             del self.state.doses[key]
-        for history in (self.state.prn_released, self.state.prn_denied):
+        for history, keep in ((self.state.prn_released, PRN_HISTORY), (self.state.prn_denied, timedelta(days=8))):
             for medication, items in history.items():
-                history[medication] = [i for i in items if _moment(i) >= now - timedelta(days=8)]
+                history[medication] = [i for i in items if _moment(i) >= now - keep]
 
     def next_wakeup(self, now: datetime) -> datetime | None:
         """The next moment at which `tick` would log something, for a loop that sleeps till then."""
@@ -363,6 +405,7 @@ class DoseRules:
     def press(self, now: datetime) -> Outcome:
         """Confirm what waits for confirmation; otherwise release every dose in its window."""
         outcome = self.tick(now)
+        behind = self.clock_behind(now)
         now = self._now(now)
         waiting = self._awaiting_confirmation(now)
         if waiting:
@@ -370,6 +413,9 @@ class DoseRules:
                 self._emit(outcome, "dose.taken", dose_data(record), now)
             outcome.feedback = "confirmed"
             outcome.detail = {"medications": [r.medication_id for r in waiting]}
+            return outcome
+        if behind:  # the clamped time is not a real one: a release now could be early
+            outcome.feedback, outcome.detail = "too_early", {"opens_at": now, "reason": "clock_behind"}
             return outcome
         releasable = self.releasable(now)
         released, empty = [], []
@@ -440,7 +486,7 @@ class DoseRules:
     def hold(self, now: datetime, medication_id: str | None = None) -> Outcome:
         """Ask for an as-needed dose: released, denied, or a menu when several could be meant."""
         outcome = self.tick(now)
-        now = self._now(now)
+        raw_now, now = now, self._now(now)
         choices = self.as_needed_medications(now)
         if medication_id is not None:
             choices = [m for m in choices if m.id == medication_id]
@@ -451,6 +497,10 @@ class DoseRules:
             outcome.feedback, outcome.detail = "menu", {"medications": [m.id for m in choices]}
             return outcome
         medication = choices[0]
+        if self.clock_behind(raw_now):  # not logged: not the person's doing, not a misuse signal
+            outcome.feedback, outcome.detail = "denied", {"medication": medication.id, "reason": "clock_behind",
+                                                          "allowed_at": now}
+            return outcome
         reason, allowed_at = self.prn_refusal(medication, now)
         if reason:
             self._deny(outcome, medication, reason, allowed_at, now)
@@ -586,8 +636,9 @@ class DoseRules:
 
     def reject_schedule(self, now: datetime, version, source: str, reason: str,
                         problems: list[str]) -> Outcome:
+        outcome = self.tick(now)  # its events settle time up to now, so time must be caught up first
         now = self._now(now)
-        outcome = Outcome(feedback="rejected", detail={"reason": reason, "problems": problems})
+        outcome.feedback, outcome.detail = "rejected", {"reason": reason, "problems": problems}
         draft = self._emit(outcome, "schedule.rejected", {
             "version": version, "source": source, "reason": reason, "problems": problems[:20]}, now)
         if source == "mqtt":
@@ -615,10 +666,10 @@ class DoseRules:
 
     def _release_trouble(self, now, release: Release, kind: str, alert_kind: str, extra: dict,
                          message: str) -> Outcome:
-        now = self._now(now)
-        outcome = Outcome()
         record = next((r for r in self.state.doses.values()
-                       if r.release_event_id == release.event_id), None)
+                       if r.release_event_id == release.event_id), None)  # before a tick may forget it
+        outcome = self.tick(now)  # at a start: catch up on the downtime before anything settles it
+        now = self._now(now)
         data = {"medication_id": release.medication_id, "compartment": release.compartment,
                 "quantity": release.quantity, **extra}
         if record is not None and kind == "dose.release_failed":

@@ -54,6 +54,7 @@ _DATETIME_RE = re.compile(
 _NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
 _UNIT_HOURS = {"h": Fraction(1), "d": Fraction(24), "wk": Fraction(24 * 7)}
 
+MAX_VERSION = 2**63 - 1  # SQLite's largest integer: the log keeps the version
 _TOP_KEYS = ("schema", "version", "issued_at", "timezone", "routine", "medications", "signature")
 _MEDICATION_KEYS = ("id", "name", "compartment", "window", "dosage")
 _WINDOW_KEYS = ("before_min", "after_min")
@@ -175,6 +176,8 @@ def load_schedule_file(path: str | Path, default_timezone: str | None = None) ->
         raise ScheduleError(
             [f"{name}: not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})"]
         ) from None
+    except RecursionError:
+        raise ScheduleError([f"{name}: not valid JSON (nested too deeply)"]) from None
     return parse_schedule(doc, default_timezone)
 
 
@@ -323,6 +326,8 @@ class _Parser:
             self.problem("version", "is required")
         elif not _is_int(version) or version < 1:
             self.problem("version", f"must be an integer >= 1, not {_show(version)}")
+        elif version > MAX_VERSION:
+            self.problem("version", f"must be at most {MAX_VERSION}")
         return version
 
     def issued_at(self, doc: dict) -> datetime | None:
@@ -822,7 +827,7 @@ class _Parser:
             offset = 0
         spans = []
         for index, code in enumerate(raw):
-            if code not in EVENT_CODES:
+            if not isinstance(code, str) or code not in EVENT_CODES:
                 self.problem(f"{path}.when[{index}]",
                              f"{_show(code)} is not a FHIR EventTiming code")
             elif code not in self.routine and not self.routine_broken:

@@ -18,7 +18,7 @@ class View:
     """Everything a screen may show, gathered by the daemon at one moment (local times)."""
 
     now: datetime
-    mode: str = "idle"          # idle | feedback | menu | checkin_mood | checkin_side
+    mode: str = "idle"          # idle | feedback | menu | checkin_mood | checkin_side | storage_error
     feedback: str = ""          # the last outcome's feedback while it is shown
     detail: dict = field(default_factory=dict)
     due: list[str] = field(default_factory=list)        # names of doses a press would release
@@ -45,6 +45,8 @@ def screen(view: View, rows: int = 2) -> list[str]:
 
 
 def _main(view: View) -> list[str]:
+    if view.mode == "storage_error":  # nothing can be logged, so nothing is given out
+        return ["Storage problem", "Call your clinic"]
     if view.mode == "checkin_mood":
         return ["How do you feel?", f"< {MOODS[view.choice]} >"]
     if view.mode == "checkin_side":

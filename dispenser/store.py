@@ -440,11 +440,19 @@ class Store:
 
     def verify(self) -> tuple[bool, int | None, str]:
         """Check the stored chain from its columns, so edits behind the triggers show."""
-        rows = self.db.execute(f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY seq")
+        last = [0]
+
+        def read():
+            for row in self.db.execute(f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY seq"):
+                last[0] = row[0]
+                yield self._event(row, strict=True)
+
         try:
-            return verify_chain(self._event(row, strict=True) for row in rows)
+            return verify_chain(read())
         except _Unreadable as bad:
             return False, bad.seq, bad.reason
+        except sqlite3.Error as error:  # e.g. a damaged byte that is no longer UTF-8 text
+            return False, last[0] + 1, f"cannot be read ({type(error).__name__})"
 
     # --- helpers -------------------------------------------------------------------------
 

@@ -188,3 +188,28 @@ def test_both_display_sizes(size):
         assert lines == [due, "Press to release"]
     else:
         assert lines == [due, "Press to release", "Tue 24 Nov 07:30", ""]
+
+
+def test_a_full_disk_shows_a_storage_problem_releases_nothing_and_recovers():
+    """Nothing is given out that could not be logged; when space is back, the next press works.
+
+    (tests/test_degraded.py fills a real database to SQLITE_FULL under the engine; here the
+    log's append fails the same way, to see what the daemon shows and that it recovers.)
+    """
+    from dispenser.store import StoreError
+    device = Device()
+    device.at("2026-11-24T07:40:00")
+    append = device.store.append
+
+    def full(*args, **kwargs):
+        raise StoreError("d.db: cannot append: database or disk is full")
+
+    device.store.append = full
+    before = device.duties(1)
+    assert device.press("2026-11-24T07:45:00") == ["Storage problem", "Call your clinic"]
+    assert device.duties(1) == before  # the servo never moved
+    assert device.at("2026-11-24T07:50:00") == ["Storage problem", "Call your clinic"]
+    device.store.append = append
+    assert device.press("2026-11-24T07:51:00") == ["Take your pill", "Press when taken"]
+    assert len(device.events("dose.released")) == 1
+    assert device.store.verify()[0]

@@ -661,3 +661,13 @@ def test_schedule_error_survives_pickling():
 def test_as_needed_limit_period_bounds(denominator, words):
     doc = set_path(example(), f"{P}.maxDosePerPeriod.denominator", denominator)
     assert problems_of(doc) == [f"{P}.maxDosePerPeriod.denominator.value: {words}"]
+
+
+def test_a_version_too_large_for_the_log_is_refused_with_its_path():
+    import copy
+    from dispenser.schedule import ScheduleError, parse_schedule
+    doc = copy.deepcopy(json.loads((Path(__file__).parent / "data" / "schedules" / "contract_example.json").read_text()))
+    doc["version"] = 2**64
+    with pytest.raises(ScheduleError) as caught:
+        parse_schedule(doc)
+    assert caught.value.problems == ["version: must be at most 9223372036854775807"]

@@ -1,0 +1,940 @@
+"""Prove it cannot hurt anyone: a log checker and a randomized safety simulation.
+
+Two parts, both importable so that the tests and `bench/safety.py` share them:
+
+- `LogChecker` reads an event log (in `seq` order, fed incrementally or at once) and
+  reports every `Violation` of the safety rules: a release outside its window (per the
+  schedule in force when it was logged), a dose released twice, two releases of one
+  medication with overlapping windows, an as-needed interval or rolling maximum broken,
+  a release from a compartment that did not hold the dose, a dose whose window closed
+  without exactly one final state (released, missed or skipped; a withdrawn dose whose
+  window had not opened, or a dose covered by another release, needs none), a final
+  state logged at the wrong moment, a broken hash chain, a gap in `seq`, or an `at`
+  that goes back. It is pure: events and a schedule loader in, violations out.
+
+- `Simulation` runs one random patient through the REAL `Engine`, `DoseRules` and
+  `Store` (SQLite, in memory or on a file) on a virtual clock: random schedules (several
+  medications, titration, `h` and weekly entries, `dayOfWeek`, `when` codes, as-needed
+  ones with random limits) in several time zones, starting near DST changes; random
+  presses, holds, refills, servo faults, power cuts (also in the middle of a release)
+  with random downtime, wall-clock jumps (an hour forward and back, as NTP after a boot
+  with no RTC) and schedule changes. After every simulated day it feeds the new events
+  to a `LogChecker`, and it checks what only the harness can see: that no event is lost
+  across a power cut, and that nothing is released while the wall clock is behind the
+  log (the rules' clamped time is not a real time).
+
+    >>> result = Simulation(seed=1, days=30).run()      # doctest: +SKIP
+    >>> result.violations
+    []
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import random
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from .engine import Engine
+from .events import GENESIS, event_hash
+from .schedule import Schedule, ScheduleError, parse_schedule
+from .scheduler import Dose, doses_between
+from .store import Store
+from .timeutil import UTC, format_at, parse_utc, truncate_ms
+
+DAY = timedelta(days=1)
+# A window is at most a day before and a day after its dose (schedule.MAX_WINDOW_MIN).
+MAX_REACH = timedelta(days=1)
+
+PRN_KEEP = timedelta(days=367)  # longer than any as-needed interval or rolling period a schedule may set
+
+
+# ---------------------------------------------------------------------------------------
+# The checker
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken safety rule: what, where in the log, and a line for people."""
+
+    kind: str
+    message: str
+    seq: int | None = None
+    context: str = ""
+
+    def __str__(self) -> str:
+        where = f" (seq {self.seq})" if self.seq is not None else ""
+        context = f" [{self.context}]" if self.context else ""
+        return f"{self.kind}{where}: {self.message}{context}"
+
+
+@dataclass
+class _Expected:
+    """A dose that must end in exactly one final state once `deadline` has passed."""
+
+    dose: Dose
+    deadline: datetime
+    version: int
+
+
+class LogChecker:
+    """Checks an event log against the safety rules, event by event.
+
+    `schedule_loader(version)` returns the `Schedule` a `schedule.applied` event put in
+    force (from the store's `schedules` table, or a dict in tests). Call `feed` with
+    events in `seq` order (all at once or a few at a time), then `settle(until)` with a
+    moment up to which the device has been running: every dose whose window closed by
+    then must have its final state. `violations` collects everything found.
+    """
+
+    def __init__(self, schedule_loader: Callable[[int], Schedule | None], context: str = ""):
+        self.loader = schedule_loader
+        self.context = context
+        self.violations: list[Violation] = []
+        self.events = 0
+        self._seq = 0
+        self._hash = GENESIS
+        self._at = ""
+        self._last_at: datetime | None = None
+        self.schedule: Schedule | None = None
+        self._applied_at: datetime | None = None
+        self._expanded_to: datetime | None = None  # the current schedule's doses with scheduled_at before this are known
+        self._expected: dict[tuple[str, datetime], _Expected] = {}
+        self._finals: dict[tuple[str, datetime], str] = {}
+        self._released: dict[tuple[str, datetime], tuple[datetime, datetime]] = {}
+        self._released_by_med: dict[str, list[tuple[datetime, datetime, datetime]]] = defaultdict(list)
+        self._taken: set[tuple[str, datetime]] = set()
+        self._unconfirmed: set[tuple[str, datetime]] = set()
+        self._prn: dict[str, list[tuple[datetime, int]]] = defaultdict(list)
+        self._stock: dict[str, int] = defaultdict(int)
+        self._lookup: dict[tuple[int, str, datetime], Dose | None] = {}
+        self._releases: dict[str, tuple[str, str | None]] = {}  # release event_id -> (type, scheduled_at)
+        self._troubled: set[str] = set()
+
+    # -- reporting -------------------------------------------------------------------------
+
+    def _violate(self, kind: str, message: str, seq: int | None = None) -> None:
+        self.violations.append(Violation(kind, message, seq, self.context))
+
+    # -- feeding ---------------------------------------------------------------------------
+
+    def feed(self, events: Iterable[dict]) -> list[Violation]:
+        """Check more events (in `seq` order); returns the violations they added."""
+        before = len(self.violations)
+        for event in events:
+            self._feed_one(event)
+        return self.violations[before:]
+
+    def _feed_one(self, event: dict) -> None:
+        self.events += 1
+        seq = event.get("seq")
+        if seq != self._seq + 1:
+            self._violate("seq_gap", f"expected seq {self._seq + 1}, got {seq} (an event lost or repeated)", seq)
+        if event.get("prev_hash") != self._hash:
+            self._violate("chain", "prev_hash does not match the previous event's hash", seq)
+        if event_hash(event.get("prev_hash", ""), event) != event.get("hash"):
+            self._violate("chain", "hash does not match the event's content", seq)
+        at_text = event.get("at", "")
+        if at_text < self._at:
+            self._violate("time_backwards", f"at {at_text} is before the previous event's {self._at}", seq)
+        self._seq, self._hash, self._at = seq if isinstance(seq, int) else self._seq + 1, event.get("hash"), at_text
+        at = parse_utc(at_text)
+        self._last_at = at
+        kind, data = event["type"], event["data"]
+        if kind in ("dose.released", "prn.released"):
+            self._releases[event.get("event_id")] = (kind, data.get("scheduled_at"))
+        handler = _HANDLERS.get(kind)
+        if handler is not None:
+            handler(self, seq, at, data)
+
+    # -- schedules ---------------------------------------------------------------------------
+
+    def _on_applied(self, seq: int, at: datetime, data: dict) -> None:
+        schedule = self.loader(data["version"])
+        if schedule is None:
+            self._violate("schedule_missing", f"schedule version {data['version']} is not stored", seq)
+            return
+        if self.schedule is not None:
+            # The outgoing schedule's doses whose window had opened must still end; those not
+            # yet open are withdrawn (they need no final state, unless the new one has them too).
+            self._expand(at + 2 * MAX_REACH)
+            for key in [k for k, item in self._expected.items()
+                        if item.version == self.schedule.version and item.dose.window_start > at]:
+                del self._expected[key]
+        self.schedule, self._applied_at = schedule, at
+        self._expanded_to = at - 2 * MAX_REACH
+
+    def _expand(self, until: datetime) -> None:
+        """Register the current schedule's existing doses with scheduled_at before `until`."""
+        schedule = self.schedule
+        if schedule is None or self._expanded_to is None or until <= self._expanded_to:
+            return
+        for dose in doses_between(schedule, self._expanded_to, until):
+            if dose.window_end <= self._applied_at:
+                continue  # never existed: nothing is missed retroactively
+            known = self._expected.get(dose.key)
+            deadline = dose.window_end if known is None else max(known.deadline, dose.window_end)
+            self._expected[dose.key] = _Expected(dose, deadline, schedule.version)
+        self._expanded_to = until
+
+    def _dose(self, key: tuple[str, datetime]) -> Dose | None:
+        """The dose `key` of the schedule in force, with its window as that schedule has it."""
+        schedule = self.schedule
+        if schedule is None:
+            return None
+        cache_key = (schedule.version, *key)
+        if cache_key not in self._lookup:
+            medication_id, scheduled_at = key
+            found = [d for d in doses_between(schedule, scheduled_at, scheduled_at + timedelta(seconds=1))
+                     if d.medication_id == medication_id]
+            self._lookup[cache_key] = found[0] if found else None
+        return self._lookup[cache_key]
+
+    # -- scheduled doses -----------------------------------------------------------------------
+
+    @staticmethod
+    def _key(data: dict) -> tuple[str, datetime]:
+        return data["medication_id"], parse_utc(data["scheduled_at"])
+
+    def _final(self, seq: int, kind: str, key: tuple[str, datetime]) -> None:
+        if key in self._finals:
+            self._violate("two_final_states", f"{_name(key)} ended {self._finals[key]} and then {kind}", seq)
+        else:
+            self._finals[key] = kind
+
+    def _on_released(self, seq: int, at: datetime, data: dict) -> None:
+        key = self._key(data)
+        dose = self._dose(key)
+        if dose is None:
+            self._violate("released_unknown_dose",
+                          f"{_name(key)} released at {format_at(at)}, but the schedule in force "
+                          f"(version {self.schedule.version if self.schedule else None}) has no such dose", seq)
+        else:
+            if not dose.window_start <= at < dose.window_end:
+                self._violate("released_outside_window",
+                              f"{_name(key)} released at {format_at(at)}, outside its window "
+                              f"[{format_at(dose.window_start)}, {format_at(dose.window_end)})", seq)
+            if (parse_utc(data["window_start"]), parse_utc(data["window_end"])) != \
+                    (dose.window_start, dose.window_end):
+                self._violate("window_mismatch", f"{_name(key)} logged a window the schedule in force does not give",
+                              seq)
+        if key in self._released:
+            self._violate("released_twice", f"{_name(key)} released a second time at {format_at(at)}", seq)
+        start, end = parse_utc(data["window_start"]), parse_utc(data["window_end"])
+        for other_start, other_end, other_at in self._released_by_med[key[0]]:
+            if other_at != key[1] and other_start < end and start < other_end:
+                self._violate("overlapping_releases",
+                              f"{_name(key)} released although the dose at {format_at(other_at)}, whose window "
+                              f"overlaps its own, was released already", seq)
+        self._released[key] = (start, end)
+        self._released_by_med[key[0]].append((start, end, key[1]))
+        self._take_stock(seq, key[0], data["quantity"], at)
+        self._final(seq, "released", key)
+
+    def _on_missed(self, seq: int, at: datetime, data: dict) -> None:
+        key = self._key(data)
+        if at < parse_utc(data["window_end"]):
+            self._violate("missed_early", f"{_name(key)} logged missed at {format_at(at)}, "
+                                          f"before its window closed at {data['window_end']}", seq)
+        self._final(seq, "missed", key)
+
+    def _on_skipped(self, seq: int, at: datetime, data: dict) -> None:
+        key = self._key(data)
+        if at >= parse_utc(data["window_end"]):
+            self._violate("skipped_late", f"{_name(key)} skipped after its window closed", seq)
+        self._final(seq, "skipped", key)
+
+    def _on_taken(self, seq: int, at: datetime, data: dict) -> None:
+        key = self._key(data)
+        if key not in self._released:
+            self._violate("taken_unreleased", f"{_name(key)} confirmed taken but never released", seq)
+        if key in self._taken:
+            self._violate("taken_twice", f"{_name(key)} confirmed taken twice", seq)
+        self._taken.add(key)
+
+    def _on_unconfirmed(self, seq: int, at: datetime, data: dict) -> None:
+        key = self._key(data)
+        if key not in self._released:
+            self._violate("unconfirmed_unreleased", f"{_name(key)} unconfirmed but never released", seq)
+        if key in self._unconfirmed:
+            self._violate("unconfirmed_twice", f"{_name(key)} reported unconfirmed twice", seq)
+        self._unconfirmed.add(key)
+
+    def _on_uncertain(self, seq: int, at: datetime, data: dict) -> None:
+        """A release a stop interrupted: reported once, naming its scheduled dose if it had one."""
+        event_id = data.get("release_event_id")
+        release = self._releases.get(event_id)
+        if release is None:
+            self._violate("uncertain_unknown", f"release_uncertain names no release ({event_id})", seq)
+            return
+        if event_id in self._troubled:
+            self._violate("uncertain_twice", f"release {event_id} reported uncertain or failed twice", seq)
+        self._troubled.add(event_id)
+        if release[0] == "dose.released" and data.get("scheduled_at") != release[1]:
+            self._violate("uncertain_without_dose", f"release_uncertain of the dose at {release[1]} "
+                                                    f"names {data.get('scheduled_at')}", seq)
+
+    def _on_failed(self, seq: int, at: datetime, data: dict) -> None:
+        if "scheduled_at" not in data:
+            return  # an as-needed release that failed: it still counts against the limits
+        key = self._key(data)
+        if key not in self._released:
+            self._violate("failed_unreleased", f"{_name(key)} release failed but it was never released", seq)
+
+    # -- as needed ---------------------------------------------------------------------------
+
+    def _on_prn(self, seq: int, at: datetime, data: dict) -> None:
+        medication_id, quantity = data["medication_id"], data["quantity"]
+        medication = self.schedule.medication(medication_id) if self.schedule else None
+        history = self._prn[medication_id]
+        if medication is None or medication.as_needed is None:
+            self._violate("prn_unknown", f"as-needed {medication_id} released but the schedule in force "
+                                         f"has no such as-needed medication", seq)
+        else:
+            prn = medication.as_needed
+            if (prn.bounds_start is not None and at < prn.bounds_start) or \
+                    (prn.bounds_end is not None and at >= prn.bounds_end):
+                self._violate("prn_out_of_bounds", f"as-needed {medication_id} released outside its boundsPeriod", seq)
+            if history and at - history[-1][0] < prn.min_interval:
+                self._violate("prn_interval", f"as-needed {medication_id} released at {format_at(at)}, only "
+                                              f"{at - history[-1][0]} after the last one (minimum {prn.min_interval})",
+                              seq)
+            in_window = sum(q for t, q in history if t > at - prn.max_period) + quantity
+            if in_window > prn.max_units:
+                self._violate("prn_max", f"as-needed {medication_id}: {in_window} units in the rolling "
+                                         f"{prn.max_period} up to {format_at(at)} (maximum {prn.max_units})", seq)
+            if prn.quantity != quantity:
+                self._violate("prn_quantity", f"as-needed {medication_id} released {quantity}, not {prn.quantity}",
+                              seq)
+        history.append((at, quantity))
+        if history[0][0] < at - PRN_KEEP:
+            history[:] = [item for item in history if item[0] >= at - PRN_KEEP]
+        self._take_stock(seq, medication_id, quantity, at)
+
+    # -- stock -------------------------------------------------------------------------------
+
+    def _on_refilled(self, seq: int, at: datetime, data: dict) -> None:
+        self._stock[data["medication_id"]] = data["count"]
+
+    def _take_stock(self, seq: int, medication_id: str, quantity: int, at: datetime) -> None:
+        if self._stock[medication_id] < quantity:
+            self._violate("released_from_empty", f"{medication_id}: {quantity} released at {format_at(at)} "
+                                                 f"with {self._stock[medication_id]} in the compartment", seq)
+        self._stock[medication_id] = max(0, self._stock[medication_id] - quantity)
+
+    # -- completeness ------------------------------------------------------------------------
+
+    def settle(self, until: datetime) -> list[Violation]:
+        """Every existing dose whose window closed at or before `until` must have ended once."""
+        before = len(self.violations)
+        self._expand(until + 2 * MAX_REACH)
+        for key in [k for k, item in self._expected.items() if item.deadline <= until]:
+            item = self._expected.pop(key)
+            if key in self._finals:
+                continue
+            if self._covered(item.dose):
+                continue  # "exists" only when no released dose of its medication overlaps its window
+            self._violate("no_final_state",
+                          f"{_name(key)} (window [{format_at(item.dose.window_start)}, "
+                          f"{format_at(item.dose.window_end)}) of version {item.version}) closed by "
+                          f"{format_at(until)} without a final state")
+        for key in [k for k in self._finals if k[1] < until - 4 * DAY]:
+            del self._finals[key]  # long settled: keep the checker small on long runs
+        for key in [k for k in self._released if k[1] < until - 4 * DAY]:
+            del self._released[key]
+        for medication_id, items in self._released_by_med.items():
+            self._released_by_med[medication_id] = [i for i in items if i[1] >= until - 4 * DAY]
+        return self.violations[before:]
+
+    def _covered(self, dose: Dose) -> bool:
+        return any(other_at != dose.scheduled_at and start < dose.window_end and dose.window_start < end
+                   for start, end, other_at in self._released_by_med[dose.medication_id])
+
+
+_HANDLERS: dict[str, Callable[[LogChecker, int, datetime, dict], None]] = {
+    "schedule.applied": LogChecker._on_applied,
+    "dose.released": LogChecker._on_released,
+    "dose.missed": LogChecker._on_missed,
+    "dose.skipped": LogChecker._on_skipped,
+    "dose.taken": LogChecker._on_taken,
+    "dose.unconfirmed": LogChecker._on_unconfirmed,
+    "dose.release_failed": LogChecker._on_failed,
+    "dose.release_uncertain": LogChecker._on_uncertain,
+    "prn.released": LogChecker._on_prn,
+    "stock.refilled": LogChecker._on_refilled,
+}
+
+
+def _name(key: tuple[str, datetime]) -> str:
+    return f"{key[0]}@{format_at(key[1])}"
+
+
+def check_events(events: Iterable[dict], schedule_loader: Callable[[int], Schedule | None],
+                 until: datetime | None = None) -> list[Violation]:
+    """Check a whole log at once; with `until`, also that every window closed by then has ended."""
+    checker = LogChecker(schedule_loader)
+    checker.feed(events)
+    if until is not None:
+        checker.settle(until)
+    return checker.violations
+
+
+def store_loader(store: Store, default_timezone: str = "UTC") -> Callable[[int], Schedule | None]:
+    """A schedule loader reading the documents the store saved with their `schedule.applied`."""
+    cache: dict[int, Schedule | None] = {}
+
+    def load(version: int) -> Schedule | None:
+        if version not in cache:
+            document = store.schedule_document(version)
+            cache[version] = None if document is None else parse_schedule(document, default_timezone)
+        return cache[version]
+    return load
+
+
+def check_store(store: Store, until: datetime | None = None, default_timezone: str = "UTC") -> list[Violation]:
+    """Check everything a store holds: its chain (`store.verify`) and its log."""
+    violations = []
+    ok, seq, reason = store.verify()
+    if not ok:
+        violations.append(Violation("chain", f"store.verify: {reason}", seq))
+    return violations + check_events(store.events(), store_loader(store, default_timezone), until)
+
+
+# ---------------------------------------------------------------------------------------
+# Random schedules
+# ---------------------------------------------------------------------------------------
+
+ZONES = ("America/New_York", "Europe/London", "Australia/Lord_Howe", "Asia/Kolkata", "UTC")
+ROUTINE_CODES = ("WAKE", "MORN", "CD", "CV", "HS")
+
+
+def dst_changes(tz: ZoneInfo, year: int) -> list[date]:
+    """Local dates on which the zone's UTC offset changes (none for Asia/Kolkata)."""
+    changes, previous = [], None
+    day = datetime(year, 1, 1, 12, tzinfo=UTC)
+    while day.year == year:
+        offset = day.astimezone(tz).utcoffset()
+        if previous is not None and offset != previous:
+            changes.append((day - DAY).astimezone(tz).date())
+        previous, day = offset, day + DAY
+    return changes
+
+
+def _clock(minutes: int) -> str:
+    minutes %= 24 * 60
+    return f"{minutes // 60:02d}:{minutes % 60:02d}:00"
+
+
+def _local_text(moment: datetime, tz: ZoneInfo) -> str:
+    return moment.astimezone(tz).replace(tzinfo=None, microsecond=0).isoformat()
+
+
+class ScheduleMaker:
+    """Random but valid schedule documents, and random changes to them."""
+
+    def __init__(self, rng: random.Random, timezone: str):
+        self.rng = rng
+        self.timezone = timezone
+        self.tz = ZoneInfo(timezone)
+        self._ids = itertools.count(1)
+
+    # -- pieces -----------------------------------------------------------------------------
+
+    def window(self) -> dict:
+        rng = self.rng
+        before = rng.choice([0, 0, 10, 15, 30, 30, 60, 120, 240, 1440])
+        after = rng.choice([15, 30, 60, 120, 120, 180, 240, 480, 1440])
+        return {"before_min": before, "after_min": after}
+
+    def times(self, count: int) -> list[str]:
+        """`count` distinct times of day, some in the small hours where DST changes happen."""
+        picks: set[int] = set()
+        while len(picks) < count:
+            if self.rng.random() < 0.2:
+                picks.add(self.rng.choice([60, 90, 120, 135, 150, 180, 0, 23 * 60 + 30]))
+            else:
+                picks.add(self.rng.randrange(0, 24 * 4) * 15)
+        return [_clock(m) for m in sorted(picks)]
+
+    def entry(self, now: datetime, quantity: int | None = None) -> dict:
+        """One scheduled dosage entry: daily, dayOfWeek, every n days, weekly, `h`, or `when`."""
+        rng = self.rng
+        quantity = quantity or rng.choice([1, 1, 1, 2])
+        start_text = _local_text(now - timedelta(hours=rng.randrange(0, 72)), self.tz)
+        roll = rng.random()
+        if roll < 0.4:
+            times = self.times(rng.choice([1, 1, 2, 3, 4]))
+            repeat = {"frequency": len(times), "period": 1, "periodUnit": "d", "timeOfDay": times}
+        elif roll < 0.5:
+            times = self.times(rng.choice([1, 2]))
+            days = sorted(rng.sample(range(7), rng.randrange(1, 7)))
+            repeat = {"frequency": len(times), "period": 1, "periodUnit": "d", "timeOfDay": times,
+                      "dayOfWeek": [("mon", "tue", "wed", "thu", "fri", "sat", "sun")[d] for d in days]}
+        elif roll < 0.6:
+            times = self.times(1)
+            repeat = {"frequency": 1, "period": rng.choice([2, 3]), "periodUnit": "d", "timeOfDay": times,
+                      "boundsPeriod": {"start": start_text[:10]}}
+        elif roll < 0.65:
+            times = self.times(rng.choice([1, 2]))
+            repeat = {"frequency": len(times), "period": 1, "periodUnit": "wk", "timeOfDay": times,
+                      "boundsPeriod": {"start": start_text[:10]}}
+        elif roll < 0.85:
+            repeat = {"frequency": rng.choice([1, 1, 2]), "period": rng.choice([4, 6, 8, 12, 24, 36]),
+                      "periodUnit": "h", "boundsPeriod": {"start": start_text}}
+            if rng.random() < 0.2:
+                repeat["count"] = rng.randrange(3, 40)
+        else:
+            codes = rng.sample(ROUTINE_CODES, rng.choice([1, 2, 3]))
+            repeat = {"frequency": len(codes), "period": 1, "periodUnit": "d", "when": codes}
+            if rng.random() < 0.4:
+                repeat["offset"] = rng.choice([15, 30, 60])
+        return {"timing": {"repeat": repeat}, "doseAndRate": [{"doseQuantity": {"value": quantity}}]}
+
+    def titration(self, now: datetime) -> list[dict]:
+        """Two or three entries split by boundsPeriod: a dose that steps up (or down) on a date."""
+        rng = self.rng
+        times = self.times(rng.choice([1, 1, 2]))
+        cut = (now + timedelta(hours=rng.randrange(-48, 96))).astimezone(self.tz)
+        cuts = [cut.date().isoformat() if rng.random() < 0.6 else _local_text(cut, self.tz)]
+        if rng.random() < 0.3:
+            cuts.append((cut + timedelta(days=rng.randrange(1, 5))).date().isoformat())
+            if cuts[1] <= cuts[0]:
+                cuts.pop()
+        entries, previous = [], None
+        for index in range(len(cuts) + 1):
+            bounds = {}
+            if previous is not None:
+                bounds["start"] = previous
+            if index < len(cuts):
+                bounds["end"] = cuts[index]
+                previous = cuts[index]
+            repeat = {"frequency": len(times), "period": 1, "periodUnit": "d", "timeOfDay": times}
+            if bounds:
+                repeat["boundsPeriod"] = bounds
+            entries.append({"timing": {"repeat": repeat},
+                            "doseAndRate": [{"doseQuantity": {"value": index + 1 if rng.random() < 0.7 else 1}}]})
+        return entries
+
+    def scheduled(self, med_id: str, compartment: int, now: datetime) -> dict:
+        dosage = self.titration(now) if self.rng.random() < 0.25 else [self.entry(now)]
+        return {"id": med_id, "name": med_id.title(), "compartment": compartment,
+                "window": self.window(), "dosage": dosage}
+
+    def as_needed(self, med_id: str, compartment: int) -> dict:
+        rng = self.rng
+        quantity = rng.choice([1, 1, 2])
+        every_h = rng.choice([0.5, 1, 2, 4, 6, 8, 24, 240])
+        per_value, per_unit = rng.choice([(12, "h"), (1, "d"), (1, "d"), (2, "d"), (1, "wk"), (2, "wk")])
+        return {"id": med_id, "name": med_id.title(), "compartment": compartment,
+                "dosage": [{"asNeededBoolean": True,
+                            "timing": {"repeat": {"frequency": 1, "period": every_h, "periodUnit": "h"}},
+                            "maxDosePerPeriod": {"numerator": {"value": quantity * rng.randrange(1, 5)},
+                                                 "denominator": {"value": per_value, "unit": per_unit}},
+                            "doseAndRate": [{"doseQuantity": {"value": quantity}}]}]}
+
+    def routine(self) -> dict:
+        minutes = sorted(self.rng.sample(range(5 * 4, 23 * 4), len(ROUTINE_CODES)))
+        return {code: _clock(m * 15)[:5] for code, m in zip(ROUTINE_CODES, minutes)}
+
+    def document(self, now: datetime, version: int = 1) -> dict:
+        """A valid random document (a draw that happens to be invalid, e.g. two `when` codes
+        landing on one time, is drawn again)."""
+        while True:
+            document = self._document(now, version)
+            if _valid(document):
+                return document
+
+    def _document(self, now: datetime, version: int) -> dict:
+        rng = self.rng
+        compartments = list(range(1, 9))
+        rng.shuffle(compartments)
+        medications = []
+        for _ in range(rng.choice([1, 2, 2, 3, 3, 4])):
+            medications.append(self.scheduled(f"m{next(self._ids)}", compartments.pop(), now))
+        for _ in range(rng.choice([0, 1, 1, 2])):
+            medications.append(self.as_needed(f"p{next(self._ids)}", compartments.pop()))
+        return {"schema": "dispenser.schedule/1", "version": version,
+                "issued_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "timezone": self.timezone,
+                "routine": self.routine(), "medications": medications}
+
+    # -- changes ------------------------------------------------------------------------------
+
+    def change(self, document: dict, now: datetime, released_today: list[str]) -> tuple[dict, str]:
+        """A new version: titration, a medication removed or added, a dose time moved, windows, limits."""
+        for _ in range(20):
+            new, what = self._change(document, now, released_today)
+            if _valid(new):
+                return new, what
+        new = copy.deepcopy(document)
+        new["version"] = document["version"] + 1
+        return new, "reissued"
+
+    def _change(self, document: dict, now: datetime, released_today: list[str]) -> tuple[dict, str]:
+        rng = self.rng
+        new = copy.deepcopy(document)
+        new["version"] = document["version"] + 1
+        new["issued_at"] = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        meds = new["medications"]
+        scheduled = [m for m in meds if not m["dosage"][0].get("asNeededBoolean")]
+        prn = [m for m in meds if m["dosage"][0].get("asNeededBoolean")]
+        used = {m["compartment"] for m in meds}
+        free = [c for c in range(1, 9) if c not in used]
+        roll = rng.random()
+        if roll < 0.3 and scheduled:
+            # Move a dose time, preferably of a medication released today.
+            moved = [m for m in scheduled if m["id"] in released_today] or scheduled
+            medication = rng.choice(moved)
+            for entry in medication["dosage"]:
+                repeat = entry["timing"]["repeat"]
+                if "timeOfDay" in repeat:
+                    index = rng.randrange(len(repeat["timeOfDay"]))
+                    hh, mm, _ = map(int, repeat["timeOfDay"][index].split(":"))
+                    shift = rng.choice([-360, -120, -60, -30, -15, 15, 30, 60, 90, 120, 360])
+                    candidate = _clock(hh * 60 + mm + shift)
+                    if candidate not in repeat["timeOfDay"]:
+                        repeat["timeOfDay"][index] = candidate
+                        repeat["timeOfDay"].sort()
+                elif "boundsPeriod" in repeat and repeat.get("periodUnit") == "h":
+                    start = datetime.fromisoformat(repeat["boundsPeriod"]["start"])
+                    repeat["boundsPeriod"]["start"] = (start + timedelta(minutes=rng.choice([-90, -30, 30, 90]))
+                                                       ).isoformat()
+                elif "when" in repeat:
+                    repeat["offset"] = rng.choice([0, 15, 45, 90])
+            return new, f"moved a dose of {medication['id']}"
+        if roll < 0.5 and scheduled:
+            medication = rng.choice(scheduled)
+            medication["dosage"] = self.titration(now)
+            return new, f"titration of {medication['id']}"
+        if roll < 0.6 and len(meds) > 1:
+            medication = rng.choice(meds)
+            meds.remove(medication)
+            return new, f"removed {medication['id']}"
+        if roll < 0.7 and free:
+            if rng.random() < 0.7:
+                meds.append(self.scheduled(f"m{next(self._ids)}", rng.choice(free), now))
+            else:
+                meds.append(self.as_needed(f"p{next(self._ids)}", rng.choice(free)))
+            return new, f"added {meds[-1]['id']}"
+        if roll < 0.8 and scheduled:
+            medication = rng.choice(scheduled)
+            medication["window"] = self.window()
+            return new, f"new window for {medication['id']}"
+        if roll < 0.9 and prn:
+            medication = rng.choice(prn)
+            replacement = self.as_needed(medication["id"], medication["compartment"])
+            medication["dosage"] = replacement["dosage"]
+            return new, f"new limits for {medication['id']}"
+        if scheduled:
+            medication = rng.choice(scheduled)
+            medication["dosage"] = [self.entry(now)]
+            return new, f"new timing for {medication['id']}"
+        return new, "reissued"
+
+
+def _valid(document: dict) -> bool:
+    try:
+        parse_schedule(document)
+    except ScheduleError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------
+# The simulation
+# ---------------------------------------------------------------------------------------
+
+
+class PowerCut(BaseException):
+    """The power goes in the middle of a release: not an `Exception`, so nothing catches it."""
+
+
+@dataclass
+class SimResult:
+    seed: int
+    days: int
+    events: int
+    violations: list[Violation]
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class Simulation:
+    """One random patient for `days` days on the real engine and store, on a virtual clock."""
+
+    def __init__(self, seed: int, days: int, db: str = ":memory:", *, jumps: bool = True,
+                 changes: bool = True, long_outages: bool = True):
+        self.seed = seed
+        self.days = days
+        self.db = db
+        self.rng = random.Random(seed)
+        self.jumps, self.changes, self.long_outages = jumps, changes, long_outages
+        rng = self.rng
+        self.timezone = rng.choice(ZONES)
+        self.tz = ZoneInfo(self.timezone)
+        changes_list = dst_changes(self.tz, 2026) + dst_changes(self.tz, 2027)
+        if changes_list and rng.random() < 0.85:
+            day = rng.choice(changes_list) - timedelta(days=rng.randrange(0, 4))
+        else:
+            day = date(2026, 1, 1) + timedelta(days=rng.randrange(0, 700))
+        local_start = datetime(day.year, day.month, day.day, rng.randrange(0, 24), rng.choice([0, 15, 30, 45]))
+        self.true = local_start.replace(tzinfo=self.tz).astimezone(UTC)
+        self.offset = timedelta(0)  # the wall clock is `true + offset`
+        self.maker = ScheduleMaker(rng, self.timezone)
+        self.document = self.maker.document(self.true)
+        self.counts: dict[str, int] = defaultdict(int)
+        self.violations: list[Violation] = []
+        ids = itertools.count(1)
+        self.new_id = lambda: f"00000000-0000-4000-8000-{next(ids):012d}"
+        self.store = Store.open(db, "disp-sim", id_factory=self.new_id)
+        self.checker = LogChecker(store_loader(self.store, self.timezone), context=f"seed {seed}")
+        self.engine: Engine | None = None
+        self.back_at: datetime | None = None  # while the power is off: when it comes back (true time)
+        self.fed_seq = 0
+        self.release_walls: dict[str, tuple[datetime, datetime]] = {}
+        self.day_index = 0
+        self._pending_fix: list[tuple[datetime, timedelta]] = []
+        self._parsed: tuple[int, Schedule] | None = None
+
+    # -- clocks -------------------------------------------------------------------------------
+
+    def wall(self) -> datetime:
+        return self.true + self.offset
+
+    def _context(self) -> str:
+        return (f"seed {self.seed}, day {self.day_index}, {self.timezone}, "
+                f"true {format_at(self.true)}, wall {format_at(self.wall())}")
+
+    def _violate(self, kind: str, message: str, seq: int | None = None) -> None:
+        self.violations.append(Violation(kind, message, seq, self._context()))
+
+    # -- the device ---------------------------------------------------------------------------
+
+    def _mover(self, compartment: int, quantity: int) -> None:
+        roll = self.rng.random()
+        if roll < 0.01:
+            raise RuntimeError("servo stalled")
+        if roll < 0.025:
+            raise PowerCut()
+
+    def _listen(self, events: list[dict]) -> None:
+        wall = truncate_ms(self.wall())
+        for event in events:
+            if event["type"] in ("dose.released", "prn.released"):
+                self.release_walls[event["event_id"]] = (wall, self.true)
+
+    def _boot(self) -> None:
+        if self.store is None:
+            self.store = Store.open(self.db, "disp-sim", id_factory=self.new_id)
+            self.checker.loader = store_loader(self.store, self.timezone)
+        self.engine = Engine(self.store, 8, self.timezone, mover=self._mover, new_id=self.new_id)
+        self.engine.listeners.append(self._listen)
+        self._call(lambda wall: self.engine.start(wall))
+        self.counts["boots"] += 1
+
+    def _cut(self, downtime: timedelta) -> None:
+        """The power goes: memory is lost; the log on disk must hold every event it held."""
+        self.counts["power_cuts"] += 1
+        before = self.store.event_count()
+        last = self.store.last_event()
+        self.engine = None
+        if self.db != ":memory:":
+            self.store.close()
+            self.store = Store.open(self.db, "disp-sim", id_factory=self.new_id)
+            self.checker.loader = store_loader(self.store, self.timezone)
+        after = self.store.event_count()
+        again = self.store.last_event() if last is None else next(self.store.events(last["seq"] - 1), None)
+        if after < before or (last is not None and (again is None or again["hash"] != last["hash"])):
+            self._violate("event_lost", f"{before} events before the power cut, {after} after")
+        if self.db != ":memory:":  # a file reopened: its whole chain must still verify
+            ok, seq, reason = self.store.verify()
+            if not ok:
+                self._violate("chain", f"store.verify after a power cut: {reason}", seq)
+        if self.jumps and self.rng.random() < 0.25:
+            # A boot without an RTC: the clock starts an hour wrong; NTP fixes it a little later.
+            step = timedelta(hours=self.rng.choice([1, -1]))
+            self.offset += step
+            self._pending_fix.append((self.true + downtime + timedelta(minutes=self.rng.randrange(1, 120)), step))
+            self.counts["wrong_clock_boots"] += 1
+        self.back_at = self.true + downtime
+        if downtime == timedelta(0):
+            self.back_at = None
+            self._boot()
+
+    def _call(self, action: Callable[[datetime], object]) -> object:
+        """Run one engine call at the wall clock's time; a power cut inside it ends the device."""
+        try:
+            return action(self.wall())
+        except PowerCut:
+            self.counts["cuts_mid_release"] += 1
+            self._cut(self._downtime())
+            return None
+
+    def _downtime(self) -> timedelta:
+        rng = self.rng
+        roll = rng.random()
+        if roll < 0.4:
+            return timedelta(0)
+        if roll < 0.8:
+            return timedelta(minutes=rng.randrange(1, 180))
+        if roll < 0.95 or not self.long_outages:
+            return timedelta(minutes=rng.randrange(180, 30 * 60))
+        return timedelta(minutes=rng.randrange(30 * 60, 6 * 24 * 60))
+
+    # -- time passing -------------------------------------------------------------------------
+
+    def _advance(self, target: datetime) -> None:
+        """Move the true clock to `target`, ticking at every moment the engine asks for."""
+        while True:
+            if self.engine is None:
+                if self.back_at is not None and self.back_at <= target:
+                    self.true = max(self.true, self.back_at)
+                    self.back_at = None
+                    self._boot()
+                    continue
+                self.true = max(self.true, target)
+                return
+            wakeup = self.engine.next_wakeup(self.wall())
+            if wakeup is None or wakeup - self.offset > target:
+                break
+            self.true = max(self.true, wakeup - self.offset)
+            self._call(lambda wall: self.engine.tick(wall))
+            self.counts["ticks"] += 1
+        self.true = max(self.true, target)
+        self._call(lambda wall: self.engine.tick(wall))
+
+    # -- a day ------------------------------------------------------------------------------
+
+    def _plan(self, day_start: datetime) -> list[tuple[datetime, int, str, tuple]]:
+        rng = self.rng
+        day_end = day_start + DAY
+        plan: list[tuple[datetime, int, str, tuple]] = []
+        order = itertools.count()
+
+        def at(moment: datetime, kind: str, *args) -> None:
+            if day_start <= moment < day_end:
+                plan.append((moment, next(order), kind, args))
+
+        if self._parsed is None or self._parsed[0] != self.document["version"]:
+            self._parsed = (self.document["version"], parse_schedule(self.document))
+        schedule = self._parsed[1]
+        for dose in doses_between(schedule, day_start - MAX_REACH, day_end + MAX_REACH):
+            if rng.random() < 0.8:
+                span = (dose.window_end - dose.window_start).total_seconds()
+                moment = dose.window_start + timedelta(seconds=rng.uniform(-600, span + 600))
+                at(moment, "press")
+                if rng.random() < 0.6:
+                    at(moment + timedelta(seconds=rng.uniform(5, 1800)), "press")  # confirm
+                if rng.random() < 0.05:
+                    at(moment + timedelta(seconds=rng.uniform(0, 2)), "press")  # a double press
+            if rng.random() < 0.05:  # exactly at the edges
+                at(dose.window_end - timedelta(milliseconds=rng.choice([0, 1])), "press")
+                at(dose.window_start - timedelta(milliseconds=rng.choice([0, 1])), "press")
+        for _ in range(rng.randrange(0, 3)):
+            at(day_start + timedelta(seconds=rng.uniform(0, 86400)), "press")
+        as_needed = [m["id"] for m in self.document["medications"] if m["dosage"][0].get("asNeededBoolean")]
+        if as_needed:
+            for _ in range(rng.choice([0, 1, 2, 3, 5, 8])):
+                named = rng.choice(as_needed) if rng.random() < 0.7 else None
+                at(day_start + timedelta(seconds=rng.uniform(0, 86400)), "hold", named)
+        for medication in self.document["medications"]:
+            if rng.random() < 0.15:
+                at(day_start + timedelta(seconds=rng.uniform(0, 86400)), "refill", medication["id"],
+                   rng.choice([0, 1, 2, 5, 10, 30, 60]))
+        if rng.random() < 0.12:
+            at(day_start + timedelta(seconds=rng.uniform(0, 86400)), "cut")
+        if self.jumps and rng.random() < 0.08:
+            moment = day_start + timedelta(seconds=rng.uniform(0, 86400))
+            step = timedelta(hours=rng.choice([1, 1, 1, -1]))
+            at(moment, "jump", step)  # the wall clock steps ...
+            at(moment + timedelta(minutes=rng.choice([1, 5, 30, 59, 61, 90, 180])), "jump", -step)  # ... NTP fixes it
+        if self.changes and rng.random() < 0.07:
+            at(day_start + timedelta(seconds=rng.uniform(0, 86400)), "change")
+        plan.sort()
+        return plan
+
+    def _do(self, kind: str, args: tuple) -> None:
+        self.counts[kind] += 1
+        if kind == "jump":
+            self.offset += args[0]
+            return
+        if self.engine is None:
+            self.counts["ignored_while_off"] += 1
+            return
+        engine = self.engine
+        if kind == "press":
+            self._call(lambda wall: engine.press(wall))
+        elif kind == "hold":
+            self._call(lambda wall: engine.hold(wall, args[0]))
+        elif kind == "refill":
+            self._call(lambda wall: engine.refill(wall, args[0], args[1]))
+        elif kind == "cut":
+            self._cut(self._downtime())
+        elif kind == "change":
+            released_today = [e["data"]["medication_id"] for e in self.store.events(self.fed_seq)
+                              if e["type"] == "dose.released"]
+            document, what = self.maker.change(self.document, self.wall(), released_today)
+            outcome = self._call(lambda wall: engine.apply_schedule(wall, document, "local"))
+            if outcome is not None and outcome.feedback == "applied":
+                self.document = document
+                self.counts["schedule_changes"] += 1
+            elif outcome is not None:
+                self._violate("schedule_refused", f"a valid schedule change ({what}) was refused: {outcome.detail}")
+
+    def _check_day(self) -> None:
+        events = list(self.store.events(self.fed_seq))
+        self.checker.context = self._context()
+        self.violations += self.checker.feed(events)
+        for event in events:
+            if event["type"] in ("dose.released", "prn.released"):
+                wall, true = self.release_walls.pop(event["event_id"], (None, None))
+                if wall is not None and wall < parse_utc(event["at"]):
+                    self._violate("released_while_clock_behind",
+                                  f"{event['type']} logged at {event['at']} while the wall clock read "
+                                  f"{format_at(wall)}: a clamped time, not a real one", event["seq"])
+                if event["type"] == "dose.released" and true is not None and not \
+                        parse_utc(event["data"]["window_start"]) <= true < parse_utc(event["data"]["window_end"]):
+                    self.counts["released_outside_window_by_true_clock"] += 1
+        if events:
+            self.fed_seq = events[-1]["seq"]
+        if self.engine is not None:
+            # The engine has ticked at this moment: every window closed by its time has ended.
+            effective = max(truncate_ms(self.wall()), parse_utc(self.store.last_event()["at"]))
+            self.violations += self.checker.settle(effective)
+
+    def run(self) -> SimResult:
+        self._boot()
+        outcome = self._call(lambda wall: self.engine.apply_schedule(wall, self.document, "local"))
+        if outcome is not None and outcome.feedback != "applied":
+            self._violate("schedule_refused", f"the first schedule was refused: {outcome.detail}")
+        for medication in self.document["medications"]:
+            count = self.rng.choice([0, 3, 10, 30, 60])
+            self._call(lambda wall, m=medication["id"], c=count: self.engine.refill(wall, m, c))
+        day_start = self.true
+        for self.day_index in range(self.days):
+            plan = self._plan(day_start)
+            for moment, _, kind, args in plan:
+                self._fix_clock(moment)
+                self._advance(moment)
+                self._do(kind, args)
+            self._fix_clock(day_start + DAY)
+            self._advance(day_start + DAY)
+            self._check_day()
+            day_start += DAY
+        ok, seq, reason = self.store.verify()
+        if not ok:
+            self._violate("chain", f"store.verify: {reason}", seq)
+        events = self.store.event_count()
+        self.store.close()
+        return SimResult(self.seed, self.days, events, self.violations, dict(self.counts))
+
+    def _fix_clock(self, until: datetime) -> None:
+        """NTP corrections due before `until` (after a boot with a wrong clock)."""
+        for moment, step in sorted(self._pending_fix):
+            if moment <= until:
+                self._advance(moment)
+                self.offset -= step
+                self._pending_fix.remove((moment, step))
+                self.counts["ntp_fixes"] += 1

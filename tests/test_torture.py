@@ -1,0 +1,48 @@
+"""Crash torture, small: the real daemon process SIGKILLed at random moments (bench/torture.py).
+
+The full run (`bench/torture.py --kills 1000`) takes minutes; this one checks the same
+things on 15 kills so that a change that breaks crash safety fails the test suite.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import torture  # noqa: E402
+
+
+def test_fifteen_random_sigkills_break_nothing(tmp_path):
+    tally = torture.run(kills=15, jobs=1, seed=3, folder=tmp_path, cli_every=5, quiet=True)
+    assert tally.violations == []
+    assert tally.kills == 15
+    assert tally.checks > 200
+
+
+def test_a_sigkill_inside_an_as_needed_release_is_reported_once_and_the_device_starts_again(tmp_path):
+    """An as-needed release has no scheduled dose: its uncertain report must still fold at the next start."""
+    worker = torture.Worker(tmp_path, seed=1, cli_every=1)
+    before = torture.max_seq(worker.db)
+    proc = worker.spawn()
+    try:
+        assert worker.wait_started(proc, before), worker.tally.violations
+        started = torture.max_seq(worker.db)
+        worker.send(proc, [f"hold {torture.PRN_FREE[0]}"])
+        for _ in range(1000):
+            if torture.open_intents(worker.db, started):
+                break
+            time.sleep(0.002)
+        [intent] = torture.open_intents(worker.db, started)
+        proc.kill()  # SIGKILL while the servo is open
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdin.close()
+        proc.stderr.close()
+    worker.check_after_kill(set(), before, 1)
+    worker.finish()  # a clean start and stop: the open intent must be reported, then all checked
+    assert worker.tally.violations == []
+    uncertain = [e for e in torture.read_events(worker.db) if e["type"] == "dose.release_uncertain"]
+    assert [e["data"]["release_event_id"] for e in uncertain] == [intent]
