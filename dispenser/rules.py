@@ -155,6 +155,13 @@ def _fold_dose(state: State, kind: str, data: dict, at: datetime, event_id: str 
         record.reminders = data["reminder"]
     elif kind == "dose.released":
         record.status, record.released_at, record.release_event_id = "released", at, event_id
+        # What was released, under the schedule then in force, not what an earlier event of the
+        # dose (a dose.due under the schedule before) announced: its quantity, compartment, window.
+        record.quantity = data.get("quantity", record.quantity)
+        record.compartment = data.get("compartment", record.compartment)
+        if "window_start" in data:
+            record.window_start = parse_utc(data["window_start"])
+            record.window_end = parse_utc(data["window_end"])
         _take_stock(state, record.medication_id, record.quantity)
     elif kind == "dose.taken":
         record.status = "taken"
@@ -656,18 +663,22 @@ class DoseRules:
                                      f"Compartment {release.compartment} failed while releasing a dose. "
                                      f"Please check the device and the compartment.")
 
-    def release_uncertain(self, now: datetime, release: Release) -> Outcome:
-        """The device stopped between the release intent and its end: never repeated, reported."""
+    def release_uncertain(self, now: datetime, release: Release, record: DoseRecord | None = None) -> Outcome:
+        """The device stopped between the release intent and its end: never repeated, reported.
+
+        `record` is the dose it released, when the caller found it before a catch-up could forget it.
+        """
         return self._release_trouble(now, release, "dose.release_uncertain", "release_uncertain",
                                      {"release_event_id": release.event_id},
                                      f"The device restarted while releasing from compartment "
                                      f"{release.compartment}; it will not release that dose again. "
-                                     f"Please check whether it was taken.")
+                                     f"Please check whether it was taken.", record)
 
     def _release_trouble(self, now, release: Release, kind: str, alert_kind: str, extra: dict,
-                         message: str) -> Outcome:
-        record = next((r for r in self.state.doses.values()
-                       if r.release_event_id == release.event_id), None)  # before a tick may forget it
+                         message: str, record: DoseRecord | None = None) -> Outcome:
+        if record is None:
+            record = next((r for r in self.state.doses.values()
+                           if r.release_event_id == release.event_id), None)  # before a tick may forget it
         outcome = self.tick(now)  # at a start: catch up on the downtime before anything settles it
         now = self._now(now)
         data = {"medication_id": release.medication_id, "compartment": release.compartment,
@@ -696,8 +707,10 @@ class DoseRules:
         self._emit(outcome, "device.started", {
             "software": software,
             "schedule_version": self.state.schedule.version if self.state.schedule else None}, now)
+        # The doses they released, found before the catch-up (in the first report) forgets old records.
+        released = {r.release_event_id: r for r in self.state.doses.values() if r.release_event_id}
         for release in open_releases:
-            outcome.extend(self.release_uncertain(now, release))
+            outcome.extend(self.release_uncertain(now, release, released.get(release.event_id)))
         return outcome.extend(self.tick(now))
 
     def stop(self, now: datetime) -> Outcome:

@@ -82,6 +82,8 @@ def _feedback(view: View) -> list[str] | None:
         return ["Take your pills" if count > 1 else "Take your pill", "Press when taken"]
     if kind == "confirmed":
         return ["Thank you!", "Dose recorded"]
+    if detail.get("reason") == "clock_behind":  # the clock was set back: wait until it passes the log
+        return ["Clock was reset", "Please wait"]
     if kind == "too_early":
         return ["Too early", f"Opens at {hhmm(detail.get('opens_at'))}"]
     if kind == "nothing_due":

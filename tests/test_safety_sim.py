@@ -234,3 +234,63 @@ def test_a_release_cut_off_before_days_of_downtime_is_reported_with_its_dose(tmp
     missed = [e["data"]["scheduled_at"][:10] for e in rig.events("dose.missed")]
     assert missed == [f"2026-11-{day}" for day in range(25, 30)]
     assert check_store(rig.store, until=rig.now) == []
+
+
+def test_two_releases_cut_off_before_days_of_downtime_both_name_their_doses(tmp_path):
+    """Found by the 100,000-day run: one press released two doses, the power went during the
+    first; after days off, the catch-up in the first report forgot the second's dose."""
+    cut = {"now": False}
+
+    def mover(compartment, quantity):
+        if cut["now"]:
+            raise KeyboardInterrupt
+    rig = Rig(schedule(daily("a", 1, ["08:00"]), daily("b", 2, ["08:00"])), "2026-11-24T06:00:00",
+              stock={"a": 10, "b": 10}, db=str(tmp_path / "d.db"), mover=mover)
+    cut["now"] = True
+    with pytest.raises(KeyboardInterrupt):
+        rig.press("2026-11-24T08:00:00")
+    cut["now"] = False
+    rig.restart("2026-11-29T06:00:00")
+    uncertain = rig.events("dose.release_uncertain")
+    assert [(e["data"]["medication_id"], e["data"].get("scheduled_at")) for e in uncertain] == [
+        ("a", "2026-11-24T13:00:00Z"), ("b", "2026-11-24T13:00:00Z")]
+    assert check_store(rig.store, until=rig.now) == []
+
+
+def test_a_dose_released_under_a_new_schedule_keeps_the_window_it_was_released_in():
+    """Found by the 100,000-day run: a dose announced under one schedule and released under the
+    next kept the old window, so it covered (silently withdrew) a later dose it did not overlap,
+    or could miss one it did."""
+    first = schedule(daily("sertraline", 1, ["08:00"], before=30, after=120))
+    rig = Rig(first, "2026-11-24T06:00:00", stock={"sertraline": 10})
+    rig.at("2026-11-24T07:40:00")  # dose.due with the window [07:30, 10:00)
+    second = schedule(daily("sertraline", 1, ["08:00"], before=30, after=30), version=2)
+    assert rig.engine.apply_schedule(rig.now, second, "local").feedback == "applied"
+    rig.press("2026-11-24T07:45:00")
+    [released] = rig.events("dose.released")
+    assert released["data"]["window_end"] == "2026-11-24T13:30:00Z"  # 08:30 local
+    assert rig.press("2026-11-24T07:50:00").feedback == "confirmed"
+    [taken] = rig.events("dose.taken")
+    assert taken["data"]["window_end"] == "2026-11-24T13:30:00Z"
+    rig.restart("2026-11-24T07:51:00")
+    record = rig.engine.state.doses[("sertraline", parse_utc(released["data"]["scheduled_at"]))]
+    assert format_at(record.window_end) == "2026-11-24T13:30:00.000Z"  # the same after a restart
+
+
+def test_a_dose_whose_quantity_changed_after_it_was_due_counts_the_pills_released():
+    """Found by the 100,000-day run: a titration applied while a dose was due released the new
+    quantity (2 pills) but the stock was counted down by the old one (1), so a later dose was
+    "released" from a compartment the log believed held a pill and that was in truth empty."""
+    first = schedule(daily("naltrexone", 2, ["08:00"], quantity=1))
+    rig = Rig(first, "2026-11-24T06:00:00", stock={"naltrexone": 3})
+    rig.at("2026-11-24T07:40:00")  # dose.due for 1 pill
+    second = schedule(daily("naltrexone", 2, ["08:00"], quantity=2), version=2)
+    assert rig.engine.apply_schedule(rig.now, second, "local").feedback == "applied"
+    rig.press("2026-11-24T07:45:00")
+    assert rig.moves == [(2, 2)] and rig.engine.state.stock["naltrexone"] == 1
+    rig.restart("2026-11-24T07:50:00")
+    assert rig.engine.state.stock["naltrexone"] == 1  # the fold agrees
+    rig.press("2026-11-24T07:51:00")  # confirms
+    assert rig.press("2026-11-25T07:45:00").feedback == "empty"  # 1 pill left, the dose is 2
+    assert rig.moves == [(2, 2)]
+    assert check_store(rig.store, until=rig.now) == []
