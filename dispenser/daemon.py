@@ -368,8 +368,9 @@ class Daemon:
         except Exception as error:  # noqa: BLE001 - any driver error is a fault to report
             if component not in self._faulty:
                 self._faulty.add(component)
-                log.warning("%s failed: %s", component, error)
-                self._logging(lambda: self.engine.fault(now, component, f"{type(error).__name__}: {error}"))
+                message = f"{type(error).__name__}: {error}"
+                log.warning("%s failed: %s", component, message)
+                self._logging(lambda: self.engine.fault(now, component, message))
             return
         self._faulty.discard(component)
 

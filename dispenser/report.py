@@ -62,8 +62,10 @@ def adherence(events: list[dict], start: datetime, end: datetime, tz: ZoneInfo) 
 
     for event in events:
         kind, data = event["type"], event["data"]
-        if kind in ("prn.released", "prn.denied") and start <= parse_utc(event["at"]) < end:
-            report(data["medication_id"]).__dict__[kind.replace(".", "_")] += 1
+        if kind == "prn.released" and start <= parse_utc(event["at"]) < end:
+            report(data["medication_id"]).prn_released += 1
+        if kind == "prn.denied" and start <= parse_utc(event["at"]) < end:
+            report(data["medication_id"]).prn_denied += 1
         if not kind.startswith("dose.") or "scheduled_at" not in data:
             continue
         scheduled = parse_utc(data["scheduled_at"])

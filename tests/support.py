@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 

@@ -457,7 +457,7 @@ BROKEN_REPEATS = [
       "boundsPeriod": {"start": "2026-01-01"}}, "dayOfWeek", 'only allowed with periodUnit "d"'),
     (daily("09:00", period=2, dayOfWeek=["mon"], boundsPeriod={"start": "2026-01-01"}),
      "dayOfWeek", "only allowed with period 1"),
-    ({"frequency": 1, "period": 1, "periodUnit": "wk", "timeOfDay": ["09:00"], "period": 53,
+    ({"frequency": 1, "periodUnit": "wk", "timeOfDay": ["09:00"], "period": 53,
       "boundsPeriod": {"start": "2026-01-01"}}, "period", "1..52"),
     ({"frequency": 7, "period": 1, "periodUnit": "h", "boundsPeriod": {"start": "2026-01-01"}},
      "period", "whole number of seconds"),
