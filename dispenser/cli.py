@@ -117,10 +117,14 @@ def _store(args, config: Config, create: bool = True):
 
 
 def _engine(args, config: Config):
+    from .clocktrust import ClockTrust
     from .engine import Engine
     store = _store(args, config)
-    return Engine(store, config.compartments, config.timezone,
-                  clinic_public_key=config.clinic_public_key)
+    trust = ClockTrust(config.clock_trust)
+    # A one-shot command cannot see a step the daemon saw: it also keeps to the log's word.
+    engine = Engine(store, config.compartments, config.timezone, clinic_public_key=config.clinic_public_key,
+                    clock_trusted=lambda: trust.check() and engine.state.clock_trusted)
+    return engine
 
 
 def _schedule_in_force(args, config: Config) -> Schedule:
@@ -372,15 +376,19 @@ def cmd_report(args) -> int:
 
 
 def cmd_status(args) -> int:
+    from .clocktrust import ClockTrust
     from .engine import Engine
     config = _config(args)
     store = _store(args, config, create=False)
     try:
+        trust = ClockTrust(config.clock_trust)
         engine = Engine(store, config.compartments, config.timezone)
+        engine.rules.clock_trusted = trust.check() and engine.state.clock_trusted
         state = engine.state
         now = _now()
         schedule = state.schedule
         print(f"device        {config.device_id} ({config.backend}, {config.compartments} compartments)")
+        print(f"clock         {trust.describe()}")
         print(f"schedule      {'version ' + str(schedule.version) if schedule else 'none in force'}")
         if schedule:
             due = engine.rules.releasable(now)
@@ -456,6 +464,8 @@ def cmd_selftest(args) -> int:
         except StartError as error:
             raise UserError(str(error)) from None
 
+    from .clocktrust import ClockTrust
+    print(f"info  clock: {ClockTrust(config.clock_trust).describe()}")
     return 0 if run_selftest(build, print, wait_s=args.wait) else 1
 
 

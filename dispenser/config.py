@@ -23,6 +23,7 @@ KNOWN = {
     "clinic": {"public_key"},
     "storage": {"db"},
     "checkin": {"enabled"},
+    "clock": {"trust"},
 }
 
 
@@ -41,6 +42,7 @@ class Config:
     clinic_public_key: str | None = None
     db_path: str = ""
     checkin: bool = False
+    clock_trust: str = "always"  # the simulator believes its host's clock; see clocktrust.py
     source: str = "built-in defaults"
 
 
@@ -110,12 +112,16 @@ def parse_config(raw: dict, source: str = "config") -> Config:
     checkin = raw.get("checkin", {}).get("enabled", False)
     if not isinstance(checkin, bool):
         raise ConfigError(f"{source}: checkin.enabled must be true or false")
+    # A Pi has no battery clock: by default it waits for NTP. The simulator uses its host's clock.
+    clock_trust = raw.get("clock", {}).get("trust", "synchronized" if backend == "pi" else "always")
+    if clock_trust not in ("synchronized", "always"):
+        raise ConfigError(f"{source}: clock.trust must be \"synchronized\" or \"always\", not {clock_trust!r}")
     return Config(
         device_id=device_id, timezone=timezone, backend=backend, compartments=compartments,
         hardware=hardware, mqtt=raw.get("mqtt"),
         clinic_public_key=_text(clinic, "clinic.public_key", None, source),
         db_path=_text(storage, "storage.db", None, source) or default_db_path(),
-        checkin=checkin, source=source,
+        checkin=checkin, clock_trust=clock_trust, source=source,
     )
 
 

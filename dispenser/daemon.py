@@ -32,6 +32,7 @@ CHECKIN_SILENCE = timedelta(minutes=1)
 MENU_SILENCE = timedelta(seconds=30)
 SIGNAL_EVERY = timedelta(minutes=5)
 MAX_BEEPS = 5
+CLOCK_ALERT_AFTER_S = 30 * 60  # an untrusted clock holds doses: after this long, the clinic hears
 
 
 class SystemClock:
@@ -81,7 +82,7 @@ class Daemon:
 
     def __init__(self, engine: Engine, hardware, *, timezone_name: str = "UTC", checkin: bool = False,
                  sleep: Callable[[float], None] = time.sleep, notifier=None, sync=None,
-                 clock_display: bool = True):
+                 clock_display: bool = True, clock_trust=None):
         self.engine = engine
         self.hardware = hardware
         self.default_tz = ZoneInfo(timezone_name)
@@ -90,6 +91,8 @@ class Daemon:
         self.notifier = notifier
         self.sync = sync
         self.clock_display = clock_display  # headless scenarios need no minute-by-minute redraw
+        self.clock_trust = clock_trust  # a ClockTrust (clocktrust.py), or None: the clock is believed
+        self._clock_alerted = False
         self.inputs: queue.SimpleQueue = queue.SimpleQueue()
         self.screen_state = Screen()
         self._signal_at: datetime | None = None
@@ -182,6 +185,7 @@ class Daemon:
         if not self._started:
             self._started = self._logging(lambda: self.engine.start(now))
         self._logging(lambda: self.engine.tick(now))
+        self._watch_clock(now)
         state = self.screen_state
         if state.until is not None and now >= state.until:
             if state.mode in ("checkin_mood", "checkin_side") and state.mood is not None:
@@ -190,6 +194,16 @@ class Daemon:
         self._signal(now)
         self.render(now)
         self._publish(now)
+
+    def _watch_clock(self, now: datetime) -> None:
+        """Doses held for long by an untrusted clock (no NTP, no RTC): alert once per episode."""
+        if self.clock_trust is None or self.engine.rules.clock_trusted:
+            self._clock_alerted = False
+            return
+        waited = self.clock_trust.untrusted_for()
+        if not self._clock_alerted and waited >= CLOCK_ALERT_AFTER_S:
+            log.warning("the clock has not been trusted for %d minutes: doses are held", waited // 60)
+            self._clock_alerted = self._logging(lambda: self.engine.clock_unsynchronized(now, int(waited // 60)))
 
     def advance(self, to: datetime) -> None:
         """Tests and scenarios: live through every due moment up to `to`, then arrive there."""
@@ -352,6 +366,7 @@ class Daemon:
             next_name=name(upcoming.medication_id) if upcoming else None,
             next_at=upcoming.scheduled_at.astimezone(tz) if upcoming else None,
             low=low, offline=self.sync is not None and not self.sync.connected,
+            clock_unknown=not rules.clock_trusted,
             choice=state.choice, choices=[name(c) for c in state.choices],
         )
 

@@ -34,12 +34,14 @@ class Engine:
 
     def __init__(self, store: Store, compartments: int, default_timezone: str = "UTC",
                  mover: Mover = no_mover, new_id: Callable[[], str] | None = None,
-                 clinic_public_key: str | None = None):
+                 clinic_public_key: str | None = None, clock_trusted: Callable[[], bool] = lambda: True):
         self.store = store
         self.compartments = compartments
         self.default_timezone = default_timezone
         self.mover = mover
         self.clinic_public_key = clinic_public_key
+        self.clock_trusted = clock_trusted  # asked before every decision (clocktrust.py)
+        self._clock_ok = True
         self.listeners: list[Listener] = []
         self._schedules: dict[int, Schedule] = {}
         self._new_id = new_id
@@ -77,6 +79,7 @@ class Engine:
                              f"({type(error).__name__}); not starting on it") from None
         kwargs = {"new_id": self._new_id} if self._new_id else {}
         rules = DoseRules(state, self.compartments, self._schedule, **kwargs)
+        rules.clock_trusted = self._clock_ok
         if state.last_at is not None:
             rules._forget_old(state.last_at)
         return rules
@@ -90,11 +93,13 @@ class Engine:
         """The seq of the last event this engine has folded (its own or another writer's)."""
         return self._seen_seq
 
-    def _refresh(self) -> None:
-        """Fold what another process appended meanwhile (a `dispenser refill` beside the daemon)."""
+    def _refresh(self, now: datetime) -> None:
+        """Fold what another process appended meanwhile (a `dispenser refill` beside the daemon),
+        then ask whether the wall clock is trusted now: every input starts here."""
         for event in self.store.events(since_seq=self._seen_seq):
             fold(self.rules.state, event, self._schedule)
             self._seen_seq = event["seq"]
+        self._ask_clock(now)
 
     # -- committing ----------------------------------------------------------------------
 
@@ -105,7 +110,8 @@ class Engine:
         """
         if outcome.drafts:
             try:
-                events = self.store.append(outcome.drafts, now, outcome.schedule_document,
+                # At the rules' time: it stands still while the clock is untrusted.
+                events = self.store.append(outcome.drafts, self.rules.log_time(now), outcome.schedule_document,
                                            complete_releases=closing)
             except Exception:
                 self.rules = self._load_rules()  # the rules folded drafts the log refused
@@ -132,7 +138,14 @@ class Engine:
 
     # -- inputs --------------------------------------------------------------------------
 
+    def _ask_clock(self, now: datetime) -> None:
+        """Tell the rules whether the clock is trusted; log the moment that changes."""
+        self._clock_ok = self.rules.clock_trusted = self.clock_trusted()
+        if self._clock_ok != self.rules.state.clock_trusted:
+            self._commit(self.rules.clock_changed(now), now)
+
     def start(self, now: datetime) -> Outcome:
+        self._ask_clock(now)
         interrupted = [
             Release(e["event_id"], e["data"]["medication_id"], e["data"]["compartment"], e["data"]["quantity"])
             for e in self.store.open_releases()
@@ -141,32 +154,37 @@ class Engine:
                             closing={release.event_id: "uncertain" for release in interrupted})
 
     def stop(self, now: datetime) -> Outcome:
+        self._refresh(now)
         return self._commit(self.rules.stop(now), now)
 
     def tick(self, now: datetime) -> Outcome:
-        self._refresh()
+        self._refresh(now)
         return self._commit(self.rules.tick(now), now)
 
     def press(self, now: datetime) -> Outcome:
-        self._refresh()
+        self._refresh(now)
         return self._commit(self.rules.press(now), now)
 
     def hold(self, now: datetime, medication_id: str | None = None) -> Outcome:
-        self._refresh()
+        self._refresh(now)
         return self._commit(self.rules.hold(now, medication_id), now)
 
     def refill(self, now: datetime, medication_id: str, count: int) -> Outcome:
-        self._refresh()
+        self._refresh(now)
         return self._commit(self.rules.refill(now, medication_id, count), now)
 
     def fault(self, now: datetime, component: str, error: str) -> Outcome:
-        self._refresh()
+        self._refresh(now)
         return self._commit(self.rules.fault(now, component, error), now)
 
     def checkin(self, now: datetime, mood: int | None, side_effects: str | None,
                 medication_ids: list[str]) -> Outcome:
-        self._refresh()
+        self._refresh(now)
         return self._commit(self.rules.checkin(now, mood, side_effects, medication_ids), now)
+
+    def clock_unsynchronized(self, now: datetime, minutes: int) -> Outcome:
+        self._refresh(now)
+        return self._commit(self.rules.clock_unsynchronized(now, minutes), now)
 
     def next_wakeup(self, now: datetime) -> datetime | None:
         return self.rules.next_wakeup(now)
@@ -178,7 +196,7 @@ class Engine:
         """
         version = document.get("version") if isinstance(document, dict) else None
         version = version if isinstance(version, int) and not isinstance(version, bool) else None
-        self._refresh()
+        self._refresh(now)
         if source == "mqtt":
             refusal = self._signature_refusal(document)
             if refusal:

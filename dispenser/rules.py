@@ -76,6 +76,8 @@ class State:
     last_at: datetime | None = None
     # Every dose whose window ended at or before this moment has its final state logged.
     settled_until: datetime | None = None
+    # As last logged by clock.synchronized / clock.unsynchronized (clocktrust.py).
+    clock_trusted: bool = True
 
 
 @dataclass(frozen=True)
@@ -107,18 +109,24 @@ class Outcome:
         return self
 
 
+# Logged before the catch-up they may trigger: they settle no window.
+BEFORE_CATCH_UP = ("device.started", "clock.synchronized", "clock.unsynchronized")
+
+
 def fold(state: State, event: dict, schedule_loader: Callable[[int], Schedule | None]) -> None:
     """Apply one logged event to the state. The only place the state changes."""
     kind, data = event["type"], event["data"]
     at = parse_utc(event["at"])
     state.last_at = at
-    if kind != "device.started":  # a start is logged before the catch-up it triggers
+    if kind not in BEFORE_CATCH_UP:
         state.settled_until = at
     if kind == "schedule.applied":
         state.schedule = schedule_loader(data["version"])
         state.schedule_applied_at = at
     elif kind.startswith("dose."):
         _fold_dose(state, kind, data, at, event.get("event_id"))
+    elif kind in ("clock.synchronized", "clock.unsynchronized"):
+        state.clock_trusted = kind == "clock.synchronized"
     elif kind == "prn.released":
         state.prn_released.setdefault(data["medication_id"], []).append((at, data["quantity"]))
         _take_stock(state, data["medication_id"], data["quantity"])
@@ -212,6 +220,9 @@ class DoseRules:
         self.new_id = new_id
         self._expansion: tuple[int, datetime, datetime, list[Dose]] | None = None
         self._pending_schedules: dict[int, Schedule] = {}
+        # Whether the wall clock can be believed (clocktrust.py); the engine sets it before
+        # each call. While it cannot, nothing is released and no window is judged.
+        self.clock_trusted = True
 
     # -- emitting ---------------------------------------------------------------------
 
@@ -232,11 +243,17 @@ class DoseRules:
     def _load_schedule(self, version: int) -> Schedule | None:
         return self._pending_schedules.get(version) or self.schedule_loader(version)
 
-    def _now(self, now: datetime) -> datetime:
-        """The log's time never runs backwards: a clock set back does not reopen the past."""
+    def log_time(self, now: datetime) -> datetime:
+        """The log's time: it never runs backwards, and stands still while the clock is untrusted.
+
+        A clock set back does not reopen the past; a clock that may run ahead (not yet
+        synchronised) writes no time into the log that could later lie ahead of the truth.
+        """
         now = truncate_ms(now)
         last = self.state.last_at
-        return last if last is not None and now < last else now
+        if last is not None and (now < last or not self.clock_trusted):
+            return last
+        return now
 
     def clock_behind(self, now: datetime) -> bool:
         """The wall clock reads earlier than the log's last event: one of the two times was wrong.
@@ -247,6 +264,12 @@ class DoseRules:
         """
         last = self.state.last_at
         return last is not None and truncate_ms(now) < last
+
+    def time_unknown(self, now: datetime) -> str | None:
+        """Why `now` may not be the true time, or None: "clock_unsynchronized" or "clock_behind"."""
+        if not self.clock_trusted:
+            return "clock_unsynchronized"
+        return "clock_behind" if self.clock_behind(now) else None
 
     # -- the doses of the schedule in force --------------------------------------------
 
@@ -320,9 +343,17 @@ class DoseRules:
     # -- time passing ------------------------------------------------------------------
 
     def tick(self, now: datetime) -> Outcome:
-        """Windows open and close, reminders fall due, releases go unconfirmed."""
-        now = self._now(now)
+        """Windows open and close, reminders fall due, releases go unconfirmed.
+
+        Not while the clock is untrusted (one running ahead would close windows early), nor
+        while it reads earlier than the log (the log's time may have been a wrong one): time
+        stands still until the clock is trusted and has passed the log; the catch-up then
+        judges every window that closed meanwhile.
+        """
         outcome = Outcome()
+        if self.time_unknown(now):
+            return outcome
+        now = truncate_ms(now)
         happenings: list[tuple[datetime, int, Callable[[], None]]] = []
         for dose in self._live_doses(now, since=self.state.settled_until):
             record = self._record(dose)
@@ -387,8 +418,13 @@ class DoseRules:
                 history[medication] = [i for i in items if _moment(i) >= now - keep]
 
     def next_wakeup(self, now: datetime) -> datetime | None:
-        """The next moment at which `tick` would log something, for a loop that sleeps till then."""
-        now = self._now(now)
+        """The next moment at which `tick` would log something, for a loop that sleeps till then.
+
+        None while the clock is untrusted: nothing is due until it is (the loop polls it).
+        """
+        if not self.clock_trusted:
+            return None
+        now = self.log_time(now)
         moments = []
         for dose in self._live_doses(now):
             record = self._record(dose)
@@ -412,8 +448,8 @@ class DoseRules:
     def press(self, now: datetime) -> Outcome:
         """Confirm what waits for confirmation; otherwise release every dose in its window."""
         outcome = self.tick(now)
-        behind = self.clock_behind(now)
-        now = self._now(now)
+        unknown = self.time_unknown(now)
+        now = self.log_time(now)
         waiting = self._awaiting_confirmation(now)
         if waiting:
             for record in waiting:
@@ -421,8 +457,9 @@ class DoseRules:
             outcome.feedback = "confirmed"
             outcome.detail = {"medications": [r.medication_id for r in waiting]}
             return outcome
-        if behind:  # the clamped time is not a real one: a release now could be early
-            outcome.feedback, outcome.detail = "too_early", {"opens_at": now, "reason": "clock_behind"}
+        if unknown:  # an untrusted or clamped time is not a real one: a release now could be early
+            outcome.feedback = "too_early"
+            outcome.detail = {"opens_at": now if unknown == "clock_behind" else None, "reason": unknown}
             return outcome
         releasable = self.releasable(now)
         released, empty = [], []
@@ -447,16 +484,18 @@ class DoseRules:
 
     def releasable(self, now: datetime) -> list[Dose]:
         """Doses a press would release now (stock permitting)."""
-        now = self._now(now)
+        if not self.clock_trusted:
+            return []
+        now = self.log_time(now)
         return [d for d in self._live_doses(now) if d.window_start <= now < d.window_end
                 and (self._record(d) is None or self._record(d).status == "pending")]
 
     def awaiting_confirmation(self, now: datetime) -> list[DoseRecord]:
-        return self._awaiting_confirmation(self._now(now))
+        return self._awaiting_confirmation(self.log_time(now))
 
     def upcoming(self, now: datetime) -> Dose | None:
         """The next dose whose window has not opened yet."""
-        now = self._now(now)
+        now = self.log_time(now)
         later = [d for d in self._live_doses(now) if d.window_start > now
                  and (self._record(d) is None or self._record(d).status == "pending")]
         return min(later) if later else None
@@ -493,7 +532,7 @@ class DoseRules:
     def hold(self, now: datetime, medication_id: str | None = None) -> Outcome:
         """Ask for an as-needed dose: released, denied, or a menu when several could be meant."""
         outcome = self.tick(now)
-        raw_now, now = now, self._now(now)
+        raw_now, now = now, self.log_time(now)
         choices = self.as_needed_medications(now)
         if medication_id is not None:
             choices = [m for m in choices if m.id == medication_id]
@@ -504,9 +543,11 @@ class DoseRules:
             outcome.feedback, outcome.detail = "menu", {"medications": [m.id for m in choices]}
             return outcome
         medication = choices[0]
-        if self.clock_behind(raw_now):  # not logged: not the person's doing, not a misuse signal
-            outcome.feedback, outcome.detail = "denied", {"medication": medication.id, "reason": "clock_behind",
-                                                          "allowed_at": now}
+        unknown = self.time_unknown(raw_now)
+        if unknown:  # not logged: not the person's doing, not a misuse signal
+            outcome.feedback, outcome.detail = "denied", {
+                "medication": medication.id, "reason": unknown,
+                "allowed_at": now if unknown == "clock_behind" else None}
             return outcome
         reason, allowed_at = self.prn_refusal(medication, now)
         if reason:
@@ -566,7 +607,7 @@ class DoseRules:
 
     def refill(self, now: datetime, medication_id: str, count: int) -> Outcome:
         outcome = self.tick(now)
-        now = self._now(now)
+        now = self.log_time(now)
         medication = self.state.schedule.medication(medication_id) if self.state.schedule else None
         compartment = medication.compartment if medication else None
         self._emit(outcome, "stock.refilled", {
@@ -616,7 +657,7 @@ class DoseRules:
     def apply_schedule(self, now: datetime, schedule: Schedule, source: str) -> Outcome:
         """Put a validated schedule in force, or refuse it (stale version, missing compartment)."""
         outcome = self.tick(now)
-        now = self._now(now)
+        now = self.log_time(now)
         current = self.state.schedule
         if current is not None and schedule.version <= current.version:
             return outcome.extend(self.reject_schedule(
@@ -644,7 +685,7 @@ class DoseRules:
     def reject_schedule(self, now: datetime, version, source: str, reason: str,
                         problems: list[str]) -> Outcome:
         outcome = self.tick(now)  # its events settle time up to now, so time must be caught up first
-        now = self._now(now)
+        now = self.log_time(now)
         outcome.feedback, outcome.detail = "rejected", {"reason": reason, "problems": problems}
         draft = self._emit(outcome, "schedule.rejected", {
             "version": version, "source": source, "reason": reason, "problems": problems[:20]}, now)
@@ -680,7 +721,7 @@ class DoseRules:
             record = next((r for r in self.state.doses.values()
                            if r.release_event_id == release.event_id), None)  # before a tick may forget it
         outcome = self.tick(now)  # at a start: catch up on the downtime before anything settles it
-        now = self._now(now)
+        now = self.log_time(now)
         data = {"medication_id": release.medication_id, "compartment": release.compartment,
                 "quantity": release.quantity, **extra}
         if record is not None and kind == "dose.release_failed":
@@ -693,16 +734,31 @@ class DoseRules:
 
     def fault(self, now: datetime, component: str, error: str) -> Outcome:
         outcome = self.tick(now)
-        now = self._now(now)
+        now = self.log_time(now)
         draft = self._emit(outcome, "device.fault", {"component": component, "error": error}, now)
         self._alert(outcome, "device_fault", "warning",
                     f"The dispenser reports a problem with its {component}. It keeps dispensing what it can.",
                     [draft], now)
         return outcome
 
+    def clock_changed(self, now: datetime) -> Outcome:
+        """Log that the clock became trusted or untrusted, so the log says when time stood still."""
+        outcome = Outcome()
+        kind = "clock.synchronized" if self.clock_trusted else "clock.unsynchronized"
+        self._emit(outcome, kind, {}, self.log_time(now))
+        return outcome
+
+    def clock_unsynchronized(self, now: datetime, minutes: int) -> Outcome:
+        """The clock has not been trusted for a while, so doses are held: the clinic must know."""
+        outcome = Outcome()
+        self._alert(outcome, "clock_unsynchronized", "warning",
+                    f"The dispenser has not been able to confirm the time for {minutes} minutes, so it "
+                    f"holds every dose until it can. Check its internet connection.", [], self.log_time(now))
+        return outcome
+
     def start(self, now: datetime, open_releases: list[Release], software: str) -> Outcome:
         """After a start: report releases a stop interrupted, then catch up on what passed meanwhile."""
-        now = self._now(now)
+        now = self.log_time(now)
         outcome = Outcome()
         self._emit(outcome, "device.started", {
             "software": software,
@@ -715,14 +771,14 @@ class DoseRules:
 
     def stop(self, now: datetime) -> Outcome:
         outcome = self.tick(now)
-        self._emit(outcome, "device.stopped", {}, self._now(now))
+        self._emit(outcome, "device.stopped", {}, self.log_time(now))
         return outcome
 
     def checkin(self, now: datetime, mood: int | None, side_effects: str | None,
                 medication_ids: list[str]) -> Outcome:
         """How the person feels after a dose. Strong side effects or the lowest mood reach the clinic."""
         outcome = self.tick(now)
-        now = self._now(now)
+        now = self.log_time(now)
         draft = self._emit(outcome, "checkin.recorded", {
             "mood": mood, "side_effects": side_effects, "medications": medication_ids}, now)
         if side_effects == "strong":

@@ -78,9 +78,12 @@ def build_sync(config: Config, daemon_put, outbox_path: str, suffix: str | None 
 def build_daemon(config: Config, db: str | None, *, simulated: bool, demo: bool = False, notifier=None,
                  on_move=None, with_sync: bool = True) -> Daemon:
     """Everything a running dispenser needs, wired together but not started."""
+    from .clocktrust import ClockTrust
     store = open_store(config, db)
+    # A simulated clock may run faster than the steady one: no step to watch for there.
+    trust = ClockTrust("always" if simulated else config.clock_trust)
     engine = Engine(store, config.compartments, config.timezone,
-                    clinic_public_key=config.clinic_public_key)
+                    clinic_public_key=config.clinic_public_key, clock_trusted=trust.check)
     if demo and engine.state.schedule is None:
         now = datetime.now(UTC)
         for medication, count in DEMO_STOCK.items():  # filled before the first window can open
@@ -90,7 +93,7 @@ def build_daemon(config: Config, db: str | None, *, simulated: bool, demo: bool 
     hardware = build_hardware_for(config, lambda item: holder[0].put(item), simulated, on_move)
     sync = build_sync(config, lambda item: holder[0].put(item), store.name) if with_sync else None
     daemon = Daemon(engine, hardware, timezone_name=config.timezone, checkin=config.checkin,
-                    notifier=notifier, sync=sync)
+                    notifier=notifier, sync=sync, clock_trust=trust)
     holder.append(daemon)
     return daemon
 

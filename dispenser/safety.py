@@ -18,10 +18,15 @@ Two parts, both importable so that the tests and `bench/safety.py` share them:
   ones with random limits) in several time zones, starting near DST changes; random
   presses, holds, refills, servo faults, power cuts (also in the middle of a release)
   with random downtime, wall-clock jumps (an hour forward and back, as NTP after a boot
-  with no RTC) and schedule changes. After every simulated day it feeds the new events
-  to a `LogChecker`, and it checks what only the harness can see: that no event is lost
-  across a power cut, and that nothing is released while the wall clock is behind the
-  log (the rules' clamped time is not a real time).
+  with no RTC) and schedule changes. The device's clock is trusted as on a Pi with
+  systemd-timesyncd: the real `ClockTrust` watches the simulated wall and steady clocks
+  and the simulated synchronisation marker (emptied at each boot, touched at each NTP
+  synchronisation, a few minutes to two hours after a boot or a step). After every
+  simulated day it feeds the new events to a `LogChecker`, and it checks what only the
+  harness can see: that no event is lost across a power cut, that nothing is released
+  while the wall clock is behind the log (the rules' clamped time is not a real time),
+  and that by the TRUE clock no dose is released outside its window nor logged missed
+  before its window closed.
 
     >>> result = Simulation(seed=1, days=30).run()      # doctest: +SKIP
     >>> result.violations
@@ -38,6 +43,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from .clocktrust import ClockTrust
 from .engine import Engine
 from .events import GENESIS, event_hash
 from .schedule import Schedule, ScheduleError, parse_schedule
@@ -694,8 +700,11 @@ class Simulation:
         self.back_at: datetime | None = None  # while the power is off: when it comes back (true time)
         self.fed_seq = 0
         self.release_walls: dict[str, tuple[datetime, datetime]] = {}
+        self.true_at: dict[str, datetime] = {}  # event_id of a dose.missed: the true time it was logged
+        self.synced_at: float | None = None  # timesyncd's marker: its mtime, None until a sync since boot
+        self.trust: ClockTrust | None = None
         self.day_index = 0
-        self._pending_fix: list[tuple[datetime, timedelta]] = []
+        self._pending_fix: list[datetime] = []  # when NTP synchronises after the last boot
         self._parsed: tuple[int, Schedule] | None = None
 
     # -- clocks -------------------------------------------------------------------------------
@@ -724,12 +733,20 @@ class Simulation:
         for event in events:
             if event["type"] in ("dose.released", "prn.released"):
                 self.release_walls[event["event_id"]] = (wall, self.true)
+            elif event["type"] == "dose.missed":
+                self.true_at[event["event_id"]] = self.true
 
     def _boot(self) -> None:
         if self.store is None:
             self.store = Store.open(self.db, "disp-sim", id_factory=self.new_id)
             self.checker.loader = store_loader(self.store, self.timezone)
-        self.engine = Engine(self.store, 8, self.timezone, mover=self._mover, new_id=self.new_id)
+        # /run is emptied at a boot: the marker is gone until NTP synchronises again.
+        self.synced_at = None
+        self.trust = ClockTrust("synchronized" if self.jumps else "always",
+                                synchronized_at=lambda: self.synced_at,
+                                wall=lambda: self.wall().timestamp(), steady=lambda: self.true.timestamp())
+        self.engine = Engine(self.store, 8, self.timezone, mover=self._mover, new_id=self.new_id,
+                             clock_trusted=self.trust.check)
         self.engine.listeners.append(self._listen)
         self._call(lambda wall: self.engine.start(wall))
         self.counts["boots"] += 1
@@ -752,12 +769,14 @@ class Simulation:
             ok, seq, reason = self.store.verify()
             if not ok:
                 self._violate("chain", f"store.verify after a power cut: {reason}", seq)
-        if self.jumps and self.rng.random() < 0.25:
-            # A boot without an RTC: the clock starts an hour wrong; NTP fixes it a little later.
-            step = timedelta(hours=self.rng.choice([1, -1]))
-            self.offset += step
-            self._pending_fix.append((self.true + downtime + timedelta(minutes=self.rng.randrange(1, 120)), step))
-            self.counts["wrong_clock_boots"] += 1
+        if self.jumps:
+            # A boot without an RTC: the clock may start an hour wrong; NTP synchronises it
+            # (and steps it right) a little later, usually within minutes.
+            if self.rng.random() < 0.25:
+                self.offset += timedelta(hours=self.rng.choice([1, -1]))
+                self.counts["wrong_clock_boots"] += 1
+            delay = timedelta(minutes=self.rng.choice([1, 1, 2, 5, 15, 60, 119]))
+            self._pending_fix = [self.true + downtime + delay]
         self.back_at = self.true + downtime
         if downtime == timedelta(0):
             self.back_at = None
@@ -848,8 +867,8 @@ class Simulation:
         if self.jumps and rng.random() < 0.08:
             moment = day_start + timedelta(seconds=rng.uniform(0, 86400))
             step = timedelta(hours=rng.choice([1, 1, 1, -1]))
-            at(moment, "jump", step)  # the wall clock steps ...
-            at(moment + timedelta(minutes=rng.choice([1, 5, 30, 59, 61, 90, 180])), "jump", -step)  # ... NTP fixes it
+            at(moment, "jump", step)  # the wall clock steps (set by hand, a wrong time source) ...
+            at(moment + timedelta(minutes=rng.choice([1, 5, 30, 59, 61, 90, 180])), "ntp")  # ... NTP fixes it
         if self.changes and rng.random() < 0.07:
             at(day_start + timedelta(seconds=rng.uniform(0, 86400)), "change")
         plan.sort()
@@ -860,14 +879,18 @@ class Simulation:
         if kind == "jump":
             self.offset += args[0]
             return
+        if kind == "ntp":
+            self._synchronise()
+            return
         if self.engine is None:
             self.counts["ignored_while_off"] += 1
             return
         engine = self.engine
+        outcome = None
         if kind == "press":
-            self._call(lambda wall: engine.press(wall))
+            outcome = self._call(lambda wall: engine.press(wall))
         elif kind == "hold":
-            self._call(lambda wall: engine.hold(wall, args[0]))
+            outcome = self._call(lambda wall: engine.hold(wall, args[0]))
         elif kind == "refill":
             self._call(lambda wall: engine.refill(wall, args[0], args[1]))
         elif kind == "cut":
@@ -882,6 +905,8 @@ class Simulation:
                 self.counts["schedule_changes"] += 1
             elif outcome is not None:
                 self._violate("schedule_refused", f"a valid schedule change ({what}) was refused: {outcome.detail}")
+        if outcome is not None and (outcome.detail or {}).get("reason") == "clock_unsynchronized":
+            self.counts["held_clock_unsynchronized"] += 1  # the cost of waiting for NTP
 
     def _check_day(self) -> None:
         events = list(self.store.events(self.fed_seq))
@@ -896,16 +921,27 @@ class Simulation:
                                   f"{format_at(wall)}: a clamped time, not a real one", event["seq"])
                 if event["type"] == "dose.released" and true is not None and not \
                         parse_utc(event["data"]["window_start"]) <= true < parse_utc(event["data"]["window_end"]):
-                    self.counts["released_outside_window_by_true_clock"] += 1
+                    self._violate("released_outside_window_by_true_clock",
+                                  f"{event['data']['medication_id']} released at true time {format_at(true)}, "
+                                  f"outside its window [{event['data']['window_start']}, "
+                                  f"{event['data']['window_end']})", event["seq"])
+            elif event["type"] == "dose.missed":
+                true = self.true_at.pop(event["event_id"], None)
+                if true is not None and true < parse_utc(event["data"]["window_end"]):
+                    self._violate("missed_early_by_true_clock",
+                                  f"{event['data']['medication_id']} logged missed at true time {format_at(true)}, "
+                                  f"before its window closed at {event['data']['window_end']}", event["seq"])
         if events:
             self.fed_seq = events[-1]["seq"]
-        if self.engine is not None:
-            # The engine has ticked at this moment: every window closed by its time has ended.
+        if self.engine is not None and self.engine.rules.clock_trusted:
+            # The engine has ticked at this moment: every window closed by its time has ended
+            # (not while its clock is untrusted: windows wait for the synchronisation then).
             effective = max(truncate_ms(self.wall()), parse_utc(self.store.last_event()["at"]))
             self.violations += self.checker.settle(effective)
 
     def run(self) -> SimResult:
         self._boot()
+        self._synchronise()  # installed and set up on a network: the clock is right from the start
         outcome = self._call(lambda wall: self.engine.apply_schedule(wall, self.document, "local"))
         if outcome is not None and outcome.feedback != "applied":
             self._violate("schedule_refused", f"the first schedule was refused: {outcome.detail}")
@@ -932,9 +968,15 @@ class Simulation:
 
     def _fix_clock(self, until: datetime) -> None:
         """NTP corrections due before `until` (after a boot with a wrong clock)."""
-        for moment, step in sorted(self._pending_fix):
+        for moment in sorted(self._pending_fix):
             if moment <= until:
                 self._advance(moment)
-                self.offset -= step
-                self._pending_fix.remove((moment, step))
-                self.counts["ntp_fixes"] += 1
+                self._pending_fix.remove(moment)
+                self._synchronise()
+
+    def _synchronise(self) -> None:
+        """NTP: the clock steps to the true time, and timesyncd touches its marker."""
+        self.offset = timedelta(0)
+        if self.engine is not None:
+            self.synced_at = self.wall().timestamp()
+            self.counts["ntp_syncs"] += 1

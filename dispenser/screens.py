@@ -27,6 +27,7 @@ class View:
     next_at: datetime | None = None
     low: list[int] = field(default_factory=list)        # compartments running low or empty
     offline: bool = False
+    clock_unknown: bool = False  # the clock is not trusted yet: doses are held (clocktrust.py)
     choice: int = 0
     choices: list[str] = field(default_factory=list)
 
@@ -40,7 +41,8 @@ def screen(view: View, rows: int = 2) -> list[str]:
     lines = _main(view)
     if rows >= 4:
         status = "offline" if view.offline else ""
-        lines += [f"{view.now:%a %d %b %H:%M}", status or _refill_line(view)]
+        when = "Time not set yet" if view.clock_unknown else f"{view.now:%a %d %b %H:%M}"
+        lines += [when, status or _refill_line(view)]
     return lines
 
 
@@ -62,6 +64,8 @@ def _main(view: View) -> list[str]:
     if view.due:
         what = view.due[0] if len(view.due) == 1 else f"{len(view.due)} medicines"
         return [f"Due: {what}", "Press to release"]
+    if view.clock_unknown:  # its clock may be wrong, so the device shows no time and gives nothing
+        return ["Setting clock...", "Doses on hold"]
     top = f"{view.now:%H:%M}" + (" offline" if view.offline else "")
     if view.low:
         return [top, _refill_line(view)]
@@ -84,6 +88,8 @@ def _feedback(view: View) -> list[str] | None:
         return ["Thank you!", "Dose recorded"]
     if detail.get("reason") == "clock_behind":  # the clock was set back: wait until it passes the log
         return ["Clock was reset", "Please wait"]
+    if detail.get("reason") == "clock_unsynchronized":
+        return ["Setting clock...", "Please wait"]
     if kind == "too_early":
         return ["Too early", f"Opens at {hhmm(detail.get('opens_at'))}"]
     if kind == "nothing_due":

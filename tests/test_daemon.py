@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from dispenser.clocktrust import ClockTrust
 from dispenser.daemon import Daemon
 from dispenser.engine import Engine
 from dispenser.hardware import build_sim_hardware
@@ -213,3 +214,38 @@ def test_a_full_disk_shows_a_storage_problem_releases_nothing_and_recovers():
     assert device.press("2026-11-24T07:51:00") == ["Take your pill", "Press when taken"]
     assert len(device.events("dose.released")) == 1
     assert device.store.verify()[0]
+
+
+def test_an_unsynchronised_clock_holds_doses_says_so_and_alerts_once_after_half_an_hour():
+    """A Pi whose clock NTP has not set since boot: no time shown, nothing given, the clinic told."""
+    device = Device()
+    marker: list[float | None] = [None]
+    trust = ClockTrust("synchronized", synchronized_at=lambda: marker[0],
+                       wall=lambda: device.now.timestamp(), steady=lambda: device.now.timestamp())
+    device.engine.clock_trusted, device.daemon.clock_trust = trust.check, trust
+
+    assert device.at("2026-11-24T06:29:00") == ["Setting clock...", "Doses on hold"]
+    assert device.events("alert.raised") == []
+    device.at("2026-11-24T06:31:00")
+    device.at("2026-11-24T07:40:00")
+    [alert] = device.events("alert.raised")
+    assert alert["data"]["kind"] == "clock_unsynchronized" and "holds every dose" in alert["data"]["message"]
+
+    assert device.lcd() == ["Setting clock...", "Doses on hold"]  # the window is open by the clock
+    assert not device.hw.led.is_on and not device.hw.buzzer.is_on
+    before = device.duties(1)
+    assert device.press("2026-11-24T07:45:00") == ["Setting clock...", "Please wait"]
+    assert device.duties(1) == before and device.events("dose.released") == []
+
+    marker[0] = device.now.timestamp()  # NTP answers
+    assert device.at("2026-11-24T07:46:00") == ["Due: Sertraline", "Press to release"]
+    assert device.press("2026-11-24T07:47:00") == ["Take your pill", "Press when taken"]
+    assert len(device.events("clock.synchronized")) == 1 and len(device.events("alert.raised")) == 1
+
+
+def test_a_four_row_display_shows_no_time_it_cannot_vouch_for():
+    device = Device(lcd_size=(20, 4))
+    trust = ClockTrust("synchronized", synchronized_at=lambda: None,
+                       wall=lambda: device.now.timestamp(), steady=lambda: device.now.timestamp())
+    device.engine.clock_trusted, device.daemon.clock_trust = trust.check, trust
+    assert device.at("2026-11-24T06:10:00")[:3] == ["Setting clock...", "Doses on hold", "Time not set yet"]

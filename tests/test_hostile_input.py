@@ -443,6 +443,7 @@ def test_corrupt_config_files_give_one_line_and_exit_2(tmp_path, monkeypatch, re
     b"[storage]\ndb = 5\n",
     b"[clinic]\npublic_key = \"not base64!\"\n",
     b"[mqtt]\nport = \"many\"\n",
+    b"[clock]\ntrust = \"rtc\"\n",
     b"[nonsense]\nx = 1\n",
     b"device = 3\n",
 ])

@@ -1,17 +1,25 @@
 """The wall clock jumping: an hour forward and back (a boot with no RTC, then NTP), and back then forward.
 
-The rules work on the log's time, which never decreases (RULES.md, "Time"). These tests
-drive the real engine and log through clock steps and show what happens: no dose is
+The rules work on the log's time, which never decreases (RULES.md, "Time"). The first
+tests drive the real engine and log through clock steps on a clock that is believed
+(`clock.trust = "always"`: an RTC, the simulator) and show what happens: no dose is
 released twice, nothing is released while the clock reads earlier than the log (the
 clamped time is not a real one), a correction back never reopens a window or repeats a
-missed dose, and limits are counted on the log's time. A clock running ahead is taken
-at its word: that one case is shown too, as documented.
+missed dose, and limits are counted on the log's time. Such a clock running ahead is
+taken at its word: that case is shown too, as documented.
+
+The tests after `NoRtcPi` run the same engine as on a Pi with no battery clock
+(`clock.trust = "synchronized"`, the default there): the real ClockTrust watches the
+wall clock, a steady clock and timesyncd's marker, and until NTP has synchronised the
+clock nothing is released and no window is judged, so a clock ahead, by a boot or by
+hand, causes neither an early release nor a false missed dose.
 """
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from support import Rig, as_needed, daily, local, schedule
+from dispenser.clocktrust import ClockTrust
+from support import NY, Rig, as_needed, daily, local, schedule
 
 HOUR = timedelta(hours=1)
 
@@ -161,3 +169,158 @@ def test_a_small_step_back_only_pauses_releases_for_that_long():
     assert rig.engine.press(rig.now).feedback == "too_early"
     rig.now += timedelta(seconds=3)
     assert rig.engine.press(rig.now).feedback == "released"
+
+
+# -- a Pi with no battery clock: the clock is trusted only once NTP has synchronised it --------
+
+
+class NoRtcPi:
+    """The Pi around a Rig: its wall clock is `rig.now`, its steady clock the true time (the
+    wall clock less its error), and timesyncd's marker is touched at each synchronisation."""
+
+    def __init__(self, rig: Rig):
+        self.rig, self.error = rig, timedelta(0)
+        self.marker: float | None = rig.now.timestamp()  # set up on a network: synchronised
+        self._watch()
+
+    def _watch(self) -> None:
+        self.trust = ClockTrust("synchronized", synchronized_at=lambda: self.marker,
+                                wall=lambda: self.rig.now.timestamp(),
+                                steady=lambda: (self.rig.now - self.error).timestamp())
+        self.rig.clock_trusted = self.trust.check
+
+    def true(self) -> datetime:
+        return self.rig.now - self.error
+
+    def at(self, text: str) -> datetime:
+        """Live on to the TRUE local time `text`, ticking as the daemon would."""
+        wall = local(text) + self.error
+        self.rig.at(wall.astimezone(NY).replace(tzinfo=None).isoformat())
+        return self.rig.now
+
+    def step(self, delta: timedelta) -> None:
+        """The wall clock is set (by hand, a bad source); the steady clock does not move."""
+        self.rig.now += delta
+        self.error += delta
+
+    def ntp(self) -> None:
+        """timesyncd steps the clock to the true time and touches its marker."""
+        self.rig.now -= self.error
+        self.error = timedelta(0)
+        self.marker = self.rig.now.timestamp()
+
+    def power_cut(self, off: timedelta, clock_error: timedelta) -> None:
+        """Off for `off`; the clock comes back `clock_error` off the truth; /run is empty."""
+        true = self.true() + off
+        self.error, self.marker = clock_error, None
+        self._watch()
+        self.rig.now = true + clock_error
+        self.rig.restart()
+
+
+def press(rig: Rig):
+    return rig.engine.press(rig.now)
+
+
+def held(outcome) -> bool:
+    return outcome.detail.get("reason") == "clock_unsynchronized" and not outcome.releases
+
+
+def test_a_boot_with_the_clock_an_hour_ahead_releases_and_misses_nothing_until_ntp():
+    rig = morning()  # sertraline 08:00, window [07:30, 10:00)
+    pi = NoRtcPi(rig)
+    pi.at("2026-11-24T07:00:00")
+    last_before = rig.events()[-1]["at"]
+    pi.power_cut(timedelta(minutes=30), clock_error=timedelta(hours=1))  # true 07:30, the clock 08:30
+    outcome = press(rig)
+    assert outcome.feedback == "too_early" and held(outcome)
+    pi.at("2026-11-24T09:15:00")  # the clock reads 10:15: by it, the window has closed
+    assert held(press(rig))
+    assert rig.events("dose.missed") == [] and releases(rig) == []
+    # While the clock is untrusted the log's time stands still: nothing in it lies ahead of the truth.
+    assert [e["type"] for e in rig.events()[-2:]] == ["clock.unsynchronized", "device.started"]
+    assert all(e["at"] == last_before for e in rig.events()[-2:])
+    pi.ntp()  # true 09:15: the window is truly still open
+    assert press(rig).feedback == "released"
+    assert [e["type"] for e in rig.events("clock.synchronized")] == ["clock.synchronized"]
+    assert rig.events("clock.synchronized")[0]["at"] == "2026-11-24T14:15:00.000Z"
+    pi.at("2026-11-24T12:00:00")
+    assert rig.events("dose.missed") == [] and len(releases(rig)) == 1
+    assert ats_never_decrease(rig) and rig.store.verify()[0]
+
+
+def test_a_boot_with_the_saved_time_behind_misses_only_what_truly_closed():
+    """The usual boot with no RTC: the clock starts at the time saved before the power went."""
+    rig = morning()
+    pi = NoRtcPi(rig)
+    pi.at("2026-11-24T06:30:00")
+    pi.power_cut(timedelta(hours=4), clock_error=timedelta(hours=-4))  # true 10:30, the clock 06:30
+    pi.at("2026-11-24T10:40:00")
+    assert rig.events("dose.missed") == [] and held(press(rig))
+    pi.ntp()
+    press(rig)  # the catch-up: the 08:00 window truly closed at 10:00
+    [missed] = rig.events("dose.missed")
+    assert missed["data"]["scheduled_at"] == "2026-11-24T13:00:00Z"
+    assert missed["at"] == "2026-11-24T15:40:00.000Z"  # when it was known, never before 10:00
+    assert any(e["data"].get("kind") == "dose_missed" for e in rig.events("alert.raised"))
+    pi.at("2026-11-25T07:45:00")
+    assert press(rig).feedback == "released" and len(rig.events("dose.missed")) == 1
+
+
+def test_a_clock_set_an_hour_ahead_by_hand_holds_everything_until_ntp():
+    rig = morning()
+    pi = NoRtcPi(rig)
+    pi.at("2026-11-24T07:20:00")
+    pi.step(timedelta(hours=1))  # the clock reads 08:20, truly 07:20: the window is not open
+    assert held(press(rig))
+    pi.at("2026-11-24T09:10:00")  # the clock reads 10:10
+    assert held(press(rig)) and rig.events("dose.missed") == []
+    assert rig.engine.rules.releasable(rig.now) == []  # nothing shown as due, no reminder sound
+    pi.ntp()
+    assert press(rig).feedback == "released"
+    assert press(rig).feedback == "confirmed"
+    pi.at("2026-11-24T12:00:00")
+    assert rig.events("dose.missed") == [] and len(releases(rig)) == 1 and ats_never_decrease(rig)
+
+
+def test_a_synchronised_clock_offline_for_days_keeps_dispensing():
+    rig = morning()
+    pi = NoRtcPi(rig)  # synchronised once; the network then goes for three days
+    for day in ("24", "25", "26"):
+        pi.at(f"2026-11-{day}T07:45:00")
+        assert press(rig).feedback == "released"
+        rig.now += timedelta(milliseconds=36)  # the crystal drifts, far below a step
+    assert len(releases(rig)) == 3 and rig.events("clock.unsynchronized") == []
+
+
+def test_two_days_without_ntp_hold_every_dose_then_each_closed_window_is_missed_once(tmp_path):
+    rig = Rig(schedule(daily("sertraline", 1, ["08:00", "20:00"], before=30, after=120)), "2026-11-24T06:00:00",
+              stock={"sertraline": 30}, db=str(tmp_path / "d.db"))
+    pi = NoRtcPi(rig)
+    pi.power_cut(timedelta(minutes=5), clock_error=timedelta(0))  # NTP unreachable for two days
+    for text in ("2026-11-24T08:00:00", "2026-11-24T20:00:00", "2026-11-25T08:00:00", "2026-11-25T20:00:00"):
+        pi.at(text)
+        assert held(press(rig))
+    pi.power_cut(timedelta(0), clock_error=timedelta(0))  # a restart while still unsynchronised
+    assert rig.engine.state.clock_trusted is False  # as the log says
+    pi.at("2026-11-26T07:45:00")
+    assert releases(rig) == [] and rig.events("dose.missed") == []
+    pi.ntp()
+    assert press(rig).feedback == "released"  # today's window is open
+    missed = [e["data"]["scheduled_at"] for e in rig.events("dose.missed")]
+    assert missed == ["2026-11-24T13:00:00Z", "2026-11-25T01:00:00Z", "2026-11-25T13:00:00Z",
+                      "2026-11-26T01:00:00Z"]
+    assert ats_never_decrease(rig) and rig.store.verify()[0]
+
+
+def test_as_needed_waits_for_ntp_and_is_not_counted_as_a_denial():
+    rig = Rig(schedule(as_needed("hydroxyzine", 3, every_h=4, max_units=3)), "2026-11-24T06:00:00",
+              stock={"hydroxyzine": 10})
+    pi = NoRtcPi(rig)
+    pi.at("2026-11-24T12:00:00")
+    pi.step(timedelta(hours=3))
+    outcome = rig.engine.hold(rig.now)
+    assert outcome.feedback == "denied" and held(outcome)
+    assert rig.events("prn.denied") == [] and releases(rig) == []
+    pi.ntp()
+    assert rig.engine.hold(rig.now).feedback == "released"
