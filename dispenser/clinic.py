@@ -115,6 +115,8 @@ def state_line(device: str, state: dict) -> str:
             f"{name} {item.get('count') if isinstance(item, dict) else item}" for name, item in stock.items()))
     if "backlog" in state:
         parts.append(f"backlog {state['backlog']}")
+    if state.get("clock_trusted") is False:
+        parts.append("CLOCK NOT SET: doses held")
     return f".. {device} state: " + "; ".join(parts)
 
 

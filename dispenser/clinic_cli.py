@@ -48,6 +48,8 @@ def add_commands(sub, common) -> dict[str, Callable]:
     push.add_argument("--device", required=True, metavar="ID")
     push.add_argument("--allow-unsigned", action="store_true", help="send it even though it is unsigned")
     push.add_argument("--timeout", type=float, default=PUSH_TIMEOUT_S)
+    push.add_argument("--wait", type=float, metavar="S",
+                      help="then wait up to S seconds for the device's answer (applied or rejected)")
 
     watch = actions.add_parser("watch", parents=[common], help="follow events, alerts and status")
     watch.add_argument("--device", metavar="ID", help="one device (default: all)")
@@ -351,8 +353,12 @@ class _Link:
             return self._cond.wait_for(predicate, timeout)
 
     def close(self) -> None:
+        with self._cond:
+            self.closing = True  # our own disconnect is not a lost connection
         self.client.disconnect()
         self.client.loop_stop()
+
+    closing = False
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         with self._cond:
@@ -371,7 +377,7 @@ class _Link:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         with self._cond:
-            if self.connected:
+            if self.connected and not self.closing:
                 print(f"-- connection to {self.where} lost ({reason_code}); reconnecting", file=sys.stderr)
             elif self.failure is None:
                 self.failure = f"the broker at {self.where} closed the connection: {reason_code}"
@@ -408,7 +414,11 @@ def clinic_push(args) -> int:
     if len(payload) > MAX_SCHEDULE_BYTES:
         raise _user_error(f"{args.file}: {len(payload)} bytes; the device refuses more than "
                           f"{MAX_SCHEDULE_BYTES} (too_large)")
-    link = _Link(settings, "push")
+    if args.wait is not None and not args.wait > 0:
+        raise _user_error("--wait must be more than 0")
+    # With --wait, listen to the device's events before sending, so its answer cannot slip by.
+    events_topic = [_topics(settings, args.device).events] if args.wait else []
+    link = _Link(settings, "push", events_topic)
     try:
         if not link.connect(args.timeout):
             return _fail(f"push: {link.failure}; nothing sent")
@@ -417,9 +427,38 @@ def clinic_push(args) -> int:
             return _fail(f"push: no acknowledgement from {link.where} within {args.timeout:g} s")
         if info.mid not in link.acks:
             return _fail(f"push: the broker closed the connection before acknowledging ({link.failure})")
-        return _push_result(link.acks[info.mid], topic, document)
+        result = _push_result(link.acks[info.mid], topic, document)
+        if result != 0 or not args.wait:
+            return result
+        return _await_answer(link, args.device, document.get("version"), args.wait)
     finally:
         link.close()
+
+
+def _await_answer(link: _Link, device: str, version, wait_s: float) -> int:
+    """The device's schedule.applied / schedule.rejected for this version: 0 applied, 1 otherwise."""
+    deadline = time.monotonic() + wait_s
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            _, payload = link.messages.get(timeout=remaining)
+        except queue.Empty:
+            break
+        try:
+            event = json.loads(payload)
+            kind, data = event["type"], event["data"]
+        except (ValueError, TypeError, KeyError):
+            continue
+        if kind not in ("schedule.applied", "schedule.rejected") or data.get("source") != "mqtt" \
+                or data.get("version") != version:
+            continue
+        if kind == "schedule.applied":
+            print(f"{device} applied schedule version {version} at {event.get('at')}")
+            return 0
+        problems = "; ".join(str(p) for p in data.get("problems", [])[:3])
+        return _fail(f"push: {device} rejected schedule version {version}: {data.get('reason')}"
+                     + (f" ({problems})" if problems else ""))
+    return _fail(f"push: no answer from {device} within {wait_s:g} s; it gets the schedule when it next "
+                 "connects (its session keeps it), and answers then (see `dispenser clinic watch`)")
 
 
 def _topics(settings, device: str):

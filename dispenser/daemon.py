@@ -413,4 +413,5 @@ def device_state(engine: Engine, now: datetime) -> dict:
                                            "unconfirmed": r.unconfirmed, "pdc": r.pdc}
                          for r in reports.values()},
         "backlog": engine.store.backlog(),
+        "clock_trusted": rules.clock_trusted,  # False: doses are held until NTP sets the clock
     }

@@ -122,6 +122,7 @@ def test_refill_sets_the_count_and_status_shows_it(device):
     assert status.returncode == 0
     assert "compartment 1: sertraline 30" in status.stdout
     assert "version 12" in status.stdout
+    assert "clock         trusted as set" in status.stdout  # the simulator believes its host's clock
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -117,6 +117,8 @@ def test_state_is_shown_when_more_than_its_time_changes():
                      "stock sertraline 27; backlog 0"]
     assert watcher.handle(f"{BASE}/state", raw({**state, "at": "2026-11-21T06:01:00Z"})) == []
     assert len(watcher.handle(f"{BASE}/state", raw({**state, "backlog": 3}))) == 1
+    [held] = watcher.handle(f"{BASE}/state", raw({**state, "backlog": 3, "clock_trusted": False}))
+    assert held.endswith("; backlog 3; CLOCK NOT SET: doses held")
 
 
 def test_a_gap_in_seq_is_pointed_out_and_late_arrivals_are_not():
@@ -231,6 +233,7 @@ def test_push_reaches_the_devices_schedule_set(tmp_path, broker, signed_schedule
     try:
         result = dispenser("clinic", "push", signed_schedule, "--device", DEVICE, "--config", config)
         assert result.returncode == 0, result.stderr
+        assert result.stderr == ""  # its own disconnect is no "connection lost"
         assert device.wait_for(lambda: device.on(f"{BASE}/schedule/set"))
         [(topic, payload, retained)] = device.messages
         assert json.loads(payload) == json.loads(signed_schedule.read_text()) and not retained

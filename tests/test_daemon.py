@@ -8,7 +8,7 @@ import time
 import pytest
 
 from dispenser.clocktrust import ClockTrust
-from dispenser.daemon import Daemon
+from dispenser.daemon import Daemon, device_state
 from dispenser.engine import Engine
 from dispenser.hardware import build_sim_hardware
 from dispenser.store import Store
@@ -232,6 +232,7 @@ def test_an_unsynchronised_clock_holds_doses_says_so_and_alerts_once_after_half_
     assert alert["data"]["kind"] == "clock_unsynchronized" and "holds every dose" in alert["data"]["message"]
 
     assert device.lcd() == ["Setting clock...", "Doses on hold"]  # the window is open by the clock
+    assert device_state(device.engine, device.now)["clock_trusted"] is False  # the clinic's retained state
     assert not device.hw.led.is_on and not device.hw.buzzer.is_on
     before = device.duties(1)
     assert device.press("2026-11-24T07:45:00") == ["Setting clock...", "Please wait"]
@@ -241,6 +242,7 @@ def test_an_unsynchronised_clock_holds_doses_says_so_and_alerts_once_after_half_
     assert device.at("2026-11-24T07:46:00") == ["Due: Sertraline", "Press to release"]
     assert device.press("2026-11-24T07:47:00") == ["Take your pill", "Press when taken"]
     assert len(device.events("clock.synchronized")) == 1 and len(device.events("alert.raised")) == 1
+    assert device_state(device.engine, device.now)["clock_trusted"] is True
 
 
 def test_a_four_row_display_shows_no_time_it_cannot_vouch_for():

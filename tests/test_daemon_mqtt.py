@@ -106,3 +106,37 @@ def test_schedules_from_the_clinic_are_applied_or_refused_with_the_reason(setup)
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(20) == 0
     assert clinic.wait_for(lambda: json.loads(clinic.on(f"{BASE}/status")[-1]) .get("online") is False, 10)
+
+
+def test_clinic_push_wait_reports_the_devices_answer(setup, tmp_path):
+    """`dispenser clinic push --wait`: the clinician learns at once whether the device took it."""
+    clinic, private, daemon, config = setup
+    signed = tmp_path / "v12.signed.json"
+    signed.write_text(json.dumps(sign_document(contract_schedule(), private, "clinic-2026")))
+    unsigned = copy.deepcopy(contract_schedule())
+    unsigned["version"] = 13
+    (tmp_path / "v13.json").write_text(json.dumps(unsigned))
+
+    def push(path, *extra):
+        return subprocess.run([sys.executable, "-m", "dispenser", "clinic", "push", str(path), "--device", DEVICE,
+                               "--config", str(config), "--wait", "20", *extra],
+                              capture_output=True, text=True, timeout=60)
+
+    applied = push(signed)
+    assert applied.returncode == 0, applied.stderr
+    assert f"{DEVICE} applied schedule version 12" in applied.stdout
+    stale = push(signed)
+    assert stale.returncode == 1 and "rejected schedule version 12: stale_version" in stale.stderr
+    refused = push(tmp_path / "v13.json", "--allow-unsigned")
+    assert refused.returncode == 1 and "rejected schedule version 13: unsigned" in refused.stderr
+    assert [e["data"]["version"] for e in events(clinic) if e["type"] == "schedule.applied"] == [12]
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(20) == 0
+    later = copy.deepcopy(contract_schedule())
+    later["version"] = 14
+    (tmp_path / "v14.json").write_text(json.dumps(sign_document(later, private, "clinic-2026")))
+    offline = subprocess.run([sys.executable, "-m", "dispenser", "clinic", "push", str(tmp_path / "v14.json"),
+                              "--device", DEVICE, "--config", str(config), "--wait", "1"],
+                             capture_output=True, text=True, timeout=60)
+    assert offline.returncode == 1, offline.stdout  # queued in the device's session, unanswered for now
+    assert "no answer from disp-0001 within 1 s" in offline.stderr and len(offline.stderr.splitlines()) == 1
