@@ -483,8 +483,8 @@ class DoseRules:
         return outcome
 
     def releasable(self, now: datetime) -> list[Dose]:
-        """Doses a press would release now (stock permitting)."""
-        if not self.clock_trusted:
+        """Doses a press would release now (stock permitting): none while the time is unknown."""
+        if self.time_unknown(now):
             return []
         now = self.log_time(now)
         return [d for d in self._live_doses(now) if d.window_start <= now < d.window_end

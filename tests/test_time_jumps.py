@@ -73,6 +73,7 @@ def test_nothing_is_released_while_the_clock_reads_earlier_than_the_log():
     assert outcome.feedback == "too_early" and outcome.detail["reason"] == "clock_behind"
     assert outcome.detail["opens_at"] == local("2026-11-24T08:00:00")
     set_clock(rig, "2026-11-24T07:45:00")  # truly in the window, but the log still reads 08:00
+    assert rig.engine.rules.releasable(rig.now) == []  # not shown as due: a press would not release it
     assert rig.engine.press(rig.now).feedback == "too_early"
     assert releases(rig) == []
     set_clock(rig, "2026-11-24T08:00:01")  # the clock has passed the log: time is real again
