@@ -56,6 +56,8 @@ def add_commands(sub, common) -> dict[str, Callable]:
     watch.add_argument("--json", action="store_true", help="JSON lines: each new event as it was sent")
     watch.add_argument("--count", type=int, metavar="N", help="exit after N new events (alerts count)")
     watch.add_argument("--timeout", type=float, metavar="S", help="exit after S seconds")
+    watch.add_argument("--session", metavar="NAME",
+                       help="a persistent session: what arrives while this watcher is away is kept for it")
     return {"sync": cmd_sync, "clinic": cmd_clinic}
 
 
@@ -297,10 +299,12 @@ def _signed_name(path: Path) -> Path:
 class _Link:
     """One paho client of the clinic's, with waits on a condition instead of sleeps."""
 
-    def __init__(self, settings, role: str, topics: list[str] = ()):
+    def __init__(self, settings, role: str, topics: list[str] = (), session: str | None = None):
+        """`session`: a named, persistent session; the broker keeps what arrives while away."""
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
         self.settings = settings
+        self.session = session
         self.topics = list(topics)
         self.connected = False
         self.failure: str | None = None
@@ -310,8 +314,8 @@ class _Link:
         self._cond = threading.Condition()
         v5 = settings.protocol == "5"
         protocol = MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311
-        options = {} if v5 else {"clean_session": True}
-        client_id = f"clinic-{role}-{secrets.token_hex(4)}"
+        options = {} if v5 else {"clean_session": session is None}
+        client_id = f"clinic-{role}-{session}" if session else f"clinic-{role}-{secrets.token_hex(4)}"
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, **options)
         if settings.username is not None:
             self.client.username_pw_set(settings.username, settings.password)
@@ -335,8 +339,17 @@ class _Link:
 
     def connect(self, timeout: float) -> bool:
         """Connect (and subscribe); False with `failure` set when that did not happen in time."""
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+        from .sync import SESSION_EXPIRY_S
+        options = {}
+        if self.settings.protocol == "5":
+            options["clean_start"] = self.session is None
+            if self.session:
+                options["properties"] = Properties(PacketTypes.CONNECT)
+                options["properties"].SessionExpiryInterval = SESSION_EXPIRY_S
         try:
-            self.client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive)
+            self.client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive, **options)
         except ValueError as error:
             self.failure = str(error)
             return False
@@ -514,7 +527,11 @@ def clinic_watch(args) -> int:
     device = _topics(settings, args.device).device_id if args.device else "+"
     base = f"{settings.topic_prefix}/{device}"
     watcher = Watcher(settings.topic_prefix, json_lines=args.json)
-    link = _Link(settings, "watch", [f"{base}/{kind}" for kind in ("events", "alerts", "status", "state")])
+    if args.session is not None and not (args.session.replace("-", "").replace("_", "").isalnum()
+                                         and len(args.session) <= 40):
+        raise _user_error("--session may hold only letters, digits, - and _ (at most 40)")
+    link = _Link(settings, "watch", [f"{base}/{kind}" for kind in ("events", "alerts", "status", "state")],
+                 session=args.session)
     try:
         if not link.connect(args.timeout or PUSH_TIMEOUT_S):
             return _fail(f"watch: {link.failure}")

@@ -309,6 +309,34 @@ def test_watch_json_and_timeout(tmp_path, broker):
     assert [json.loads(line) for line in result.stdout.splitlines()] == [event(1)]
 
 
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_watch_with_a_session_gets_what_was_published_while_it_was_away(tmp_path, broker, protocol):
+    """A caregiver's watcher restarted (or its laptop asleep) must not lose a missed-dose alert."""
+    config = write_config(tmp_path / "clinic.toml", tmp_path / "unused.db", broker.port)
+    config.write_text(config.read_text().replace("port = ", f'protocol = "{protocol}"\nport = '))
+    first = dispenser("clinic", "watch", "--device", DEVICE, "--session", "carer-1", "--config", config,
+                      "--timeout", "1")
+    assert first.returncode == 0 and first.stdout == "", first.stderr  # subscribed, then away
+    device = Clinic(broker, client_id=DEVICE).connect()
+    try:
+        device.publish(f"{BASE}/events", raw(event(1)))
+        device.publish(f"{BASE}/alerts", raw(alert(2)))
+    finally:
+        device.close()
+    without = dispenser("clinic", "watch", "--device", DEVICE, "--config", config, "--count", "1", "--timeout", "1")
+    assert without.returncode == 1 and without.stdout == ""  # a clean session heard none of it
+    back = dispenser("clinic", "watch", "--device", DEVICE, "--session", "carer-1", "--config", config,
+                     "--count", "2", "--timeout", "20")
+    assert back.returncode == 0, back.stderr
+    assert back.stdout.splitlines() == [event_line(event(1)), alert_line(alert(2))]
+
+
+def test_watch_refuses_a_session_name_that_is_not_a_plain_word(tmp_path, broker):
+    config = write_config(tmp_path / "clinic.toml", tmp_path / "unused.db", broker.port)
+    result = dispenser("clinic", "watch", "--session", "a/b", "--config", config, "--timeout", "1")
+    assert result.returncode == 2 and "--session" in result.stderr
+
+
 # ------------------------------------------------------------------------ sync
 
 
