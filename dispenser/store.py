@@ -183,7 +183,12 @@ class Store:
         self.name = name
         self.device_id = device_id
         self._id_factory = id_factory
-        self._tail = self._read_tail()
+        try:
+            self._tail = self._read_tail()
+        except sqlite3.Error as error:  # a damaged page under the last event: say so in one line
+            db.conn.close()
+            raise StoreError(f"{name}: the log is damaged: its last event cannot be read "
+                             f"({error.__class__.__name__}); not starting on it") from None
 
     @classmethod
     def open(cls, path: str | os.PathLike, device_id: str,

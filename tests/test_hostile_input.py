@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import io
+import itertools
 import json
 import os
 import sqlite3
@@ -394,8 +395,10 @@ def real_db(tmp_path_factory) -> Path:
     """A real log with a schedule and stock, closed (checkpointed), to copy and damage."""
     folder = tmp_path_factory.mktemp("real")
     db = folder / "d.db"
-    store = Store.open(db, "disp-sim")
-    engine = Engine(store, COMPARTMENTS, "UTC")
+    ids = itertools.count(1)  # fixed ids: the same bytes every run, so the derandomized damage is too
+    new_id = lambda: f"00000000-0000-4000-8000-{next(ids):012d}"  # noqa: E731
+    store = Store.open(db, "disp-sim", id_factory=new_id)
+    engine = Engine(store, COMPARTMENTS, "UTC", new_id=new_id)
     engine.start(NOW)
     engine.apply_schedule(NOW, base_document(1), "local")
     for med in ("sertraline", "naltrexone", "hydroxyzine"):
@@ -558,3 +561,14 @@ def test_a_damaged_database_as_a_person_would_see_it(tmp_path, real_db, damage):
     assert out.returncode == 2, (out.stdout, out.stderr)
     assert len(out.stderr.splitlines()) == 1 and "Traceback" not in out.stderr, out.stderr
     assert path.read_bytes() == before
+
+
+def test_a_last_event_that_cannot_be_read_is_refused_in_one_line(tmp_path, real_db):
+    """Found by the page damage above: a byte that is not UTF-8 in the last event's hash."""
+    with sqlite3.connect(real_db) as db:
+        last_hash = db.execute("SELECT hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()[0]
+    path = tmp_path / "d.db"
+    path.write_bytes(real_db.read_bytes().replace(last_hash.encode(), b"\x80" + last_hash[1:].encode()))
+    message = refuses(path)
+    assert message.endswith("the log is damaged: its last event cannot be read (OperationalError); "
+                            "not starting on it")
