@@ -19,7 +19,7 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 from .compartments import Compartments, build_servos
 from .errors import HardwareConfigError, HardwareError, LcdFault, PinFactoryError, ServoFault
 from .inputs import Button, Sensor, drop_sensor, lid_switch
-from .lcd import Lcd, NullLcd, gpio_lcd, mcp23008_lcd, pcf8574_lcd, sim_lcd
+from .lcd import Lcd, NullLcd, _board_i2c, gpio_lcd, mcp23008_lcd, pcf8574_lcd, sim_lcd
 from .outputs import Buzzer, Led
 from .pins import make_pin_factory
 from .settings import HardwareConfig, parse_hardware_config
@@ -66,9 +66,10 @@ def build_hardware(hw_config: dict | HardwareConfig | None, put: Callable[[str],
 
     `backend = "sim"` gives `build_sim_hardware`; `"pi"` real pins from
     `pin_factory` (default: the config's `pin_factory`). `sleep` paces the servos;
-    `i2c` replaces the Pi's I2C bus (tests). Raises HardwareConfigError for a bad
-    table, PinFactoryError when no GPIO library works, HardwareError when a part
-    cannot be set up. An LCD fault does not stop the build: it shows at `lcd.show()`.
+    `i2c` replaces the Pi's I2C bus (tests); a PCA9685 servo board shares it with the
+    LCD. Raises HardwareConfigError for a bad table, PinFactoryError when no GPIO
+    library works, HardwareError when a part cannot be set up (a PCA9685 that does not
+    answer). An LCD fault does not stop the build: it shows at `lcd.show()`.
     """
     cfg = hw_config if isinstance(hw_config, HardwareConfig) else parse_hardware_config(hw_config)
     if cfg.backend == "sim":
@@ -76,6 +77,8 @@ def build_hardware(hw_config: dict | HardwareConfig | None, put: Callable[[str],
                                   dwell_ms=cfg.dwell_ms, hold_s=cfg.hold_s, on_move=on_move,
                                   lcd=cfg.lcd != "none")
     factory = pin_factory if pin_factory is not None else make_pin_factory(cfg.pin_factory)
+    if cfg.servo_driver == "pca9685" and i2c is None:
+        i2c = _open_i2c()  # one bus object for the servo board and the LCD
     built: list = []
 
     def part(what: str, make):
@@ -90,8 +93,7 @@ def build_hardware(hw_config: dict | HardwareConfig | None, put: Callable[[str],
 
     try:
         servos = part("the servos", lambda: Compartments(
-            build_servos(cfg.servo_pins, pin_factory=factory, min_pulse_ms=cfg.min_pulse_ms,
-                         max_pulse_ms=cfg.max_pulse_ms),
+            _build_servos(cfg, factory, i2c),
             cfg.open_angles, cfg.closed_angles, dwell_s=cfg.dwell_ms / 1000, sleep=sleep,
             on_move=on_move))
         bounce = cfg.bounce_ms / 1000 or None
@@ -114,6 +116,24 @@ def build_hardware(hw_config: dict | HardwareConfig | None, put: Callable[[str],
         raise
     return Hardware(lcd=lcd, compartments=servos, button=button, buzzer=buzzer, led=led,
                     lid=lid, drop=drop, pin_factory=factory)
+
+
+def _build_servos(cfg: HardwareConfig, factory, i2c) -> list:
+    if cfg.servo_driver == "pca9685":
+        from .pca9685 import build_pca9685_servos  # imports adafruit_pca9685: only when used
+
+        return build_pca9685_servos(i2c, cfg.compartments, address=cfg.pca9685_address,
+                                    min_pulse_ms=cfg.min_pulse_ms, max_pulse_ms=cfg.max_pulse_ms)
+    return build_servos(cfg.servo_pins, pin_factory=factory, min_pulse_ms=cfg.min_pulse_ms,
+                        max_pulse_ms=cfg.max_pulse_ms)
+
+
+def _open_i2c():
+    try:
+        return _board_i2c()
+    except Exception as error:  # Blinka raises RuntimeError, ValueError, OSError, ...
+        raise HardwareError(f"hardware: cannot open I2C bus 1 for the PCA9685: "
+                            f"{type(error).__name__}: {error}") from error
 
 
 def _build_lcd(cfg: HardwareConfig, factory, i2c):

@@ -1,12 +1,14 @@
-"""An I2C bus with emulated LCD backpacks on it, feeding the HD44780 emulator.
+"""An I2C bus with emulated chips on it: LCD backpacks feeding the HD44780
+emulator, and a PCA9685 servo board.
 
-Used by the tests and available to the simulator, so that the MCP23008 and
-PCF8574 code paths run end to end without a Pi. The bus has the busio.I2C methods
-the Adafruit libraries call.
+Used by the tests and available to the simulator, so that the MCP23008, PCF8574
+and PCA9685 code paths run end to end without a Pi. The bus has the busio.I2C
+methods the Adafruit libraries call.
 
     >>> bus = FakeI2C()
     >>> screen = HD44780(16, 2)
     >>> bus.attach(0x27, Pcf8574Chip(screen))
+    >>> bus.attach(0x40, Pca9685Chip())
 """
 from __future__ import annotations
 
@@ -123,3 +125,112 @@ class Pcf8574Chip:
 
     def read(self, count: int) -> bytes:
         return bytes((self.port,)) * count
+
+
+class Pca9685Chip:
+    """A PCA9685 16-channel PWM chip: the registers adafruit_pca9685 uses, as the datasheet has them.
+
+    Emulated: MODE1 (SLEEP stops the oscillator; PRESCALE takes writes only while
+    asleep; RESTART is set by sleeping with outputs running and cleared by writing
+    1; AI makes the register pointer step after each byte, 0x45 -> 0xFA, 0xFF -> 0x00),
+    MODE2, LEDn_ON/OFF (0x06 + 4n) with the full-on (bit 4 of ON_H) and full-off
+    (bit 4 of OFF_H, which wins) bits, and ALL_LED (0xFA-0xFD, write-only). Outputs
+    change at the end of a write, as the chip's default "update on STOP" does.
+    `pulse_ms(n)` is channel n's pulse width now; `pulses[n]` each change of it.
+    """
+
+    MODE1, MODE2, LED0, ALL_LED, PRESCALE = 0x00, 0x01, 0x06, 0xFA, 0xFE
+    SLEEP, AI, RESTART = 0x10, 0x20, 0x80
+    FULL = 0x10  # bit 4 of ON_H / OFF_H
+    OSCILLATOR_HZ = 25_000_000
+    CHANNELS = 16
+
+    def __init__(self) -> None:
+        self.registers = bytearray(256)  # power-on values:
+        self.registers[self.MODE1] = 0x11  # asleep, answers the all-call address
+        self.registers[self.MODE2] = 0x04
+        self.registers[0x02:0x06] = bytes((0xE2, 0xE4, 0xE8, 0xE0))  # sub- and all-call addresses
+        for n in range(self.CHANNELS):
+            self.registers[self.LED0 + 4 * n + 3] = self.FULL  # every output full off
+        self.registers[self.PRESCALE] = 0x1E  # 200 Hz
+        self.pointer = 0
+        self.pulses: list[list[float | None]] = [[] for _ in range(self.CHANNELS)]
+        self._now: list[float | None] = [None] * self.CHANNELS
+
+    # -- the bus side --
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return  # a probe
+        self.pointer = data[0]
+        for value in data[1:]:
+            self._store(self.pointer, value)
+            self._step()
+        self._update()
+
+    def read(self, count: int) -> bytes:
+        out = []
+        for _ in range(count):
+            write_only = self.ALL_LED <= self.pointer < self.PRESCALE
+            out.append(0 if write_only else self.registers[self.pointer])
+            self._step()
+        return bytes(out)
+
+    def _step(self) -> None:
+        if self.registers[self.MODE1] & self.AI:
+            self.pointer = {0x46: self.ALL_LED, 0x100: 0x00}.get(self.pointer + 1, self.pointer + 1)
+
+    def _store(self, register: int, value: int) -> None:
+        if register == self.MODE1:
+            old = self.registers[self.MODE1]
+            restart = 0 if value & self.RESTART else old & self.RESTART  # writing 1 clears it
+            if value & self.SLEEP and not old & self.SLEEP and any(p is not None for p in self._now):
+                restart = self.RESTART
+            self.registers[self.MODE1] = value & ~self.RESTART | restart
+        elif register == self.PRESCALE:
+            if self.registers[self.MODE1] & self.SLEEP:  # ignored while the oscillator runs
+                self.registers[self.PRESCALE] = max(value, 3)
+        elif self.ALL_LED <= register < self.PRESCALE:
+            for n in range(self.CHANNELS):
+                self.registers[self.LED0 + 4 * n + register - self.ALL_LED] = value
+        elif register <= 0x45:
+            self.registers[register] = value
+        # 0x46-0xF9 are reserved and 0xFF is the factory test mode: writes go nowhere
+
+    # -- what the outputs do --
+
+    @property
+    def prescale(self) -> int:
+        return self.registers[self.PRESCALE]
+
+    @property
+    def frequency(self) -> float:
+        """PWM frequency in Hz: the 25 MHz oscillator over 4096 steps x (prescale + 1)."""
+        return self.OSCILLATOR_HZ / 4096 / (self.prescale + 1)
+
+    @property
+    def period_ms(self) -> float:
+        return 1000 / self.frequency
+
+    def pulse_ms(self, channel: int) -> float | None:
+        """The high time of each period in ms; None when there are no pulses (the
+        output is full off, zero width, or the chip asleep); the whole period when
+        the output is full on."""
+        if self.registers[self.MODE1] & self.SLEEP:
+            return None
+        base = self.LED0 + 4 * channel
+        on = int.from_bytes(self.registers[base:base + 2], "little")
+        off = int.from_bytes(self.registers[base + 2:base + 4], "little")
+        if off & 0x1000:
+            return None
+        if on & 0x1000:
+            return self.period_ms
+        steps = ((off & 0xFFF) - (on & 0xFFF)) % 4096
+        return steps * self.period_ms / 4096 if steps else None
+
+    def _update(self) -> None:
+        for channel in range(self.CHANNELS):
+            now = self.pulse_ms(channel)
+            if now != self._now[channel]:
+                self._now[channel] = now
+                self.pulses[channel].append(now)

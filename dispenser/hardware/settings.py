@@ -17,6 +17,8 @@ LCD_LINES = ("rs", "e", "d4", "d5", "d6", "d7")
 DEFAULT_LCD_PINS = {"rs": 4, "e": 25, "d4": 8, "d5": 7, "d6": 20, "d7": 21}
 DEFAULT_ADDRESS = {"pcf8574": 0x27, "mcp23008": 0x20}
 I2C_PINS = (2, 3)
+SERVO_DRIVERS = ("gpio", "pca9685")
+PCA9685_CHANNELS = 16
 RESERVED = {0: "reserved for the HAT ID EEPROM", 1: "reserved for the HAT ID EEPROM"}
 
 KEYS = {
@@ -24,6 +26,7 @@ KEYS = {
     "servo_closed_angle", "servo_min_pulse_ms", "servo_max_pulse_ms", "dwell_ms",
     "button_pin", "button_pull_up", "hold_s", "bounce_ms", "buzzer_pin", "led_pin",
     "lcd", "lcd_cols", "lcd_rows", "lcd_address", "lcd_pins", "lid_pin", "drop_pin",
+    "servo_driver", "pca9685_address",
 }
 
 
@@ -34,7 +37,9 @@ class HardwareConfig:
     backend: str = "sim"
     pin_factory: str = "auto"
     compartments: int = 8
+    servo_driver: str = "gpio"
     servo_pins: tuple[int, ...] = ()
+    pca9685_address: int = 0x40
     open_angles: tuple[float, ...] = ()
     closed_angles: tuple[float, ...] = ()
     min_pulse_ms: float = 1.0
@@ -64,6 +69,10 @@ def parse_hardware_config(table: dict | None) -> HardwareConfig:
     backend = _choice(table, "backend", ("sim", "pi"), "sim")
     pin_factory = _choice(table, "pin_factory", FACTORIES, "auto")
     compartments = _int(table, "compartments", 8, 1, 32)
+    servo_driver = _choice(table, "servo_driver", SERVO_DRIVERS, "gpio")
+    if servo_driver == "pca9685" and compartments > PCA9685_CHANNELS:
+        raise HardwareConfigError(f"hardware.compartments: at most {PCA9685_CHANNELS} with "
+                                  f"servo_driver = \"pca9685\" (one channel each), not {compartments}")
     open_angles = _angles(table, "servo_open_angle", 90, compartments)
     closed_angles = _angles(table, "servo_closed_angle", 0, compartments)
     for i, (opened, closed) in enumerate(zip(open_angles, closed_angles)):
@@ -88,12 +97,14 @@ def parse_hardware_config(table: dict | None) -> HardwareConfig:
     buzzer = pins.claim(table, "buzzer_pin", 27, "the buzzer")
     led = pins.claim(table, "led_pin", 22, "the LED")
     lcd_pins = _lcd_pins(table, lcd, pins)
+    pca9685_address = _pca9685(table, servo_driver, lcd, address, pins)
     lid = pins.claim(table, "lid_pin", None, "the lid switch")
     drop = pins.claim(table, "drop_pin", None, "the pill-drop sensor")
-    servo_pins = _servo_pins(table, backend, compartments, pins)
+    servo_pins = _servo_pins(table, backend, servo_driver, compartments, pins)
     return HardwareConfig(
         backend=backend, pin_factory=pin_factory, compartments=compartments,
-        servo_pins=servo_pins, open_angles=open_angles, closed_angles=closed_angles,
+        servo_driver=servo_driver, servo_pins=servo_pins, pca9685_address=pca9685_address,
+        open_angles=open_angles, closed_angles=closed_angles,
         min_pulse_ms=min_pulse, max_pulse_ms=max_pulse,
         dwell_ms=_int(table, "dwell_ms", 500, 50, 5000),
         button_pin=button, button_pull_up=_bool(table, "button_pull_up", True),
@@ -152,7 +163,35 @@ def _lcd_pins(table: dict, lcd: str, pins: _Pins) -> dict:
     return chosen
 
 
-def _servo_pins(table: dict, backend: str, compartments: int, pins: _Pins) -> tuple[int, ...]:
+def _pca9685(table: dict, servo_driver: str, lcd: str, lcd_address: int, pins: _Pins) -> int:
+    """The PCA9685's address; the board shares the LCD's I2C bus (pins 2 and 3)."""
+    if servo_driver != "pca9685":
+        if "pca9685_address" in table:
+            raise HardwareConfigError("hardware.pca9685_address: only for servo_driver = \"pca9685\"")
+        return 0x40
+    value = table.get("pca9685_address", 0x40)
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    if not whole or not 0x40 <= value <= 0x7F:
+        shown = f"0x{value:02X}" if whole and value >= 0 else repr(value)
+        raise HardwareConfigError("hardware.pca9685_address: must be an I2C address from 0x40 to 0x7F "
+                                  f"(set by the board's jumpers), not {shown}")
+    lcd_on_i2c = lcd in DEFAULT_ADDRESS  # a backpack, which has claimed the bus already
+    if lcd_on_i2c and lcd_address == value:
+        raise HardwareConfigError(f"hardware.pca9685_address: 0x{value:02X} is also the LCD's "
+                                  "address (lcd_address)")
+    if not lcd_on_i2c:
+        for pin in I2C_PINS:
+            pins.take(pin, "hardware.servo_driver", "the PCA9685's I2C bus")
+    return value
+
+
+def _servo_pins(table: dict, backend: str, servo_driver: str, compartments: int,
+                pins: _Pins) -> tuple[int, ...]:
+    if servo_driver == "pca9685":
+        if "servo_pins" in table:
+            raise HardwareConfigError("hardware.servo_pins: not used with servo_driver = \"pca9685\" "
+                                      "(compartment N is channel N-1)")
+        return ()
     if "servo_pins" not in table:
         if backend == "pi":
             raise HardwareConfigError("hardware.servo_pins: required when backend = \"pi\" "
