@@ -120,10 +120,9 @@ def _engine(args, config: Config):
     from .clocktrust import ClockTrust
     from .engine import Engine
     store = _store(args, config)
-    trust = ClockTrust(config.clock_trust)
-    # A one-shot command cannot see a step the daemon saw: it also keeps to the log's word.
-    engine = Engine(store, config.compartments, config.timezone, clinic_public_key=config.clinic_public_key,
-                    clock_trusted=lambda: trust.check() and engine.state.clock_trusted)
+    engine = Engine(store, config.compartments, config.timezone, clinic_public_key=config.clinic_public_key)
+    # A one-shot command cannot see a step the daemon saw: the log's word on the clock counts too.
+    engine.clock_trusted = ClockTrust(config.clock_trust, log_trusted=engine.state.clock_trusted).check
     return engine
 
 
@@ -381,9 +380,9 @@ def cmd_status(args) -> int:
     config = _config(args)
     store = _store(args, config, create=False)
     try:
-        trust = ClockTrust(config.clock_trust)
         engine = Engine(store, config.compartments, config.timezone)
-        engine.rules.clock_trusted = trust.check() and engine.state.clock_trusted
+        trust = ClockTrust(config.clock_trust, log_trusted=engine.state.clock_trusted)
+        engine.rules.clock_trusted = trust.check()
         state = engine.state
         now = _now()
         schedule = state.schedule

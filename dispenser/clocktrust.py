@@ -45,15 +45,18 @@ class ClockTrust:
         >>> trust.check()            # False until timesyncd has synchronised since boot
     """
 
-    def __init__(self, mode: str = "synchronized", *,
+    def __init__(self, mode: str = "synchronized", *, log_trusted: bool = True,
                  synchronized_at: Callable[[], float | None] = marker_mtime,
                  wall: Callable[[], float] = time.time, steady: Callable[[], float] = steady_seconds):
+        """`log_trusted`: the log's last word on the clock (`State.clock_trusted`). When it says
+        untrusted (a restart after a step this process cannot see), only a synchronisation
+        after this start counts, not the marker of an earlier one."""
         if mode not in MODES:
             raise ValueError(f"clock trust must be one of {', '.join(MODES)}, not {mode!r}")
         self.mode = mode
         self._synchronized_at, self._wall, self._steady = synchronized_at, wall, steady
         self._seen_sync = synchronized_at() if mode == "synchronized" else None
-        self.trusted = mode == "always" or self._seen_sync is not None
+        self.trusted = mode == "always" or (self._seen_sync is not None and log_trusted)
         self._offset: float | None = None   # wall - steady at the last check
         self._checked_at = steady()          # steady time of the last check
         self._untrusted_since = None if self.trusted else self._checked_at
@@ -92,4 +95,6 @@ class ClockTrust:
             return "synchronised by NTP"
         if self.last_step is not None:
             return f"stepped by {self.last_step:+.0f} s and not synchronised since: doses are held"
+        if self._seen_sync is not None:  # synchronised once, but the log says the clock went wrong since
+            return "not synchronised since the log last found it untrusted: doses are held until it is"
         return "not synchronised by NTP since boot: doses are held until it is"

@@ -80,10 +80,10 @@ def build_daemon(config: Config, db: str | None, *, simulated: bool, demo: bool 
     """Everything a running dispenser needs, wired together but not started."""
     from .clocktrust import ClockTrust
     store = open_store(config, db)
+    engine = Engine(store, config.compartments, config.timezone, clinic_public_key=config.clinic_public_key)
     # A simulated clock may run faster than the steady one: no step to watch for there.
-    trust = ClockTrust("always" if simulated else config.clock_trust)
-    engine = Engine(store, config.compartments, config.timezone,
-                    clinic_public_key=config.clinic_public_key, clock_trusted=trust.check)
+    trust = ClockTrust("always" if simulated else config.clock_trust, log_trusted=engine.state.clock_trusted)
+    engine.clock_trusted = trust.check
     if demo and engine.state.schedule is None:
         now = datetime.now(UTC)
         for medication, count in DEMO_STOCK.items():  # filled before the first window can open

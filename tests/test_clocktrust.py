@@ -132,6 +132,20 @@ def test_an_old_synchronisation_does_not_vouch_for_a_later_step():
     assert not trust.check()
 
 
+def test_a_restart_after_a_step_waits_for_a_new_synchronisation():
+    """The daemon restarted after it logged clock.unsynchronized: the old marker vouches for nothing."""
+    pi = Pi()
+    pi.ntp()
+    pi.wait(60)
+    pi.step(HOUR)  # seen by the process before, which logged it; then it restarted
+    trust = ClockTrust("synchronized", log_trusted=False, synchronized_at=lambda: pi.marker,
+                       wall=pi.wall, steady=lambda: pi.steady)
+    assert not trust.check() and "log last found it untrusted" in trust.describe()
+    pi.wait(30)
+    pi.ntp(step=-HOUR)
+    assert trust.check()
+
+
 def test_slewing_is_not_a_step():
     pi = Pi()
     trust = pi.trust()

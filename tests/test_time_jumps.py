@@ -184,8 +184,8 @@ class NoRtcPi:
         self.marker: float | None = rig.now.timestamp()  # set up on a network: synchronised
         self._watch()
 
-    def _watch(self) -> None:
-        self.trust = ClockTrust("synchronized", synchronized_at=lambda: self.marker,
+    def _watch(self, log_trusted: bool = True) -> None:
+        self.trust = ClockTrust("synchronized", log_trusted=log_trusted, synchronized_at=lambda: self.marker,
                                 wall=lambda: self.rig.now.timestamp(),
                                 steady=lambda: (self.rig.now - self.error).timestamp())
         self.rig.clock_trusted = self.trust.check
@@ -209,6 +209,11 @@ class NoRtcPi:
         self.rig.now -= self.error
         self.error = timedelta(0)
         self.marker = self.rig.now.timestamp()
+
+    def restart_daemon(self) -> None:
+        """The daemon process restarts (a crash, an update); the Pi does not reboot."""
+        self._watch(log_trusted=self.rig.engine.state.clock_trusted)  # as runner.build_daemon
+        self.rig.restart()
 
     def power_cut(self, off: timedelta, clock_error: timedelta) -> None:
         """Off for `off`; the clock comes back `clock_error` off the truth; /run is empty."""
@@ -325,3 +330,17 @@ def test_as_needed_waits_for_ntp_and_is_not_counted_as_a_denial():
     assert rig.events("prn.denied") == [] and releases(rig) == []
     pi.ntp()
     assert rig.engine.hold(rig.now).feedback == "released"
+
+
+def test_a_daemon_restart_after_a_step_by_hand_keeps_holding_until_ntp():
+    rig = morning()
+    pi = NoRtcPi(rig)
+    pi.at("2026-11-24T07:00:00")
+    pi.step(timedelta(hours=1))
+    assert held(press(rig))  # the step is seen and logged: clock.unsynchronized
+    pi.restart_daemon()  # the marker of the last sync is still there: it must not count
+    assert held(press(rig))
+    pi.at("2026-11-24T09:30:00")  # the clock reads 10:30
+    assert rig.events("dose.missed") == [] and releases(rig) == []
+    pi.ntp()
+    assert press(rig).feedback == "released"
