@@ -366,6 +366,8 @@ def cmd_report(args) -> int:
     for report in reports.values():
         pdc = "-" if report.pdc is None else f"{report.pdc:.0%}"
         line = f"{report.medication_id:<20}" + "".join(f"{getattr(report, n):>12}" for n in OUTCOMES) + f"{pdc:>8}"
+        if report.missed_unavailable:
+            line += f"   {report.missed_unavailable} missed while the dispenser was off or waiting for the time"
         if report.prn_released or report.prn_denied:
             line += f"   as needed: {report.prn_released} given, {report.prn_denied} refused"
         print(line)

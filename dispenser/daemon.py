@@ -410,6 +410,7 @@ def device_state(engine: Engine, now: datetime) -> dict:
         "stock": {m.id: {"compartment": m.compartment, "count": rules.state.stock.get(m.id, 0)}
                   for m in (schedule.medications if schedule else [])},
         "adherence_7d": {r.medication_id: {"on_time": r.on_time, "late": r.late, "missed": r.missed,
+                                           "missed_unavailable": r.missed_unavailable,
                                            "unconfirmed": r.unconfirmed, "pdc": r.pdc}
                          for r in reports.values()},
         "backlog": engine.store.backlog(),

@@ -1,10 +1,12 @@
 """Adherence per medication, computed from the log alone.
 
-Definitions (docs/REPORT.md says the same for clinicians):
+Definitions (docs/RULES.md, "The report", says the same for clinicians):
 - on time: released no later than 30 minutes after its scheduled time, then confirmed;
 - late: released later than that but inside its window, then confirmed;
 - unconfirmed: released, never confirmed;
-- missed: never released before its window closed;
+- missed: never released before its window closed (`missed_unavailable` counts those
+  whose window closed while the dispenser was off or waiting for a trusted clock: the
+  person could not have taken them from it);
 - skipped: withdrawn by a schedule change while due;
 - failed: the compartment failed while releasing it (or a restart interrupted it);
 - PDC (proportion of days covered): of the local days on which the medication had
@@ -30,6 +32,7 @@ class MedicationReport:
     late: int = 0
     unconfirmed: int = 0
     missed: int = 0
+    missed_unavailable: int = 0
     skipped: int = 0
     failed: int = 0
     pending: int = 0
@@ -39,8 +42,8 @@ class MedicationReport:
     days: dict = field(default_factory=dict, repr=False)
 
     def as_dict(self) -> dict:
-        data = {name: getattr(self, name) for name in ("medication_id", *OUTCOMES, "pending",
-                                                        "prn_released", "prn_denied")}
+        data = {name: getattr(self, name) for name in ("medication_id", *OUTCOMES, "missed_unavailable",
+                                                        "pending", "prn_released", "prn_denied")}
         data["pdc"] = None if self.pdc is None else round(self.pdc, 3)
         return data
 
@@ -75,10 +78,14 @@ def adherence(events: list[dict], start: datetime, end: datetime, tz: ZoneInfo) 
         dose["scheduled"] = scheduled
         dose.setdefault("window_end", data.get("window_end"))
         dose[kind] = parse_utc(event["at"])
+        if kind == "dose.missed" and data.get("while"):
+            dose["unavailable"] = True
     for (medication_id, _), dose in doses.items():
         outcome = _outcome(dose)
         medication = report(medication_id)
         setattr(medication, outcome, getattr(medication, outcome) + 1)
+        if outcome == "missed" and dose.get("unavailable"):
+            medication.missed_unavailable += 1
         day = dose["scheduled"].astimezone(tz).date()
         covered = outcome in ("on_time", "late", "unconfirmed")
         medication.days[day] = medication.days.get(day, True) and covered

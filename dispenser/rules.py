@@ -78,6 +78,10 @@ class State:
     settled_until: datetime | None = None
     # As last logged by clock.synchronized / clock.unsynchronized (clocktrust.py).
     clock_trusted: bool = True
+    # The latest stretches in which the device could not give a dose, in log times: off
+    # (the last event before a start, to the start) and waiting for a trusted clock.
+    off: tuple[datetime, datetime] | None = None
+    clock_held: tuple[datetime, datetime | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,11 @@ class Outcome:
         return self
 
 
+UNAVAILABLE_TEXT = {
+    "device_off": " The dispenser was off then, so it could not give it.",
+    "clock_unsynchronized": " The dispenser was off or waiting for the correct time then, so it could not give it.",
+}
+
 # Logged before the catch-up they may trigger: they settle no window.
 BEFORE_CATCH_UP = ("device.started", "clock.synchronized", "clock.unsynchronized")
 
@@ -117,6 +126,8 @@ def fold(state: State, event: dict, schedule_loader: Callable[[int], Schedule | 
     """Apply one logged event to the state. The only place the state changes."""
     kind, data = event["type"], event["data"]
     at = parse_utc(event["at"])
+    if kind == "device.started" and state.last_at is not None:
+        state.off = (state.last_at, at)
     state.last_at = at
     if kind not in BEFORE_CATCH_UP:
         state.settled_until = at
@@ -125,8 +136,11 @@ def fold(state: State, event: dict, schedule_loader: Callable[[int], Schedule | 
         state.schedule_applied_at = at
     elif kind.startswith("dose."):
         _fold_dose(state, kind, data, at, event.get("event_id"))
-    elif kind in ("clock.synchronized", "clock.unsynchronized"):
-        state.clock_trusted = kind == "clock.synchronized"
+    elif kind == "clock.unsynchronized":
+        state.clock_trusted, state.clock_held = False, (at, None)
+    elif kind == "clock.synchronized":
+        state.clock_trusted = True
+        state.clock_held = (state.clock_held[0] if state.clock_held else at, at)
     elif kind == "prn.released":
         state.prn_released.setdefault(data["medication_id"], []).append((at, data["quantity"]))
         _take_stock(state, data["medication_id"], data["quantity"])
@@ -394,11 +408,23 @@ class DoseRules:
         self._emit(outcome, "dose.reminder", dose_data(dose, reminder=number), now)
 
     def _missed(self, outcome: Outcome, dose: Dose, now: datetime) -> None:
-        draft = self._emit(outcome, "dose.missed", dose_data(dose), now)
+        unavailable = self._unavailable_at(dose.window_end)
+        data = dose_data(dose, **({"while": unavailable} if unavailable else {}))
+        draft = self._emit(outcome, "dose.missed", data, now)
         self._alert(outcome, "dose_missed", "warning",
                     f"The {self._local(dose.scheduled_at)} dose from compartment {dose.compartment} "
-                    f"was not taken: its window closed at {self._local(dose.window_end)}.",
-                    [draft], now)
+                    f"was not taken: its window closed at {self._local(dose.window_end)}."
+                    + UNAVAILABLE_TEXT.get(unavailable, ""), [draft], now)
+
+    def _unavailable_at(self, moment: datetime) -> str | None:
+        """Why the device could not give a dose at `moment`, when a window closed then: the
+        person could not have taken it, and an honest adherence report says so."""
+        held, off = self.state.clock_held, self.state.off
+        if held and held[0] < moment and (held[1] is None or moment <= held[1]):
+            return "clock_unsynchronized"
+        if off and off[0] < moment <= off[1]:
+            return "device_off"
+        return None
 
     def _unconfirmed(self, outcome: Outcome, record: DoseRecord, now: datetime) -> None:
         draft = self._emit(outcome, "dose.unconfirmed", dose_data(record), now)

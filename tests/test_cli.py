@@ -179,6 +179,23 @@ def test_report_counts_a_scenario(tmp_path):
     assert report["hydroxyzine"]["prn_released"] == 1 and report["hydroxyzine"]["prn_denied"] == 1
 
 
+def test_report_says_which_misses_the_dispenser_could_not_have_given(tmp_path):
+    db = tmp_path / "d.db"
+    (tmp_path / "schedule.json").write_text((EXAMPLES / "schedule.json").read_text())
+    (tmp_path / "off.toml").write_text(
+        'start = "2026-11-01T06:00:00"\nuntil = "2026-11-01T12:00:00"\nschedule = "schedule.json"\n'
+        '[stock]\nsertraline = 28\nnaltrexone = 2\n'
+        '[[step]]\nat = "2026-11-01T08:30:00"\ndo = "power_cut"\nfor_min = 180\n')  # off 08:30-11:30
+    assert run("simulate", "--scenario", str(tmp_path / "off.toml"), "--db", str(db)).returncode == 0
+    result = run("report", "--db", str(db), "--days", "3660")
+    assert result.returncode == 0, result.stderr
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("sertraline")]
+    assert line.endswith("1 missed while the dispenser was off or waiting for the time")
+    data = json.loads(run("report", "--db", str(db), "--days", "3660", "--json").stdout)
+    missed = {m["medication_id"]: (m["missed"], m["missed_unavailable"]) for m in data["medications"]}
+    assert missed["sertraline"] == (1, 1)  # its 08:00 window [07:30, 10:00) closed while off
+
+
 # -- configuration and the database ---------------------------------------------------------------------
 
 

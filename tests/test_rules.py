@@ -172,11 +172,28 @@ def test_windows_that_closed_while_off_become_missed_once_at_the_start(tmp_path)
     assert [(e["data"]["medication_id"], e["data"]["scheduled_at"]) for e in missed] == [
         ("sertraline", "2026-11-24T13:00:00Z"), ("naltrexone", "2026-11-24T14:00:00Z")]
     assert {e["at"] for e in missed} == {"2026-11-25T14:15:00.000Z"}  # logged at the start, not back-dated
+    assert {e["data"]["while"] for e in missed} == {"device_off"}  # the person could not have taken them
     assert started.drafts[0].type == "device.started"
     # Today's windows are open: due, not missed.
     assert {e["data"]["scheduled_at"] for e in rig.events("dose.due")} >= {"2026-11-25T13:00:00Z"}
     rig.restart("2026-11-25T09:16:00")
     assert len(rig.events("dose.missed")) == 2
+
+
+def test_a_window_that_closes_while_the_device_is_on_is_the_persons_miss(tmp_path):
+    """Only windows that closed while the device was off (or waiting for the time) say so."""
+    rig = Rig(contract_schedule(), "2026-11-24T06:00:00", stock={"sertraline": 5, "naltrexone": 5},
+              db=str(tmp_path / "d.db"))
+    rig.at("2026-11-24T10:30:00")  # on all morning: sertraline's window closed at 10:00 unanswered
+    rig.restart("2026-11-24T11:30:00")  # off from 10:30: naltrexone's window closes at 11:00
+    whiles = {e["data"]["medication_id"]: e["data"].get("while") for e in rig.events("dose.missed")}
+    assert whiles == {"sertraline": None, "naltrexone": "device_off"}
+    alerts = [e["data"]["message"] for e in rig.events("alert.raised") if e["data"]["kind"] == "dose_missed"]
+    assert [m.endswith("The dispenser was off then, so it could not give it.") for m in alerts] == [False, True]
+    from dispenser.report import adherence
+    reports = adherence(rig.events(), local("2026-11-24T00:00:00"), local("2026-11-25T00:00:00"), rig.tz)
+    assert (reports["naltrexone"].missed, reports["naltrexone"].missed_unavailable) == (1, 1)
+    assert (reports["sertraline"].missed, reports["sertraline"].missed_unavailable) == (1, 0)
 
 
 def test_nothing_is_missed_retroactively_when_a_schedule_is_first_applied():

@@ -268,7 +268,9 @@ def test_a_boot_with_the_saved_time_behind_misses_only_what_truly_closed():
     [missed] = rig.events("dose.missed")
     assert missed["data"]["scheduled_at"] == "2026-11-24T13:00:00Z"
     assert missed["at"] == "2026-11-24T15:40:00.000Z"  # when it was known, never before 10:00
-    assert any(e["data"].get("kind") == "dose_missed" for e in rig.events("alert.raised"))
+    assert missed["data"]["while"] == "clock_unsynchronized"  # not the person's miss: the device could not give it
+    [alert] = [e for e in rig.events("alert.raised") if e["data"]["kind"] == "dose_missed"]
+    assert alert["data"]["message"].endswith("waiting for the correct time then, so it could not give it.")
     pi.at("2026-11-25T07:45:00")
     assert press(rig).feedback == "released" and len(rig.events("dose.missed")) == 1
 
@@ -316,6 +318,7 @@ def test_two_days_without_ntp_hold_every_dose_then_each_closed_window_is_missed_
     missed = [e["data"]["scheduled_at"] for e in rig.events("dose.missed")]
     assert missed == ["2026-11-24T13:00:00Z", "2026-11-25T01:00:00Z", "2026-11-25T13:00:00Z",
                       "2026-11-26T01:00:00Z"]
+    assert {e["data"].get("while") for e in rig.events("dose.missed")} == {"clock_unsynchronized"}
     assert ats_never_decrease(rig) and rig.store.verify()[0]
 
 
