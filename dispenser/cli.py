@@ -117,12 +117,12 @@ def _store(args, config: Config, create: bool = True):
 
 
 def _engine(args, config: Config):
-    from .clocktrust import ClockTrust
+    from .clocktrust import trust_for
     from .engine import Engine
     store = _store(args, config)
     engine = Engine(store, config.compartments, config.timezone, clinic_public_key=config.clinic_public_key)
     # A one-shot command cannot see a step the daemon saw: the log's word on the clock counts too.
-    engine.clock_trusted = ClockTrust(config.clock_trust, log_trusted=engine.state.clock_trusted).check
+    engine.clock_trusted = trust_for(config, log_trusted=engine.state.clock_trusted).check
     return engine
 
 
@@ -377,13 +377,13 @@ def cmd_report(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from .clocktrust import ClockTrust
+    from .clocktrust import trust_for
     from .engine import Engine
     config = _config(args)
     store = _store(args, config, create=False)
     try:
         engine = Engine(store, config.compartments, config.timezone)
-        trust = ClockTrust(config.clock_trust, log_trusted=engine.state.clock_trusted)
+        trust = trust_for(config, log_trusted=engine.state.clock_trusted)
         engine.rules.clock_trusted = trust.check()
         state = engine.state
         now = _now()
@@ -465,8 +465,8 @@ def cmd_selftest(args) -> int:
         except StartError as error:
             raise UserError(str(error)) from None
 
-    from .clocktrust import ClockTrust
-    print(f"info  clock: {ClockTrust(config.clock_trust).describe()}")
+    from .clocktrust import trust_for
+    print(f"info  clock: {trust_for(config).describe()}")
     return 0 if run_selftest(build, print, wait_s=args.wait) else 1
 
 

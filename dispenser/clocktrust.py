@@ -38,6 +38,16 @@ def steady_seconds() -> float:
     return time.clock_gettime(getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC))
 
 
+def trust_for(config, *, log_trusted: bool = True, simulated: bool = False) -> "ClockTrust":
+    """The ClockTrust a config asks for (`[clock] trust` and `marker`).
+
+    A simulated clock may run faster than the steady one: no step to watch for there.
+    """
+    marker = Path(config.clock_marker)
+    return ClockTrust("always" if simulated else config.clock_trust, log_trusted=log_trusted,
+                      synchronized_at=lambda: marker_mtime(marker))
+
+
 class ClockTrust:
     """Call `check()` before the rules act on the wall clock; it is cheap (two clock reads, a stat).
 

@@ -23,7 +23,7 @@ KNOWN = {
     "clinic": {"public_key"},
     "storage": {"db"},
     "checkin": {"enabled"},
-    "clock": {"trust"},
+    "clock": {"trust", "marker"},
 }
 
 
@@ -43,6 +43,7 @@ class Config:
     db_path: str = ""
     checkin: bool = False
     clock_trust: str = "always"  # the simulator believes its host's clock; see clocktrust.py
+    clock_marker: str = "/run/systemd/timesync/synchronized"  # touched at each NTP synchronisation
     source: str = "built-in defaults"
 
 
@@ -121,7 +122,8 @@ def parse_config(raw: dict, source: str = "config") -> Config:
         hardware=hardware, mqtt=raw.get("mqtt"),
         clinic_public_key=_text(clinic, "clinic.public_key", None, source),
         db_path=_text(storage, "storage.db", None, source) or default_db_path(),
-        checkin=checkin, clock_trust=clock_trust, source=source,
+        checkin=checkin, clock_trust=clock_trust,
+        clock_marker=_text(raw.get("clock", {}), "clock.marker", Config.clock_marker, source), source=source,
     )
 
 

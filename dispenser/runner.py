@@ -78,11 +78,10 @@ def build_sync(config: Config, daemon_put, outbox_path: str, suffix: str | None 
 def build_daemon(config: Config, db: str | None, *, simulated: bool, demo: bool = False, notifier=None,
                  on_move=None, with_sync: bool = True) -> Daemon:
     """Everything a running dispenser needs, wired together but not started."""
-    from .clocktrust import ClockTrust
+    from .clocktrust import trust_for
     store = open_store(config, db)
     engine = Engine(store, config.compartments, config.timezone, clinic_public_key=config.clinic_public_key)
-    # A simulated clock may run faster than the steady one: no step to watch for there.
-    trust = ClockTrust("always" if simulated else config.clock_trust, log_trusted=engine.state.clock_trusted)
+    trust = trust_for(config, log_trusted=engine.state.clock_trusted, simulated=simulated)
     engine.clock_trusted = trust.check
     if demo and engine.state.schedule is None:
         now = datetime.now(UTC)

@@ -140,3 +140,42 @@ def test_clinic_push_wait_reports_the_devices_answer(setup, tmp_path):
                              capture_output=True, text=True, timeout=60)
     assert offline.returncode == 1, offline.stdout  # queued in the device's session, unanswered for now
     assert "no answer from disp-0001 within 1 s" in offline.stderr and len(offline.stderr.splitlines()) == 1
+
+
+def test_the_real_daemon_waits_for_ntp_then_tells_the_clinic_its_clock_is_set(tmp_path, broker):
+    """`dispenser run` with `[clock] trust = "synchronized"`: held until the marker is touched."""
+    private, public = generate_keypair()
+    marker = tmp_path / "synchronized"  # timesyncd's marker, not touched yet: no sync since boot
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[device]\nid = "{DEVICE}"\ntimezone = "America/New_York"\n[hardware]\nbackend = "sim"\n'
+        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nkeepalive = 5\n'
+        f'[clinic]\npublic_key = "{public}"\n[storage]\ndb = "{tmp_path / "d.db"}"\n'
+        f'[clock]\ntrust = "synchronized"\nmarker = "{marker}"\n')
+    clinic = Clinic(broker).connect(f"{BASE}/#")
+    daemon = subprocess.Popen([sys.executable, "-m", "dispenser", "run", "--config", str(config)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        def state() -> dict:
+            payloads = clinic.on(f"{BASE}/state")
+            return json.loads(payloads[-1]) if payloads else {}
+
+        assert clinic.wait_for(lambda: state().get("clock_trusted") is False, 20), \
+            daemon.stderr.read() if daemon.poll() is not None else state()
+        assert [e["type"] for e in events(clinic)][:2] == ["clock.unsynchronized", "device.started"]
+        marker.touch()  # NTP answers; the next input finds it
+        signed = sign_document(contract_schedule(), private, "clinic-2026")
+        assert not clinic.publish(f"{BASE}/schedule/set", json.dumps(signed)).is_failure
+        [applied] = answer(clinic, 1)
+        kinds = [e["type"] for e in events(clinic)]
+        assert applied["type"] == "schedule.applied"
+        assert kinds.index("clock.synchronized") < kinds.index("schedule.applied")
+        assert clinic.wait_for(lambda: state().get("clock_trusted") is True, 20)
+        status = subprocess.run([sys.executable, "-m", "dispenser", "status", "--config", str(config)],
+                                capture_output=True, text=True, timeout=60)
+        assert "clock         synchronised by NTP" in status.stdout
+    finally:
+        if daemon.poll() is None:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(20)
+        clinic.close()
