@@ -322,11 +322,21 @@ class Daemon:
             self._state_dirty = False
             self.sync.publish_state(device_state(self.engine, now))
 
+    def _due_and_waiting(self, now: datetime) -> tuple[list, list]:
+        """Releasable doses and releases awaiting confirmation at `now`: asked by the signal
+        and the screen at each moment, computed once while the log and the clock stay put."""
+        rules = self.engine.rules
+        key = (now, self.engine.last_seq, rules.clock_trusted)
+        if self._doses_seen is None or self._doses_seen[0] != key:
+            self._doses_seen = (key, rules.releasable(now), rules.awaiting_confirmation(now))
+        return self._doses_seen[1], self._doses_seen[2]
+
+    _doses_seen: tuple | None = None
+
     def _signal(self, now: datetime) -> None:
         """Buzzer and LED: a pattern that repeats every 5 minutes and grows while a dose waits."""
         rules = self.engine.rules
-        due = rules.releasable(now)
-        waiting = rules.awaiting_confirmation(now)
+        due, waiting = self._due_and_waiting(now)
         if not due:
             self._signal_at, self._signal_level = None, -1
             self._safely("buzzer", self.hardware.buzzer.off, now)
@@ -354,6 +364,7 @@ class Daemon:
             return medication.name if medication else medication_id
 
         upcoming = rules.upcoming(now)
+        due, waiting = self._due_and_waiting(now)
         low = sorted({m.compartment for m in (schedule.medications if schedule else [])
                       if m.id in rules.state.stock_low or m.id in rules.state.stock_empty})
         state = self.screen_state
@@ -361,8 +372,8 @@ class Daemon:
                   for key, value in (state.detail or {}).items()}
         return View(
             now=now.astimezone(tz), mode="storage_error" if self.storage_error else state.mode, feedback=state.feedback, detail=detail,
-            due=[name(d.medication_id) for d in rules.releasable(now)],
-            waiting=[name(r.medication_id) for r in rules.awaiting_confirmation(now)],
+            due=[name(d.medication_id) for d in due],
+            waiting=[name(r.medication_id) for r in waiting],
             next_name=name(upcoming.medication_id) if upcoming else None,
             next_at=upcoming.scheduled_at.astimezone(tz) if upcoming else None,
             low=low, offline=self.sync is not None and not self.sync.connected,
