@@ -18,14 +18,20 @@ DEVICE = "disp-0001"
 BASE = f"pilldispenser/{DEVICE}"
 
 
-@pytest.fixture
-def setup(tmp_path, broker):
-    private, public = generate_keypair()
+def device_config(tmp_path, broker, public: str, extra: str = ""):
+    """The config of a simulated device on the test's broker that trusts the clinic's key."""
     config = tmp_path / "config.toml"
     config.write_text(
         f'[device]\nid = "{DEVICE}"\ntimezone = "America/New_York"\n[hardware]\nbackend = "sim"\n'
         f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nkeepalive = 5\n'
-        f'[clinic]\npublic_key = "{public}"\n[storage]\ndb = "{tmp_path / "d.db"}"\n')
+        f'[clinic]\npublic_key = "{public}"\n[storage]\ndb = "{tmp_path / "d.db"}"\n{extra}')
+    return config
+
+
+@pytest.fixture
+def setup(tmp_path, broker):
+    private, public = generate_keypair()
+    config = device_config(tmp_path, broker, public)
     clinic = Clinic(broker).connect(f"{BASE}/#")
     daemon = subprocess.Popen([sys.executable, "-m", "dispenser", "run", "--config", str(config)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -146,12 +152,7 @@ def test_the_real_daemon_waits_for_ntp_then_tells_the_clinic_its_clock_is_set(tm
     """`dispenser run` with `[clock] trust = "synchronized"`: held until the marker is touched."""
     private, public = generate_keypair()
     marker = tmp_path / "synchronized"  # timesyncd's marker, not touched yet: no sync since boot
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f'[device]\nid = "{DEVICE}"\ntimezone = "America/New_York"\n[hardware]\nbackend = "sim"\n'
-        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nkeepalive = 5\n'
-        f'[clinic]\npublic_key = "{public}"\n[storage]\ndb = "{tmp_path / "d.db"}"\n'
-        f'[clock]\ntrust = "synchronized"\nmarker = "{marker}"\n')
+    config = device_config(tmp_path, broker, public, f'[clock]\ntrust = "synchronized"\nmarker = "{marker}"\n')
     clinic = Clinic(broker).connect(f"{BASE}/#")
     daemon = subprocess.Popen([sys.executable, "-m", "dispenser", "run", "--config", str(config)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
