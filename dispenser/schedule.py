@@ -56,7 +56,13 @@ _UNIT_HOURS = {"h": Fraction(1), "d": Fraction(24), "wk": Fraction(24 * 7)}
 
 MAX_VERSION = 2**63 - 1  # SQLite's largest integer: the log keeps the version
 _TOP_KEYS = ("schema", "version", "issued_at", "timezone", "routine", "medications", "signature")
-_MEDICATION_KEYS = ("id", "name", "compartment", "window", "dosage")
+_MEDICATION_KEYS = ("id", "name", "compartment", "window", "dosage", "ingredient", "strength",
+                    "min_gap_h", "separate_from", "display")
+_CODING_KEYS = ("system", "code", "display", "version", "userSelected")
+_STRENGTH_KEYS = ("value", "unit", "system", "code")
+_SEPARATION_KEYS = ("ingredient", "hours")
+MAX_GAP_HOURS = 168  # a week: longer spacing is a prescription question, not a dispenser's
+DISPLAY_WIDTH = 16   # the LCD's line
 _WINDOW_KEYS = ("before_min", "after_min")
 _ENTRY_KEYS = ("timing", "doseAndRate", "asNeededBoolean", "maxDosePerPeriod")
 # Text for people; they never change when or how much.
@@ -117,8 +123,28 @@ class AsNeeded:
 
 
 @dataclass(frozen=True)
+class Strength:
+    """How much active ingredient one unit (tablet, capsule) holds: 200 mg."""
+
+    value: Fraction
+    unit: str
+
+
+@dataclass(frozen=True)
+class Separation:
+    """Never within `gap` of a release of `ingredient` (either way round): CONTRACT section 6."""
+
+    ingredient: str
+    gap: timedelta
+
+
+@dataclass(frozen=True)
 class Medication:
-    """One compartment's medication: scheduled (`dosages`) or as-needed (`as_needed`)."""
+    """One compartment's medication: scheduled (`dosages`) or as-needed (`as_needed`).
+
+    `ingredient` is the active ingredient's code (`ingredient.code`), or the medication's
+    id when the document names none: every safety limit holds per ingredient, across ids.
+    """
 
     id: str
     name: str
@@ -127,10 +153,28 @@ class Medication:
     window_after: timedelta
     dosages: tuple[ScheduledDosage, ...] = ()
     as_needed: AsNeeded | None = None
+    ingredient: str = ""
+    strength: Strength | None = None
+    min_gap: timedelta | None = None
+    separate_from: tuple[Separation, ...] = ()
+    display: str | None = None
 
     @property
     def is_as_needed(self) -> bool:
         return self.as_needed is not None
+
+    @property
+    def substance(self) -> str:
+        """The key every limit is kept under: the ingredient code, else the id."""
+        return self.ingredient or self.id
+
+    def amount(self, units: int) -> Fraction:
+        """How much ingredient `units` tablets hold: in the strength's unit where known, else tablets."""
+        return units * self.strength.value if self.strength is not None else Fraction(units)
+
+    @property
+    def amount_unit(self) -> str:
+        return self.strength.unit if self.strength is not None else "unit"
 
 
 @dataclass(frozen=True, eq=False)
@@ -421,12 +465,95 @@ class _Parser:
             self.problem(f"{path}.compartment",
                          f"must be an integer >= 1, not {_show(compartment)}")
         before, after = self.window(f"{path}.window", raw.get("window", {}))
+        ingredient = self.ingredient(f"{path}.ingredient", raw["ingredient"]) if "ingredient" in raw else ""
+        strength = self.strength(f"{path}.strength", raw["strength"]) if "strength" in raw else None
+        min_gap = self.hours(f"{path}.min_gap_h", raw["min_gap_h"]) if "min_gap_h" in raw else None
+        separate_from = self.separate_from(f"{path}.separate_from", raw.get("separate_from", []),
+                                           ingredient or med_id)
+        display = self.display(f"{path}.display", raw["display"]) if "display" in raw else None
         dosages, as_needed = self.dosage_list(f"{path}.dosage", raw.get("dosage"))
         return Medication(
             id=med_id, name=name, compartment=compartment,
             window_before=before, window_after=after,
             dosages=tuple(dosages), as_needed=as_needed,
+            ingredient=ingredient or "", strength=strength, min_gap=min_gap,
+            separate_from=separate_from, display=display,
         )
+
+    def ingredient(self, path: str, raw: Any) -> str:
+        """A FHIR Coding; its `code` is what limits are kept under."""
+        if self.object(path, raw) is None:
+            return ""
+        self.unknown_keys(path, raw, _CODING_KEYS, "is not supported")
+        code = raw.get("code")
+        if not isinstance(code, str) or not code.strip() or len(code) > 64:
+            self.problem(f"{path}.code", "is required (the active ingredient's code, 1..64 characters)"
+                         if "code" not in raw else f"must be a non-empty string, not {_show(code)}")
+            return ""
+        for key in ("system", "display"):
+            if key in raw and not isinstance(raw[key], str):
+                self.problem(f"{path}.{key}", f"must be a string, not {_show(raw[key])}")
+        return code
+
+    def strength(self, path: str, raw: Any) -> Strength | None:
+        """How much one unit holds: a positive value and a unit (UCUM `code` wins over `unit`)."""
+        if self.object(path, raw) is None:
+            return None
+        self.unknown_keys(path, raw, _STRENGTH_KEYS, "is not supported")
+        value = _positive_number(raw.get("value"))
+        if value is None:
+            self.problem(f"{path}.value", f"must be a positive number, not {_show(raw.get('value'))}")
+        unit_key = "code" if "code" in raw else "unit"
+        unit = raw.get(unit_key)
+        if not isinstance(unit, str) or not unit.strip():
+            self.problem(f"{path}.{unit_key}", "is required (the unit of the strength, e.g. mg)"
+                         if unit_key not in raw else f"must be a non-empty string, not {_show(unit)}")
+            return None
+        return None if value is None else Strength(value=value, unit=unit)
+
+    def hours(self, path: str, raw: Any) -> timedelta | None:
+        """A positive number of hours, at most a week, in whole seconds."""
+        amount = _positive_number(raw)
+        if amount is None or amount > MAX_GAP_HOURS or (amount * 3600).denominator != 1:
+            self.problem(path, f"must be a positive number of hours up to {MAX_GAP_HOURS} "
+                               f"(whole seconds), not {_show(raw)}")
+            return None
+        return timedelta(seconds=int(amount * 3600))
+
+    def separate_from(self, path: str, raw: Any, own: Any) -> tuple[Separation, ...]:
+        if not isinstance(raw, list):
+            self.problem(path, f"must be a list, not {_kind(raw)}")
+            return ()
+        separations = []
+        for index, item in enumerate(raw):
+            item_path = f"{path}[{index}]"
+            if self.object(item_path, item) is None:
+                continue
+            self.unknown_keys(item_path, item, _SEPARATION_KEYS, "is not supported")
+            code = item.get("ingredient")
+            if not isinstance(code, str) or not code.strip():
+                self.problem(f"{item_path}.ingredient",
+                             "is required" if "ingredient" not in item
+                             else f"must be an ingredient code, not {_show(code)}")
+                code = None
+            elif code == own:
+                self.problem(f"{item_path}.ingredient", "names the medication's own ingredient "
+                                                       "(use min_gap_h for that)")
+                code = None
+            gap = self.hours(f"{item_path}.hours", item.get("hours")) if "hours" in item else None
+            if "hours" not in item:
+                self.problem(f"{item_path}.hours", "is required")
+            if code is not None and gap is not None:
+                separations.append(Separation(ingredient=code, gap=gap))
+        return tuple(separations)
+
+    def display(self, path: str, raw: Any) -> str | None:
+        """The name as the LCD shows it: printable ASCII the HD44780 can draw, at most 16."""
+        if not isinstance(raw, str) or not raw.strip() or len(raw) > DISPLAY_WIDTH \
+                or not all(" " <= ch <= "~" for ch in raw):
+            self.problem(path, f"must be 1..{DISPLAY_WIDTH} printable ASCII characters, not {_show(raw)}")
+            return None
+        return raw
 
     def window(self, path: str, raw: Any) -> tuple[timedelta, timedelta]:
         minutes = {"before_min": DEFAULT_BEFORE_MIN, "after_min": DEFAULT_AFTER_MIN}
