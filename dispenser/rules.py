@@ -8,10 +8,10 @@ caller passes `now`, appends the drafts to the log, and carries out the releases
 
 Safety rules, in one place:
 - a scheduled dose is released only inside its window, and only once (its key is
-  `(medication_id, scheduled_at)`; a released dose also covers any dose of the same
-  medication whose window overlaps its own, so a schedule change cannot give it twice);
-- an as-needed dose only after `min_interval` since the last one and within the
-  rolling maximum;
+  `(medication_id, scheduled_at)`);
+- every release keeps CONTRACT section 6 per active ingredient (`limits.py`): the day's
+  plan, the minimum gap, separations, as-needed intervals and maxima across ids, and a
+  compartment gives only what it was loaded with; a dose held back is `dose.held`;
 - nothing is released from a compartment that holds fewer pills than the dose.
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from .events import Draft
+from .limits import UNLOADED, Hold, Limits, Load, Mark, mark
 from .schedule import Medication, Schedule
 from .scheduler import Dose, doses_between
 from .timeutil import format_at, format_utc, parse_utc, truncate_ms
@@ -36,7 +37,15 @@ DENIALS_PER_ALERT = 3
 DENIAL_WINDOW = timedelta(hours=24)
 STOCK_LOW_DAYS = 3
 
-FINAL = {"taken", "missed", "skipped", "failed"}
+FINAL = {"taken", "missed", "skipped", "failed", "held"}
+
+HELD_TEXT = {
+    "already_given": "that medicine's planned amount for the day was already given",
+    "day_limit": "it would give more of that medicine than the day's plan",
+    "min_gap": "it came too soon after the last dose of the same medicine",
+    "separation": "it must be kept apart from another medicine given recently",
+    "unloaded": "the compartment has not been refilled since the schedule changed what it holds",
+}
 
 
 @dataclass
@@ -49,8 +58,9 @@ class DoseRecord:
     compartment: int
     window_start: datetime
     window_end: datetime
-    status: str = "pending"  # pending | released | taken | missed | skipped | failed
+    status: str = "pending"  # pending | released | taken | missed | skipped | failed | held
     due_logged: bool = False
+    held: frozenset[str] = frozenset()  # reasons logged as dose.held
     reminders: int = 0
     released_at: datetime | None = None
     release_event_id: str | None = None
@@ -68,10 +78,13 @@ class State:
     schedule: Schedule | None = None
     schedule_applied_at: datetime | None = None
     doses: dict[tuple[str, datetime], DoseRecord] = field(default_factory=dict)
+    # What each compartment was loaded with; `stock` is its view per medication in force.
+    loads: dict[int, Load] = field(default_factory=dict)
     stock: dict[str, int] = field(default_factory=dict)
     stock_low: set[str] = field(default_factory=set)
     stock_empty: set[str] = field(default_factory=set)
-    prn_released: dict[str, list[tuple[datetime, int]]] = field(default_factory=dict)
+    # Every release per active ingredient (Medication.substance), oldest first: section 6's history.
+    releases: dict[str, list[Mark]] = field(default_factory=dict)
     prn_denied: dict[str, list[datetime]] = field(default_factory=dict)
     last_at: datetime | None = None
     # Every dose whose window ended at or before this moment has its final state logged.
@@ -134,6 +147,7 @@ def fold(state: State, event: dict, schedule_loader: Callable[[int], Schedule | 
     if kind == "schedule.applied":
         state.schedule = schedule_loader(data["version"])
         state.schedule_applied_at = at
+        _unload_reassigned(state)
     elif kind.startswith("dose."):
         _fold_dose(state, kind, data, at, event.get("event_id"))
     elif kind == "clock.unsynchronized":
@@ -142,15 +156,11 @@ def fold(state: State, event: dict, schedule_loader: Callable[[int], Schedule | 
         state.clock_trusted = True
         state.clock_held = (state.clock_held[0] if state.clock_held else at, at)
     elif kind == "prn.released":
-        state.prn_released.setdefault(data["medication_id"], []).append((at, data["quantity"]))
-        _take_stock(state, data["medication_id"], data["quantity"])
+        _released(state, data["medication_id"], data.get("compartment"), data["quantity"], at, None)
     elif kind == "prn.denied":
         state.prn_denied.setdefault(data["medication_id"], []).append(at)
     elif kind == "stock.refilled":
-        medication = data["medication_id"]
-        state.stock[medication] = data["count"]
-        state.stock_low.discard(medication)
-        state.stock_empty.discard(medication)
+        _load(state, data["medication_id"], data.get("compartment"), data["count"])
     elif kind == "stock.low":
         state.stock_low.add(data["medication_id"])
     elif kind == "stock.empty":
@@ -173,6 +183,10 @@ def _fold_dose(state: State, kind: str, data: dict, at: datetime, event_id: str 
         state.doses[key] = record
     if kind == "dose.due":
         record.due_logged = True
+    elif kind == "dose.held":
+        record.held = record.held | {data["reason"]}
+        if Hold(data["reason"]).final:
+            record.status = "held"
     elif kind == "dose.reminder":
         record.reminders = data["reminder"]
     elif kind == "dose.released":
@@ -184,7 +198,7 @@ def _fold_dose(state: State, kind: str, data: dict, at: datetime, event_id: str 
         if "window_start" in data:
             record.window_start = parse_utc(data["window_start"])
             record.window_end = parse_utc(data["window_end"])
-        _take_stock(state, record.medication_id, record.quantity)
+        _released(state, record.medication_id, record.compartment, record.quantity, at, record.scheduled_at)
     elif kind == "dose.taken":
         record.status = "taken"
     elif kind == "dose.unconfirmed":
@@ -197,8 +211,51 @@ def _fold_dose(state: State, kind: str, data: dict, at: datetime, event_id: str 
         record.status = "failed"
 
 
-def _take_stock(state: State, medication_id: str, quantity: int) -> None:
-    state.stock[medication_id] = max(0, state.stock.get(medication_id, 0) - quantity)
+def _medication(state: State, medication_id: str) -> Medication | None:
+    return state.schedule.medication(medication_id) if state.schedule else None
+
+
+def _released(state: State, medication_id: str, compartment: int | None, quantity: int,
+              at: datetime, scheduled_at: datetime | None) -> None:
+    """A release: the ingredient's history grows, the compartment's load shrinks."""
+    medication = _medication(state, medication_id)
+    if medication is not None:
+        state.releases.setdefault(medication.substance, []).append(
+            mark(medication, quantity, at, scheduled_at))
+    load = state.loads.get(compartment if compartment is not None else -1)
+    if load is not None:
+        state.loads[compartment] = Load(load.medication_id, load.substance, load.strength,
+                                        max(0, load.count - quantity))
+    _stock_view(state)
+
+
+def _load(state: State, medication_id: str, compartment: int | None, count: int) -> None:
+    """A refill names what the compartment now holds: the medication in force there, and its count."""
+    medication = _medication(state, medication_id)
+    if medication is not None and compartment is not None:
+        state.loads[compartment] = Load(medication.id, medication.substance, medication.strength, count)
+    state.stock_low.discard(medication_id)
+    state.stock_empty.discard(medication_id)
+    _stock_view(state)
+
+
+def _unload_reassigned(state: State) -> None:
+    """A schedule that gives a compartment another medication, strength or ingredient empties it
+    (for the rules) until a refill names the new load: it must never release the old pills."""
+    for medication in state.schedule.medications if state.schedule else ():
+        load = state.loads.get(medication.compartment)
+        if load is not None and not load.holds(medication):
+            del state.loads[medication.compartment]
+    _stock_view(state)
+
+
+def _stock_view(state: State) -> None:
+    """Stock per medication in force: its compartment's count when that holds it, else 0."""
+    stock = {}
+    for medication in state.schedule.medications if state.schedule else ():
+        load = state.loads.get(medication.compartment)
+        stock[medication.id] = load.count if load is not None and load.holds(medication) else 0
+    state.stock = stock
 
 
 def dose_data(dose: Dose | DoseRecord, **extra) -> dict:
@@ -233,6 +290,7 @@ class DoseRules:
         self.schedule_loader = schedule_loader
         self.new_id = new_id
         self._expansion: tuple[int, datetime, datetime, list[Dose]] | None = None
+        self._limits: Limits | None = None
         self._pending_schedules: dict[int, Schedule] = {}
         # Whether the wall clock can be believed (clocktrust.py); the engine sets it before
         # each call. While it cannot, nothing is released and no window is judged.
@@ -320,7 +378,6 @@ class DoseRules:
         """
         applied, settled = self.state.schedule_applied_at, self.state.settled_until
         records = self.state.doses
-        released = self._released_windows()
         doses = []
         for dose in (self._doses_near(now) if since is None else self._doses_since(since, now)):
             end = dose.window_end
@@ -328,28 +385,41 @@ class DoseRules:
                 continue
             if settled is not None and end <= settled and (dose.medication_id, dose.scheduled_at) not in records:
                 continue  # final long ago, and its record already forgotten
-            if dose.medication_id in released and self._covered_by_other_release(dose, released):
-                continue
             doses.append(dose)
         return doses
 
-    def _released_windows(self) -> dict[str, list[DoseRecord]]:
-        """Released (taken, failed) dose records by medication: what can cover another dose."""
-        released: dict[str, list[DoseRecord]] = {}
-        for record in self.state.doses.values():
-            if record.status in ("released", "taken", "failed"):
-                released.setdefault(record.medication_id, []).append(record)
-        return released
+    # -- section 6: what may come out, per ingredient ------------------------------------
 
-    def _covered_by_other_release(self, dose: Dose,
-                                  released: dict[str, list[DoseRecord]] | None = None) -> bool:
-        if released is None:
-            released = self._released_windows()
-        for record in released.get(dose.medication_id, ()):
-            if record.scheduled_at != dose.scheduled_at and \
-                    record.window_start < dose.window_end and dose.window_start < record.window_end:
-                return True
-        return False
+    def limits(self) -> Limits | None:
+        schedule = self.state.schedule
+        if schedule is None:
+            return None
+        if self._limits is None or self._limits.schedule is not schedule:
+            self._limits = Limits(schedule)
+        return self._limits
+
+    def hold_for(self, dose: Dose, now: datetime) -> Hold | None:
+        """Why section 6 keeps this dose in (see limits.py), or None if it may go out now."""
+        limits = self.limits()
+        medication = self.state.schedule.medication(dose.medication_id) if limits else None
+        if medication is None:
+            return None
+        return limits.scheduled_hold(dose, medication, self.state.releases, self.state.loads, now)
+
+    def _held(self, outcome: Outcome, dose: Dose | DoseRecord, hold: Hold, now: datetime) -> None:
+        """Log a hold once per dose and reason; the clinic hears of the dose once."""
+        record = self.state.doses.get(dose.key)
+        if record is not None and hold.reason in record.held:
+            return
+        first = record is None or not record.held
+        extra = {"reason": hold.reason}
+        if hold.allowed_at is not None:
+            extra["allowed_at"] = format_utc(hold.allowed_at)
+        draft = self._emit(outcome, "dose.held", dose_data(dose, **extra), now)
+        if first:
+            self._alert(outcome, "dose_held", "warning",
+                        f"The {self._local(dose.scheduled_at)} dose from compartment {dose.compartment} "
+                        f"was held back: {HELD_TEXT[hold.reason]}.", [draft], now)
 
     def _record(self, dose: Dose) -> DoseRecord | None:
         return self.state.doses.get(dose.key)
@@ -400,8 +470,15 @@ class DoseRules:
         return int((min(now, dose.window_end) - dose.scheduled_at) / REMINDER_EVERY) + 1
 
     def _due(self, outcome: Outcome, dose: Dose, now: datetime) -> None:
+        """A window opens: the dose is due, or held for good if the day's plan is already given."""
+        hold = self.hold_for(dose, now)
+        if hold is not None and hold.final:
+            self._held(outcome, dose, hold, now)
+            return
         self._emit(outcome, "dose.due", dose_data(dose), now)
-        if self.state.stock.get(dose.medication_id, 0) < dose.quantity:
+        if hold is not None and hold.reason == UNLOADED:
+            self._held(outcome, dose, hold, now)
+        elif self.state.stock.get(dose.medication_id, 0) < dose.quantity:
             self._stock_empty(outcome, dose.medication_id, dose.compartment, now)
 
     def _remind(self, outcome: Outcome, dose: Dose, number: int, now: datetime) -> None:
@@ -439,9 +516,11 @@ class DoseRules:
         for key in [k for k, r in self.state.doses.items() if r.window_end < cutoff
                     and (r.status in FINAL or r.status == "released")]:
             del self.state.doses[key]
-        for history, keep in ((self.state.prn_released, PRN_HISTORY), (self.state.prn_denied, timedelta(days=8))):
-            for medication, items in history.items():
-                history[medication] = [i for i in items if _moment(i) >= now - keep]
+        for substance, marks in self.state.releases.items():
+            if marks and marks[0].at < now - PRN_HISTORY:
+                self.state.releases[substance] = [m for m in marks if m.at >= now - PRN_HISTORY]
+        for medication, items in self.state.prn_denied.items():
+            self.state.prn_denied[medication] = [at for at in items if at >= now - timedelta(days=8)]
 
     def next_wakeup(self, now: datetime) -> datetime | None:
         """The next moment at which `tick` would log something, for a loop that sleeps till then.
@@ -487,9 +566,13 @@ class DoseRules:
             outcome.feedback = "too_early"
             outcome.detail = {"opens_at": now if unknown == "clock_behind" else None, "reason": unknown}
             return outcome
-        releasable = self.releasable(now)
-        released, empty = [], []
-        for dose in releasable:
+        released, empty, held = [], [], []
+        for dose in self._in_window(now):
+            hold = self.hold_for(dose, now)  # asked again for each: the release before it counts
+            if hold is not None:
+                self._held(outcome, dose, hold, now)
+                held.append((dose, hold))
+                continue
             if self.state.stock.get(dose.medication_id, 0) < dose.quantity:
                 empty.append(dose.medication_id)
                 self._stock_empty(outcome, dose.medication_id, dose.compartment, now)
@@ -502,6 +585,11 @@ class DoseRules:
             outcome.feedback, outcome.detail = "released", {"medications": released, "empty": empty}
         elif empty:
             outcome.feedback, outcome.detail = "empty", {"medications": empty}
+        elif held:
+            waits = [h.allowed_at for _, h in held if h.allowed_at is not None]
+            outcome.feedback = "held"
+            outcome.detail = {"medications": [d.medication_id for d, _ in held],
+                              "reason": held[0][1].reason, "allowed_at": min(waits) if waits else None}
         else:
             opens = self._next_window_start(now)
             outcome.feedback = "too_early" if opens else "nothing_due"
@@ -509,10 +597,15 @@ class DoseRules:
         return outcome
 
     def releasable(self, now: datetime) -> list[Dose]:
-        """Doses a press would release now (stock permitting): none while the time is unknown."""
+        """Doses a press would release now (stock permitting): none while the time is unknown,
+        none that section 6 holds back."""
         if self.time_unknown(now):
             return []
         now = self.log_time(now)
+        return [d for d in self._in_window(now) if self.hold_for(d, now) is None]
+
+    def _in_window(self, now: datetime) -> list[Dose]:
+        """Pending doses whose window is open at `now`."""
         return [d for d in self._live_doses(now) if d.window_start <= now < d.window_end
                 and (self._record(d) is None or self._record(d).status == "pending")]
 
@@ -589,29 +682,20 @@ class DoseRules:
         return outcome
 
     def prn_refusal(self, medication: Medication, now: datetime) -> tuple[str | None, datetime | None]:
-        """Why an as-needed dose may not go out now, and when it could; (None, None) if it may."""
-        prn = medication.as_needed
-        history = self.state.prn_released.get(medication.id, [])
-        if history:
-            allowed = history[-1][0] + prn.min_interval
-            if now < allowed:
-                return "interval", allowed
-        in_window = [(at, qty) for at, qty in history if at > now - prn.max_period]
-        if sum(qty for _, qty in in_window) + prn.quantity > prn.max_units:
-            return "max_per_period", self._rolling_allowed_at(in_window, prn, now)
-        if self.state.stock.get(medication.id, 0) < prn.quantity:
+        """Why an as-needed dose may not go out now, and when it could; (None, None) if it may.
+
+        The interval and the rolling maximum count every release of the ingredient, across
+        ids and strengths (section 6); then the compartment must hold this medication.
+        """
+        refusal = self.limits().as_needed_refusal(medication, self.state.releases, now)
+        if refusal is not None:
+            return refusal
+        load = self.state.loads.get(medication.compartment)
+        if load is None or not load.holds(medication):
+            return UNLOADED, None
+        if self.state.stock.get(medication.id, 0) < medication.as_needed.quantity:
             return "empty", None
         return None, None
-
-    @staticmethod
-    def _rolling_allowed_at(in_window, prn, now) -> datetime:
-        """The first moment enough earlier releases have left the rolling window."""
-        total = sum(qty for _, qty in in_window)
-        for at, qty in in_window:
-            total -= qty
-            if total + prn.quantity <= prn.max_units:
-                return at + prn.max_period
-        return now + prn.max_period
 
     def _deny(self, outcome: Outcome, medication: Medication, reason: str,
               allowed_at: datetime | None, now: datetime) -> None:
@@ -825,7 +909,4 @@ def _in_bounds(medication: Medication, now: datetime) -> bool:
     return (prn.bounds_start is None or prn.bounds_start <= now) and \
         (prn.bounds_end is None or now < prn.bounds_end)
 
-
-def _moment(item) -> datetime:
-    return item[0] if isinstance(item, tuple) else item
 

@@ -207,9 +207,9 @@ class ScenarioRun:
         self._boot(now)
         if self.sync is not None:
             self.sync.start()  # after the first boot: the log file exists before its second reader
-        for medication, count in scenario.stock.items():  # the compartments are filled first
-            self.engine.refill(now, medication, count)
         self._apply_file(now, scenario.schedule_file)
+        for medication, count in scenario.stock.items():  # a refill names a medication in force
+            self.engine.refill(now, medication, count)
         pending = list(scenario.steps)
         back_at: datetime | None = None
         while True:

@@ -1,0 +1,241 @@
+"""What may come out, per active ingredient (CONTRACT section 6): pure, no clock, no I/O.
+
+The dose rules ask here before every release. Every limit holds per ingredient
+(`Medication.substance`: the ingredient's code, else the medication id), summed across
+medication ids, strengths and compartments, in the strength's unit where it is known:
+
+1. the day: never more released for a local day than the schedule in force plans for it
+   (a release counts for the local day of the dose it gave, whatever schedule, id,
+   strength, time or time zone it was given under);
+2. the minimum gap between two releases (`min_gap_h`, by default half the shortest
+   planned interval between two of the ingredient's doses);
+3. separation: never within `separate_from.hours` of the named ingredient, either way;
+4. as needed: the interval since the ingredient's last release, and the rolling maximum;
+5. a compartment gives only what it was loaded with (`Load`).
+
+    >>> limits = Limits(schedule)                               # doctest: +SKIP
+    >>> limits.scheduled_hold(dose, medication, history, loads, now)
+    Hold(reason='already_given', allowed_at=None)
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from fractions import Fraction
+
+from .schedule import Medication, Schedule, Strength
+from .scheduler import Dose, doses_between
+from .timeutil import UTC
+
+# Reasons a scheduled dose is held (`dose.held`). The first two are final for that dose:
+# nothing but a new schedule could change the day's plan. The others pass with time or a refill.
+ALREADY_GIVEN, DAY_LIMIT, MIN_GAP, SEPARATION, UNLOADED = (
+    "already_given", "day_limit", "min_gap", "separation", "unloaded")
+FINAL_HOLDS = frozenset({ALREADY_GIVEN, DAY_LIMIT})
+# The default minimum gap is read off the plan around the dose: far enough to see a weekly rhythm.
+_PLAN_REACH = timedelta(days=8)
+
+
+@dataclass(frozen=True)
+class Mark:
+    """One release of an ingredient, as the limits count it."""
+
+    at: datetime
+    amount: Fraction
+    unit: str
+    medication_id: str
+    scheduled_at: datetime | None = None  # None: an as-needed release
+
+
+@dataclass(frozen=True)
+class Load:
+    """What a compartment was filled with (by a refill) and how many are left."""
+
+    medication_id: str
+    substance: str
+    strength: Strength | None
+    count: int
+
+    def holds(self, medication: Medication) -> bool:
+        """Is this load the medication? Same id, same ingredient, same strength."""
+        return (self.medication_id, self.substance, self.strength) == \
+            (medication.id, medication.substance, medication.strength)
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Why a release may not happen now, and when it could (None: not with time)."""
+
+    reason: str
+    allowed_at: datetime | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.reason in FINAL_HOLDS
+
+
+def mark(medication: Medication, units: int, at: datetime, scheduled_at: datetime | None) -> Mark:
+    return Mark(at=at, amount=medication.amount(units), unit=medication.amount_unit,
+                medication_id=medication.id, scheduled_at=scheduled_at)
+
+
+def total(marks: Iterable[Mark], unit: str) -> Fraction | None:
+    """Sum of the marks in `unit`, or None when one was counted in another (not comparable)."""
+    amount = Fraction(0)
+    for item in marks:
+        if item.unit != unit:
+            return None
+        amount += item.amount
+    return amount
+
+
+class Limits:
+    """Section 6 for one schedule in force; caches its plan per day and ingredient."""
+
+    def __init__(self, schedule: Schedule):
+        self.schedule = schedule
+        self._by_substance: dict[str, list[Medication]] = {}
+        for medication in schedule.medications:
+            self._by_substance.setdefault(medication.substance, []).append(medication)
+        self._plans: dict[tuple[str, date], list[tuple[Dose, Medication]]] = {}
+        self._gaps: dict[tuple[str, date], timedelta] = {}
+
+    # -- the plan --------------------------------------------------------------------------
+
+    def local_day(self, moment: datetime) -> date:
+        return moment.astimezone(self.schedule.tz).date()
+
+    def _day_doses(self, day: date) -> list[Dose]:
+        tz = self.schedule.tz
+        start = datetime.combine(day, time()).replace(tzinfo=tz).astimezone(UTC)
+        end = datetime.combine(day + timedelta(days=1), time()).replace(tzinfo=tz).astimezone(UTC)
+        return doses_between(self.schedule, start, end)
+
+    def plan(self, substance: str, day: date) -> list[tuple[Dose, Medication]]:
+        """The ingredient's scheduled doses on a local day, with their medications."""
+        key = (substance, day)
+        if key not in self._plans:
+            if len(self._plans) > 256:
+                self._plans.clear()
+            medications = {m.id: m for m in self._by_substance.get(substance, ())}
+            self._plans[key] = [(d, medications[d.medication_id]) for d in self._day_doses(day)
+                                if d.medication_id in medications]
+        return self._plans[key]
+
+    def planned_amount(self, substance: str, day: date, unit: str) -> Fraction | None:
+        """What the day plans for the ingredient in `unit`; None when its medications mix units."""
+        amount = Fraction(0)
+        for dose, medication in self.plan(substance, day):
+            if medication.amount_unit != unit:
+                return None
+            amount += medication.amount(dose.quantity)
+        return amount
+
+    def min_gap(self, medication: Medication, near: datetime) -> timedelta:
+        """`min_gap_h`, else half the shortest planned interval between two of the ingredient's doses.
+
+        Read off the plan in the 8 days around `near`; zero when it plans fewer than two.
+        """
+        if medication.min_gap is not None:
+            return medication.min_gap
+        day = self.local_day(near)
+        key = (medication.substance, day)
+        if key not in self._gaps:
+            if len(self._gaps) > 256:
+                self._gaps.clear()
+            ids = {m.id for m in self._by_substance.get(medication.substance, ())}
+            moments = sorted({d.scheduled_at for d in doses_between(self.schedule, near - _PLAN_REACH,
+                                                                     near + _PLAN_REACH)
+                              if d.medication_id in ids})
+            steps = [b - a for a, b in zip(moments, moments[1:])]
+            self._gaps[key] = min(steps) / 2 if steps else timedelta(0)
+        return self._gaps[key]
+
+    def separations(self, medication: Medication) -> list[tuple[str, timedelta]]:
+        """(other ingredient, gap) pairs that keep `medication` apart, declared either way round."""
+        pairs = [(s.ingredient, s.gap) for s in medication.separate_from]
+        for other in self.schedule.medications:
+            for separation in other.separate_from:
+                if separation.ingredient == medication.substance:
+                    pairs.append((other.substance, separation.gap))
+        return pairs
+
+    # -- the checks ------------------------------------------------------------------------
+
+    def spacing_hold(self, medication: Medication, history: Mapping[str, list[Mark]],
+                     now: datetime, scheduled_at: datetime | None = None) -> Hold | None:
+        """Min gap and separation: limits that time lifts.
+
+        Doses of one ingredient planned for the same instant (a 100 mg and a 50 mg tablet
+        at 21:00) go out together: the day rule bounds their sum, the gap is between instants.
+        """
+        own = [m for m in history.get(medication.substance, ())
+               if scheduled_at is None or m.scheduled_at != scheduled_at]
+        gap = self.min_gap(medication, now)
+        if own and gap and now < own[-1].at + gap:
+            return Hold(MIN_GAP, own[-1].at + gap)
+        for substance, apart in self.separations(medication):
+            others = history.get(substance, ())
+            if others and now < others[-1].at + apart:
+                return Hold(SEPARATION, others[-1].at + apart)
+        return None
+
+    def scheduled_hold(self, dose: Dose, medication: Medication, history: Mapping[str, list[Mark]],
+                       loads: Mapping[int, Load], now: datetime) -> Hold | None:
+        """Why a scheduled dose may not be released now (section 6), or None if it may."""
+        day_hold = self.day_hold(dose, medication, history)
+        if day_hold is not None:
+            return day_hold
+        load = loads.get(medication.compartment)
+        if load is None or not load.holds(medication):
+            return Hold(UNLOADED)
+        return self.spacing_hold(medication, history, now, dose.scheduled_at)
+
+    def day_hold(self, dose: Dose, medication: Medication,
+                 history: Mapping[str, list[Mark]]) -> Hold | None:
+        """The day rule: already given (nothing of the day's plan is left) or past the day's plan."""
+        day = self.local_day(dose.scheduled_at)
+        given = [m for m in history.get(medication.substance, ())
+                 if m.scheduled_at is not None and self.local_day(m.scheduled_at) == day]
+        if not given:
+            return None
+        unit = medication.amount_unit
+        planned, released = self.planned_amount(medication.substance, day, unit), total(given, unit)
+        if planned is None or released is None:  # amounts that cannot be compared: the safe side
+            return Hold(DAY_LIMIT)
+        if released >= planned:
+            return Hold(ALREADY_GIVEN)
+        if released + medication.amount(dose.quantity) > planned:
+            return Hold(DAY_LIMIT)
+        return None
+
+    def as_needed_refusal(self, medication: Medication, history: Mapping[str, list[Mark]],
+                          now: datetime) -> tuple[str, datetime | None] | None:
+        """As needed: the interval and rolling maximum across ids, then gap and separation."""
+        prn = medication.as_needed
+        own = history.get(medication.substance, ())
+        if own and now < own[-1].at + prn.min_interval:
+            return "interval", own[-1].at + prn.min_interval
+        in_window = [m for m in own if m.at > now - prn.max_period]
+        unit, limit = medication.amount_unit, medication.amount(prn.max_units)
+        released = total(in_window, unit)
+        if released is None or released + medication.amount(prn.quantity) > limit:
+            return "max_per_period", _rolling_allowed_at(in_window, medication, now)
+        spacing = self.spacing_hold(medication, history, now)
+        if spacing is not None:
+            return spacing.reason, spacing.allowed_at
+        return None
+
+
+def _rolling_allowed_at(in_window: list[Mark], medication: Medication, now: datetime) -> datetime:
+    """The first moment enough earlier releases have left the rolling window."""
+    prn = medication.as_needed
+    limit, unit = medication.amount(prn.max_units), medication.amount_unit
+    remaining = list(in_window)
+    while remaining:
+        leaving = remaining.pop(0)
+        rest = total(remaining, unit)
+        if rest is not None and rest + medication.amount(prn.quantity) <= limit:
+            return leaving.at + prn.max_period
+    return now + prn.max_period
