@@ -96,6 +96,11 @@ def _feedback(view: View) -> list[str] | None:
         return ["Nothing due now", f"Next {hhmm(view.next_at)}" if view.next_at else ""]
     if kind == "empty":
         return ["Box is empty", "Ask for a refill"]
+    if detail.get("reason") == "unloaded":  # the schedule changed what the box holds
+        return ["Box needs refill", "Clinic informed"]
+    if kind == "held":  # section 6: too soon after the last dose, or kept apart from another
+        allowed = detail.get("allowed_at")
+        return ["Dose on hold", f"Wait until {hhmm(allowed)}" if allowed else "Clinic informed"]
     if kind == "denied":
         if detail.get("reason") == "empty":
             return ["As-needed box", "is empty"]
