@@ -35,6 +35,9 @@ ALREADY_GIVEN, DAY_LIMIT, MIN_GAP, SEPARATION, UNLOADED = (
 FINAL_HOLDS = frozenset({ALREADY_GIVEN, DAY_LIMIT})
 # The default minimum gap is read off the plan around the dose: far enough to see a weekly rhythm.
 _PLAN_REACH = timedelta(days=8)
+# A release is at most a day from its dose (a window reaches a day each side), and a local
+# day with its DST and offsets spans at most 26 hours: releases for one day lie in this reach.
+_DAY_REACH = timedelta(days=3)
 
 
 @dataclass(frozen=True)
@@ -196,7 +199,7 @@ class Limits:
                  history: Mapping[str, list[Mark]]) -> Hold | None:
         """The day rule: already given (nothing of the day's plan is left) or past the day's plan."""
         day = self.local_day(dose.scheduled_at)
-        given = [m for m in history.get(medication.substance, ())
+        given = [m for m in _recent(history.get(medication.substance, ()), dose.scheduled_at - _DAY_REACH)
                  if m.scheduled_at is not None and self.local_day(m.scheduled_at) == day]
         if not given:
             return None
@@ -217,7 +220,7 @@ class Limits:
         own = history.get(medication.substance, ())
         if own and now < own[-1].at + prn.min_interval:
             return "interval", own[-1].at + prn.min_interval
-        in_window = [m for m in own if m.at > now - prn.max_period]
+        in_window = [m for m in _recent(own, now - prn.max_period) if m.at > now - prn.max_period]
         unit, limit = medication.amount_unit, medication.amount(prn.max_units)
         released = total(in_window, unit)
         if released is None or released + medication.amount(prn.quantity) > limit:
@@ -226,6 +229,14 @@ class Limits:
         if spacing is not None:
             return spacing.reason, spacing.allowed_at
         return None
+
+
+def _recent(marks: list[Mark], since: datetime) -> list[Mark]:
+    """The marks released at or after `since` (they are in time order): the history is a year long."""
+    index = len(marks)
+    while index and marks[index - 1].at >= since:
+        index -= 1
+    return marks[index:]
 
 
 def _rolling_allowed_at(in_window: list[Mark], medication: Medication, now: datetime) -> datetime:
