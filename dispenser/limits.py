@@ -19,13 +19,14 @@ medication ids, strengths and compartments, in the strength's unit where it is k
 """
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from fractions import Fraction
 
 from .schedule import Medication, Schedule, Strength
-from .scheduler import Dose, doses_between
+from .scheduler import Dose, doses_between, occurrences
 from .timeutil import UTC
 
 # Reasons a scheduled dose is held (`dose.held`). The first two are final for that dose:
@@ -38,6 +39,8 @@ _PLAN_REACH = timedelta(days=8)
 # A release is at most a day from its dose (a window reaches a day each side), and a local
 # day with its DST and offsets spans at most 26 hours: releases for one day lie in this reach.
 _DAY_REACH = timedelta(days=3)
+# Releases older than this are kept as one mark per UTC day (see `compact`).
+KEEP_EXACT = timedelta(days=8)
 
 
 @dataclass(frozen=True)
@@ -101,19 +104,29 @@ class Limits:
         self._by_substance: dict[str, list[Medication]] = {}
         for medication in schedule.medications:
             self._by_substance.setdefault(medication.substance, []).append(medication)
+        self._days: dict[date, list[Dose]] = {}
         self._plans: dict[tuple[str, date], list[tuple[Dose, Medication]]] = {}
         self._gaps: dict[tuple[str, date], timedelta] = {}
+        self._amounts: dict[tuple[str, date, str], Fraction | None] = {}
 
     # -- the plan --------------------------------------------------------------------------
 
     def local_day(self, moment: datetime) -> date:
         return moment.astimezone(self.schedule.tz).date()
 
-    def _day_doses(self, day: date) -> list[Dose]:
+    def day_bounds(self, day: date) -> tuple[datetime, datetime]:
+        """A local day as a UTC range [start, end) (23 or 25 hours on DST days)."""
         tz = self.schedule.tz
         start = datetime.combine(day, time()).replace(tzinfo=tz).astimezone(UTC)
         end = datetime.combine(day + timedelta(days=1), time()).replace(tzinfo=tz).astimezone(UTC)
-        return doses_between(self.schedule, start, end)
+        return start, end
+
+    def _day_doses(self, day: date) -> list[Dose]:
+        if day not in self._days:
+            if len(self._days) > 16:
+                self._days.clear()
+            self._days[day] = doses_between(self.schedule, *self.day_bounds(day))
+        return self._days[day]
 
     def plan(self, substance: str, day: date) -> list[tuple[Dose, Medication]]:
         """The ingredient's scheduled doses on a local day, with their medications."""
@@ -128,17 +141,24 @@ class Limits:
 
     def planned_amount(self, substance: str, day: date, unit: str) -> Fraction | None:
         """What the day plans for the ingredient in `unit`; None when its medications mix units."""
-        amount = Fraction(0)
-        for dose, medication in self.plan(substance, day):
-            if medication.amount_unit != unit:
-                return None
-            amount += medication.amount(dose.quantity)
-        return amount
+        key = (substance, day, unit)
+        if key not in self._amounts:
+            if len(self._amounts) > 256:
+                self._amounts.clear()
+            amount: Fraction | None = Fraction(0)
+            for dose, medication in self.plan(substance, day):
+                if medication.amount_unit != unit:
+                    amount = None
+                    break
+                amount += medication.amount(dose.quantity)
+            self._amounts[key] = amount
+        return self._amounts[key]
 
     def min_gap(self, medication: Medication, near: datetime) -> timedelta:
         """`min_gap_h`, else half the shortest planned interval between two of the ingredient's doses.
 
-        Read off the plan in the 8 days around `near`; zero when it plans fewer than two.
+        Read off the plan in the 2 days around `near`, or 8 where that plans fewer than two
+        (a weekly rhythm); zero when even that plans fewer than two.
         """
         if medication.min_gap is not None:
             return medication.min_gap
@@ -147,13 +167,20 @@ class Limits:
         if key not in self._gaps:
             if len(self._gaps) > 256:
                 self._gaps.clear()
-            ids = {m.id for m in self._by_substance.get(medication.substance, ())}
-            moments = sorted({d.scheduled_at for d in doses_between(self.schedule, near - _PLAN_REACH,
-                                                                     near + _PLAN_REACH)
-                              if d.medication_id in ids})
-            steps = [b - a for a, b in zip(moments, moments[1:])]
+            steps: list[timedelta] = []
+            for reach in (timedelta(days=2), _PLAN_REACH):
+                moments = sorted(self._instants(medication.substance, near - reach, near + reach))
+                steps = [b - a for a, b in zip(moments, moments[1:])]
+                if steps:
+                    break
             self._gaps[key] = min(steps) / 2 if steps else timedelta(0)
         return self._gaps[key]
+
+    def _instants(self, substance: str, start: datetime, end: datetime) -> set[datetime]:
+        """The distinct instants the ingredient's scheduled entries name in [start, end)."""
+        tz = self.schedule.tz
+        return {moment for medication in self._by_substance.get(substance, ())
+                for dosage in medication.dosages for moment in occurrences(dosage, tz, start, end)}
 
     def separations(self, medication: Medication) -> list[tuple[str, timedelta]]:
         """(other ingredient, gap) pairs that keep `medication` apart, declared either way round."""
@@ -173,11 +200,11 @@ class Limits:
         Doses of one ingredient planned for the same instant (a 100 mg and a 50 mg tablet
         at 21:00) go out together: the day rule bounds their sum, the gap is between instants.
         """
-        own = [m for m in history.get(medication.substance, ())
-               if scheduled_at is None or m.scheduled_at != scheduled_at]
+        last = next((m for m in reversed(history.get(medication.substance, ()))
+                     if scheduled_at is None or m.scheduled_at != scheduled_at), None)
         gap = self.min_gap(medication, now)
-        if own and gap and now < own[-1].at + gap:
-            return Hold(MIN_GAP, own[-1].at + gap)
+        if last is not None and gap and now < last.at + gap:
+            return Hold(MIN_GAP, last.at + gap)
         for substance, apart in self.separations(medication):
             others = history.get(substance, ())
             if others and now < others[-1].at + apart:
@@ -199,8 +226,9 @@ class Limits:
                  history: Mapping[str, list[Mark]]) -> Hold | None:
         """The day rule: already given (nothing of the day's plan is left) or past the day's plan."""
         day = self.local_day(dose.scheduled_at)
+        start, end = self.day_bounds(day)
         given = [m for m in _recent(history.get(medication.substance, ()), dose.scheduled_at - _DAY_REACH)
-                 if m.scheduled_at is not None and self.local_day(m.scheduled_at) == day]
+                 if m.scheduled_at is not None and start <= m.scheduled_at < end]
         if not given:
             return None
         unit = medication.amount_unit
@@ -233,10 +261,30 @@ class Limits:
 
 def _recent(marks: list[Mark], since: datetime) -> list[Mark]:
     """The marks released at or after `since` (they are in time order): the history is a year long."""
-    index = len(marks)
-    while index and marks[index - 1].at >= since:
-        index -= 1
-    return marks[index:]
+    return marks[bisect.bisect_left(marks, since, key=lambda m: m.at):]
+
+
+def compact(marks: list[Mark], before: datetime) -> list[Mark]:
+    """Marks released before `before` merged into one per UTC day and unit, at the day's last release.
+
+    Keeps a year of history small on a device that releases every few minutes. Only the
+    rolling maximum looks that far back, and a merged mark errs on its safe side: it
+    counts the whole day's amount as released at its last release, so it stays in the
+    rolling period longer, never shorter. The day rule and the gaps read only recent marks.
+    """
+    old = _recent_index(marks, before)
+    merged: dict[tuple[date, str], Mark] = {}
+    for item in marks[:old]:
+        key = (item.at.date(), item.unit)
+        kept = merged.get(key)
+        merged[key] = item if kept is None else Mark(
+            at=max(kept.at, item.at), amount=kept.amount + item.amount, unit=item.unit,
+            medication_id=item.medication_id, scheduled_at=None)
+    return sorted(merged.values(), key=lambda m: m.at) + marks[old:]
+
+
+def _recent_index(marks: list[Mark], since: datetime) -> int:
+    return bisect.bisect_left(marks, since, key=lambda m: m.at)
 
 
 def _rolling_allowed_at(in_window: list[Mark], medication: Medication, now: datetime) -> datetime:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from .events import Draft
-from .limits import UNLOADED, Hold, Limits, Load, Mark, mark
+from .limits import KEEP_EXACT, UNLOADED, Hold, Limits, Load, Mark, compact, mark
 from .schedule import Medication, Schedule
 from .scheduler import Dose, doses_between
 from .timeutil import format_at, format_utc, parse_utc, truncate_ms
@@ -517,8 +517,9 @@ class DoseRules:
                     and (r.status in FINAL or r.status == "released")]:
             del self.state.doses[key]
         for substance, marks in self.state.releases.items():
-            if marks and marks[0].at < now - PRN_HISTORY:
-                self.state.releases[substance] = [m for m in marks if m.at >= now - PRN_HISTORY]
+            marks = [m for m in marks if m.at >= now - PRN_HISTORY] if marks and marks[0].at < now - PRN_HISTORY \
+                else marks
+            self.state.releases[substance] = compact(marks, now - KEEP_EXACT)
         for medication, items in self.state.prn_denied.items():
             self.state.prn_denied[medication] = [at for at in items if at >= now - timedelta(days=8)]
 

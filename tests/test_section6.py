@@ -218,3 +218,26 @@ def test_the_screen_does_not_offer_a_dose_a_press_would_hold():
     rig.press("2026-11-24T23:59:30")
     rig.at("2026-11-25T00:00:00")
     assert rig.engine.rules.releasable(rig.now) == []
+
+
+def test_old_releases_are_kept_as_one_mark_a_day_and_never_leave_a_rolling_period_early():
+    from datetime import timedelta
+    from fractions import Fraction
+
+    from dispenser.limits import Mark, compact
+    start = local("2026-11-01T08:00:00")
+    marks = [Mark(at=start + timedelta(hours=6 * i), amount=Fraction(1), unit="mg", medication_id="a",
+                  scheduled_at=None) for i in range(40)]  # 10 days, 4 a day
+    cut = start + timedelta(days=8)
+    kept = compact(marks, cut)
+    recent = [m for m in marks if m.at >= cut]
+    assert kept[-len(recent):] == recent
+    old = kept[:-len(recent)]
+    assert len(old) < len(marks) - len(recent)
+    assert sum(m.amount for m in kept) == sum(m.amount for m in marks)
+    # Each merged mark stands at its day's last release: at least as late as any it merged.
+    for item in marks:
+        if item.at < cut:
+            merged = next(m for m in old if m.at.date() == item.at.date())
+            assert merged.at >= item.at
+    assert compact(kept, cut) == kept  # compacting again changes nothing
