@@ -361,11 +361,12 @@ def cmd_report(args) -> int:
                           "checkins": trend.__dict__}, indent=1))
         return 0
     print(f"Adherence, last {days} days")
-    header = f"{'medication':<20}" + "".join(f"{name.replace('_', ' '):>12}" for name in OUTCOMES) + f"{'PDC':>8}"
+    header = f"{'medication':<20}" + "".join(f"{name.replace('_', ' '):>15}" for name in OUTCOMES) \
+        + f"{'days all taken':>16}"
     print(header)
     for report in reports.values():
-        pdc = "-" if report.pdc is None else f"{report.pdc:.0%}"
-        line = f"{report.medication_id:<20}" + "".join(f"{getattr(report, n):>12}" for n in OUTCOMES) + f"{pdc:>8}"
+        days = "-" if report.days_all_taken is None else f"{report.days_all_taken:.0%}"
+        line = f"{report.medication_id:<20}" + "".join(f"{getattr(report, n):>15}" for n in OUTCOMES) + f"{days:>16}"
         if report.missed_unavailable:
             line += f"   {report.missed_unavailable} missed while the dispenser was off or waiting for the time"
         if report.prn_released or report.prn_denied:

@@ -174,8 +174,9 @@ def test_report_counts_a_scenario(tmp_path):
     result = run("report", "--db", str(db), "--days", "3660", "--json")
     assert result.returncode == 0, result.stderr
     report = {m["medication_id"]: m for m in json.loads(result.stdout)["medications"]}
-    assert report["sertraline"]["on_time"] == 1 and report["sertraline"]["pdc"] == 1.0
-    assert report["naltrexone"]["unconfirmed"] == 1
+    assert report["sertraline"]["on_time"] == 1 and report["sertraline"]["days_all_taken"] == 1.0
+    assert report["naltrexone"]["unconfirmed"] == 1 and report["naltrexone"]["days_all_taken"] == 0.0
+    assert "pdc" not in report["sertraline"]
     assert report["hydroxyzine"]["prn_released"] == 1 and report["hydroxyzine"]["prn_denied"] == 1
 
 
