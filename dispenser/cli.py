@@ -120,7 +120,8 @@ def _engine(args, config: Config):
     from .clocktrust import trust_for
     from .engine import Engine
     store = _store(args, config)
-    engine = Engine(store, config.compartments, config.timezone, clinic_public_key=config.clinic_public_key)
+    engine = Engine(store, config.compartments, config.timezone, clinic_public_key=config.clinic_public_key,
+                    clinic_keys=config.clinic_keys)
     # A one-shot command cannot see a step the daemon saw: the log's word on the clock counts too.
     engine.clock_trusted = trust_for(config, log_trusted=engine.state.clock_trusted).check
     return engine
@@ -285,7 +286,8 @@ def schedule_apply(args) -> int:
         engine.store.close()
     if outcome.feedback != "applied":
         raise UserError(f"schedule refused ({outcome.detail['reason']}): {'; '.join(outcome.detail['problems'])}")
-    print(f"schedule version {document['version']} applied")
+    print(f"schedule version {document['version']} applied; the clinic is told of this local change "
+          "(alert schedule_applied_locally), and its next schedule replaces it")
     return 0
 
 
