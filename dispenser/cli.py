@@ -120,7 +120,8 @@ def _engine(args, config: Config):
     from .clocktrust import trust_for
     from .engine import Engine
     store = _store(args, config)
-    engine = Engine(store, config.compartments, config.timezone, clinic_public_key=config.clinic_public_key)
+    engine = Engine(store, config.compartments, config.timezone, clinic_public_key=config.clinic_public_key,
+                    clinic_keys=config.clinic_keys)
     # A one-shot command cannot see a step the daemon saw: the log's word on the clock counts too.
     engine.clock_trusted = trust_for(config, log_trusted=engine.state.clock_trusted).check
     return engine
@@ -285,7 +286,8 @@ def schedule_apply(args) -> int:
         engine.store.close()
     if outcome.feedback != "applied":
         raise UserError(f"schedule refused ({outcome.detail['reason']}): {'; '.join(outcome.detail['problems'])}")
-    print(f"schedule version {document['version']} applied")
+    print(f"schedule version {document['version']} applied; the clinic is told of this local change "
+          "(alert schedule_applied_locally), and its next schedule replaces it")
     return 0
 
 
@@ -361,11 +363,12 @@ def cmd_report(args) -> int:
                           "checkins": trend.__dict__}, indent=1))
         return 0
     print(f"Adherence, last {days} days")
-    header = f"{'medication':<20}" + "".join(f"{name.replace('_', ' '):>12}" for name in OUTCOMES) + f"{'PDC':>8}"
+    header = f"{'medication':<20}" + "".join(f"{name.replace('_', ' '):>15}" for name in OUTCOMES) \
+        + f"{'days all taken':>16}"
     print(header)
     for report in reports.values():
-        pdc = "-" if report.pdc is None else f"{report.pdc:.0%}"
-        line = f"{report.medication_id:<20}" + "".join(f"{getattr(report, n):>12}" for n in OUTCOMES) + f"{pdc:>8}"
+        days = "-" if report.days_all_taken is None else f"{report.days_all_taken:.0%}"
+        line = f"{report.medication_id:<20}" + "".join(f"{getattr(report, n):>15}" for n in OUTCOMES) + f"{days:>16}"
         if report.missed_unavailable:
             line += f"   {report.missed_unavailable} missed while the dispenser was off or waiting for the time"
         if report.prn_released or report.prn_denied:

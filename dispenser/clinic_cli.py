@@ -42,6 +42,10 @@ def add_commands(sub, common) -> dict[str, Callable]:
     sign.add_argument("--key", required=True, metavar="FILE", help="the private key (clinic.key)")
     sign.add_argument("--key-id", default=DEFAULT_KEY_ID, metavar="ID", help="a name for the key")
     sign.add_argument("--out", metavar="FILE", help="default: FILE with .signed.json")
+    sign.add_argument("--device", metavar="ID",
+                      help="the device it is for (device_id); required unless FILE names it")
+    sign.add_argument("--expires-in", type=float, metavar="HOURS",
+                      help="sets expires_at: the device refuses it (expired) after that many hours")
 
     push = actions.add_parser("push", parents=[common], help="send a signed schedule to a device")
     push.add_argument("file")
@@ -278,6 +282,8 @@ def clinic_sign(args) -> int:
     key = _private_key(args.key)
     if not args.key_id.strip():
         raise _user_error("--key-id must not be empty")
+    _bind(args, document)
+    _validate(document)
     signed = sign_document(document, key, args.key_id)
     out = Path(args.out) if args.out else _signed_name(Path(args.file))
     try:
@@ -286,6 +292,29 @@ def clinic_sign(args) -> int:
         raise _user_error(f"{out}: cannot write ({error.strerror})") from None
     print(f"signed schedule version {signed['version']} with key id {args.key_id!r}: {out}")
     return 0
+
+
+def _bind(args, document) -> None:
+    """(v2) Put `device_id` (--device) and `expires_at` (--expires-in) in the document to be signed.
+
+    A device applies from MQTT only a schedule that names it (contract section 2).
+    """
+    named = document.get("device_id")
+    if args.device is not None:
+        if not args.device.strip():
+            raise _user_error("--device must not be empty")
+        if named is not None and named != args.device:
+            raise _user_error(f"{args.file} names device_id {named!r}, not --device {args.device!r}")
+        document["device_id"] = args.device
+    elif named is None:
+        raise _user_error(f"{args.file} names no device_id: pass --device ID (a device refuses a schedule "
+                          "from the clinic that does not name it: wrong_device)")
+    if args.expires_in is not None:
+        if not 0 < args.expires_in <= 24 * 366:
+            raise _user_error("--expires-in must be more than 0 and at most a year of hours (8784)")
+        from datetime import datetime, timedelta, timezone
+        expires = datetime.now(timezone.utc) + timedelta(hours=args.expires_in)
+        document["expires_at"] = expires.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _signed_name(path: Path) -> Path:
@@ -422,7 +451,10 @@ def clinic_push(args) -> int:
     topic = _topics(settings, args.device).schedule_set
     document = _read_json(args.file)
     _validate(document)
-    _check_signature(args, document, config.clinic_public_key)
+    if isinstance(document.get("device_id"), str) and document["device_id"] != args.device:
+        raise _user_error(f"{args.file} is for device {document['device_id']!r}, not {args.device!r}; "
+                          "that device would refuse it (wrong_device)")
+    _check_signature(args, document, config.clinic_public_key, config.clinic_keys)
     payload = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     if len(payload) > MAX_SCHEDULE_BYTES:
         raise _user_error(f"{args.file}: {len(payload)} bytes; the device refuses more than "
@@ -482,22 +514,22 @@ def _topics(settings, device: str):
         raise _user_error(str(error)) from None
 
 
-def _check_signature(args, document: dict, public_key: str | None) -> None:
+def _check_signature(args, document: dict, public_key: str | None, keys: dict | None = None) -> None:
     """The device refuses an unsigned or wrongly signed schedule from MQTT: say so here."""
-    from .signing import KeyFormatError, SignatureError, verify_document
+    from .signing import KeyFormatError, SignatureError, verify_with_keys
     if "signature" not in document:
         if not args.allow_unsigned:
             raise _user_error(f"{args.file} is not signed, and a device refuses unsigned schedules from MQTT "
                               "(sign it with `dispenser clinic sign`, or send it anyway with --allow-unsigned)")
         return
-    if public_key is None:
+    if public_key is None and not keys:
         return
     try:
-        verify_document(document, public_key)
+        verify_with_keys(document, keys or {}, public_key)
     except KeyFormatError as error:
-        raise _user_error(f"clinic.public_key: {error}") from None
+        raise _user_error(f"[clinic] key: {error}") from None
     except SignatureError as error:
-        raise _user_error(f"{args.file}: {error} (checked against [clinic] public_key); the device would "
+        raise _user_error(f"{args.file}: {error} (checked against the [clinic] keys); the device would "
                           "refuse it") from None
 
 

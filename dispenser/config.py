@@ -20,7 +20,7 @@ KNOWN = {
     "hardware": None,  # checked by dispenser.hardware, which owns its keys
     "mqtt": {"host", "port", "username", "password", "tls_ca", "tls_cert", "tls_key",
              "topic_prefix", "protocol", "keepalive"},
-    "clinic": {"public_key"},
+    "clinic": {"public_key", "keys"},
     "storage": {"db"},
     "checkin": {"enabled"},
     "clock": {"trust", "marker"},
@@ -40,6 +40,7 @@ class Config:
     hardware: dict = field(default_factory=dict)
     mqtt: dict | None = None
     clinic_public_key: str | None = None
+    clinic_keys: dict = field(default_factory=dict)  # {key_id: base64 public key}, for key rotation
     db_path: str = ""
     checkin: bool = False
     clock_trust: str = "always"  # the simulator believes its host's clock; see clocktrust.py
@@ -121,6 +122,7 @@ def parse_config(raw: dict, source: str = "config") -> Config:
         device_id=device_id, timezone=timezone, backend=backend, compartments=compartments,
         hardware=hardware, mqtt=raw.get("mqtt"),
         clinic_public_key=_text(clinic, "clinic.public_key", None, source),
+        clinic_keys=dict(clinic.get("keys", {})),
         db_path=_text(storage, "storage.db", None, source) or default_db_path(),
         checkin=checkin, clock_trust=clock_trust,
         clock_marker=_text(raw.get("clock", {}), "clock.marker", Config.clock_marker, source), source=source,
@@ -141,14 +143,19 @@ def _check_parts(raw: dict, source: str) -> None:
             MqttSettings.from_config(raw["mqtt"])
         except ValueError as error:
             raise ConfigError(f"{source}: {error}") from None
-    key = raw.get("clinic", {}).get("public_key")
-    if key is not None:
+    clinic = raw.get("clinic", {})
+    keys = clinic.get("keys", {})
+    if not isinstance(keys, dict):
+        raise ConfigError(f"{source}: clinic.keys must be a table of key_id = \"base64 public key\"")
+    named = {"clinic.public_key": clinic["public_key"]} if "public_key" in clinic else {}
+    named.update({f"clinic.keys.{key_id}": key for key_id, key in keys.items()})
+    for dotted, key in named.items():
         try:
             raw_key = base64.b64decode(key, validate=True) if isinstance(key, str) else b""
         except (binascii.Error, ValueError):
             raw_key = b""
         if len(raw_key) != 32:
-            raise ConfigError(f"{source}: clinic.public_key must be the base64 of a raw 32-byte Ed25519 key")
+            raise ConfigError(f"{source}: {dotted} must be the base64 of a raw 32-byte Ed25519 key")
 
 
 def _text(table: dict, dotted: str, default, source: str):

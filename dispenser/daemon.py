@@ -422,7 +422,8 @@ def device_state(engine: Engine, now: datetime) -> dict:
                   for m in (schedule.medications if schedule else [])},
         "adherence_7d": {r.medication_id: {"on_time": r.on_time, "late": r.late, "missed": r.missed,
                                            "missed_unavailable": r.missed_unavailable,
-                                           "unconfirmed": r.unconfirmed, "pdc": r.pdc}
+                                           "confirmed_late": r.confirmed_late,
+                                           "unconfirmed": r.unconfirmed, "days_all_taken": r.days_all_taken}
                          for r in reports.values()},
         "backlog": engine.store.backlog(),
         "clock_trusted": rules.clock_trusted,  # False: doses are held until NTP sets the clock

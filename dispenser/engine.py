@@ -7,19 +7,22 @@ A release whose end is not recorded is found at the next start and reported
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 
 from . import __version__
 from .events import GENESIS, canonical, event_hash
 from .rules import DoseRules, Outcome, Release, State, fold
 from .schedule import Schedule, ScheduleError, parse_schedule
 from .store import Store, StoreError
+from .timeutil import format_utc, parse_utc
 
 MAX_SCHEDULE_BYTES = 64 * 1024
 MAX_VERSION = 2 ** 63 - 1  # the log keeps versions as SQLite INTEGERs
+CLOCK_SKEW = timedelta(minutes=5)  # a schedule from the clinic issued later than this is from the future
 
 Mover = Callable[[int, int], None]  # (compartment, quantity): raises when the servo fails
 Listener = Callable[[list[dict]], None]
@@ -34,28 +37,42 @@ class Engine:
 
     def __init__(self, store: Store, compartments: int, default_timezone: str = "UTC",
                  mover: Mover = no_mover, new_id: Callable[[], str] | None = None,
-                 clinic_public_key: str | None = None, clock_trusted: Callable[[], bool] = lambda: True):
+                 clinic_public_key: str | None = None, clock_trusted: Callable[[], bool] = lambda: True,
+                 clinic_keys: Mapping[str, str] | None = None):
         self.store = store
         self.compartments = compartments
         self.default_timezone = default_timezone
         self.mover = mover
         self.clinic_public_key = clinic_public_key
+        self.clinic_keys = dict(clinic_keys or {})  # {key_id: base64}: `[clinic] keys`, for rotation
         self.clock_trusted = clock_trusted  # asked before every decision (clocktrust.py)
         self._clock_ok = True
         self.listeners: list[Listener] = []
-        self._schedules: dict[int, Schedule] = {}
+        self._schedules: dict[int, Schedule] = {}  # by the seq of the `schedule.applied` that applied it
         self._new_id = new_id
         self.rules = self._load_rules()
 
     # -- state ---------------------------------------------------------------------------
 
     def _schedule(self, version: int) -> Schedule | None:
-        if version not in self._schedules:
-            document = self.store.schedule_document(version)
-            if document is None:
-                return None
-            self._schedules[version] = parse_schedule(document, self.default_timezone)
-        return self._schedules[version]
+        """The schedule the `schedule.applied` of `version` being folded put in force.
+
+        A version may be applied twice (a local apply, then the clinic's signed schedule
+        under the same number): the one meant is the last applied at or before the event
+        being folded, the one after the last folded (`_seen_seq + 1`).
+        """
+        damaged = (f"{self.store.name}: the log is damaged: the schedule version {version} applied at seq "
+                   f"{self._seen_seq + 1}")
+        try:
+            row = self.store.schedule_row(version, self._seen_seq + 1)
+            if row is None:  # saved in the same transaction as its event: a lost page, not a choice
+                raise StoreError(f"{damaged} has no saved document; not starting on it")
+            applied_seq, document = row
+            if applied_seq not in self._schedules:
+                self._schedules[applied_seq] = parse_schedule(document, self.default_timezone)
+        except (ValueError, ScheduleError, sqlite3.Error) as error:
+            raise StoreError(f"{damaged} cannot be read ({type(error).__name__}); not starting on it") from None
+        return self._schedules[applied_seq]
 
     def _load_rules(self) -> DoseRules:
         """The state is the fold of the whole log: what is on disk is what the device knows.
@@ -192,13 +209,17 @@ class Engine:
     def apply_schedule(self, now: datetime, document, source: str = "local") -> Outcome:
         """Check a schedule document (parsed JSON) and apply it, or log why not.
 
-        From MQTT the signature is checked first, so nothing unauthenticated reaches the parser.
+        From MQTT the signature is checked first, so nothing unauthenticated reaches the parser;
+        then the document must name this device, be unexpired and not from the future. Its
+        version and issued_at are compared with the clinic's last schedule, never with a local
+        one (docs/RULES.md, "Schedules"), so a local apply cannot lock the clinic out.
         """
         version = document.get("version") if isinstance(document, dict) else None
         version = version if isinstance(version, int) and not isinstance(version, bool) else None
         self._refresh(now)
+        key_id = None
         if source == "mqtt":
-            refusal = self._signature_refusal(document)
+            refusal, key_id = self._signature_refusal(document)
             if refusal:
                 return self._commit(self.rules.reject_schedule(now, version, source, *refusal), now)
         unstorable = _unstorable(document)
@@ -217,8 +238,16 @@ class Engine:
         if schedule.version > MAX_VERSION:  # the log could not store it: refuse it, do not raise
             return self._commit(self.rules.reject_schedule(now, version, source, "invalid_schema",
                                                            [f"version: must be at most {MAX_VERSION}"]), now)
-        self._schedules[schedule.version] = schedule
-        return self._commit(self.rules.apply_schedule(now, schedule, source), now)
+        refusal = self._binding_refusal(schedule, source, now)
+        if refusal:
+            return self._commit(self.rules.reject_schedule(now, version, source, *refusal), now)
+        last_signed = None
+        if source == "mqtt":
+            last = self.store.last_applied("mqtt")
+            if last is not None:
+                last_signed = (last["version"], parse_utc(last["issued_at"]) if last.get("issued_at") else None)
+        return self._commit(self.rules.apply_schedule(now, schedule, source, digest=document_digest(document),
+                                                      key_id=key_id, last_signed=last_signed), now)
 
     def apply_schedule_payload(self, now: datetime, payload: bytes, source: str = "mqtt") -> Outcome:
         """The clinic's `schedule/set`: refused unparsed when too large, then as a document."""
@@ -235,19 +264,45 @@ class Engine:
                 now, None, source, "invalid_json", [f"payload: {error}"]), now)
         return self.apply_schedule(now, document, source)
 
-    def _signature_refusal(self, document) -> tuple[str, list[str]] | None:
+    def _signature_refusal(self, document) -> tuple[tuple[str, list[str]] | None, str | None]:
+        """(why it is refused, or None; the key_id that signed it)."""
         if not isinstance(document, dict):
-            return "invalid_schema", ["(document): must be a JSON object"]
-        if not self.clinic_public_key:
-            return "unsigned", ["signature: no clinic key is configured, so schedules from MQTT are refused"]
-        from .signing import SignatureError, verify_document  # cryptography costs 7 MB: load it when needed
+            return ("invalid_schema", ["(document): must be a JSON object"]), None
+        if not self.clinic_public_key and not self.clinic_keys:
+            return ("unsigned", ["signature: no clinic key is configured, so schedules from MQTT are refused"]), None
+        from .signing import SignatureError, verify_with_keys  # cryptography costs 7 MB: load it when needed
         try:
-            verify_document(document, self.clinic_public_key)
+            return None, verify_with_keys(document, self.clinic_keys, self.clinic_public_key)
         except SignatureError as error:
-            return getattr(error, "reason", "bad_signature"), [f"signature: {error}"]
+            return (getattr(error, "reason", "bad_signature"), [f"signature: {error}"]), None
         except RecursionError:  # too deep for the canonical form, so it cannot have been signed
-            return "bad_signature", ["signature: the document is nested too deeply to verify"]
+            return ("bad_signature", ["signature: the document is nested too deeply to verify"]), None
+
+    def _binding_refusal(self, schedule: Schedule, source: str, now: datetime) -> tuple[str, list[str]] | None:
+        """(v2) A document is for one device, may expire, and from the clinic is not from the future.
+
+        Judged on the wall clock as given: a device whose clock is not yet set (behind) refuses
+        a schedule issued after its clock's time as `from_the_future`; the clinic sends it again.
+        """
+        document, device = schedule.document, self.store.device_id
+        named = document.get("device_id")
+        if named is None and source == "mqtt":
+            return "wrong_device", [f"device_id: is required in a schedule from the clinic (this is {device})"]
+        if named is not None and named != device:
+            return "wrong_device", [f"device_id: {named[:64]!r} is not this device ({device})"]
+        if "expires_at" in document and parse_utc(document["expires_at"]) <= now:
+            return "expired", [f"expires_at: {format_utc(parse_utc(document['expires_at']))} has passed "
+                               f"(device clock {format_utc(now)})"]
+        if source == "mqtt" and schedule.issued_at > now + CLOCK_SKEW:
+            return "from_the_future", [f"issued_at: {format_utc(schedule.issued_at)} is more than "
+                                       f"{CLOCK_SKEW.seconds // 60} minutes after the device clock ({format_utc(now)})"]
         return None
+
+
+def document_digest(document: dict) -> str:
+    """sha256 (hex) of the document's canonical form without `signature`: what the clinic signs."""
+    body = {key: value for key, value in document.items() if key != "signature"}
+    return hashlib.sha256(canonical(body).encode("utf-8")).hexdigest()
 
 
 def _unstorable(document) -> str | None:

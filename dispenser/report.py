@@ -1,16 +1,23 @@
 """Adherence per medication, computed from the log alone.
 
 Definitions (docs/RULES.md, "The report", says the same for clinicians):
-- on time: released no later than 30 minutes after its scheduled time, then confirmed;
-- late: released later than that but inside its window, then confirmed;
+- on time: released no later than 30 minutes after its scheduled time, and confirmed
+  (`dose.taken`) by its confirmation deadline: the end of the dose's window, or 15
+  minutes after the release when that is later;
+- late: released later than that but inside its window, and confirmed by that deadline;
+- confirmed late: released, but confirmed only after the deadline (a press the next
+  morning): it may have been taken, but the log cannot say when, so it is not counted
+  as taken;
 - unconfirmed: released, never confirmed;
 - missed: never released before its window closed (`missed_unavailable` counts those
   whose window closed while the dispenser was off or waiting for a trusted clock: the
   person could not have taken them from it);
 - skipped: withdrawn by a schedule change while due;
 - failed: the compartment failed while releasing it (or a restart interrupted it);
-- PDC (proportion of days covered): of the local days on which the medication had
-  scheduled doses, the share on which every dose was released.
+- days all taken: of the local days on which the medication had settled scheduled
+  doses, the share on which every dose was taken (on time or late). Skipped doses are
+  not asked for; a day with a dose still pending is not counted yet. This is not PQA's
+  PDC (proportion of days covered), which counts days' supply from pharmacy claims.
 """
 from __future__ import annotations
 
@@ -22,7 +29,9 @@ from zoneinfo import ZoneInfo
 from .timeutil import parse_utc
 
 ON_TIME = timedelta(minutes=30)
-OUTCOMES = ("on_time", "late", "unconfirmed", "missed", "skipped", "failed")
+CONFIRM_AFTER = timedelta(minutes=15)  # as rules.CONFIRM_AFTER: a release waits this long for its press
+OUTCOMES = ("on_time", "late", "confirmed_late", "unconfirmed", "missed", "skipped", "failed")
+TAKEN = ("on_time", "late")
 
 
 @dataclass
@@ -30,6 +39,7 @@ class MedicationReport:
     medication_id: str
     on_time: int = 0
     late: int = 0
+    confirmed_late: int = 0
     unconfirmed: int = 0
     missed: int = 0
     missed_unavailable: int = 0
@@ -38,13 +48,13 @@ class MedicationReport:
     pending: int = 0
     prn_released: int = 0
     prn_denied: int = 0
-    pdc: float | None = None
+    days_all_taken: float | None = None
     days: dict = field(default_factory=dict, repr=False)
 
     def as_dict(self) -> dict:
         data = {name: getattr(self, name) for name in ("medication_id", *OUTCOMES, "missed_unavailable",
                                                         "pending", "prn_released", "prn_denied")}
-        data["pdc"] = None if self.pdc is None else round(self.pdc, 3)
+        data["days_all_taken"] = None if self.days_all_taken is None else round(self.days_all_taken, 3)
         return data
 
 
@@ -76,8 +86,9 @@ def adherence(events: list[dict], start: datetime, end: datetime, tz: ZoneInfo) 
             continue
         dose = doses[(data["medication_id"], data["scheduled_at"])]
         dose["scheduled"] = scheduled
-        dose.setdefault("window_end", data.get("window_end"))
-        dose[kind] = parse_utc(event["at"])
+        if kind == "dose.released" and data.get("window_end"):
+            dose["window_end"] = parse_utc(data["window_end"])  # the window it was released in
+        dose.setdefault(kind, parse_utc(event["at"]))
         if kind == "dose.missed" and data.get("while"):
             dose["unavailable"] = True
     for (medication_id, _), dose in doses.items():
@@ -87,11 +98,16 @@ def adherence(events: list[dict], start: datetime, end: datetime, tz: ZoneInfo) 
         if outcome == "missed" and dose.get("unavailable"):
             medication.missed_unavailable += 1
         day = dose["scheduled"].astimezone(tz).date()
-        covered = outcome in ("on_time", "late", "unconfirmed")
-        medication.days[day] = medication.days.get(day, True) and covered
+        if outcome == "skipped":
+            continue  # withdrawn by the clinic: not asked of the person
+        # None: a dose of that day is still pending, so the day is not judged yet.
+        taken = None if outcome == "pending" else outcome in TAKEN
+        before = medication.days.get(day, True)
+        medication.days[day] = None if before is None or taken is None else before and taken
     for medication in reports.values():
-        if medication.days:
-            medication.pdc = sum(medication.days.values()) / len(medication.days)
+        judged = [taken for taken in medication.days.values() if taken is not None]
+        if judged:
+            medication.days_all_taken = sum(judged) / len(judged)
     return dict(sorted(reports.items()))
 
 
@@ -99,14 +115,24 @@ def _outcome(dose: dict) -> str:
     if "dose.release_failed" in dose or "dose.release_uncertain" in dose:
         return "failed"
     if "dose.released" in dose:
+        released = dose["dose.released"]
         if "dose.taken" in dose:
-            return "on_time" if dose["dose.released"] <= dose["scheduled"] + ON_TIME else "late"
+            if dose["dose.taken"] > confirm_deadline(released, dose.get("window_end")):
+                return "confirmed_late"
+            return "on_time" if released <= dose["scheduled"] + ON_TIME else "late"
         return "unconfirmed" if "dose.unconfirmed" in dose else "pending"
     if "dose.missed" in dose:
         return "missed"
     if "dose.skipped" in dose:
         return "skipped"
     return "pending"
+
+
+def confirm_deadline(released: datetime, window_end: datetime | None) -> datetime:
+    """The latest confirmation that still says the dose was taken: the window's end, or 15
+    minutes after the release when that is later (a release near the end of its window)."""
+    grace = released + CONFIRM_AFTER
+    return grace if window_end is None else max(window_end, grace)
 
 
 def checkin_trend(events: list[dict], start: datetime, end: datetime) -> CheckinTrend:

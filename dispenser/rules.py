@@ -765,15 +765,21 @@ class DoseRules:
 
     # -- schedules ---------------------------------------------------------------------
 
-    def apply_schedule(self, now: datetime, schedule: Schedule, source: str) -> Outcome:
-        """Put a validated schedule in force, or refuse it (stale version, missing compartment)."""
+    def apply_schedule(self, now: datetime, schedule: Schedule, source: str, digest: str | None = None,
+                       key_id: str | None = None,
+                       last_signed: tuple[int, datetime | None] | None = None) -> Outcome:
+        """Put a validated schedule in force, or refuse it (stale version, missing compartment).
+
+        From the clinic (`source` "mqtt", signed), the version and issued_at must be newer than
+        those of the clinic's last schedule (`last_signed`), whatever a local apply claimed
+        since: a local apply can never lock the clinic out. A local apply must be newer than
+        the schedule in force, and raises an alert carrying its digest, so the clinic sees it.
+        """
         outcome = self.tick(now)
         now = self.log_time(now)
-        current = self.state.schedule
-        if current is not None and schedule.version <= current.version:
-            return outcome.extend(self.reject_schedule(
-                now, schedule.version, source, "stale_version",
-                [f"version: {schedule.version} is not newer than {current.version}"]))
+        stale = self._staleness(schedule, source, last_signed)
+        if stale:
+            return outcome.extend(self.reject_schedule(now, schedule.version, source, "stale_version", stale))
         missing = sorted(m.compartment for m in schedule.medications if m.compartment > self.compartments)
         if missing:
             return outcome.extend(self.reject_schedule(
@@ -782,16 +788,41 @@ class DoseRules:
         outcome.schedule_document = schedule.document
         open_before = [r for r in self.state.doses.values() if r.status == "pending" and r.due_logged]
         self._pending_schedules[schedule.version] = schedule
-        self._emit(outcome, "schedule.applied", {
-            "version": schedule.version, "source": source, "issued_at": format_utc(schedule.issued_at)}, now)
+        signed = source == "mqtt"
+        applied = self._emit(outcome, "schedule.applied", {
+            "version": schedule.version, "source": source, "issued_at": format_utc(schedule.issued_at),
+            "digest": digest, **({"signed": True, "key_id": key_id} if signed else {"signed": False})}, now)
         self._pending_schedules.clear()
         self._expansion = None
+        if not signed:
+            self._alert(outcome, "schedule_applied_locally", "info",
+                        f"The schedule was changed at the dispenser, not by the clinic (version {schedule.version}, "
+                        f"unsigned, sha256 {digest}). The clinic's next schedule replaces it.", [applied], now)
         still = {d.key for d in self._live_doses(now)}
         for record in open_before:
             if record.key not in still:
                 self._emit(outcome, "dose.skipped", dose_data(record, reason="schedule_changed"), now)
         outcome.feedback = "applied"
         return outcome.extend(self.tick(now))
+
+    def _staleness(self, schedule: Schedule, source: str,
+                   last_signed: tuple[int, datetime | None] | None) -> list[str]:
+        """Why `schedule` is not newer than what it must replace (empty: it is newer)."""
+        if source == "mqtt":
+            if last_signed is None:
+                return []
+            version, issued_at = last_signed
+            problems = []
+            if schedule.version <= version:
+                problems.append(f"version: {schedule.version} is not newer than {version}, the clinic's last schedule")
+            if issued_at is not None and schedule.issued_at <= issued_at:
+                problems.append(f"issued_at: {format_utc(schedule.issued_at)} is not after {format_utc(issued_at)}, "
+                                f"when the clinic's last schedule was issued")
+            return problems
+        current = self.state.schedule
+        if current is not None and schedule.version <= current.version:
+            return [f"version: {schedule.version} is not newer than {current.version}, the schedule in force"]
+        return []
 
     def reject_schedule(self, now: datetime, version, source: str, reason: str,
                         problems: list[str]) -> Outcome:

@@ -80,7 +80,8 @@ def build_daemon(config: Config, db: str | None, *, simulated: bool, demo: bool 
     """Everything a running dispenser needs, wired together but not started."""
     from .clocktrust import trust_for
     store = open_store(config, db)
-    engine = Engine(store, config.compartments, config.timezone, clinic_public_key=config.clinic_public_key)
+    engine = Engine(store, config.compartments, config.timezone, clinic_public_key=config.clinic_public_key,
+                    clinic_keys=config.clinic_keys)
     trust = trust_for(config, log_trusted=engine.state.clock_trusted, simulated=simulated)
     engine.clock_trusted = trust.check
     if demo and engine.state.schedule is None:

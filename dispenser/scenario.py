@@ -170,7 +170,8 @@ class ScenarioRun:
         if self._new_id is None:
             self._new_id = seeded_ids(self.scenario.text + str(self.store.event_count()))
         self.engine = Engine(self.store, self.config.compartments, self.config.timezone,
-                             new_id=self._new_id, clinic_public_key=self.config.clinic_public_key)
+                             new_id=self._new_id, clinic_public_key=self.config.clinic_public_key,
+                             clinic_keys=self.config.clinic_keys)
         self.engine.listeners.append(lambda events: [self.emit(e) for e in events])
         if self.sync is not None:
             self.engine.listeners.append(lambda events: self.sync.notify())

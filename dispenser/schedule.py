@@ -55,7 +55,8 @@ _NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
 _UNIT_HOURS = {"h": Fraction(1), "d": Fraction(24), "wk": Fraction(24 * 7)}
 
 MAX_VERSION = 2**63 - 1  # SQLite's largest integer: the log keeps the version
-_TOP_KEYS = ("schema", "version", "issued_at", "timezone", "routine", "medications", "signature")
+_TOP_KEYS = ("schema", "version", "issued_at", "timezone", "routine", "medications", "signature",
+             "device_id", "expires_at")
 _MEDICATION_KEYS = ("id", "name", "compartment", "window", "dosage", "ingredient", "strength",
                     "min_gap_h", "separate_from", "display")
 _CODING_KEYS = ("system", "code", "display", "version", "userSelected")
@@ -346,6 +347,7 @@ class _Parser:
             self.problem("schema", f"must be {_show(SCHEMA)}, not {_show(doc['schema'])}")
         version = self.version(doc)
         issued_at = self.issued_at(doc)
+        self.binding(doc)
         timezone = self.timezone(doc)
         if "routine" in doc:
             self.routine = self.parse_routine(doc["routine"])
@@ -387,6 +389,20 @@ class _Parser:
             self.problem("issued_at",
                          f"must be an ISO date-time with Z or an offset, not {_show(raw)}")
             return None
+
+    def binding(self, doc: dict) -> None:
+        """(v2) `device_id` and `expires_at`, both optional here: the engine judges them
+        against the device and its clock (and requires `device_id` from the clinic)."""
+        if "device_id" in doc and not (isinstance(doc["device_id"], str) and doc["device_id"].strip()):
+            self.problem("device_id", f"must be a non-empty string, not {_show(doc['device_id'])}")
+        if "expires_at" in doc:
+            raw = doc["expires_at"]
+            try:
+                if not isinstance(raw, str):
+                    raise ValueError
+                parse_utc(raw)
+            except ValueError:
+                self.problem("expires_at", f"must be an ISO date-time with Z or an offset, not {_show(raw)}")
 
     def timezone(self, doc: dict) -> str | None:
         if "timezone" in doc:

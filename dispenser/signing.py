@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -32,7 +33,8 @@ SIGNATURE_BYTES = 64
 class SignatureError(Exception):
     """A document that must be signed is not, or not validly.
 
-    `reason` is the contract's rejection reason: "unsigned" or "bad_signature".
+    `reason` is the contract's rejection reason: "unsigned", "bad_signature" or
+    "unknown_key" (a `key_id` that names none of the configured keys).
     """
 
     def __init__(self, reason: str, detail: str = ""):
@@ -107,6 +109,32 @@ def verify_document(doc: dict, public_key: str | Ed25519PublicKey) -> None:
         key.verify(raw, canonical_document(doc))
     except (InvalidSignature, ValueError, TypeError) as exc:  # ValueError: NaN cannot be canonical
         raise SignatureError("bad_signature", "does not verify with the clinic key") from exc
+
+
+def verify_with_keys(doc: dict, keys: Mapping[str, str], public_key: str | None = None) -> str | None:
+    """Verify `doc` with the clinic key its `key_id` names; return that key_id.
+
+    `keys` ({key_id: base64}, `[clinic] keys`) lets a clinic rotate keys: a document
+    names the key that signed it. A key_id none of them has is `unknown_key`, unless
+    `public_key` (`[clinic] public_key`, the v1 setting, which trusts any key_id) is
+    configured: then that key decides, as before.
+    """
+    if not isinstance(doc, dict) or "signature" not in doc:
+        raise SignatureError("unsigned")
+    signature = doc["signature"]
+    key_id = signature.get("key_id") if isinstance(signature, dict) else None
+    key_id = key_id if isinstance(key_id, str) else None
+    if key_id is not None and key_id in keys:
+        verify_document(doc, keys[key_id])
+    elif public_key:
+        verify_document(doc, public_key)
+    elif isinstance(signature, dict):
+        named = "no key_id" if key_id is None else f"key_id {ascii(key_id[:40])}"  # ascii: never a lone surrogate
+        raise SignatureError("unknown_key", f"{named} is not one of the configured clinic keys "
+                                            f"({', '.join(sorted(keys)) or 'none'})")
+    else:
+        raise SignatureError("bad_signature", "signature is not an object")
+    return key_id
 
 
 def _key_bytes(text: Any, what: str) -> bytes:

@@ -107,6 +107,25 @@ def _m0002_indexes(db: Database) -> None:
     ])
 
 
+@_migration("0003_schedules_per_apply")
+def _m0003_schedules_per_apply(db: Database) -> None:
+    """(v2) One row per apply, not per version: a local apply may claim the version the
+    clinic's next signed schedule then uses, and that one must still be applied."""
+    _run(db, [
+        """CREATE TABLE schedules_per_apply (
+            applied_seq INTEGER PRIMARY KEY REFERENCES events(seq),
+            version INTEGER NOT NULL,
+            document TEXT NOT NULL)""",
+        "INSERT INTO schedules_per_apply (applied_seq, version, document) "
+        "SELECT applied_seq, version, document FROM schedules",
+        "DROP TABLE schedules",
+        "ALTER TABLE schedules_per_apply RENAME TO schedules",
+        "CREATE INDEX schedules_version ON schedules(version)",
+        """CREATE TRIGGER schedules_no_update BEFORE UPDATE ON schedules
+            BEGIN SELECT RAISE(ABORT, 'schedules are append-only'); END""",
+    ])
+
+
 def _create_file(path: Path, device_id: str, stop_before: str | None = None) -> None:
     """Build a new database beside `path` and link it into place complete.
 
@@ -394,12 +413,32 @@ class Store:
         return self.db.execute("SELECT count(*) FROM events").fetchone()[0]
 
     def schedule_document(self, version: int) -> dict | None:
-        row = self.db.execute("SELECT document FROM schedules WHERE version = ?", [version]).fetchone()
-        return None if row is None else json.loads(row[0])
+        """The document last applied with this version (a version may be applied twice)."""
+        row = self.schedule_row(version)
+        return None if row is None else row[1]
+
+    def schedule_row(self, version: int, upto_seq: int | None = None) -> tuple[int, dict] | None:
+        """(applied_seq, document) of the last apply of `version` at or before `upto_seq`."""
+        row = self.db.execute(
+            "SELECT applied_seq, document FROM schedules WHERE version = ? AND applied_seq <= ? "
+            "ORDER BY applied_seq DESC LIMIT 1", [version, upto_seq if upto_seq is not None else 2 ** 63 - 1],
+        ).fetchone()
+        return None if row is None else (row[0], json.loads(row[1]))
 
     def current_schedule_version(self) -> int | None:
-        """The highest version saved with its `schedule.applied` event, or None."""
-        return self.db.execute("SELECT max(version) FROM schedules").fetchone()[0]
+        """The version of the schedule applied last (the one in force), or None."""
+        row = self.db.execute("SELECT version FROM schedules ORDER BY applied_seq DESC LIMIT 1").fetchone()
+        return None if row is None else row[0]
+
+    def last_applied(self, source: str) -> dict | None:
+        """The `data` of the last `schedule.applied` from `source` ("mqtt": the clinic's, signed)."""
+        rows = self.db.execute(
+            "SELECT e.data FROM schedules s JOIN events e ON e.seq = s.applied_seq ORDER BY s.applied_seq DESC")
+        for (text,) in rows:
+            data = json.loads(text)
+            if data.get("source") == source:
+                return data
+        return None
 
     def open_releases(self) -> list[dict]:
         """Release events whose intent has no outcome: the servo may or may not have moved."""

@@ -174,8 +174,9 @@ def test_report_counts_a_scenario(tmp_path):
     result = run("report", "--db", str(db), "--days", "3660", "--json")
     assert result.returncode == 0, result.stderr
     report = {m["medication_id"]: m for m in json.loads(result.stdout)["medications"]}
-    assert report["sertraline"]["on_time"] == 1 and report["sertraline"]["pdc"] == 1.0
-    assert report["naltrexone"]["unconfirmed"] == 1
+    assert report["sertraline"]["on_time"] == 1 and report["sertraline"]["days_all_taken"] == 1.0
+    assert report["naltrexone"]["unconfirmed"] == 1 and report["naltrexone"]["days_all_taken"] == 0.0
+    assert "pdc" not in report["sertraline"]
     assert report["hydroxyzine"]["prn_released"] == 1 and report["hydroxyzine"]["prn_denied"] == 1
 
 
@@ -232,3 +233,20 @@ def test_python_dash_m_and_the_console_script_are_the_same_command():
     result = subprocess.run([str(script), "schedule", "validate", str(EXAMPLES / "schedule.json")],
                             capture_output=True, text=True)
     assert result.returncode == 0
+
+
+def test_schedule_apply_tells_the_clinic_and_refuses_an_expired_file_in_one_line(device, tmp_path):
+    config, _ = device
+    document = json.loads((DEMO / "schedule.json").read_text())
+    highest = tmp_path / "highest.json"
+    highest.write_text(json.dumps({**document, "version": 2 ** 63 - 1}))
+    result = run("schedule", "apply", str(highest), "--config", str(config))
+    assert result.returncode == 0 and "the clinic is told" in result.stdout, result.stderr
+    log = [json.loads(line) for line in run("log", "--json", "--config", str(config)).stdout.splitlines()]
+    applied = [e["data"] for e in log if e["type"] == "schedule.applied"]
+    assert [(a["version"], a["signed"]) for a in applied] == [(12, False), (2 ** 63 - 1, False)]
+    alerts = [e["data"] for e in log if e["type"] == "alert.raised" and e["data"]["kind"] == "schedule_applied_locally"]
+    assert len(alerts) == 2 and applied[1]["digest"] in alerts[1]["message"]
+    expired = tmp_path / "expired.json"
+    expired.write_text(json.dumps({**document, "version": 13, "expires_at": "2020-01-01T00:00:00Z"}))
+    one_line_error(run("schedule", "apply", str(expired), "--config", str(config)), "expired")

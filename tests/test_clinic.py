@@ -11,6 +11,7 @@ import signal
 import stat
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,8 @@ def raw(obj: dict) -> bytes:
 
 @pytest.fixture
 def simulated_db(tmp_path) -> Path:
-    """The first day of the examples, logged offline: 17 events wait in the outbox."""
+    """The first day of the examples, logged offline: 18 events wait in the outbox (one the
+    alert that the schedule was applied locally)."""
     db = tmp_path / "device.db"
     offline = write_config(tmp_path / "offline.toml", db)
     result = dispenser("simulate", "--scenario", EXAMPLES / "first-day.toml", "--config", offline, "--db", db)
@@ -187,13 +189,31 @@ def test_sign_writes_a_signed_copy_the_device_accepts(tmp_path, keys):
     key, public = keys
     source = tmp_path / "schedule.json"
     source.write_text((EXAMPLES / "schedule.json").read_text())
-    result = dispenser("clinic", "sign", source, "--key", key, "--key-id", "clinic-2026")
+    result = dispenser("clinic", "sign", source, "--key", key, "--key-id", "clinic-2026", "--device", DEVICE)
     assert result.returncode == 0, result.stderr
     assert "version 12" in result.stdout and "clinic-2026" in result.stdout
     signed = json.loads((tmp_path / "schedule.signed.json").read_text())
     verify_document(signed, public)
     assert signed["signature"]["key_id"] == "clinic-2026"
-    assert {k: v for k, v in signed.items() if k != "signature"} == json.loads(source.read_text())
+    assert {k: v for k, v in signed.items() if k != "signature"} == {**json.loads(source.read_text()),
+                                                                    "device_id": DEVICE}
+
+
+def test_sign_binds_the_schedule_to_one_device_and_may_set_its_expiry(tmp_path, keys):
+    key, public = keys
+    out = tmp_path / "out.json"
+    unbound = dispenser("clinic", "sign", EXAMPLES / "schedule.json", "--key", key, "--out", out)
+    assert unbound.returncode == 2 and unbound.stderr.count("\n") == 1 and "--device" in unbound.stderr
+    assert not out.exists()
+    result = dispenser("clinic", "sign", EXAMPLES / "schedule.json", "--key", key, "--out", out,
+                       "--device", DEVICE, "--expires-in", "48")
+    assert result.returncode == 0, result.stderr
+    signed = json.loads(out.read_text())
+    verify_document(signed, public)
+    expires = datetime.fromisoformat(signed["expires_at"].replace("Z", "+00:00"))
+    assert timedelta(hours=47) < expires - datetime.now(timezone.utc) <= timedelta(hours=48)
+    other = dispenser("clinic", "sign", out, "--key", key, "--device", "disp-0002", "--out", tmp_path / "o.json")
+    assert other.returncode == 2 and "disp-0002" in other.stderr and "Traceback" not in other.stderr
 
 
 def test_sign_refuses_an_invalid_schedule_naming_the_field(tmp_path, keys):
@@ -222,7 +242,7 @@ def test_sign_refuses_a_file_that_is_not_a_key(tmp_path):
 @pytest.fixture
 def signed_schedule(tmp_path, keys) -> Path:
     key, _ = keys
-    assert dispenser("clinic", "sign", EXAMPLES / "schedule.json", "--key", key,
+    assert dispenser("clinic", "sign", EXAMPLES / "schedule.json", "--key", key, "--device", DEVICE,
                      "--out", tmp_path / "signed.json").returncode == 0
     return tmp_path / "signed.json"
 
@@ -256,10 +276,19 @@ def test_push_refuses_an_unsigned_schedule_unless_told(tmp_path, broker):
         device.close()
 
 
-def test_push_to_a_device_nobody_listens_for_fails(tmp_path, broker, signed_schedule):
+def test_push_to_a_device_nobody_listens_for_fails(tmp_path, broker, keys):
+    config = write_config(tmp_path / "clinic.toml", tmp_path / "unused.db", broker.port)
+    signed = tmp_path / "for-9999.json"
+    assert dispenser("clinic", "sign", EXAMPLES / "schedule.json", "--key", keys[0], "--device", "disp-9999",
+                     "--out", signed).returncode == 0
+    result = dispenser("clinic", "push", signed, "--device", "disp-9999", "--config", config)
+    assert result.returncode == 1 and "no device is subscribed" in result.stderr
+
+
+def test_push_refuses_a_schedule_signed_for_another_device(tmp_path, broker, signed_schedule):
     config = write_config(tmp_path / "clinic.toml", tmp_path / "unused.db", broker.port)
     result = dispenser("clinic", "push", signed_schedule, "--device", "disp-9999", "--config", config)
-    assert result.returncode == 1 and "no device is subscribed" in result.stderr
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "wrong_device" in result.stderr
 
 
 def test_push_with_the_broker_down_exits_1_with_one_line(tmp_path, broker, signed_schedule):
@@ -346,14 +375,14 @@ def test_sync_once_drains_a_simulated_day_to_the_broker(tmp_path, broker, simula
     try:
         result = dispenser("sync", "--once", "--config", config)
         assert result.returncode == 0, result.stderr
-        assert result.stdout.startswith("sent 17 event(s) to 127.0.0.1:")
-        assert clinic.wait_for(lambda: len(clinic.on(f"{BASE}/events")) >= 17)
+        assert result.stdout.startswith("sent 18 event(s) to 127.0.0.1:")
+        assert clinic.wait_for(lambda: len(clinic.on(f"{BASE}/events")) >= 18)
         events = clinic.json_on(f"{BASE}/events")
         alerts = clinic.json_on(f"{BASE}/alerts")
     finally:
         clinic.close()
-    assert [e["seq"] for e in events] == list(range(1, 18))
-    assert len({e["event_id"] for e in events}) == 17
+    assert [e["seq"] for e in events] == list(range(1, 19))
+    assert len({e["event_id"] for e in events}) == 18
     assert alerts == [e for e in events if e["type"] == "alert.raised"] and alerts
     status = dispenser("status", "--config", config)
     assert "outbox        0 event(s) waiting to be sent" in status.stdout
@@ -366,11 +395,11 @@ def test_sync_once_with_the_broker_down_exits_1_and_keeps_the_backlog(tmp_path, 
     broker.stop()
     result = dispenser("sync", "--once", "--timeout", "5", "--config", config)
     assert result.returncode == 1
-    assert result.stderr.count("\n") == 1 and "17 event(s) still wait in the outbox" in result.stderr
+    assert result.stderr.count("\n") == 1 and "18 event(s) still wait in the outbox" in result.stderr
     assert "Traceback" not in result.stderr
-    assert backlog(simulated_db) == 17
+    assert backlog(simulated_db) == 18
     status = dispenser("status", "--config", config)
-    assert "outbox        17 event(s) waiting to be sent" in status.stdout
+    assert "outbox        18 event(s) waiting to be sent" in status.stdout
 
 
 def test_sync_without_mqtt_is_a_config_problem(tmp_path, simulated_db):
@@ -385,7 +414,7 @@ def test_sync_without_once_keeps_pushing_until_ctrl_c(tmp_path, broker, simulate
     pusher = subprocess.Popen([sys.executable, "-m", "dispenser", "sync", "--config", config], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert clinic.wait_for(lambda: len(clinic.on(f"{BASE}/events")) >= 17, 20)
+        assert clinic.wait_for(lambda: len(clinic.on(f"{BASE}/events")) >= 18, 20)
         assert wait_until(lambda: backlog(simulated_db) == 0)
         pusher.send_signal(signal.SIGINT)
         out, err = pusher.communicate(timeout=20)
@@ -393,7 +422,7 @@ def test_sync_without_once_keeps_pushing_until_ctrl_c(tmp_path, broker, simulate
         pusher.kill()
         clinic.close()
     assert pusher.returncode == 0, err
-    assert out.splitlines()[-1] == "stopped; sent 17 event(s)"
+    assert out.splitlines()[-1] == "stopped; sent 18 event(s)"
 
 
 def wait_until(predicate, timeout: float = 10.0) -> bool:

@@ -62,12 +62,16 @@ def answer(clinic: Clinic, count: int) -> list[dict]:
     return [e for e in events(clinic) if e["type"] in kinds]
 
 
+def for_device(version: int = 12, issued_at: str = "2026-11-20T09:00:00Z", **fields) -> dict:
+    """The contract's schedule as the clinic sends it to this device (v2: naming it)."""
+    return {**contract_schedule(), "version": version, "issued_at": issued_at, "device_id": DEVICE, **fields}
+
+
 def test_schedules_from_the_clinic_are_applied_or_refused_with_the_reason(setup):
     clinic, private, daemon, config = setup
     _, other_key = None, generate_keypair()[0]
-    v12 = sign_document(contract_schedule(), private, "clinic-2026")
-    newer = copy.deepcopy(contract_schedule())
-    newer["version"] = 13
+    v12 = sign_document(for_device(), private, "clinic-2026")
+    newer = for_device(13, "2026-11-20T10:00:00Z")
     bad_compartment = copy.deepcopy(newer)
     bad_compartment["medications"][0]["compartment"] = 9
     wrong_schema = copy.deepcopy(newer)
@@ -84,6 +88,12 @@ def test_schedules_from_the_clinic_are_applied_or_refused_with_the_reason(setup)
         (json.dumps(sign_document(bad_compartment, private, "clinic-2026")), "rejected", "unknown_compartment"),
         ("{not json", "rejected", "invalid_json"),
         ("x" * (65 * 1024), "rejected", "too_large"),
+        (json.dumps(sign_document({**newer, "device_id": "disp-0002"}, private, "clinic-2026")),
+         "rejected", "wrong_device"),
+        (json.dumps(sign_document({**newer, "expires_at": "2026-01-01T00:00:00Z"}, private, "clinic-2026")),
+         "rejected", "expired"),
+        (json.dumps(sign_document({**newer, "issued_at": "2099-01-01T00:00:00Z"}, private, "clinic-2026")),
+         "rejected", "from_the_future"),
         (json.dumps(sign_document(newer, private, "clinic-2026")), "applied", None),
     ]
     for i, (payload, _, _) in enumerate(payloads, start=1):
@@ -100,7 +110,7 @@ def test_schedules_from_the_clinic_are_applied_or_refused_with_the_reason(setup)
     assert seqs == list(range(1, len(seqs) + 1))
     # Rejections from the clinic raise caregiver alerts on the alerts topic too.
     alerts = clinic.json_on(f"{BASE}/alerts")
-    assert len({a["event_id"] for a in alerts if a["data"]["kind"] == "schedule_rejected"}) == 8
+    assert len({a["event_id"] for a in alerts if a["data"]["kind"] == "schedule_rejected"}) == 11
     # The retained state follows the schedule in force.
     assert clinic.wait_for(lambda: any(json.loads(p).get("schedule_version") == 13
                                        for p in clinic.on(f"{BASE}/state")), 20)
@@ -118,9 +128,8 @@ def test_clinic_push_wait_reports_the_devices_answer(setup, tmp_path):
     """`dispenser clinic push --wait`: the clinician learns at once whether the device took it."""
     clinic, private, daemon, config = setup
     signed = tmp_path / "v12.signed.json"
-    signed.write_text(json.dumps(sign_document(contract_schedule(), private, "clinic-2026")))
-    unsigned = copy.deepcopy(contract_schedule())
-    unsigned["version"] = 13
+    signed.write_text(json.dumps(sign_document(for_device(), private, "clinic-2026")))
+    unsigned = for_device(13, "2026-11-20T10:00:00Z")
     (tmp_path / "v13.json").write_text(json.dumps(unsigned))
 
     def push(path, *extra):
@@ -138,8 +147,7 @@ def test_clinic_push_wait_reports_the_devices_answer(setup, tmp_path):
     assert [e["data"]["version"] for e in events(clinic) if e["type"] == "schedule.applied"] == [12]
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(20) == 0
-    later = copy.deepcopy(contract_schedule())
-    later["version"] = 14
+    later = for_device(14, "2026-11-20T11:00:00Z")
     (tmp_path / "v14.json").write_text(json.dumps(sign_document(later, private, "clinic-2026")))
     offline = subprocess.run([sys.executable, "-m", "dispenser", "clinic", "push", str(tmp_path / "v14.json"),
                               "--device", DEVICE, "--config", str(config), "--wait", "1"],
@@ -165,7 +173,7 @@ def test_the_real_daemon_waits_for_ntp_then_tells_the_clinic_its_clock_is_set(tm
             daemon.stderr.read() if daemon.poll() is not None else state()
         assert [e["type"] for e in events(clinic)][:2] == ["clock.unsynchronized", "device.started"]
         marker.touch()  # NTP answers; the next input finds it
-        signed = sign_document(contract_schedule(), private, "clinic-2026")
+        signed = sign_document(for_device(), private, "clinic-2026")
         assert not clinic.publish(f"{BASE}/schedule/set", json.dumps(signed)).is_failure
         [applied] = answer(clinic, 1)
         kinds = [e["type"] for e in events(clinic)]

@@ -18,7 +18,7 @@ import sqlite3
 import subprocess
 import sys
 from contextlib import redirect_stderr, redirect_stdout
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -32,8 +32,8 @@ from dispenser.store import Store, StoreError
 from support import as_needed, daily, schedule
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
-REASONS = {"too_large", "invalid_json", "invalid_schema", "unsigned", "bad_signature", "stale_version",
-           "unknown_compartment"}
+REASONS = {"too_large", "invalid_json", "invalid_schema", "unsigned", "bad_signature", "unknown_key",
+           "wrong_device", "expired", "from_the_future", "stale_version", "unknown_compartment"}
 CLINIC_PRIVATE, CLINIC_PUBLIC = generate_keypair()
 OTHER_PRIVATE, _ = generate_keypair()
 COMPARTMENTS = 8
@@ -43,10 +43,16 @@ def fast(examples: int) -> settings:
                     derandomize=True, database=None)
 
 
+def issued(version: int) -> str:
+    """An issued_at that grows with the version (a second each), before NOW: newer means both newer."""
+    return (NOW - timedelta(hours=12) + timedelta(seconds=version)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def base_document(version: int) -> dict:
-    """A valid schedule using every kind of dosage the parser knows, to mutate."""
+    """A valid schedule for this device using every kind of dosage the parser knows, to mutate."""
     doc = schedule(daily("sertraline", 1, ["08:00"]), daily("naltrexone", 2, ["09:00", "21:00"], quantity=2),
                    as_needed("hydroxyzine", 3), version=version)
+    doc["device_id"], doc["issued_at"] = "disp-test", issued(version)
     doc["routine"] = {"MORN": "08:00", "HS": "22:00"}
     doc["medications"][0]["dosage"][0]["timing"]["repeat"].pop("timeOfDay")
     doc["medications"][0]["dosage"][0]["timing"]["repeat"]["when"] = ["MORN"]
@@ -217,6 +223,8 @@ def test_mutated_documents_signed_by_the_clinic_apply_only_when_valid():
         doc = mutate(BASE, *mutation)
         if mutation[0] != ("version",):
             doc["version"] = device.version + 1  # newer, so that the mutation itself is judged
+        if mutation[0] != ("issued_at",):
+            doc["issued_at"] = issued(device.version + 1)
         if signer == "clinic":
             doc = signed(doc)
         elif signer == "other":
@@ -248,6 +256,7 @@ def test_valid_documents_apply_only_when_newer_signed_by_the_clinic_and_in_known
     def feed(version_step, compartment, signer):
         doc = copy.deepcopy(BASE)
         doc["version"] = device.version + version_step
+        doc["issued_at"] = issued(max(doc["version"], 0))
         doc["medications"][2]["compartment"] = compartment
         if signer in ("clinic", "bad_value", "wrong_alg", "not_object"):
             doc = sign_document(doc, CLINIC_PRIVATE, "clinic")
@@ -280,7 +289,7 @@ def test_hand_made_hostile_payloads():
     """The classics, each once, with the reason the contract names."""
     device = Device()
     valid = copy.deepcopy(BASE)
-    valid["version"] = 2
+    valid["version"], valid["issued_at"] = 2, issued(2)
     good = json.dumps(sign_document(valid, CLINIC_PRIVATE, "clinic"))
 
     def reason(payload: bytes) -> str:
@@ -400,7 +409,7 @@ def real_db(tmp_path_factory) -> Path:
     store = Store.open(db, "disp-sim", id_factory=new_id)
     engine = Engine(store, COMPARTMENTS, "UTC", new_id=new_id)
     engine.start(NOW)
-    engine.apply_schedule(NOW, base_document(1), "local")
+    assert engine.apply_schedule(NOW, {**base_document(1), "device_id": "disp-sim"}, "local").feedback == "applied"
     for med in ("sertraline", "naltrexone", "hydroxyzine"):
         engine.refill(NOW, med, 30)
     for minute in range(40):

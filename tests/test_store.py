@@ -341,13 +341,26 @@ def test_schedule_document_needs_its_applied_event(store, batch):
     assert store.event_count() == 0
 
 
-def test_a_schedule_version_is_saved_once(store):
+def test_a_version_applied_twice_keeps_both_documents_each_with_its_apply(store):
+    """A local apply may claim the version the clinic's next signed schedule then uses."""
     applied = [Draft("schedule.applied", {"version": 12})]
-    store.append(applied, T0, schedule_document=DOC)
-    with pytest.raises(StoreError, match="UNIQUE constraint failed: schedules.version"):
-        store.append(applied, T0, schedule_document=DOC | {"medications": ["other"]})
-    assert store.event_count() == 1
-    assert store.schedule_document(12) == DOC
+    [first] = store.append(applied, T0, schedule_document=DOC)
+    store.append([Draft("schedule.applied", {"version": 13})], T0, schedule_document=DOC | {"version": 13})
+    other = DOC | {"medications": ["other"]}
+    [second] = store.append(applied, T0, schedule_document=other)
+    assert store.schedule_document(12) == other and store.current_schedule_version() == 12
+    assert store.schedule_row(12, upto_seq=first["seq"]) == (first["seq"], DOC)
+    assert store.schedule_row(12, upto_seq=second["seq"]) == (second["seq"], other)
+    assert store.schedule_row(12, upto_seq=first["seq"] - 1) is None
+
+
+def test_last_applied_by_source(store):
+    store.append([Draft("schedule.applied", {"version": 12, "source": "mqtt"})], T0, schedule_document=DOC)
+    store.append([Draft("schedule.applied", {"version": 99, "source": "local"})], T0,
+                 schedule_document=DOC | {"version": 99})
+    assert store.last_applied("mqtt")["version"] == 12
+    assert store.last_applied("local")["version"] == 99
+    assert store.current_schedule_version() == 99
 
 
 # --- meta --------------------------------------------------------------------------------
@@ -472,7 +485,7 @@ def indexes(db):
 
 def test_a_new_database_gets_every_migration_in_order(path):
     Store.open(path, DEVICE).close()
-    assert applied(path) == MIGRATION_NAMES == ["0001_log", "0002_indexes"]
+    assert applied(path) == MIGRATION_NAMES == ["0001_log", "0002_indexes", "0003_schedules_per_apply"]
 
 
 def test_an_old_database_is_migrated_keeping_its_log(path):
@@ -481,9 +494,24 @@ def test_an_old_database_is_migrated_keeping_its_log(path):
     with Store.open(path, DEVICE) as old:  # opening it migrates it
         assert {"events_at", "outbox_unsent"} <= indexes(old.db)
         fill(old, 3)
-    assert applied(path) == ["0001_log", "0002_indexes"]
+    assert applied(path) == ["0001_log", "0002_indexes", "0003_schedules_per_apply"]
     with Store.open(path, DEVICE) as again:
         assert again.event_count() == 3 and again.verify()[0]
+
+
+def test_schedules_survive_migration_3(path):
+    """A schedule saved by a version-2 database (one row per version) is still found."""
+    store_module._create_file(path, DEVICE, stop_before="0003_schedules_per_apply")
+    db = Database(raw(path))
+    v2 = Store(db, str(path), DEVICE, counter_ids())
+    [event] = v2.append([Draft("schedule.applied", {"version": 12, "source": "mqtt"})], T0, schedule_document=DOC)
+    db.close()
+    with Store.open(path, DEVICE) as migrated:
+        assert migrated.schedule_row(12) == (event["seq"], DOC)
+        assert migrated.last_applied("mqtt")["version"] == 12
+        migrated.append([Draft("schedule.applied", {"version": 12})], T0, schedule_document=DOC)  # no longer unique
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            migrated.db.execute("UPDATE schedules SET version = 1")
 
 
 def test_version_1_data_survives_migration_2(path):
