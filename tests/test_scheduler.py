@@ -334,21 +334,22 @@ def test_dst_never_merges_two_doses_into_one_release(zone, day, gap_time, landin
 
 def test_when_with_offset_crossing_midnight_in_a_gap_is_not_doubled():
     # PC 23:50 + 40 min is 00:30 of the next day; Santiago's clocks skip 00:00-01:00 on
-    # 6 September 2026, moving it to 01:30, where MORN (01:30 here) has its dose.
+    # 6 September 2026, moving it to 01:30, where MORN 00:50 + 40 min has its dose.
     schedule = parse_schedule({
         "schema": "dispenser.schedule/1", "version": 1, "issued_at": "2026-01-01T00:00:00Z",
-        "timezone": "America/Santiago", "routine": {"PC": "23:50", "MORN": "01:30"},
+        "timezone": "America/Santiago", "routine": {"PC": "23:50", "MORN": "00:50"},
         "medications": [{"id": "med", "name": "Med", "compartment": 1, "dosage": [entry(
             {"frequency": 2, "period": 1, "periodUnit": "d", "when": ["PC", "MORN"],
              "offset": 40})]}]})
     tz = ZoneInfo("America/Santiago")
-    doses = doses_between(schedule, *local_days(tz, date(2026, 9, 5), 3))
-    times = [d.scheduled_at for d in doses]
-    assert len(times) == len(set(times))
-    assert [d.quantity for d in doses] == [1] * len(doses)
-    on_the_day = [t for t in times if t.astimezone(tz).date() == date(2026, 9, 6)]
-    # MORN is 01:30 + 40 min = 02:10; PC's 00:30 became 01:30: two doses, distinct
-    assert [t.astimezone(tz).time() for t in on_the_day] == [time(1, 30), time(2, 10)]
+    doses = doses_between(schedule, *local_days(tz, date(2026, 9, 4), 4))
+    by_day = {}
+    for dose in doses:
+        by_day.setdefault(dose.scheduled_at.astimezone(tz).date().day, []).append(
+            (dose.scheduled_at.astimezone(tz).time(), dose.quantity))
+    assert by_day[5] == [(time(0, 30), 1), (time(1, 30), 1)]
+    assert by_day[6] == [(time(1, 30), 1)]  # one release of one tablet, not two
+    assert by_day[7] == [(time(0, 30), 1), (time(1, 30), 1)]
 
 
 # -- every N hours --------------------------------------------------------------------
