@@ -591,3 +591,17 @@ def test_daily_doses_are_the_named_local_times(times, zone, first):
         .astimezone(UTC)
         for n in range(7) for t in times})
     assert found == [t for t in expected if local_days(tz, first, 7)[0] <= t]
+
+
+def test_spring_forward_collision_is_one_release_of_one_tablet():
+    """End to end on the engine: v1 released two tablets at 03:30 on 8 March."""
+    from support import Rig
+    from support import daily as daily_medication
+    from support import schedule as document
+
+    rig = Rig(document(daily_medication("a", 1, ["02:30", "03:30"])), "2026-03-07T12:00:00",
+              stock={"a": 10})
+    rig.press("2026-03-08T03:31:00")
+    assert [(e["data"]["scheduled_at"], e["data"]["quantity"]) for e in rig.events("dose.released")] == [
+        ("2026-03-08T07:30:00Z", 1)]
+    assert rig.moves == [(1, 1)]
