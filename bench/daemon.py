@@ -42,7 +42,7 @@ def as_needed_schedule() -> dict:
                 "id": "prn", "name": "Bench", "compartment": 1,
                 "dosage": [{"asNeededBoolean": True,
                             "timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "h"}},
-                            "maxDosePerPeriod": {"numerator": {"value": 1000}, "denominator": {"value": 1, "unit": "d"}},
+                            "maxDosePerPeriod": {"numerator": {"value": 24}, "denominator": {"value": 1, "unit": "d"}},
                             "doseAndRate": [{"doseQuantity": {"value": 1}}]}]}]}
 
 

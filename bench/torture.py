@@ -93,7 +93,7 @@ def schedule_document() -> dict:
         add(every(med_id, 60, 0, 1))
     add(prn(PRN_LIMITED, 3, 1))
     for med_id in PRN_FREE:
-        add(prn(med_id, 100000, 24))
+        add(prn(med_id, 60, 1))  # one a minute at most: the limit is never reached
     return {"schema": "dispenser.schedule/1", "version": 1, "issued_at": "2026-01-01T00:00:00Z",
             "timezone": "UTC", "medications": meds}
 

@@ -255,9 +255,13 @@ def schedule_show(args) -> int:
         schedule = _schedule_in_force(args, config)
     days = _positive(args.days, "days", 3660)
     start = _moment(args.start, schedule.tz, _now())
-    local_start = start.astimezone(schedule.tz)
-    local_end = (local_start.replace(tzinfo=None) + timedelta(days=days)).replace(tzinfo=schedule.tz)
-    doses = doses_between(schedule, start, local_end.astimezone(UTC))
+    try:
+        local_start = start.astimezone(schedule.tz)
+        local_end = (local_start.replace(tzinfo=None) + timedelta(days=days)).replace(tzinfo=schedule.tz)
+        end = local_end.astimezone(UTC)
+    except OverflowError:
+        raise UserError(f"--from {args.start} and --days {days} reach past the year 9999") from None
+    doses = doses_between(schedule, start, end)
     if args.json:
         print(json.dumps([{
             "medication_id": d.medication_id, "scheduled_at": format_utc(d.scheduled_at),

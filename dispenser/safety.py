@@ -435,6 +435,14 @@ def _clock(minutes: int) -> str:
     return f"{minutes // 60:02d}:{minutes % 60:02d}:00"
 
 
+def _inclusive_end_before(start: str) -> str:
+    """The boundsPeriod.end (inclusive, as FHIR) of an entry the next one starts at `start`:
+    the day before a date, the second before a dateTime."""
+    if len(start) == 10:
+        return (date.fromisoformat(start) - DAY).isoformat()
+    return (datetime.fromisoformat(start) - timedelta(seconds=1)).isoformat()
+
+
 def _local_text(moment: datetime, tz: ZoneInfo) -> str:
     return moment.astimezone(tz).replace(tzinfo=None, microsecond=0).isoformat()
 
@@ -516,7 +524,7 @@ class ScheduleMaker:
             if previous is not None:
                 bounds["start"] = previous
             if index < len(cuts):
-                bounds["end"] = cuts[index]
+                bounds["end"] = _inclusive_end_before(cuts[index])
                 previous = cuts[index]
             repeat = {"frequency": len(times), "period": 1, "periodUnit": "d", "timeOfDay": times}
             if bounds:

@@ -44,9 +44,21 @@ MAX_PERIOD_DAYS = 366
 MAX_PERIOD_WEEKS = 52
 MIN_INTERVAL = timedelta(minutes=1)
 MAX_INTERVAL = timedelta(days=366)
+# Dates a document may name. Far from datetime's limits (years 1 and 9999), so no
+# arithmetic on a valid document can overflow; the expander gives no dose outside them.
+FIRST_YEAR, LAST_YEAR = 2000, 2199
+# The most tablets one dose, and one as-needed limit (maxDosePerPeriod), may count: more
+# is a typing error ("1000 tablets"), not a prescription a dispenser should carry out.
+MAX_UNITS_PER_DOSE = 10
+MAX_UNITS_PER_PERIOD = 100
+# Units that count tablets or capsules (compared case-insensitively). A mass or volume
+# unit counts only through the medication's strength, in that very unit.
+COUNT_UNITS = frozenset({"{tbl}", "{capsule}", "1", "tablet", "tablets", "tab", "capsule",
+                         "capsules", "cap"})
 
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _CLOCK_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?$")
+_FHIR_TIME_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d):([0-5]\d)$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _DATETIME_RE = re.compile(
     r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?$"
@@ -66,8 +78,9 @@ MAX_GAP_HOURS = 168  # a week: longer spacing is a prescription question, not a 
 DISPLAY_WIDTH = 16   # the LCD's line
 _WINDOW_KEYS = ("before_min", "after_min")
 _ENTRY_KEYS = ("timing", "doseAndRate", "asNeededBoolean", "maxDosePerPeriod")
-# Text for people; they never change when or how much.
-_TEXT_KEYS = ("text", "patientInstruction", "sequence", "route", "additionalInstruction")
+# For people and the pharmacy; they never change when or how much.
+_TEXT_KEYS = ("text", "patientInstruction", "sequence", "route", "additionalInstruction",
+              "method", "site")
 _SCHEDULED_REPEAT_KEYS = (
     "frequency", "period", "periodUnit", "dayOfWeek", "timeOfDay", "when", "offset",
     "boundsPeriod", "count",
@@ -97,6 +110,8 @@ class ScheduledDosage:
     falls on the neighbouring day). `h` entries have `interval` instead: elapsed time
     from `bounds_start`, not wall clock. `period_days` is 1 for daily, 7*period for `wk`;
     days with a period above 1 count from `anchor_date` (local date of `bounds_start`).
+    `bounds_end` is exclusive: the document's inclusive end (FHIR's meaning) plus its
+    last local day or second, so that [bounds_start, bounds_end) is the period.
     """
 
     quantity: int
@@ -113,7 +128,11 @@ class ScheduledDosage:
 
 @dataclass(frozen=True)
 class AsNeeded:
-    """An as-needed (PRN) medication's limits: spacing and a rolling maximum."""
+    """An as-needed (PRN) medication's limits: spacing and a rolling maximum.
+
+    `quantity` and `max_units` are tablets (a dose in mg is converted through the
+    strength); `bounds_end` is exclusive, as ScheduledDosage's.
+    """
 
     quantity: int
     min_interval: timedelta
@@ -252,15 +271,6 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _whole(value: Any) -> int | None:
-    """An integer, also from a JSON decimal like 2.0 (FHIR numbers are decimals)."""
-    if _is_int(value):
-        return value
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return int(value)
-    return None
-
-
 def _positive_number(value: Any) -> Fraction | None:
     """Exact value of a positive finite JSON number (0.1 stays 1/10)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -283,6 +293,14 @@ def _duration(amount: Fraction, unit: str) -> tuple[timedelta | None, str]:
     if seconds.denominator != 1:
         return None, "must be a whole number of seconds"
     return timedelta(seconds=int(seconds)), ""
+
+
+def _number(value: Fraction) -> str:
+    """A strength for messages: 50, 2.5, or 1/3."""
+    if value.denominator == 1:
+        return str(value.numerator)
+    text = f"{float(value):g}"
+    return text if Fraction(text) == value else str(value)
 
 
 def _clock(text: Any) -> time | None:
@@ -328,6 +346,26 @@ class _Parser:
         for key in raw:
             if key not in allowed:
                 self.problem(f"{path}.{key}" if path else str(key), message)
+
+    def fhir_keys(self, path: str, raw: dict, allowed) -> None:
+        """A FHIR element's keys: `allowed`, `id` and `extension` (kept, they change nothing).
+
+        `modifierExtension` is refused wherever it stands: by FHIR's definition it changes
+        the meaning of its element, and the dispenser cannot know how.
+        """
+        for key, value in raw.items():
+            where = f"{path}.{key}"
+            if key == "modifierExtension":
+                self.problem(where, "is refused: it changes what the element means")
+            elif key == "id":
+                if not isinstance(value, str):
+                    self.problem(where, f"must be a string, not {_show(value)}")
+            elif key == "extension":
+                if not isinstance(value, list) or not all(
+                        isinstance(item, dict) and isinstance(item.get("url"), str) for item in value):
+                    self.problem(where, "must be a list of objects, each with a url")
+            elif key not in allowed:
+                self.problem(where, "is not supported")
 
     def object(self, path: str, raw: Any) -> dict | None:
         if isinstance(raw, dict):
@@ -384,11 +422,16 @@ class _Parser:
         try:
             if not isinstance(raw, str):
                 raise ValueError
-            return parse_utc(raw)
-        except ValueError:
+            moment = parse_utc(raw)
+        except (ValueError, OverflowError):
             self.problem("issued_at",
                          f"must be an ISO date-time with Z or an offset, not {_show(raw)}")
             return None
+        if not FIRST_YEAR <= moment.year <= LAST_YEAR:
+            self.problem("issued_at", f"must be in the years {FIRST_YEAR}..{LAST_YEAR}, "
+                                      f"not {_show(raw)}")
+            return None
+        return moment
 
     def binding(self, doc: dict) -> None:
         """(v2) `device_id` and `expires_at`, both optional here: the engine judges them
@@ -487,7 +530,7 @@ class _Parser:
         separate_from = self.separate_from(f"{path}.separate_from", raw.get("separate_from", []),
                                            ingredient or med_id)
         display = self.display(f"{path}.display", raw["display"]) if "display" in raw else None
-        dosages, as_needed = self.dosage_list(f"{path}.dosage", raw.get("dosage"))
+        dosages, as_needed = self.dosage_list(f"{path}.dosage", raw.get("dosage"), strength)
         return Medication(
             id=med_id, name=name, compartment=compartment,
             window_before=before, window_after=after,
@@ -588,7 +631,7 @@ class _Parser:
                 self.problem(path, "before_min and after_min cannot both be 0 (no time to take it)")
         return timedelta(minutes=minutes["before_min"]), timedelta(minutes=minutes["after_min"])
 
-    def dosage_list(self, path: str, raw: Any):
+    def dosage_list(self, path: str, raw: Any, strength: Strength | None):
         if raw is None:
             self.problem(path, "is required")
             return [], None
@@ -599,33 +642,72 @@ class _Parser:
         if any(as_needed_flags) and len(raw) > 1:
             self.problem(path, "an as-needed medication has exactly one dosage entry "
                                "(as-needed and scheduled entries cannot be mixed)")
-        dosages, as_needed = [], None
+        dosages, as_needed = {}, None
         for index, entry in enumerate(raw):
-            parsed = self.dosage(f"{path}[{index}]", entry)
+            parsed = self.dosage(f"{path}[{index}]", entry, strength)
             if isinstance(parsed, AsNeeded):
                 as_needed = parsed
             elif parsed is not None:
-                dosages.append(parsed)
-        return dosages, as_needed
+                dosages[index] = parsed
+        self.overlaps(path, dosages)
+        return list(dosages.values()), as_needed
+
+    def overlaps(self, path: str, dosages: dict[int, ScheduledDosage]) -> None:
+        """Refuse two entries whose periods share an instant, naming both.
+
+        Periods are half-open [start, exclusive end), unbounded where a bound is missing,
+        and end at the last dose where `count` ends them first. Non-overlapping entries
+        cannot put two doses on one instant, and a document written with the old,
+        exclusive meaning of boundsPeriod.end (a titration's end = the next start) is
+        refused instead of giving two doses on the day they share.
+        """
+        from dispenser.scheduler import entry_span  # it imports this module
+
+        if self.tz is None:
+            return  # bounds were not read: the timezone's problem is reported
+        spans = {index: entry_span(dosage, self.tz) for index, dosage in dosages.items()}
+        for later, (start, end) in spans.items():
+            for earlier, (other_start, other_end) in spans.items():
+                if earlier >= later:
+                    break
+                first = max((t for t in (start, other_start) if t is not None), default=None)
+                last = min((t for t in (end, other_end) if t is not None), default=None)
+                if first is None or last is None or first < last:
+                    self.problem(f"{path}[{later}].timing.repeat.boundsPeriod",
+                                 f"overlaps {path}[{earlier}] ({self.span_text(first, last)})")
+
+    def span_text(self, first: datetime | None, last: datetime | None) -> str:
+        """[first, last) as local dates: 2026-11-27, 2026-11-27 to 2026-11-30, from ..."""
+        day = lambda moment: moment.astimezone(self.tz).date().isoformat()  # noqa: E731
+        if first is None and last is None:
+            return "neither has a boundsPeriod"
+        if last is None:
+            return f"from {day(first)}"
+        if first is None:
+            return f"until {day(last - timedelta(seconds=1))}"
+        if day(first) == day(last - timedelta(seconds=1)):
+            return day(first)
+        return f"{day(first)} to {day(last - timedelta(seconds=1))}"
 
     # one dosage entry
 
-    def dosage(self, path: str, raw: Any) -> ScheduledDosage | AsNeeded | None:
+    def dosage(self, path: str, raw: Any,
+               strength: Strength | None) -> ScheduledDosage | AsNeeded | None:
         if self.object(path, raw) is None:
             return None
-        self.unknown_keys(path, raw, _ENTRY_KEYS + _TEXT_KEYS, "is not supported")
+        self.fhir_keys(path, raw, _ENTRY_KEYS + _TEXT_KEYS)
         flag = raw.get("asNeededBoolean", False)
         if not isinstance(flag, bool):
             self.problem(f"{path}.asNeededBoolean", f"must be true or false, not {_show(flag)}")
             return None
-        quantity = self.dose_quantity(f"{path}.doseAndRate", raw.get("doseAndRate"))
+        quantity = self.dose_quantity(f"{path}.doseAndRate", raw.get("doseAndRate"), strength)
         if flag:
-            return self.as_needed(path, raw, quantity)
+            return self.as_needed(path, raw, quantity, strength)
         if "maxDosePerPeriod" in raw:
             self.problem(f"{path}.maxDosePerPeriod", "is only allowed with asNeededBoolean true")
         return self.scheduled(path, raw, quantity)
 
-    def dose_quantity(self, path: str, raw: Any) -> int | None:
+    def dose_quantity(self, path: str, raw: Any, strength: Strength | None) -> int | None:
         if raw is None:
             self.problem(path, "is required")
             return None
@@ -635,7 +717,7 @@ class _Parser:
         entry_path = f"{path}[0]"
         if self.object(entry_path, raw[0]) is None:
             return None
-        self.unknown_keys(entry_path, raw[0], _DOSE_AND_RATE_KEYS, "is not supported")
+        self.fhir_keys(entry_path, raw[0], _DOSE_AND_RATE_KEYS)
         quantity_path = f"{entry_path}.doseQuantity"
         quantity = raw[0].get("doseQuantity")
         if quantity is None:
@@ -643,20 +725,64 @@ class _Parser:
             return None
         if self.object(quantity_path, quantity) is None:
             return None
-        self.unknown_keys(quantity_path, quantity, _QUANTITY_KEYS, "is not supported")
-        value = quantity.get("value")
-        whole = _whole(value)
-        if "value" not in quantity:
-            self.problem(f"{quantity_path}.value", "is required")
-        elif whole is None and isinstance(value, float) and math.isfinite(value):
-            self.problem(f"{quantity_path}.value",
-                         f"must be a whole number of tablets, not {_show(value)}")
-        elif whole is None or whole < 1:
-            self.problem(f"{quantity_path}.value",
+        self.fhir_keys(quantity_path, quantity, _QUANTITY_KEYS)
+        return self.units(quantity_path, quantity, strength, MAX_UNITS_PER_DOSE, "a dose")
+
+    def units(self, path: str, raw: dict, strength: Strength | None, maximum: int,
+              per: str) -> int | None:
+        """A FHIR Quantity as whole tablets (CONTRACT section 2, Units).
+
+        A count unit (or none) counts tablets; a mass or volume counts only in the unit of
+        the medication's strength, as a whole multiple of it. Never a unit ignored.
+        """
+        value = raw.get("value")
+        if "value" not in raw:
+            self.problem(f"{path}.value", "is required")
+            return None
+        amount = _positive_number(value)
+        if amount is None:
+            self.problem(f"{path}.value",
                          f"must be a positive whole number of tablets, not {_show(value)}")
-        else:
-            return whole
-        return None
+            return None
+        per_tablet = self.unit_size(path, raw, strength)
+        if per_tablet is None:
+            return None
+        tablets = amount / per_tablet
+        if tablets.denominator != 1:
+            self.problem(f"{path}.value", f"must be a whole number of tablets, not {_show(value)}"
+                         if per_tablet == 1 else f"{_show(value)} {strength.unit} is not a whole "
+                         f"number of tablets of {_number(strength.value)} {strength.unit}")
+            return None
+        if tablets > maximum:
+            self.problem(f"{path}.value", f"{_show(int(tablets))} tablets {per} is more than the "
+                                          f"most a dispenser gives ({maximum})")
+            return None
+        return int(tablets)
+
+    def unit_size(self, path: str, raw: dict, strength: Strength | None) -> Fraction | None:
+        """How much of `raw`'s unit one tablet is: 1 for a count unit, else the strength."""
+        sizes = {}
+        for key in ("code", "unit"):
+            if key not in raw:
+                continue
+            name = raw[key]
+            if not isinstance(name, str) or not name.strip():
+                self.problem(f"{path}.{key}", f"must be a non-empty string, not {_show(name)}")
+                return None
+            if name.strip().lower() in COUNT_UNITS:
+                sizes[key] = Fraction(1)
+            elif strength is not None and name == strength.unit:
+                sizes[key] = strength.value
+            else:
+                self.problem(f"{path}.{key}", f"{_show(name)} is neither a count unit (tablet, "
+                             "capsule, {tbl}) nor the unit of the medication's strength"
+                             + (f" ({_show(strength.unit)})" if strength else " (none is given)"))
+                return None
+        if len(set(sizes.values())) > 1:
+            self.problem(f"{path}.unit", f"{_show(raw['unit'])} does not mean the same as code "
+                                         f"{_show(raw['code'])}")
+            return None
+        return next(iter(sizes.values()), Fraction(1))
 
     def repeat(self, path: str, raw: dict, allowed) -> dict | None:
         """The entry's timing.repeat object, checked for unknown keys."""
@@ -667,7 +793,7 @@ class _Parser:
             return None
         if self.object(timing_path, timing) is None:
             return None
-        self.unknown_keys(timing_path, timing, ("repeat",), "is not supported")
+        self.fhir_keys(timing_path, timing, ("repeat",))
         repeat_path = f"{timing_path}.repeat"
         if "repeat" not in timing:
             self.problem(repeat_path, "is required")
@@ -677,8 +803,7 @@ class _Parser:
             for key in repeat:
                 if key in _SCHEDULED_REPEAT_KEYS and key not in allowed:
                     self.problem(f"{repeat_path}.{key}", "is not allowed on an as-needed dosage")
-                elif key not in allowed:
-                    self.problem(f"{repeat_path}.{key}", "is not supported")
+            self.fhir_keys(repeat_path, repeat, _SCHEDULED_REPEAT_KEYS)
         return repeat
 
     def period_unit(self, path: str, repeat: dict, allowed: tuple[str, ...]) -> str | None:
@@ -740,17 +865,22 @@ class _Parser:
         raw = self.object(bounds_path, repeat["boundsPeriod"])
         if raw is None:
             return None, None, False
-        self.unknown_keys(bounds_path, raw, ("start", "end"), "is not supported")
+        self.fhir_keys(bounds_path, raw, ("start", "end"))
         start = self.moment(f"{bounds_path}.start", raw["start"]) if "start" in raw else None
-        end = self.moment(f"{bounds_path}.end", raw["end"]) if "end" in raw else None
+        end = self.moment(f"{bounds_path}.end", raw["end"], True) if "end" in raw else None
         ok = ("start" not in raw or start is not None) and ("end" not in raw or end is not None)
         if start is not None and end is not None and end <= start:
-            self.problem(f"{bounds_path}.end", "must be after start")
+            self.problem(f"{bounds_path}.end", "is before start")
             ok = False
         return start, end, ok
 
-    def moment(self, path: str, text: Any) -> datetime | None:
-        """A FHIR date (local midnight) or dateTime (local when without offset) -> UTC."""
+    def moment(self, path: str, text: Any, end: bool = False) -> datetime | None:
+        """A FHIR date or dateTime (local when without offset) -> aware UTC.
+
+        A start is the first instant it names: a date's local midnight. An `end` is
+        inclusive in FHIR, and returned exclusive: a date covers its whole local day (the
+        next local midnight), a dateTime its second (times are whole seconds).
+        """
         if not isinstance(text, str) or not (_DATE_RE.match(text) or _DATETIME_RE.match(text)):
             self.problem(path, f"must be a date YYYY-MM-DD or a date-time, not {_show(text)}")
             return None
@@ -759,18 +889,24 @@ class _Parser:
         except ValueError:
             self.problem(path, f"{_show(text)} is not a valid date")
             return None
+        if not FIRST_YEAR <= moment.year <= LAST_YEAR:
+            self.problem(path, f"must be in the years {FIRST_YEAR}..{LAST_YEAR}, not {_show(text)}")
+            return None
         if moment.microsecond:
             self.problem(path, "must be in whole seconds")
             return None
+        if end:
+            moment += timedelta(days=1) if _DATE_RE.match(text) else timedelta(seconds=1)
         if moment.tzinfo is None:
             if self.tz is None:
                 return None  # the timezone problem is already reported
             moment = moment.replace(tzinfo=self.tz)
         return moment.astimezone(UTC)
 
-    def as_needed(self, path: str, raw: dict, quantity: int | None) -> AsNeeded | None:
+    def as_needed(self, path: str, raw: dict, quantity: int | None,
+                  strength: Strength | None) -> AsNeeded | None:
         repeat = self.repeat(path, raw, _PRN_REPEAT_KEYS)
-        max_units, max_period = self.max_dose(f"{path}.maxDosePerPeriod", raw)
+        max_units, max_period = self.max_dose(f"{path}.maxDosePerPeriod", raw, strength)
         if repeat is None:
             return None
         rpath = f"{path}.timing.repeat"
@@ -787,7 +923,8 @@ class _Parser:
         return AsNeeded(quantity=quantity, min_interval=interval, max_units=max_units,
                         max_period=max_period, bounds_start=start, bounds_end=end)
 
-    def max_dose(self, path: str, raw: dict) -> tuple[int | None, timedelta | None]:
+    def max_dose(self, path: str, raw: dict,
+                 strength: Strength | None) -> tuple[int | None, timedelta | None]:
         """maxDosePerPeriod: required, since an as-needed dose without a limit is unsafe."""
         if "maxDosePerPeriod" not in raw:
             self.problem(path, "is required for an as-needed dosage (a limit per period)")
@@ -795,18 +932,14 @@ class _Parser:
         ratio = self.object(path, raw["maxDosePerPeriod"])
         if ratio is None:
             return None, None
-        self.unknown_keys(path, ratio, ("numerator", "denominator"), "is not supported")
+        self.fhir_keys(path, ratio, ("numerator", "denominator"))
         numerator = self.quantity(f"{path}.numerator", ratio.get("numerator"), "numerator" in ratio)
         denominator = self.quantity(f"{path}.denominator", ratio.get("denominator"),
                                     "denominator" in ratio)
         units = None
         if numerator is not None:
-            units = _whole(numerator.get("value"))
-            if units is None or units < 1:
-                self.problem(f"{path}.numerator.value",
-                             f"must be a positive whole number of tablets, "
-                             f"not {_show(numerator.get('value'))}")
-                units = None
+            units = self.units(f"{path}.numerator", numerator, strength, MAX_UNITS_PER_PERIOD,
+                               "in one period")
         period = None
         if denominator is not None:
             period = self.limit_period(f"{path}.denominator", denominator)
@@ -818,7 +951,7 @@ class _Parser:
             return None
         if self.object(path, raw) is None:
             return None
-        self.unknown_keys(path, raw, _QUANTITY_KEYS, "is not supported")
+        self.fhir_keys(path, raw, _QUANTITY_KEYS)
         return raw
 
     def limit_period(self, path: str, raw: dict) -> timedelta | None:
@@ -942,24 +1075,33 @@ class _Parser:
         if frequency is not None and frequency != len(raw):
             self.problem(f"{path}.frequency",
                          f"is {frequency} but {key} names {len(raw)} time(s); they must match")
-        seen: dict[timedelta, int] = {}
+        # Two times on one clock time would be one instant twice: with `when` + `offset`
+        # also across midnight (23:50 of the day before and 23:50 of the day).
+        seen: dict[int, tuple[int, timedelta]] = {}
         for index, span in spans:
-            if span in seen:
-                self.problem(f"{path}.{key}[{index}]",
-                             f"gives {_format_span(span)}, already given by {key}[{seen[span]}]")
-            else:
-                seen[span] = index
-        return tuple(sorted(seen))
+            second = int(span.total_seconds()) % 86400
+            if second not in seen:
+                seen[second] = (index, span)
+                continue
+            first, other = seen[second]
+            self.problem(f"{path}.{key}[{index}]",
+                         f"gives {_format_span(span)}, already given by {key}[{first}]"
+                         if span == other else f"gives {_format_span(span)}, the clock time "
+                         f"{key}[{first}] gives ({_format_span(other)}): two doses at one instant")
+        return tuple(sorted(span for _, span in seen.values()))
 
     def time_of_day(self, path: str, raw: list) -> list[tuple[int, timedelta]]:
+        """FHIR `time`: HH:MM:SS, seconds required (`routine`, ours, takes HH:MM)."""
         spans = []
         for index, text in enumerate(raw):
-            moment = _clock(text)
-            if moment is None:
+            match = _FHIR_TIME_RE.match(text) if isinstance(text, str) else None
+            if match is None:
+                hint = f' (FHIR time has seconds: "{text}:00")' if _clock(text) else ""
                 self.problem(f"{path}.timeOfDay[{index}]",
-                             f"must be a time HH:MM:SS, not {_show(text)}")
+                             f"must be a time HH:MM:SS, not {_show(text)}{hint}")
             else:
-                spans.append((index, _span(moment)))
+                spans.append((index, timedelta(hours=int(match[1]), minutes=int(match[2]),
+                                               seconds=int(match[3]))))
         return spans
 
     def when(self, path: str, repeat: dict, raw: list) -> list[tuple[int, timedelta]]:

@@ -7,6 +7,16 @@ Wall-clock entries (`d`, `wk`) are placed on local dates and localised with zone
 fold=0: a time in the spring-forward gap moves forward by the gap, a time that happens
 twice is given once, at the first. `h` entries step in elapsed time from their start,
 so they stay N real hours apart across a DST change.
+
+Daylight saving never merges two doses into one release: two occurrences on one
+instant are never summed. A time moved forward by the gap that lands on an instant the
+medication already has a dose at (02:30 moved to 03:30 beside a 03:30 dose) is not
+given: it would be the same dose twice. Entries of one medication never overlap
+(schedule.py refuses it), so only one entry's times can meet.
+
+Nothing is scheduled outside [EARLIEST, LATEST): the years a document may name, with a
+margin for time zones. Every computation stays far from datetime's limits, whatever
+range is asked for.
 """
 from __future__ import annotations
 
@@ -16,12 +26,16 @@ from functools import lru_cache
 from typing import Iterator
 from zoneinfo import ZoneInfo
 
-from dispenser.schedule import Medication, Schedule, ScheduledDosage
+from dispenser.schedule import FIRST_YEAR, LAST_YEAR, Medication, Schedule, ScheduledDosage
 from dispenser.timeutil import UTC
+
+EARLIEST = datetime(FIRST_YEAR - 1, 12, 30, tzinfo=UTC)
+LATEST = datetime(LAST_YEAR + 1, 1, 3, tzinfo=UTC)
 
 # `when` + offset moves a time by at most a day either way: look a bit further.
 _DATE_MARGIN = timedelta(days=2)
 _MIDNIGHT = time()
+_SECOND = timedelta(seconds=1)
 
 
 @dataclass(frozen=True, order=True)
@@ -43,16 +57,16 @@ class Dose:
 def doses_between(schedule: Schedule, start: datetime, end: datetime) -> list[Dose]:
     """Doses with scheduled_at in [start, end), sorted by time then medication.
 
-    Two dosage entries of one medication falling on the same instant (titration entries
-    sharing a boundary, or two times merged by a DST gap) are one dose whose quantity is
-    their sum, so a dose's key stays unique. Windows of one medication never overlap:
-    the earlier closes when the later opens, also for a later dose outside the range.
+    A dose's key is unique: one medication never has two doses on one instant (see the
+    module's note on daylight saving). Windows of one medication never overlap: the
+    earlier closes when the later opens, also for a later dose outside the range.
     As-needed medications have no scheduled doses.
     """
-    start, end = _utc(start, "start"), _utc(end, "end")
+    clamped = _clamp(start, end)
     doses: list[Dose] = []
-    if end <= start:
+    if clamped is None:
         return doses
+    start, end = clamped
     for medication in schedule.medications:
         if medication.dosages:
             doses.extend(_medication_doses(medication, schedule.tz, start, end))
@@ -62,10 +76,13 @@ def doses_between(schedule: Schedule, start: datetime, end: datetime) -> list[Do
 
 def occurrences(dosage: ScheduledDosage, tz: ZoneInfo, start: datetime,
                 end: datetime) -> list[datetime]:
-    """One dosage entry's instants (aware UTC) in [start, end), sorted; repeats kept."""
-    low = start if dosage.bounds_start is None else max(start, dosage.bounds_start)
-    last = _entry_end(dosage, tz)
-    high = end if last is None else min(end, last)
+    """One dosage entry's instants (aware UTC) in [start, end), sorted, each once."""
+    clamped = _clamp(start, end)
+    if clamped is None:
+        return []
+    first, last = entry_span(dosage, tz)
+    low = clamped[0] if first is None else max(clamped[0], first)
+    high = clamped[1] if last is None else min(clamped[1], last)
     if low >= high:
         return []
     if dosage.interval is not None:
@@ -73,10 +90,22 @@ def occurrences(dosage: ScheduledDosage, tz: ZoneInfo, start: datetime,
     return _clock_times(dosage, tz, low, high)
 
 
-def _utc(moment: datetime, name: str) -> datetime:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"{name} must be an aware datetime, got {moment!r}")
-    return moment.astimezone(UTC)
+def entry_span(dosage: ScheduledDosage, tz: ZoneInfo) -> tuple[datetime | None, datetime | None]:
+    """[start, exclusive end) of an entry, None where unbounded; `count` ends it at its last dose."""
+    return dosage.bounds_start, _entry_end(dosage, tz)
+
+
+def _clamp(start: datetime, end: datetime) -> tuple[datetime, datetime] | None:
+    """[start, end) as UTC within [EARLIEST, LATEST), or None when nothing is left.
+
+    Compared before converting: a datetime near year 1 or 9999 cannot be moved to UTC.
+    """
+    for moment, name in ((start, "start"), (end, "end")):
+        if moment.tzinfo is None or moment.utcoffset() is None:
+            raise ValueError(f"{name} must be an aware datetime, got {moment!r}")
+    if end <= start or end <= EARLIEST or start >= LATEST:
+        return None
+    return max(start, EARLIEST).astimezone(UTC), min(end, LATEST).astimezone(UTC)
 
 
 def _medication_doses(medication: Medication, tz: ZoneInfo, start: datetime,
@@ -86,7 +115,9 @@ def _medication_doses(medication: Medication, tz: ZoneInfo, start: datetime,
     quantities: dict[datetime, int] = {}
     for dosage in medication.dosages:
         for moment in occurrences(dosage, tz, start, horizon):
-            quantities[moment] = quantities.get(moment, 0) + dosage.quantity
+            # Entries never overlap, so no instant comes twice; were it to, it stays one
+            # dose of one entry's quantity, never a sum.
+            quantities.setdefault(moment, dosage.quantity)
     moments = sorted(quantities)
     doses = []
     for index, moment in enumerate(moments):
@@ -121,16 +152,19 @@ def _elapsed_times(dosage: ScheduledDosage, low: datetime, high: datetime) -> li
 
 def _clock_times(dosage: ScheduledDosage, tz: ZoneInfo, low: datetime,
                  high: datetime) -> list[datetime]:
-    """Local dosing days' times in [low, high), sorted (a DST gap can reorder them)."""
+    """Local dosing days' times in [low, high), sorted (a DST gap can reorder them).
+
+    Each instant once: a time moved forward by a DST gap onto another time of the entry
+    is that dose, not a second one (never two releases, never a sum).
+    """
     first = low.astimezone(tz).date() - _DATE_MARGIN
     last = high.astimezone(tz).date() + _DATE_MARGIN
-    moments = []
+    moments = set()
     for day in _dosing_days(dosage, first, last):
         for moment in _localised_day(day, dosage.times, tz):
             if low <= moment < high:
-                moments.append(moment)
-    moments.sort()
-    return moments
+                moments.add(moment)
+    return sorted(moments)
 
 
 def _dosing_days(dosage: ScheduledDosage, first: date, last: date) -> Iterator[date]:
@@ -156,25 +190,27 @@ def _localised_day(day: date, times: tuple[timedelta, ...], tz: ZoneInfo) -> tup
 
 @lru_cache(maxsize=1024)
 def _entry_end(dosage: ScheduledDosage, tz: ZoneInfo) -> datetime | None:
-    """Exclusive end of an entry: boundsPeriod.end, or just after its `count`th dose."""
+    """Exclusive end of an entry: boundsPeriod.end (already exclusive, see schedule.py),
+    or one second after its `count`th dose (times are whole seconds), whichever is first.
+    A count running past LATEST ends there."""
     if dosage.count is None:
         return dosage.bounds_end
     if dosage.interval is not None:
-        end = dosage.bounds_start + dosage.count * dosage.interval
+        steps = min(dosage.count - 1, (LATEST - dosage.bounds_start) // dosage.interval)
+        end = dosage.bounds_start + steps * dosage.interval + _SECOND
         return end if dosage.bounds_end is None else min(end, dosage.bounds_end)
     return _counted_clock_end(dosage, tz)
 
 
-def _counted_clock_end(dosage: ScheduledDosage, tz: ZoneInfo) -> datetime | None:
+def _counted_clock_end(dosage: ScheduledDosage, tz: ZoneInfo) -> datetime:
     """Walk the entry from its start in chunks until `count` doses have been seen."""
     chunk = timedelta(days=dosage.period_days * 512)
+    stop = LATEST if dosage.bounds_end is None else min(LATEST, dosage.bounds_end)
     seen, low = 0, dosage.bounds_start
-    while dosage.bounds_end is None or low < dosage.bounds_end:
-        high = low + chunk
-        if dosage.bounds_end is not None:
-            high = min(high, dosage.bounds_end)
+    while low < stop:
+        high = min(low + chunk, stop)
         moments = _clock_times(dosage, tz, low, high)
         if seen + len(moments) >= dosage.count:
-            return moments[dosage.count - seen - 1] + timedelta(microseconds=1)
+            return moments[dosage.count - seen - 1] + _SECOND
         seen, low = seen + len(moments), high
-    return dosage.bounds_end
+    return stop

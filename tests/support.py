@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from dispenser.engine import Engine
 from dispenser.store import Store
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "examples"
+EXAMPLES = Path(__file__).resolve().parent / "data" / "examples"  # the contract's, in v2 meaning
 DEMO = Path(__file__).resolve().parents[1] / "dispenser" / "demo"
 NY = ZoneInfo("America/New_York")
 UTC = ZoneInfo("UTC")

@@ -91,6 +91,22 @@ def test_schedule_show_counts_local_days_across_a_dst_change():
     assert sertraline == [f"2026-11-0{day}T13:00:00Z" for day in range(1, 8)]
 
 
+def test_schedule_show_at_the_edges_of_time_answers_in_one_line():
+    far = run("schedule", "show", "--file", str(EXAMPLES / "schedule.json"), "--from", "9999-12-31T00:00:00")
+    one_line_error(far, "reach past the year 9999")
+    early = run("schedule", "show", "--file", str(EXAMPLES / "schedule.json"), "--from", "0001-01-01T00:00:00")
+    assert early.returncode == 0 and early.stdout == "no doses in that time\n", early.stderr
+
+
+def test_schedule_validate_names_both_overlapping_entries(tmp_path):
+    document = json.loads((EXAMPLES / "schedule.json").read_text())
+    document["medications"][1]["dosage"][0]["timing"]["repeat"]["boundsPeriod"]["end"] = "2026-11-27"
+    (tmp_path / "v1.json").write_text(json.dumps(document))
+    result = run("schedule", "validate", str(tmp_path / "v1.json"))
+    assert result.returncode == 2 and result.stderr.strip() == (
+        "medications[1].dosage[1].timing.repeat.boundsPeriod: overlaps medications[1].dosage[0] (2026-11-27)")
+
+
 def test_schedule_apply_refuses_a_stale_version_and_changes_nothing(device):
     config, db = device
     before = run("log", "--json", "--config", str(config)).stdout

@@ -22,7 +22,7 @@ from dispenser.signing import sign_document, verify_document
 from dispenser.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = Path("/work/shared/examples")
+EXAMPLES = Path(__file__).resolve().parent / "data" / "examples"
 DEVICE = "disp-0001"
 BASE = f"pilldispenser/{DEVICE}"
 

@@ -21,13 +21,12 @@ from dispenser.schedule import (
 )
 from dispenser.timeutil import UTC
 
-EXAMPLE_PATH = Path("/work/shared/examples/schedule.json")
-DATA = Path(__file__).parent / "data" / "schedules"
+DATA = Path(__file__).parent / "data" / "examples"
 DELETE = object()
 
 
 def example() -> dict:
-    return json.loads((DATA / "contract_example.json").read_text())
+    return json.loads((DATA / "schedule.json").read_text())
 
 
 def set_path(doc: dict, path: str, value) -> dict:
@@ -85,8 +84,12 @@ def only_dosage(doc: dict, **kwargs) -> ScheduledDosage:
 # -- the contract example ---------------------------------------------------------
 
 
-def test_test_data_is_the_contract_example():
-    assert example() == json.loads(EXAMPLE_PATH.read_text())
+def test_the_contracts_v1_titration_is_refused_as_an_overlap():
+    # The contract's text (v1) ends the first entry on the day the second starts; with
+    # FHIR's inclusive end both would give a dose on 2026-11-27. The copy kept with the
+    # tests ends it the day before, and that is the only difference.
+    v1 = set_path(example(), f"{N}[0].timing.repeat.boundsPeriod.end", "2026-11-27")
+    assert problems_of(v1) == [f"{N}[1].timing.repeat.boundsPeriod: overlaps {N}[0] (2026-11-27)"]
 
 
 def test_contract_example_parses():
@@ -314,7 +317,8 @@ BROKEN = [
      "not supported"),
     (f"{D0}.maxDosePerAdministration", {"value": 1}, f"{D0}.maxDosePerAdministration",
      "not supported"),
-    (f"{D0}.method", {"text": "chew"}, f"{D0}.method", "not supported"),
+    (f"{D0}.modifierExtension", [{"url": "http://x"}], f"{D0}.modifierExtension",
+     "changes what the element means"),
     (f"{D0}.maxDosePerPeriod",
      {"numerator": {"value": 1}, "denominator": {"value": 1, "unit": "d"}},
      f"{D0}.maxDosePerPeriod", "only allowed with asNeededBoolean true"),
@@ -368,7 +372,7 @@ BROKEN = [
     (f"{R0}.frequencyMax", 2, f"{R0}.frequencyMax", "not supported"),
     (f"{R0}.boundsDuration", {"value": 10, "unit": "d"}, f"{R0}.boundsDuration", "not supported"),
     (f"{R0}.boundsRange", {}, f"{R0}.boundsRange", "not supported"),
-    (f"{R0}.timeOfDay", ["09:00"], f"{R0}.when", "cannot be combined with timeOfDay"),
+    (f"{R0}.timeOfDay", ["09:00:00"], f"{R0}.when", "cannot be combined with timeOfDay"),
     (f"{R0}.when", DELETE, f"{R0}.timeOfDay", "is required"),
     (f"{R0}.when", [], f"{R0}.when", "non-empty list"),
     (f"{R0}.when", "MORN", f"{R0}.when", "non-empty list"),
@@ -389,10 +393,10 @@ BROKEN = [
     (f"{R0}.boundsPeriod", {"start": "2026-11"}, f"{R0}.boundsPeriod.start", "must be a date"),
     (f"{R0}.boundsPeriod", {"start": "2026-11-20T09:00:00.5Z"}, f"{R0}.boundsPeriod.start",
      "whole seconds"),
-    (f"{R0}.boundsPeriod", {"start": "2026-11-20", "end": "2026-11-20"}, f"{R0}.boundsPeriod.end",
-     "must be after start"),
-    (f"{R0}.boundsPeriod", {"start": "2026-11-20", "end": "2026-11-19T23:00:00"},
-     f"{R0}.boundsPeriod.end", "must be after start"),
+    (f"{R0}.boundsPeriod", {"start": "2026-11-20", "end": "2026-11-19"}, f"{R0}.boundsPeriod.end",
+     "is before start"),
+    (f"{R0}.boundsPeriod", {"start": "2026-11-20", "end": "2026-11-19T23:59:59"},
+     f"{R0}.boundsPeriod.end", "is before start"),
     (f"{R0}.boundsPeriod", {"start": "2026-11-20", "stop": "2026-12-01"},
      f"{R0}.boundsPeriod.stop", "not supported"),
     # titration entries are each checked
@@ -400,7 +404,7 @@ BROKEN = [
      "must be a time HH:MM:SS"),
     (f"{N}[1].timing.repeat.timeOfDay", ["24:00:00"], f"{N}[1].timing.repeat.timeOfDay[0]",
      "must be a time"),
-    (f"{N}[1].timing.repeat.timeOfDay", ["09:00", "09:00:00"],
+    (f"{N}[1].timing.repeat.timeOfDay", ["09:00:00", "09:00:00"],
      f"{N}[1].timing.repeat.timeOfDay[1]", "gives 09:00, already given by timeOfDay[0]"),
     # as-needed
     (f"{P}.maxDosePerPeriod", DELETE, f"{P}.maxDosePerPeriod", "is required for an as-needed"),
@@ -418,7 +422,7 @@ BROKEN = [
      f"{P}.maxDosePerPeriod.denominator.comparator", "not supported"),
     (f"{P}.doseAndRate[0].doseQuantity.value", 4, f"{P}.maxDosePerPeriod.numerator.value",
      "below the dose itself"),
-    (f"{PR}.timeOfDay", ["09:00"], f"{PR}.timeOfDay", "not allowed on an as-needed dosage"),
+    (f"{PR}.timeOfDay", ["09:00:00"], f"{PR}.timeOfDay", "not allowed on an as-needed dosage"),
     (f"{PR}.when", ["HS"], f"{PR}.when", "not allowed on an as-needed dosage"),
     (f"{PR}.count", 3, f"{PR}.count", "not allowed on an as-needed dosage"),
     (f"{PR}.dayOfWeek", ["mon"], f"{PR}.dayOfWeek", "not allowed on an as-needed dosage"),
@@ -427,7 +431,7 @@ BROKEN = [
     (f"{P}.timing", DELETE, f"{P}.timing", "is required"),
     (f"{P}.asNeededCodeableConcept", {"text": "itch"}, f"{P}.asNeededCodeableConcept",
      "not supported"),
-    ("medications[2].dosage[1]", {"timing": {"repeat": daily("09:00")},
+    ("medications[2].dosage[1]", {"timing": {"repeat": daily("09:00:00")},
                                   "doseAndRate": [{"doseQuantity": {"value": 1}}]},
      "medications[2].dosage", "as-needed and scheduled entries cannot be mixed"),
 ]
@@ -446,18 +450,18 @@ BROKEN_REPEATS = [
     # (repeat of a scheduled entry, expected field under timing.repeat, expected words)
     ({"frequency": 1, "period": 8, "periodUnit": "h"}, "boundsPeriod.start",
      "every period/frequency hours count from it"),
-    ({"frequency": 1, "period": 1, "periodUnit": "wk", "timeOfDay": ["09:00"]},
+    ({"frequency": 1, "period": 1, "periodUnit": "wk", "timeOfDay": ["09:00:00"]},
      "boundsPeriod.start", "weekly dose is given on its weekday"),
-    (daily("09:00", period=2), "boundsPeriod.start", "every 2 days counts from it"),
-    ({"frequency": 1, "period": 8, "periodUnit": "h", "timeOfDay": ["09:00"],
+    (daily("09:00:00", period=2), "boundsPeriod.start", "every 2 days counts from it"),
+    ({"frequency": 1, "period": 8, "periodUnit": "h", "timeOfDay": ["09:00:00"],
       "boundsPeriod": {"start": "2026-01-01"}}, "timeOfDay", 'not allowed with periodUnit "h"'),
     ({"frequency": 1, "period": 8, "periodUnit": "h", "dayOfWeek": ["mon"],
       "boundsPeriod": {"start": "2026-01-01"}}, "dayOfWeek", 'not allowed with periodUnit "h"'),
-    ({"frequency": 1, "period": 1, "periodUnit": "wk", "timeOfDay": ["09:00"], "dayOfWeek": ["mon"],
+    ({"frequency": 1, "period": 1, "periodUnit": "wk", "timeOfDay": ["09:00:00"], "dayOfWeek": ["mon"],
       "boundsPeriod": {"start": "2026-01-01"}}, "dayOfWeek", 'only allowed with periodUnit "d"'),
-    (daily("09:00", period=2, dayOfWeek=["mon"], boundsPeriod={"start": "2026-01-01"}),
+    (daily("09:00:00", period=2, dayOfWeek=["mon"], boundsPeriod={"start": "2026-01-01"}),
      "dayOfWeek", "only allowed with period 1"),
-    ({"frequency": 1, "periodUnit": "wk", "timeOfDay": ["09:00"], "period": 53,
+    ({"frequency": 1, "periodUnit": "wk", "timeOfDay": ["09:00:00"], "period": 53,
       "boundsPeriod": {"start": "2026-01-01"}}, "period", "1..52"),
     ({"frequency": 7, "period": 1, "periodUnit": "h", "boundsPeriod": {"start": "2026-01-01"}},
      "period", "whole number of seconds"),
@@ -465,10 +469,10 @@ BROKEN_REPEATS = [
      "period", "between 1 minute and 366 days"),
     ({"frequency": 1, "period": 9000, "periodUnit": "h", "boundsPeriod": {"start": "2026-01-01"}},
      "period", "between 1 minute and 366 days"),
-    (daily("09:00", offset=10), "offset", "only allowed with when"),
+    (daily("09:00:00", offset=10), "offset", "only allowed with when"),
     ({"frequency": 2, "period": 1, "periodUnit": "d", "when": ["MORN", "CM"]}, "when[1]",
      "gives 08:00, already given by when[0]"),
-    ({"frequency": 1, "period": 1, "periodUnit": "d", "timeOfDay": ["09:00", "21:00"]},
+    ({"frequency": 1, "period": 1, "periodUnit": "d", "timeOfDay": ["09:00:00", "21:00:00"]},
      "frequency", "is 1 but timeOfDay names 2 time(s)"),
 ]
 
@@ -506,19 +510,30 @@ def test_when_and_offset_resolve_to_times(when, offset, expected):
 
 
 @pytest.mark.parametrize("times, expected", [
-    (["09:00"], [timedelta(hours=9)]),
+    (["09:00:00"], [timedelta(hours=9)]),
     (["21:00:00", "09:00:30"], [timedelta(hours=9, seconds=30), timedelta(hours=21)]),
-    (["00:00", "23:59:59"], [timedelta(0), timedelta(hours=23, minutes=59, seconds=59)]),
+    (["00:00:00", "23:59:59"], [timedelta(0), timedelta(hours=23, minutes=59, seconds=59)]),
 ])
-def test_time_of_day_accepts_seconds_or_not(times, expected):
+def test_time_of_day_is_fhir_time_with_seconds(times, expected):
     assert list(only_dosage(doc_with(entry(daily(*times)))).times) == expected
 
 
+@pytest.mark.parametrize("text, words", [
+    ("09:00", 'must be a time HH:MM:SS, not "09:00" (FHIR time has seconds: "09:00:00")'),
+    ("9:00:00", 'must be a time HH:MM:SS, not "9:00:00"'),
+    ("09:00:00.5", 'must be a time HH:MM:SS, not "09:00:00.5"'),
+    ("24:00:00", 'must be a time HH:MM:SS, not "24:00:00"'),
+    (900, "must be a time HH:MM:SS, not 900"),
+])
+def test_time_of_day_without_seconds_is_refused(text, words):
+    assert problems_of(doc_with(entry(daily(text)))) == [f"{R0}.timeOfDay[0]: {words}"]
+
+
 @pytest.mark.parametrize("repeat, period_days, interval", [
-    (daily("09:00"), 1, None),
-    (daily("09:00", period=3, boundsPeriod={"start": "2026-01-01"}), 3, None),
-    (daily("09:00", period=2.0, boundsPeriod={"start": "2026-01-01"}), 2, None),
-    ({"frequency": 1, "period": 2, "periodUnit": "wk", "timeOfDay": ["09:00"],
+    (daily("09:00:00"), 1, None),
+    (daily("09:00:00", period=3, boundsPeriod={"start": "2026-01-01"}), 3, None),
+    (daily("09:00:00", period=2.0, boundsPeriod={"start": "2026-01-01"}), 2, None),
+    ({"frequency": 1, "period": 2, "periodUnit": "wk", "timeOfDay": ["09:00:00"],
       "boundsPeriod": {"start": "2026-01-01"}}, 14, None),
     ({"frequency": 3, "period": 1, "periodUnit": "d", "when": ["MORN", "CV", "HS"]}, 1, None),
     ({"frequency": 3, "period": 24, "periodUnit": "h", "boundsPeriod": {"start": "2026-01-01"}},
@@ -534,7 +549,7 @@ def test_periods(repeat, period_days, interval):
 
 
 def test_day_of_week_is_monday_zero():
-    dosage = only_dosage(doc_with(entry(daily("09:00", dayOfWeek=["mon", "fri", "sun"]))))
+    dosage = only_dosage(doc_with(entry(daily("09:00:00", dayOfWeek=["mon", "fri", "sun"]))))
     assert dosage.days_of_week == {0, 4, 6}
 
 
@@ -550,34 +565,59 @@ def test_day_of_week_is_monday_zero():
     ("2026-11-20T09:00:00.000Z", datetime(2026, 11, 20, 9, tzinfo=UTC), date(2026, 11, 20)),
 ])
 def test_bounds_are_local_unless_they_carry_an_offset(text, expected_utc, anchor):
-    dosage = only_dosage(doc_with(entry(daily("09:00", boundsPeriod={"start": text}))))
+    dosage = only_dosage(doc_with(entry(daily("09:00:00", boundsPeriod={"start": text}))))
     assert dosage.bounds_start == expected_utc
     assert dosage.anchor_date == anchor
 
 
 def test_bounds_end_alone_is_allowed_for_a_plain_daily_dose():
-    dosage = only_dosage(doc_with(entry(daily("09:00", boundsPeriod={"end": "2026-12-01"}))))
+    dosage = only_dosage(doc_with(entry(daily("09:00:00", boundsPeriod={"end": "2026-12-01"}))))
+    # Inclusive: the whole of 1 December, so kept as the next local midnight.
     assert (dosage.bounds_start, dosage.bounds_end) == (
-        None, datetime(2026, 12, 1, 5, tzinfo=UTC))
+        None, datetime(2026, 12, 2, 5, tzinfo=UTC))
 
 
 def test_count_is_kept():
-    repeat = daily("09:00", count=5, boundsPeriod={"start": "2026-01-01"})
+    repeat = daily("09:00:00", count=5, boundsPeriod={"start": "2026-01-01"})
     assert only_dosage(doc_with(entry(repeat))).count == 5
 
 
 @pytest.mark.parametrize("value, expected", [(1, 1), (2, 2), (2.0, 2), (3, 3)])
 def test_whole_tablets(value, expected):
-    assert only_dosage(doc_with(entry(daily("09:00"), quantity=value))).quantity == expected
+    assert only_dosage(doc_with(entry(daily("09:00:00"), quantity=value))).quantity == expected
 
 
-def test_text_only_keys_are_accepted_and_ignored():
-    dosage = entry(daily("09:00"), text="one tablet in the morning", sequence=1,
+def test_text_only_keys_are_accepted_and_kept():
+    extension = [{"url": "http://example.org/note", "valueString": "x"}]
+    dosage = entry(daily("09:00:00"), text="one tablet in the morning", sequence=1,
                    patientInstruction="with water", route={"text": "oral"},
-                   additionalInstruction=[{"text": "with food"}], asNeededBoolean=False)
+                   additionalInstruction=[{"text": "with food"}], asNeededBoolean=False,
+                   id="d1", extension=extension, method={"text": "swallow"},
+                   site={"text": "mouth"})
     dosage["doseAndRate"][0]["type"] = {"text": "ordered"}
     dosage["doseAndRate"][0]["doseQuantity"].update(unit="tablet", system="x", code="TAB")
-    assert only_dosage(doc_with(dosage)).quantity == 1
+    for element in (dosage["timing"], dosage["timing"]["repeat"], dosage["doseAndRate"][0],
+                    dosage["doseAndRate"][0]["doseQuantity"]):
+        element.update(id="e", extension=extension)
+    plain = only_dosage(doc_with(entry(daily("09:00:00"))))
+    schedule = parse_schedule(doc_with(dosage))
+    assert schedule.medications[0].dosages == (plain,)
+    assert schedule.document["medications"][0]["dosage"][0] == dosage
+
+
+@pytest.mark.parametrize("where", ["", ".timing", ".timing.repeat", ".doseAndRate[0]",
+                                   ".doseAndRate[0].doseQuantity"])
+def test_modifier_extension_is_refused_with_its_path(where):
+    doc = doc_with(entry(daily("09:00:00")))
+    set_path(doc, f"{D0}{where}.modifierExtension", [{"url": "http://example.org/not-really"}])
+    assert problems_of(doc) == [
+        f"{D0}{where}.modifierExtension: is refused: it changes what the element means"]
+
+
+def test_modifier_extension_on_an_as_needed_limit_is_refused():
+    doc = set_path(example(), f"{P}.maxDosePerPeriod.modifierExtension", [{"url": "http://x"}])
+    assert problems_of(doc) == [
+        f"{P}.maxDosePerPeriod.modifierExtension: is refused: it changes what the element means"]
 
 
 @pytest.mark.parametrize("window, before, after", [
@@ -588,7 +628,7 @@ def test_text_only_keys_are_accepted_and_ignored():
     ({"before_min": 1440, "after_min": 1440}, 1440, 1440),
 ])
 def test_window_defaults_per_key(window, before, after):
-    medication = parse_schedule(doc_with(entry(daily("09:00")), window=window)).medications[0]
+    medication = parse_schedule(doc_with(entry(daily("09:00:00")), window=window)).medications[0]
     assert medication.window_before == timedelta(minutes=before)
     assert medication.window_after == timedelta(minutes=after)
 
@@ -619,16 +659,17 @@ def test_as_needed_bounds():
     prn["timing"]["repeat"]["boundsPeriod"] = {"start": "2026-12-01", "end": "2026-12-08T12:00:00Z"}
     as_needed = parse_schedule(doc_with(prn)).medications[0].as_needed
     assert as_needed.bounds_start == datetime(2026, 12, 1, 5, tzinfo=UTC)
-    assert as_needed.bounds_end == datetime(2026, 12, 8, 12, tzinfo=UTC)
+    # inclusive end, kept exclusive: 12:00:00 itself is inside
+    assert as_needed.bounds_end == datetime(2026, 12, 8, 12, 0, 1, tzinfo=UTC)
 
 
 def test_empty_medication_list_is_a_valid_schedule():
-    schedule = parse_schedule(doc_with(entry(daily("09:00")), medications=[]))
+    schedule = parse_schedule(doc_with(entry(daily("09:00:00")), medications=[]))
     assert schedule.medications == () and schedule.compartments == frozenset()
 
 
 def test_routine_is_optional_without_when():
-    doc = doc_with(entry(daily("09:00")))
+    doc = doc_with(entry(daily("09:00:00")))
     del doc["routine"]
     assert parse_schedule(doc).routine == {}
 
@@ -666,7 +707,7 @@ def test_as_needed_limit_period_bounds(denominator, words):
 def test_a_version_too_large_for_the_log_is_refused_with_its_path():
     import copy
     from dispenser.schedule import ScheduleError, parse_schedule
-    doc = copy.deepcopy(json.loads((Path(__file__).parent / "data" / "schedules" / "contract_example.json").read_text()))
+    doc = example()
     doc["version"] = 2**64
     with pytest.raises(ScheduleError) as caught:
         parse_schedule(doc)

@@ -14,7 +14,7 @@ from dispenser.schedule import parse_schedule
 from dispenser.scheduler import Dose, doses_between, occurrences
 from dispenser.timeutil import UTC
 
-DATA = Path(__file__).parent / "data" / "schedules"
+DATA = Path(__file__).parent / "data" / "examples"
 NY = ZoneInfo("America/New_York")
 LONDON = ZoneInfo("Europe/London")
 H = timedelta(hours=1)
@@ -75,7 +75,7 @@ def local_days(tz, first: date, days: int) -> tuple[datetime, datetime]:
 
 @pytest.fixture
 def contract():
-    return parse_schedule(json.loads((DATA / "contract_example.json").read_text()))
+    return parse_schedule(json.loads((DATA / "schedule.json").read_text()))
 
 
 def test_contract_sertraline_dose_and_window(contract):
@@ -112,7 +112,7 @@ def test_contract_doses_sorted_by_time_then_medication(contract):
 
 
 def test_range_is_half_open():
-    schedule = schedule_of(entry(daily("09:00")), tz="UTC")
+    schedule = schedule_of(entry(daily("09:00:00")), tz="UTC")
     assert times_of(schedule, utc(2026, 5, 1, 9), utc(2026, 5, 3, 9)) == [
         utc(2026, 5, 1, 9), utc(2026, 5, 2, 9)]
 
@@ -122,7 +122,7 @@ def test_range_is_half_open():
     (utc(2026, 5, 3), utc(2026, 5, 2)),
 ])
 def test_empty_range(start, end):
-    assert doses_between(schedule_of(entry(daily("09:00"))), start, end) == []
+    assert doses_between(schedule_of(entry(daily("09:00:00"))), start, end) == []
 
 
 @pytest.mark.parametrize("start, end", [
@@ -131,11 +131,11 @@ def test_empty_range(start, end):
 ])
 def test_naive_range_is_a_programming_error(start, end):
     with pytest.raises(ValueError, match="aware"):
-        doses_between(schedule_of(entry(daily("09:00"))), start, end)
+        doses_between(schedule_of(entry(daily("09:00:00"))), start, end)
 
 
 def test_range_in_any_zone_gives_utc_doses():
-    schedule = schedule_of(entry(daily("09:00")))
+    schedule = schedule_of(entry(daily("09:00:00")))
     start = datetime(2026, 5, 1, tzinfo=NY)
     assert times_of(schedule, start, start + timedelta(days=1)) == [utc(2026, 5, 1, 13)]
 
@@ -144,14 +144,14 @@ def test_range_in_any_zone_gives_utc_doses():
 
 
 def test_daily_times_each_day():
-    schedule = schedule_of(entry(daily("21:00", "09:00:30")), tz="UTC")
+    schedule = schedule_of(entry(daily("21:00:00", "09:00:30")), tz="UTC")
     assert times_of(schedule, utc(2026, 5, 1), utc(2026, 5, 3)) == [
         utc(2026, 5, 1, 9, 0, 30), utc(2026, 5, 1, 21),
         utc(2026, 5, 2, 9, 0, 30), utc(2026, 5, 2, 21)]
 
 
 def test_day_of_week():
-    schedule = schedule_of(entry(daily("09:00", dayOfWeek=["mon", "wed", "fri"])), tz="UTC")
+    schedule = schedule_of(entry(daily("09:00:00", dayOfWeek=["mon", "wed", "fri"])), tz="UTC")
     days = [t.date() for t in times_of(schedule, utc(2026, 11, 16), utc(2026, 11, 30))]
     assert days == [date(2026, 11, d) for d in (16, 18, 20, 23, 25, 27)]
     assert {d.weekday() for d in days} == {0, 2, 4}
@@ -165,7 +165,7 @@ def test_day_of_week():
     (2, "2026-11-15", utc(2026, 11, 20), [21, 23, 25, 27, 29]),
 ])
 def test_every_n_days_counts_from_bounds_start(period, start, query_from, expected_days):
-    schedule = schedule_of(entry(daily("09:00", period=period, boundsPeriod={"start": start})),
+    schedule = schedule_of(entry(daily("09:00:00", period=period, boundsPeriod={"start": start})),
                            tz="UTC")
     assert times_of(schedule, query_from, utc(2026, 11, 30)) == [
         utc(2026, 11, d, 9) for d in expected_days]
@@ -173,7 +173,7 @@ def test_every_n_days_counts_from_bounds_start(period, start, query_from, expect
 
 @pytest.mark.parametrize("period, expected_days", [(1, [18, 25, 2, 9]), (2, [18, 2])])
 def test_weekly_on_the_weekday_of_start(period, expected_days):
-    repeat = {"frequency": 1, "period": period, "periodUnit": "wk", "timeOfDay": ["10:00"],
+    repeat = {"frequency": 1, "period": period, "periodUnit": "wk", "timeOfDay": ["10:00:00"],
               "boundsPeriod": {"start": "2026-11-18"}}  # a Wednesday
     found = times_of(schedule_of(entry(repeat)), utc(2026, 11, 1), utc(2026, 12, 15))
     assert [t.day for t in found] == expected_days
@@ -182,7 +182,7 @@ def test_weekly_on_the_weekday_of_start(period, expected_days):
 
 
 def test_weekly_with_two_times_on_that_day():
-    repeat = {"frequency": 2, "period": 1, "periodUnit": "wk", "timeOfDay": ["08:00", "20:00"],
+    repeat = {"frequency": 2, "period": 1, "periodUnit": "wk", "timeOfDay": ["08:00:00", "20:00:00"],
               "boundsPeriod": {"start": "2026-11-18"}}
     found = times_of(schedule_of(entry(repeat), tz="UTC"), utc(2026, 11, 18), utc(2026, 11, 26))
     assert found == [utc(2026, 11, 18, 8), utc(2026, 11, 18, 20), utc(2026, 11, 25, 8),
@@ -193,16 +193,20 @@ def test_weekly_with_two_times_on_that_day():
 
 
 @pytest.mark.parametrize("bounds, expected_days", [
-    ({"start": "2026-11-20", "end": "2026-11-23"}, [20, 21, 22]),
-    ({"start": "2026-11-20", "end": "2026-11-22T09:00:00"}, [20, 21]),  # end is exclusive
-    ({"start": "2026-11-20", "end": "2026-11-22T09:00:01"}, [20, 21, 22]),
+    # FHIR's end is inclusive: a date covers its whole local day, a dateTime its instant.
+    ({"start": "2026-11-20", "end": "2026-11-22"}, [20, 21, 22]),
+    ({"start": "2026-11-20", "end": "2026-11-20"}, [20]),
+    ({"start": "2026-11-20", "end": "2026-11-22T08:59:59"}, [20, 21]),
+    ({"start": "2026-11-20", "end": "2026-11-22T09:00:00"}, [20, 21, 22]),
     ({"start": "2026-11-20T09:00:01"}, [21, 22, 23, 24]),
     ({"start": "2026-11-20T09:00:00"}, [20, 21, 22, 23, 24]),
-    ({"end": "2026-11-22"}, [18, 19, 20, 21]),
+    ({"end": "2026-11-21"}, [18, 19, 20, 21]),
     ({"start": "2026-11-20T14:00:00Z", "end": "2026-11-22T13:59:59Z"}, [20, 21]),
+    ({"start": "2026-11-20T14:00:00Z", "end": "2026-11-22T14:00:00Z"}, [20, 21, 22]),
+    ({"start": "2026-11-22T09:00:00", "end": "2026-11-22T09:00:00"}, [22]),  # one instant
 ])
 def test_bounds_period(bounds, expected_days):
-    schedule = schedule_of(entry(daily("09:00", boundsPeriod=bounds)))
+    schedule = schedule_of(entry(daily("09:00:00", boundsPeriod=bounds)))
     assert times_of(schedule, utc(2026, 11, 18), utc(2026, 11, 25)) == [
         utc(2026, 11, d, 14) for d in expected_days]
 
@@ -228,12 +232,12 @@ def test_when_with_offset(when, offset, expected_local):
     # before the start (local midnight of 11-20) and is not given.
     ("ACM", [(20, time(23, 50)), (21, time(23, 50)), (22, time(23, 50))]),
     # PC 23:50 plus 20 minutes is 00:10 of the day after. Bounds hold instants, so the
-    # dose of 11-19's evening (00:10 on 11-20) is inside them, 11-22's is not.
+    # dose of 11-19's evening (00:10 on 11-20) is inside them, 11-22's (on 11-23) is not.
     ("PC", [(20, time(0, 10)), (21, time(0, 10)), (22, time(0, 10))]),
 ])
 def test_offset_across_midnight_moves_to_the_neighbouring_day(code, expected):
     repeat = {"frequency": 1, "period": 1, "periodUnit": "d", "when": [code], "offset": 20,
-              "boundsPeriod": {"start": "2026-11-20", "end": "2026-11-23"}}
+              "boundsPeriod": {"start": "2026-11-20", "end": "2026-11-22"}}
     found = times_of(schedule_of(entry(repeat)), utc(2026, 11, 18), utc(2026, 11, 26))
     assert [(t.astimezone(NY).day, t.astimezone(NY).time()) for t in found] == expected
 
@@ -252,7 +256,7 @@ DST = [
 def test_daily_time_is_the_same_local_time_on_both_sides(zone, spring, gap, fall, overlap, which):
     tz = ZoneInfo(zone)
     day = spring if which == "spring" else fall
-    schedule = schedule_of(entry(daily("09:00")), tz=zone)
+    schedule = schedule_of(entry(daily("09:00:00")), tz=zone)
     found = times_of(schedule, *local_days(tz, day - timedelta(days=2), 5))
     assert [t.astimezone(tz).time() for t in found] == [time(9)] * 5
     offsets = [t.astimezone(tz).utcoffset() for t in found]
@@ -264,7 +268,7 @@ def test_daily_time_is_the_same_local_time_on_both_sides(zone, spring, gap, fall
 def test_time_in_the_spring_gap_moves_forward_by_the_gap(zone, spring, gap, fall, overlap):
     tz = ZoneInfo(zone)
     hour, minute = map(int, gap.split(":"))
-    found = times_of(schedule_of(entry(daily(gap)), tz=zone), *local_days(tz, spring, 1))
+    found = times_of(schedule_of(entry(daily(gap + ":00")), tz=zone), *local_days(tz, spring, 1))
     assert len(found) == 1
     # e.g. 02:30 in New York, which does not exist, is given at 03:30 EDT.
     assert found[0].astimezone(tz).time() == time(hour + 1, minute)
@@ -277,7 +281,7 @@ def test_time_in_the_spring_gap_moves_forward_by_the_gap(zone, spring, gap, fall
 def test_time_in_the_fall_overlap_is_given_once_at_the_first(zone, spring, gap, fall, overlap):
     tz = ZoneInfo(zone)
     hour, minute = map(int, overlap.split(":"))
-    found = times_of(schedule_of(entry(daily(overlap)), tz=zone), *local_days(tz, fall, 1))
+    found = times_of(schedule_of(entry(daily(overlap + ":00")), tz=zone), *local_days(tz, fall, 1))
     first = datetime.combine(fall, time(hour, minute), tzinfo=tz).astimezone(UTC)
     second = datetime.combine(fall, time(hour, minute, fold=1), tzinfo=tz).astimezone(UTC)
     assert second - first == H  # the time really happens twice
@@ -299,13 +303,53 @@ def test_every_8_hours_is_elapsed_time_across_dst(zone, spring, gap, fall, overl
     assert wall_step in [b - a for a, b in zip(walls, walls[1:])]
 
 
-def test_two_times_merged_by_the_gap_are_one_dose_of_both():
-    schedule = schedule_of(entry(daily("02:30", "03:30")))
+def test_a_time_moved_by_the_gap_onto_another_is_not_given_again():
+    # 02:30 does not exist on 8 March: moved forward it is 03:30, where the 03:30 dose
+    # already is. One dose of one tablet, never a two-tablet release.
+    schedule = schedule_of(entry(daily("02:30:00", "03:30:00")))
     doses = doses_between(schedule, *local_days(NY, date(2026, 3, 7), 3))
     assert [(d.scheduled_at, d.quantity) for d in doses] == [
         (local(NY, 2026, 3, 7, 2, 30), 1), (local(NY, 2026, 3, 7, 3, 30), 1),
-        (local(NY, 2026, 3, 8, 3, 30), 2),  # 02:30 does not exist: it is 03:30
+        (local(NY, 2026, 3, 8, 3, 30), 1),
         (local(NY, 2026, 3, 9, 2, 30), 1), (local(NY, 2026, 3, 9, 3, 30), 1)]
+
+
+@pytest.mark.parametrize("zone, day, gap_time, landing", [
+    ("America/New_York", date(2026, 3, 8), "02:30:00", "03:30:00"),
+    ("Europe/London", date(2026, 3, 29), "01:15:00", "02:15:00"),
+    ("Australia/Lord_Howe", date(2026, 10, 4), "02:10:00", "02:40:00"),  # a 30-minute gap
+    ("America/Santiago", date(2026, 9, 6), "00:30:00", "01:30:00"),  # midnight does not exist
+])
+def test_dst_never_merges_two_doses_into_one_release(zone, day, gap_time, landing):
+    tz = ZoneInfo(zone)
+    schedule = schedule_of(entry(daily(gap_time, landing), quantity=2), tz=zone)
+    doses = doses_between(schedule, *local_days(tz, day, 1))
+    moved = datetime.combine(day, time.fromisoformat(gap_time), tzinfo=tz).astimezone(UTC)
+    assert moved.astimezone(tz).time() == time.fromisoformat(landing)  # it really lands there
+    assert [(d.scheduled_at, d.quantity) for d in doses] == [(moved, 2)]
+    # and the days around keep both doses
+    before = doses_between(schedule, *local_days(tz, day - timedelta(days=1), 1))
+    assert [d.quantity for d in before] == [2, 2]
+
+
+def test_when_with_offset_crossing_midnight_in_a_gap_is_not_doubled():
+    # PC 23:50 + 40 min is 00:30 of the next day; Santiago's clocks skip 00:00-01:00 on
+    # 6 September 2026, moving it to 01:30, where MORN 00:50 + 40 min has its dose.
+    schedule = parse_schedule({
+        "schema": "dispenser.schedule/1", "version": 1, "issued_at": "2026-01-01T00:00:00Z",
+        "timezone": "America/Santiago", "routine": {"PC": "23:50", "MORN": "00:50"},
+        "medications": [{"id": "med", "name": "Med", "compartment": 1, "dosage": [entry(
+            {"frequency": 2, "period": 1, "periodUnit": "d", "when": ["PC", "MORN"],
+             "offset": 40})]}]})
+    tz = ZoneInfo("America/Santiago")
+    doses = doses_between(schedule, *local_days(tz, date(2026, 9, 4), 4))
+    by_day = {}
+    for dose in doses:
+        by_day.setdefault(dose.scheduled_at.astimezone(tz).date().day, []).append(
+            (dose.scheduled_at.astimezone(tz).time(), dose.quantity))
+    assert by_day[5] == [(time(0, 30), 1), (time(1, 30), 1)]
+    assert by_day[6] == [(time(1, 30), 1)]  # one release of one tablet, not two
+    assert by_day[7] == [(time(0, 30), 1), (time(1, 30), 1)]
 
 
 # -- every N hours --------------------------------------------------------------------
@@ -332,24 +376,24 @@ def test_every_hours_nothing_before_start():
 
 
 @pytest.mark.parametrize("repeat, expected", [
-    (daily("09:00", count=3, boundsPeriod={"start": "2026-11-20"}),
+    (daily("09:00:00", count=3, boundsPeriod={"start": "2026-11-20"}),
      [utc(2026, 11, d, 14) for d in (20, 21, 22)]),
     # counted from a start mid-day: the first morning is not a dose
-    (daily("08:00", "20:00", count=3, boundsPeriod={"start": "2026-11-20T12:00:00"}),
+    (daily("08:00:00", "20:00:00", count=3, boundsPeriod={"start": "2026-11-20T12:00:00"}),
      [utc(2026, 11, 21, 1), utc(2026, 11, 21, 13), utc(2026, 11, 22, 1)]),
-    (daily("09:00", period=2, count=2, boundsPeriod={"start": "2026-11-20"}),
+    (daily("09:00:00", period=2, count=2, boundsPeriod={"start": "2026-11-20"}),
      [utc(2026, 11, 20, 14), utc(2026, 11, 22, 14)]),
-    (daily("09:00", dayOfWeek=["mon"], count=2, boundsPeriod={"start": "2026-11-20"}),
+    (daily("09:00:00", dayOfWeek=["mon"], count=2, boundsPeriod={"start": "2026-11-20"}),
      [utc(2026, 11, 23, 14), utc(2026, 11, 30, 14)]),
-    ({"frequency": 1, "period": 1, "periodUnit": "wk", "timeOfDay": ["09:00"], "count": 2,
+    ({"frequency": 1, "period": 1, "periodUnit": "wk", "timeOfDay": ["09:00:00"], "count": 2,
       "boundsPeriod": {"start": "2026-11-20"}}, [utc(2026, 11, 20, 14), utc(2026, 11, 27, 14)]),
     (every_hours(12, "2026-11-20T09:00:00", count=4),
      [utc(2026, 11, 20, 14), utc(2026, 11, 21, 2), utc(2026, 11, 21, 14), utc(2026, 11, 22, 2)]),
     # the end comes first
-    (daily("09:00", count=10, boundsPeriod={"start": "2026-11-20", "end": "2026-11-22"}),
+    (daily("09:00:00", count=10, boundsPeriod={"start": "2026-11-20", "end": "2026-11-21"}),
      [utc(2026, 11, 20, 14), utc(2026, 11, 21, 14)]),
     (every_hours(12, "2026-11-20T09:00:00", count=10,
-                 boundsPeriod={"start": "2026-11-20T09:00:00", "end": "2026-11-21T09:00:00"}),
+                 boundsPeriod={"start": "2026-11-20T09:00:00", "end": "2026-11-21T08:59:59"}),
      [utc(2026, 11, 20, 14), utc(2026, 11, 21, 2)]),
 ])
 def test_count(repeat, expected):
@@ -361,7 +405,7 @@ def test_count(repeat, expected):
 
 
 def test_count_spanning_many_years_is_still_counted():
-    repeat = daily("09:00", count=10_000, boundsPeriod={"start": "2026-01-01"})
+    repeat = daily("09:00:00", count=10_000, boundsPeriod={"start": "2026-01-01"})
     schedule = schedule_of(entry(repeat), tz="UTC")
     last = datetime(2026, 1, 1, 9, tzinfo=UTC) + timedelta(days=9_999)
     assert times_of(schedule, last - timedelta(days=2), last + timedelta(days=5)) == [
@@ -371,21 +415,41 @@ def test_count_spanning_many_years_is_still_counted():
 # -- titration and merging --------------------------------------------------------------
 
 
-def test_titration_entries_sharing_an_instant_merge_into_one_dose():
+def test_titration_with_an_inclusive_end_hands_over_at_midnight():
     schedule = schedule_of(
-        entry(daily("09:00", boundsPeriod={"start": "2026-11-20", "end": "2026-11-23"}), 1),
-        entry(daily("09:00", boundsPeriod={"start": "2026-11-22"}), 2),
+        entry(daily("09:00:00", boundsPeriod={"start": "2026-11-20", "end": "2026-11-22"}), 1),
+        entry(daily("09:00:00", boundsPeriod={"start": "2026-11-23"}), 2),
     )
     doses = doses_between(schedule, utc(2026, 11, 20), utc(2026, 11, 25))
-    assert [(d.scheduled_at.day, d.quantity) for d in doses] == [(20, 1), (21, 1), (22, 3), (23, 2),
+    assert [(d.scheduled_at.day, d.quantity) for d in doses] == [(20, 1), (21, 1), (22, 1), (23, 2),
                                                                  (24, 2)]
-    assert len({d.key for d in doses}) == len(doses)
+
+
+def test_titration_at_an_instant_hands_over_the_second_after():
+    schedule = schedule_of(
+        entry(daily("09:00:00", "21:00:00", boundsPeriod={"end": "2026-11-21T12:00:00"}), 1),
+        entry(daily("09:00:00", "21:00:00", boundsPeriod={"start": "2026-11-21T12:00:01"}), 2),
+    )
+    doses = doses_between(schedule, *local_days(NY, date(2026, 11, 21), 1))
+    assert [(d.scheduled_at.astimezone(NY).hour, d.quantity) for d in doses] == [(9, 1), (21, 2)]
+
+
+def test_a_count_ends_its_entry_at_its_last_dose():
+    # Three daily doses from the 20th (20, 21, 22); the next entry may start the second
+    # after the last one.
+    schedule = schedule_of(
+        entry(daily("09:00:00", count=3, boundsPeriod={"start": "2026-11-20"}), 1),
+        entry(daily("09:00:00", boundsPeriod={"start": "2026-11-22T09:00:01"}), 2),
+    )
+    doses = doses_between(schedule, utc(2026, 11, 19), utc(2026, 11, 25))
+    assert [(d.scheduled_at.day, d.quantity) for d in doses] == [(20, 1), (21, 1), (22, 1), (23, 2),
+                                                                 (24, 2)]
 
 
 def test_titration_changing_times():
     schedule = schedule_of(
-        entry(daily("09:00", boundsPeriod={"end": "2026-11-22"})),
-        entry(daily("09:00", "21:00", boundsPeriod={"start": "2026-11-22"})),
+        entry(daily("09:00:00", boundsPeriod={"end": "2026-11-21"})),
+        entry(daily("09:00:00", "21:00:00", boundsPeriod={"start": "2026-11-22"})),
     )
     found = times_of(schedule, *local_days(NY, date(2026, 11, 20), 4))
     assert [t.astimezone(NY).replace(tzinfo=None) for t in found] == [
@@ -394,7 +458,7 @@ def test_titration_changing_times():
 
 
 def test_occurrences_keeps_one_entry_apart():
-    schedule = schedule_of(entry(daily("09:00", "21:00")), tz="UTC")
+    schedule = schedule_of(entry(daily("09:00:00", "21:00:00")), tz="UTC")
     (dosage,) = schedule.medications[0].dosages
     assert occurrences(dosage, schedule.tz, utc(2026, 1, 1), utc(2026, 1, 2)) == [
         utc(2026, 1, 1, 9), utc(2026, 1, 1, 21)]
@@ -410,7 +474,7 @@ def test_occurrences_keeps_one_entry_apart():
     ({"before_min": 1440, "after_min": 1440}, -24 * H, 12 * H - 1440 * M + 12 * H),
 ])
 def test_window_from_the_medication(window, start, end):
-    schedule = schedule_of(entry(daily("09:00", "21:00")), tz="UTC", window=window)
+    schedule = schedule_of(entry(daily("09:00:00", "21:00:00")), tz="UTC", window=window)
     dose = doses_between(schedule, utc(2026, 5, 1, 8), utc(2026, 5, 1, 10))[0]
     assert (dose.window_start, dose.window_end) == (utc(2026, 5, 1, 9) + start,
                                                     min(utc(2026, 5, 1, 9) + end,
@@ -440,7 +504,7 @@ def test_last_dose_of_a_course_keeps_its_full_window():
 
 
 def test_windows_of_different_medications_may_overlap():
-    meds = [{"id": name, "name": name, "compartment": number, "dosage": [entry(daily("09:00"))]}
+    meds = [{"id": name, "name": name, "compartment": number, "dosage": [entry(daily("09:00:00"))]}
             for number, name in ((1, "a"), (2, "b"))]
     doses = doses_between(schedule_of(medications=meds, tz="UTC"), utc(2026, 5, 1), utc(2026, 5, 2))
     assert [(d.medication_id, d.window_start, d.window_end) for d in doses] == [
@@ -449,7 +513,7 @@ def test_windows_of_different_medications_may_overlap():
 
 
 def test_extreme_spacing_can_close_a_window_before_its_dose():
-    schedule = schedule_of(entry(daily("09:00", "09:10")), tz="UTC")
+    schedule = schedule_of(entry(daily("09:00:00", "09:10:00")), tz="UTC")
     first, second = doses_between(schedule, utc(2026, 5, 1), utc(2026, 5, 2))
     assert first.window_start == utc(2026, 5, 1, 8, 30)
     assert first.window_end == second.window_start == utc(2026, 5, 1, 8, 40)
@@ -459,7 +523,7 @@ def test_extreme_spacing_can_close_a_window_before_its_dose():
 # -- properties over random daily schedules ---------------------------------------------
 
 ZONES = ["America/New_York", "Europe/London", "Australia/Lord_Howe", "UTC", "Asia/Kolkata"]
-clock = st.builds(lambda h, m: f"{h:02d}:{m:02d}",
+clock = st.builds(lambda h, m: f"{h:02d}:{m:02d}:00",
                   st.integers(0, 23), st.sampled_from([0, 1, 30, 59]))
 
 
@@ -480,7 +544,7 @@ def medications(draw):
                            boundsPeriod={"start": "2026-01-0" + str(draw(st.integers(1, 9)))})
         else:
             repeat = every_hours(draw(st.sampled_from([1, 2, 4.5, 8, 12, 36])),
-                                 f"2026-01-01T{draw(clock)}:00")
+                                 f"2026-01-01T{draw(clock)}")
         before, after = draw(st.integers(0, 1440)), draw(st.integers(1, 1440))
         result.append({"id": f"m{number}", "name": f"M{number}", "compartment": number,
                        "window": {"before_min": before, "after_min": after},
@@ -527,3 +591,17 @@ def test_daily_doses_are_the_named_local_times(times, zone, first):
         .astimezone(UTC)
         for n in range(7) for t in times})
     assert found == [t for t in expected if local_days(tz, first, 7)[0] <= t]
+
+
+def test_spring_forward_collision_is_one_release_of_one_tablet():
+    """End to end on the engine: v1 released two tablets at 03:30 on 8 March."""
+    from support import Rig
+    from support import daily as daily_medication
+    from support import schedule as document
+
+    rig = Rig(document(daily_medication("a", 1, ["02:30", "03:30"])), "2026-03-07T12:00:00",
+              stock={"a": 10})
+    rig.press("2026-03-08T03:31:00")
+    assert [(e["data"]["scheduled_at"], e["data"]["quantity"]) for e in rig.events("dose.released")] == [
+        ("2026-03-08T07:30:00Z", 1)]
+    assert rig.moves == [(1, 1)]
