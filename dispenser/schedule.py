@@ -659,7 +659,9 @@ class _Parser:
         and end at the last dose where `count` ends them first. Non-overlapping entries
         cannot put two doses on one instant, and a document written with the old,
         exclusive meaning of boundsPeriod.end (a titration's end = the next start) is
-        refused instead of giving two doses on the day they share.
+        refused instead of giving two doses on the day they share. Two clock-time entries
+        that never name the same time of day may overlap: that is how FHIR writes a split
+        dose ("1 in the morning, 2 at night"), and they cannot double a dose.
         """
         from dispenser.scheduler import entry_span  # it imports this module
 
@@ -670,6 +672,8 @@ class _Parser:
             for earlier, (other_start, other_end) in spans.items():
                 if earlier >= later:
                     break
+                if _apart(dosages[later], dosages[earlier]):
+                    continue
                 first = max((t for t in (start, other_start) if t is not None), default=None)
                 last = min((t for t in (end, other_end) if t is not None), default=None)
                 if first is None or last is None or first < last:
@@ -1122,6 +1126,14 @@ class _Parser:
                 shift = timedelta(minutes=-offset if code in BEFORE_CODES else offset)
                 spans.append((index, _span(self.routine[code]) + shift))
         return spans
+
+
+def _apart(one: ScheduledDosage, other: ScheduledDosage) -> bool:
+    """Two clock-time entries that never name the same time of day (offsets taken mod a day)."""
+    if one.interval is not None or other.interval is not None:
+        return False
+    day = timedelta(days=1)
+    return not {t % day for t in one.times} & {t % day for t in other.times}
 
 
 def _zone(name: Any) -> ZoneInfo | None:

@@ -305,3 +305,31 @@ def test_the_last_day_a_schedule_may_name_is_a_whole_day():
     doc = bounds(start="2199-12-31", end="2199-12-31")
     dosage = parse_schedule(doc).medications[0].dosages[0]
     assert dosage.bounds_end - dosage.bounds_start == timedelta(days=1)
+
+
+def test_a_split_dose_is_two_entries_that_never_name_one_time():
+    """1 tablet in the morning, 2 at night: FHIR's way, accepted; a shared time is still refused."""
+    from dispenser.schedule import ScheduleError, parse_schedule
+    from dispenser.scheduler import doses_between
+    from support import local
+
+    def entry(times, quantity):
+        return {"timing": {"repeat": {"frequency": len(times), "period": 1, "periodUnit": "d",
+                                      "timeOfDay": times}},
+                "doseAndRate": [{"doseQuantity": {"value": quantity}}]}
+
+    doc = {"schema": "dispenser.schedule/1", "version": 1, "issued_at": "2026-11-20T09:00:00Z",
+           "timezone": "America/New_York",
+           "medications": [{"id": "lithium", "name": "Lithium", "compartment": 1,
+                            "dosage": [entry(["08:00:00"], 1), entry(["21:00:00"], 2)]}]}
+    schedule = parse_schedule(doc)
+    doses = doses_between(schedule, local("2026-11-24T00:00:00"), local("2026-11-25T00:00:00"))
+    assert [(d.scheduled_at.isoformat(), d.quantity) for d in doses] == \
+        [("2026-11-24T13:00:00+00:00", 1), ("2026-11-25T02:00:00+00:00", 2)]
+    doc["medications"][0]["dosage"][1] = entry(["21:00:00", "08:00:00"], 2)
+    try:
+        parse_schedule(doc)
+    except ScheduleError as error:
+        assert any("overlaps medications[0].dosage[0]" in p for p in error.problems)
+    else:
+        raise AssertionError("two entries naming 08:00 were accepted")
