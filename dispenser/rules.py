@@ -799,9 +799,14 @@ class DoseRules:
                         f"The schedule was changed at the dispenser, not by the clinic (version {schedule.version}, "
                         f"unsigned, sha256 {digest}). The clinic's next schedule replaces it.", [applied], now)
         still = {d.key for d in self._live_doses(now)}
-        for record in open_before:
-            if record.key not in still:
-                self._emit(outcome, "dose.skipped", dose_data(record, reason="schedule_changed"), now)
+        skipped = [self._emit(outcome, "dose.skipped", dose_data(record, reason="schedule_changed"), now)
+                   for record in open_before if record.key not in still]
+        if skipped:  # the person was being told to take them: never silent
+            times = ", ".join(f"{self._local(r.scheduled_at)} (compartment {r.compartment})"
+                              for r in open_before if r.key not in still)
+            self._alert(outcome, "dose_withdrawn", "warning",
+                        f"A schedule change withdrew the dose(s) due now: {times}. "
+                        f"They will not be given; check the new schedule is what was meant.", skipped, now)
         outcome.feedback = "applied"
         return outcome.extend(self.tick(now))
 

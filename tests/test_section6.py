@@ -241,3 +241,14 @@ def test_old_releases_are_kept_as_one_mark_a_day_and_never_leave_a_rolling_perio
             merged = next(m for m in old if m.at.date() == item.at.date())
             assert merged.at >= item.at
     assert compact(kept, cut) == kept  # compacting again changes nothing
+
+
+def test_narrowing_a_window_never_withdraws_the_dose_being_reminded_about_in_silence():
+    rig = Rig(schedule(daily("sertraline", 1, ["08:00"])), "2026-11-24T06:00:00", stock={"sertraline": 10})
+    rig.at("2026-11-24T08:40:00")  # due and reminded, not yet taken
+    narrow = schedule(daily("sertraline", 1, ["08:00"], before=10, after=30), version=2)
+    assert rig.engine.apply_schedule(rig.now, narrow, "local").feedback == "applied"
+    [skipped] = rig.events("dose.skipped")
+    alerts = [e["data"] for e in rig.events("alert.raised") if e["data"]["kind"] == "dose_withdrawn"]
+    assert len(alerts) == 1 and alerts[0]["events"] == [skipped["event_id"]]
+    assert "08:00" in alerts[0]["message"] and "compartment 1" in alerts[0]["message"]
