@@ -80,10 +80,11 @@ def build_daemon(config: Config, db: str | None, *, simulated: bool, demo: bool 
     """Everything a running dispenser needs, wired together but not started."""
     from .clocktrust import trust_for
     store = open_store(config, db)
-    engine = Engine(store, config.compartments, config.timezone, clinic_public_key=config.clinic_public_key)
-    trust = trust_for(config, log_trusted=engine.state.clock_trusted, simulated=simulated)
-    engine.clock_trusted = trust.check
-    if demo and engine.state.schedule is None:
+    # The one owner of clock trust: the engine asks it at every input, the daemon how long it waits.
+    trust = trust_for(config, log_trusted=store.clock_logged_trusted(), simulated=simulated)
+    engine = Engine(store, config.compartments, config.timezone, clinic_public_key=config.clinic_public_key,
+                    clock_trusted=trust.check)
+    if demo and engine.view.schedule_version is None:
         now = datetime.now(UTC)
         for medication, count in DEMO_STOCK.items():  # filled before the first window can open
             engine.refill(now, medication, count)
