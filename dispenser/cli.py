@@ -120,11 +120,10 @@ def _engine(args, config: Config):
     from .clocktrust import trust_for
     from .engine import Engine
     store = _store(args, config)
-    engine = Engine(store, config.compartments, config.timezone, clinic_public_key=config.clinic_public_key,
-                    clinic_keys=config.clinic_keys)
     # A one-shot command cannot see a step the daemon saw: the log's word on the clock counts too.
-    engine.clock_trusted = trust_for(config, log_trusted=engine.state.clock_trusted).check
-    return engine
+    trust = trust_for(config, log_trusted=store.clock_logged_trusted())
+    return Engine(store, config.compartments, config.timezone, clinic_public_key=config.clinic_public_key,
+                  clock_trusted=trust.check)
 
 
 def _schedule_in_force(args, config: Config) -> Schedule:
@@ -301,12 +300,14 @@ def cmd_refill(args) -> int:
         raise UserError("COUNT must be from 0 to 1000")
     engine = _engine(args, config)
     try:
-        schedule = engine.state.schedule
-        if schedule is None or schedule.medication(args.medication) is None:
-            known = ", ".join(m.id for m in schedule.medications) if schedule else "none: no schedule in force"
+        model = engine.view
+        medication = model.medication(args.medication)
+        if medication is None:
+            known = ", ".join(item.medication_id for item in model.stock) \
+                if model.schedule_version is not None else "none: no schedule in force"
             raise UserError(f"{args.medication!r} is not in the schedule in force (known: {known})")
         engine.refill(_now(), args.medication, args.count)
-        compartment = schedule.medication(args.medication).compartment
+        compartment = medication.compartment
     finally:
         engine.store.close()
     print(f"compartment {compartment} ({args.medication}) now holds {args.count}")
@@ -389,25 +390,21 @@ def cmd_status(args) -> int:
     config = _config(args)
     store = _store(args, config, create=False)
     try:
-        engine = Engine(store, config.compartments, config.timezone)
-        trust = trust_for(config, log_trusted=engine.state.clock_trusted)
-        engine.rules.clock_trusted = trust.check()
-        state = engine.state
-        now = _now()
-        schedule = state.schedule
+        trust = trust_for(config, log_trusted=store.clock_logged_trusted())
+        engine = Engine(store, config.compartments, config.timezone, clock_trusted=trust.check)
+        model = engine.look(_now())  # logs nothing: status only reads
+        version = model.schedule_version
         print(f"device        {config.device_id} ({config.backend}, {config.compartments} compartments)")
         print(f"clock         {trust.describe()}")
-        print(f"schedule      {'version ' + str(schedule.version) if schedule else 'none in force'}")
-        if schedule:
-            due = engine.rules.releasable(now)
-            first = due[0] if due else engine.rules.upcoming(now)
+        print(f"schedule      {'version ' + str(version) if version is not None else 'none in force'}")
+        if version is not None:
+            first = model.due[0] if model.due else model.next_dose
             if first:
                 print(f"next dose     {first.medication_id} x{first.quantity} at "
-                      f"{first.scheduled_at.astimezone(schedule.tz):%a %H:%M} (compartment {first.compartment})"
-                      f"{' - due now' if due else ''}")
-            for medication in schedule.medications:
-                print(f"stock         compartment {medication.compartment}: {medication.id} "
-                      f"{state.stock.get(medication.id, 0)}")
+                      f"{first.scheduled_at.astimezone(model.timezone):%a %H:%M} (compartment {first.compartment})"
+                      f"{' - due now' if model.due else ''}")
+            for item in model.stock:
+                print(f"stock         compartment {item.compartment}: {item.medication_id} {item.count}")
         print(f"outbox        {store.backlog()} event(s) waiting to be sent")
         broker = store.meta_get("broker")
         print(f"broker        {'not configured' if not config.mqtt else broker or 'never connected'}")

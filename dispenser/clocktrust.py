@@ -58,7 +58,7 @@ class ClockTrust:
     def __init__(self, mode: str = "synchronized", *, log_trusted: bool = True,
                  synchronized_at: Callable[[], float | None] = marker_mtime,
                  wall: Callable[[], float] = time.time, steady: Callable[[], float] = steady_seconds):
-        """`log_trusted`: the log's last word on the clock (`State.clock_trusted`). When it says
+        """`log_trusted`: the log's last word on the clock (`store.clock_logged_trusted()`). When it says
         untrusted (a restart after a step this process cannot see), only a synchronisation
         after this start counts, not the marker of an earlier one."""
         if mode not in MODES:

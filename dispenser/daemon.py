@@ -197,7 +197,7 @@ class Daemon:
 
     def _watch_clock(self, now: datetime) -> None:
         """Doses held for long by an untrusted clock (no NTP, no RTC): alert once per episode."""
-        if self.clock_trust is None or self.engine.rules.clock_trusted:
+        if self.clock_trust is None or self.engine.view.clock_trusted:
             self._clock_alerted = False
             return
         waited = self.clock_trust.untrusted_for()
@@ -322,27 +322,19 @@ class Daemon:
             self._state_dirty = False
             self.sync.publish_state(device_state(self.engine, now))
 
-    def _due_and_waiting(self, now: datetime) -> tuple[list, list]:
-        """Releasable doses and releases awaiting confirmation at `now`: asked by the signal
-        and the screen at each moment, computed once while the log and the clock stay put."""
-        rules = self.engine.rules
-        key = (now, self.engine.last_seq, rules.clock_trusted)
-        if self._doses_seen is None or self._doses_seen[0] != key:
-            self._doses_seen = (key, rules.releasable(now), rules.awaiting_confirmation(now))
-        return self._doses_seen[1], self._doses_seen[2]
-
-    _doses_seen: tuple | None = None
-
     def _signal(self, now: datetime) -> None:
-        """Buzzer and LED: a pattern that repeats every 5 minutes and grows while a dose waits."""
-        rules = self.engine.rules
-        due, waiting = self._due_and_waiting(now)
+        """Buzzer and LED: a pattern that repeats every 5 minutes and grows while a dose waits.
+
+        Due and waiting doses come from the engine's read model, computed once per input.
+        """
+        model = self.engine.view
+        due, waiting = model.due, model.awaiting
         if not due:
             self._signal_at, self._signal_level = None, -1
             self._safely("buzzer", self.hardware.buzzer.off, now)
             self._safely("led", self.hardware.led.on if waiting else self.hardware.led.off, now)
             return
-        level = max((rules.state.doses[d.key].reminders if d.key in rules.state.doses else 0) for d in due)
+        level = max(dose.reminders for dose in due)
         if self._signal_at is not None and now < self._signal_at and level == self._signal_level:
             return
         self._signal_at, self._signal_level = now + SIGNAL_EVERY, level
@@ -354,31 +346,28 @@ class Daemon:
 
     # -- the screen -------------------------------------------------------------------------------
 
+    def timezone(self):
+        """The schedule's time zone, or the config's: safe from any thread."""
+        return self.engine.view.timezone or self.default_tz
+
     def view(self, now: datetime) -> View:
-        rules = self.engine.rules
-        schedule = rules.state.schedule
-        tz = schedule.tz if schedule else self.default_tz
-
-        def name(medication_id: str) -> str:
-            medication = schedule.medication(medication_id) if schedule else None
-            return medication.name if medication else medication_id
-
-        upcoming = rules.upcoming(now)
-        due, waiting = self._due_and_waiting(now)
-        low = sorted({m.compartment for m in (schedule.medications if schedule else [])
-                      if m.id in rules.state.stock_low or m.id in rules.state.stock_empty})
+        """What the screen shows at `now`, from the engine's read model (never the rules' state)."""
+        model = self.engine.view
+        tz = model.timezone or self.default_tz
+        upcoming = model.next_dose
+        low = sorted({item.compartment for item in model.stock if item.low or item.empty})
         state = self.screen_state
         detail = {key: value.astimezone(tz) if isinstance(value, datetime) else value
                   for key, value in (state.detail or {}).items()}
         return View(
             now=now.astimezone(tz), mode="storage_error" if self.storage_error else state.mode, feedback=state.feedback, detail=detail,
-            due=[name(d.medication_id) for d in due],
-            waiting=[name(r.medication_id) for r in waiting],
-            next_name=name(upcoming.medication_id) if upcoming else None,
+            due=[dose.name for dose in model.due],
+            waiting=[dose.name for dose in model.awaiting],
+            next_name=upcoming.name if upcoming else None,
             next_at=upcoming.scheduled_at.astimezone(tz) if upcoming else None,
             low=low, offline=self.sync is not None and not self.sync.connected,
-            clock_unknown=not rules.clock_trusted,
-            choice=state.choice, choices=[name(c) for c in state.choices],
+            clock_unknown=not model.clock_trusted,
+            choice=state.choice, choices=[model.name(c) for c in state.choices],
         )
 
     def render(self, now: datetime) -> None:
@@ -405,26 +394,25 @@ def device_state(engine: Engine, now: datetime) -> dict:
     """The retained `state` snapshot for the clinic: next dose, stock, 7-day adherence, backlog."""
     from .report import adherence
     from .timeutil import format_utc
-    rules = engine.rules
-    schedule = rules.state.schedule
-    upcoming = rules.upcoming(now)
+    model = engine.view
+    upcoming = model.next_dose
     week = now - timedelta(days=7)
     events = list(engine.store.events_since(format_utc(week)))
-    reports = adherence(events, week, now, schedule.tz if schedule else UTC)
+    reports = adherence(events, week, now, model.timezone or UTC)
     return {
         "device_id": engine.store.device_id,
         "at": format_utc(now),
-        "schedule_version": schedule.version if schedule else None,
+        "schedule_version": model.schedule_version,
         "next_dose": None if upcoming is None else {
             "medication_id": upcoming.medication_id, "scheduled_at": format_utc(upcoming.scheduled_at),
             "quantity": upcoming.quantity},
-        "stock": {m.id: {"compartment": m.compartment, "count": rules.state.stock.get(m.id, 0)}
-                  for m in (schedule.medications if schedule else [])},
+        "stock": {item.medication_id: {"compartment": item.compartment, "count": item.count}
+                  for item in model.stock},
         "adherence_7d": {r.medication_id: {"on_time": r.on_time, "late": r.late, "missed": r.missed,
                                            "missed_unavailable": r.missed_unavailable,
                                            "confirmed_late": r.confirmed_late,
                                            "unconfirmed": r.unconfirmed, "days_all_taken": r.days_all_taken}
                          for r in reports.values()},
         "backlog": engine.store.backlog(),
-        "clock_trusted": rules.clock_trusted,  # False: doses are held until NTP sets the clock
+        "clock_trusted": model.clock_trusted,  # False: doses are held until NTP sets the clock
     }

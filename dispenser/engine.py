@@ -1,9 +1,14 @@
 """The engine: feeds inputs to the dose rules, logs what they decide, then carries it out.
 
-The order is the safety: the rules decide, the drafts are committed to the log in one
-transaction (a release is committed as its intent), and only then does a servo move.
-A release whose end is not recorded is found at the next start and reported
+The order is the safety. Every input is one write transaction: take the log's write lock,
+fold what another process appended meanwhile (a `dispenser refill` beside the daemon), ask
+the clock's owner whether it is trusted, let the rules decide, append the drafts (a release
+as its intent), commit. Only then does a servo move. So no decision is made on a stale
+log, and a release whose end is not recorded is found at the next start and reported
 `dose.release_uncertain`, never repeated.
+
+The rules' state belongs to the engine's thread. After every input the engine publishes
+`view`, an immutable `ReadModel` (readmodel.py) that any thread may read.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from datetime import datetime, timedelta
 
 from . import __version__
 from .events import GENESIS, canonical, event_hash
+from .readmodel import DoseView, ReadModel, StockView
 from .rules import DoseRules, Outcome, Release, State, fold
 from .schedule import Schedule, ScheduleError, parse_schedule
 from .store import Store, StoreError
@@ -26,6 +32,7 @@ CLOCK_SKEW = timedelta(minutes=5)  # a schedule from the clinic issued later tha
 
 Mover = Callable[[int, int], None]  # (compartment, quantity): raises when the servo fails
 Listener = Callable[[list[dict]], None]
+Decision = Callable[[], Outcome]
 
 
 def no_mover(compartment: int, quantity: int) -> None:
@@ -33,7 +40,16 @@ def no_mover(compartment: int, quantity: int) -> None:
 
 
 class Engine:
-    """One dispenser's decisions and their log. One thread owns it."""
+    """One dispenser's decisions and their log. One thread owns it; any thread may read `view`.
+
+    `clock_trusted` is the one owner of clock trust (a `ClockTrust.check`, clocktrust.py):
+    asked once per input, its answer is what the rules decide with.
+
+        >>> engine = Engine(store, 8, "Europe/London", clock_trusted=trust.check)
+        >>> engine.start(now); engine.press(now).feedback
+        'released'
+        >>> engine.view.next_dose
+    """
 
     def __init__(self, store: Store, compartments: int, default_timezone: str = "UTC",
                  mover: Mover = no_mover, new_id: Callable[[], str] | None = None,
@@ -45,12 +61,13 @@ class Engine:
         self.mover = mover
         self.clinic_public_key = clinic_public_key
         self.clinic_keys = dict(clinic_keys or {})  # {key_id: base64}: `[clinic] keys`, for rotation
-        self.clock_trusted = clock_trusted  # asked before every decision (clocktrust.py)
-        self._clock_ok = True
+        self._clock_trusted = clock_trusted  # the one owner of clock trust (clocktrust.py), asked per input
         self.listeners: list[Listener] = []
         self._schedules: dict[int, Schedule] = {}  # by the seq of the `schedule.applied` that applied it
         self._new_id = new_id
-        self.rules = self._load_rules()
+        self.rules = self._load_rules()  # the engine's own: everything else reads `view`
+        # Before the first input: what the log says, nothing that depends on the time.
+        self.view = self._read_model(None, self.rules.state.clock_trusted)
 
     # -- state ---------------------------------------------------------------------------
 
@@ -82,7 +99,7 @@ class Engine:
         believes about the doses it gave.
         """
         state = State()
-        self._seen_seq, prev_hash = 0, GENESIS
+        self._seen_seq, self._last_type, prev_hash = 0, None, GENESIS
         try:
             for event in self.store.events():
                 if event["seq"] != self._seen_seq + 1 or event["prev_hash"] != prev_hash \
@@ -90,178 +107,240 @@ class Engine:
                     raise StoreError(f"{self.store.name}: the log is damaged at seq {self._seen_seq + 1}; "
                                      f"not starting on it (see `dispenser log verify`)")
                 fold(state, event, self._schedule)
-                self._seen_seq, prev_hash = event["seq"], event["hash"]
+                self._seen_seq, self._last_type, prev_hash = event["seq"], event["type"], event["hash"]
         except sqlite3.Error as error:
             raise StoreError(f"{self.store.name}: the log is damaged after seq {self._seen_seq} "
                              f"({type(error).__name__}); not starting on it") from None
         kwargs = {"new_id": self._new_id} if self._new_id else {}
         rules = DoseRules(state, self.compartments, self._schedule, **kwargs)
-        rules.clock_trusted = self._clock_ok
         if state.last_at is not None:
             rules._forget_old(state.last_at)
         return rules
-
-    @property
-    def state(self) -> State:
-        return self.rules.state
 
     @property
     def last_seq(self) -> int:
         """The seq of the last event this engine has folded (its own or another writer's)."""
         return self._seen_seq
 
-    def _refresh(self, now: datetime) -> None:
-        """Fold what another process appended meanwhile (a `dispenser refill` beside the daemon),
-        then ask whether the wall clock is trusted now: every input starts here."""
+    def _fold_news(self) -> None:
+        """Fold what another process appended since this engine last looked."""
         for event in self.store.events(since_seq=self._seen_seq):
             fold(self.rules.state, event, self._schedule)
-            self._seen_seq = event["seq"]
-        self._ask_clock(now)
+            self._seen_seq, self._last_type = event["seq"], event["type"]
 
-    # -- committing ----------------------------------------------------------------------
+    def _ask_clock(self, now: datetime) -> Outcome:
+        """Ask the clock's owner once for this input: the rules decide with its answer.
 
-    def _commit(self, outcome: Outcome, now: datetime, closing: dict[str, str] | None = None) -> Outcome:
-        """Log the drafts in one transaction, tell listeners, then carry out the releases.
-
-        `closing` ends release intents ({event_id: outcome}) in that same transaction.
+        When the answer differs from the log's last word, its drafts log the change.
         """
-        if outcome.drafts:
-            try:
-                # At the rules' time: it stands still while the clock is untrusted.
-                events = self.store.append(outcome.drafts, self.rules.log_time(now), outcome.schedule_document,
-                                           complete_releases=closing)
-            except Exception:
-                self.rules = self._load_rules()  # the rules folded drafts the log refused
-                raise
-            if events[0]["seq"] != self._seen_seq + 1:
-                self.rules = self._load_rules()  # another writer came first: fold in log order
-            self._seen_seq = events[-1]["seq"]
-            for listener in self.listeners:
-                listener(events)
+        self.rules.clock_trusted = self._clock_trusted()
+        if self.rules.clock_trusted != self.rules.state.clock_trusted:
+            return self.rules.clock_changed(now)
+        return Outcome()
+
+    # -- deciding and committing ---------------------------------------------------------
+
+    def _decide(self, now: datetime, decide: Decision, closing: dict[str, str] | None = None) -> Outcome:
+        """One input: fold, ask the clock, decide and append under one write lock; then act.
+
+        `closing` ends release intents ({event_id: outcome}) in that same transaction; it
+        may be filled by `decide`. If anything fails, nothing of it is in the log, and the
+        rules, which folded its drafts already, are rebuilt from the log.
+        """
+        try:
+            with self.store.writing():
+                self._fold_news()
+                outcome = self._ask_clock(now).extend(decide())
+                events = self._append(outcome, now, closing)
+        except BaseException:
+            self._rebuild(now)
+            raise
+        for listener in self.listeners:
+            listener(events)
         failed = [release for release in outcome.releases if not self._carry_out(release, now)]
         if failed:
             outcome.feedback = "release_failed"
+        self._publish(now)
         return outcome
+
+    def _rebuild(self, now: datetime) -> None:
+        """After a failed input: the state the log holds, decided on with the clock's last answer."""
+        trusted = self.rules.clock_trusted
+        self.rules = self._load_rules()
+        self.rules.clock_trusted = trusted
+        self._publish(now)
+
+    def _append(self, outcome: Outcome, now: datetime, closing: dict[str, str] | None) -> list[dict]:
+        if not outcome.drafts:
+            return []
+        # At the rules' time: it stands still while the clock is untrusted.
+        events = self.store.append(outcome.drafts, self.rules.log_time(now), outcome.schedule_document,
+                                   complete_releases=closing)
+        if events[0]["seq"] != self._seen_seq + 1:  # cannot happen under the lock; never log a stale decision
+            raise StoreError(f"{self.store.name}: another writer appended during a decision")
+        self._seen_seq, self._last_type = events[-1]["seq"], events[-1]["type"]
+        return events
 
     def _carry_out(self, release: Release, now: datetime) -> bool:
         try:
             self.mover(release.compartment, release.quantity)
         except Exception as error:  # a servo fault must not stop the device
-            self._commit(self.rules.release_failed(now, release, f"{type(error).__name__}: {error}"), now,
+            message = f"{type(error).__name__}: {error}"
+            self._decide(now, lambda: self.rules.release_failed(now, release, message),
                          closing={release.event_id: "failed"})
             return False
         self.store.complete_release(release.event_id, "done", now)
         return True
 
+    # -- the read model ------------------------------------------------------------------
+
+    def _publish(self, now: datetime) -> None:
+        """Replace `view` in one assignment: readers on other threads see one whole moment."""
+        self.view = self._read_model(now, self.rules.clock_trusted)
+
+    def _read_model(self, now: datetime | None, clock_trusted: bool) -> ReadModel:
+        state = self.rules.state
+        schedule = state.schedule
+        medications = schedule.medications if schedule else ()
+        names = {m.id: m.name for m in medications}
+
+        def dose(item) -> DoseView:
+            record = state.doses.get((item.medication_id, item.scheduled_at))
+            return DoseView(item.medication_id, names.get(item.medication_id, item.medication_id),
+                            item.scheduled_at, item.quantity, item.compartment, item.window_start,
+                            item.window_end, record.reminders if record else 0)
+
+        timed = now is not None
+        upcoming = self.rules.upcoming(now) if timed else None
+        return ReadModel(
+            at=now, seq=self._seen_seq, last_event=self._last_type, last_event_at=state.last_at,
+            schedule_version=schedule.version if schedule else None,
+            timezone=schedule.tz if schedule else None,
+            due=tuple(dose(d) for d in self.rules.releasable(now)) if timed else (),
+            awaiting=tuple(dose(r) for r in self.rules.awaiting_confirmation(now)) if timed else (),
+            next_dose=dose(upcoming) if upcoming else None,
+            stock=tuple(StockView(m.id, m.name, m.compartment, state.stock.get(m.id, 0),
+                                  m.id in state.stock_low, m.id in state.stock_empty, m.as_needed is not None)
+                        for m in medications),
+            clock_trusted=clock_trusted,
+        )
+
+    def look(self, now: datetime) -> ReadModel:
+        """The read model at `now`, logging nothing (`dispenser status`): what others appended
+        is folded and the clock asked, but no time passes for the rules."""
+        self._fold_news()
+        self.rules.clock_trusted = self._clock_trusted()
+        self._publish(now)
+        return self.view
+
     # -- inputs --------------------------------------------------------------------------
 
-    def _ask_clock(self, now: datetime) -> None:
-        """Tell the rules whether the clock is trusted; log the moment that changes."""
-        self._clock_ok = self.rules.clock_trusted = self.clock_trusted()
-        if self._clock_ok != self.rules.state.clock_trusted:
-            self._commit(self.rules.clock_changed(now), now)
-
     def start(self, now: datetime) -> Outcome:
-        self._ask_clock(now)
-        interrupted = [
-            Release(e["event_id"], e["data"]["medication_id"], e["data"]["compartment"], e["data"]["quantity"])
-            for e in self.store.open_releases()
-        ]
-        return self._commit(self.rules.start(now, interrupted, __version__), now,
-                            closing={release.event_id: "uncertain" for release in interrupted})
+        closing: dict[str, str] = {}
+
+        def decide() -> Outcome:
+            interrupted = [
+                Release(e["event_id"], e["data"]["medication_id"], e["data"]["compartment"], e["data"]["quantity"])
+                for e in self.store.open_releases()
+            ]
+            closing.update({release.event_id: "uncertain" for release in interrupted})
+            return self.rules.start(now, interrupted, __version__)
+        return self._decide(now, decide, closing)
 
     def stop(self, now: datetime) -> Outcome:
-        self._refresh(now)
-        return self._commit(self.rules.stop(now), now)
+        return self._decide(now, lambda: self.rules.stop(now))
 
     def tick(self, now: datetime) -> Outcome:
-        self._refresh(now)
-        return self._commit(self.rules.tick(now), now)
+        return self._decide(now, lambda: self.rules.tick(now))
 
     def press(self, now: datetime) -> Outcome:
-        self._refresh(now)
-        return self._commit(self.rules.press(now), now)
+        return self._decide(now, lambda: self.rules.press(now))
 
     def hold(self, now: datetime, medication_id: str | None = None) -> Outcome:
-        self._refresh(now)
-        return self._commit(self.rules.hold(now, medication_id), now)
+        return self._decide(now, lambda: self.rules.hold(now, medication_id))
 
     def refill(self, now: datetime, medication_id: str, count: int) -> Outcome:
-        self._refresh(now)
-        return self._commit(self.rules.refill(now, medication_id, count), now)
+        return self._decide(now, lambda: self.rules.refill(now, medication_id, count))
 
     def fault(self, now: datetime, component: str, error: str) -> Outcome:
-        self._refresh(now)
-        return self._commit(self.rules.fault(now, component, error), now)
+        return self._decide(now, lambda: self.rules.fault(now, component, error))
 
     def checkin(self, now: datetime, mood: int | None, side_effects: str | None,
                 medication_ids: list[str]) -> Outcome:
-        self._refresh(now)
-        return self._commit(self.rules.checkin(now, mood, side_effects, medication_ids), now)
+        return self._decide(now, lambda: self.rules.checkin(now, mood, side_effects, medication_ids))
 
     def clock_unsynchronized(self, now: datetime, minutes: int) -> Outcome:
-        self._refresh(now)
-        return self._commit(self.rules.clock_unsynchronized(now, minutes), now)
+        return self._decide(now, lambda: self.rules.clock_unsynchronized(now, minutes))
 
     def next_wakeup(self, now: datetime) -> datetime | None:
+        """For the owning thread's loop: the next moment a tick would log something."""
         return self.rules.next_wakeup(now)
 
-    def apply_schedule(self, now: datetime, document, source: str = "local") -> Outcome:
+    def apply_schedule(self, now: datetime, document, source: str = "local",
+                       stock: Mapping[str, int] | None = None) -> Outcome:
         """Check a schedule document (parsed JSON) and apply it, or log why not.
 
         From MQTT the signature is checked first, so nothing unauthenticated reaches the parser;
         then the document must name this device, be unexpired and not from the future. Its
         version and issued_at are compared with the clinic's last schedule, never with a local
-        one (docs/RULES.md, "Schedules"), so a local apply cannot lock the clinic out.
+        one (docs/RULES.md, "Schedules"), so a local apply cannot lock the clinic out. The
+        checks of the document alone read no state, so they run before the write lock is
+        taken; the comparison with what the log holds runs under it. `stock` ({medication:
+        count}) loads compartments in the same decision (the demo, a scenario's first fill).
         """
         version = document.get("version") if isinstance(document, dict) else None
         version = version if isinstance(version, int) and not isinstance(version, bool) else None
-        self._refresh(now)
+        checked, key_id = self._check_schedule(document, source, now)
+        if not isinstance(checked, Schedule):
+            return self._reject(now, version, source, *checked)
+
+        def decide() -> Outcome:
+            last_signed = None
+            if source == "mqtt":
+                last = self.store.last_applied("mqtt")
+                if last is not None:
+                    last_signed = (last["version"], parse_utc(last["issued_at"]) if last.get("issued_at") else None)
+            return self.rules.apply_schedule(now, checked, source, digest=document_digest(document),
+                                             key_id=key_id, last_signed=last_signed, stock=stock)
+        return self._decide(now, decide)
+
+    def _check_schedule(self, document, source: str,
+                        now: datetime) -> tuple[Schedule | tuple[str, list[str]], str | None]:
+        """(the parsed schedule, or (reason, problems) to refuse it with; the key_id that signed it)."""
         key_id = None
         if source == "mqtt":
             refusal, key_id = self._signature_refusal(document)
             if refusal:
-                return self._commit(self.rules.reject_schedule(now, version, source, *refusal), now)
+                return refusal, None
         unstorable = _unstorable(document)
         if unstorable:  # refused here, or the log would refuse its event and the apply would raise
-            return self._commit(self.rules.reject_schedule(now, version, source, "invalid_schema",
-                                                           [unstorable]), now)
+            return ("invalid_schema", [unstorable]), None
         try:
             schedule = parse_schedule(document, self.default_timezone)
         except ScheduleError as error:
-            return self._commit(self.rules.reject_schedule(now, version, source, "invalid_schema",
-                                                           error.problems), now)
+            return ("invalid_schema", error.problems), None
         except Exception as error:  # a bug in the validator refuses the document, never stops the device
-            return self._commit(self.rules.reject_schedule(
-                now, version, source, "invalid_schema",
-                [f"(document): could not be checked ({type(error).__name__})"]), now)
+            return ("invalid_schema", [f"(document): could not be checked ({type(error).__name__})"]), None
         if schedule.version > MAX_VERSION:  # the log could not store it: refuse it, do not raise
-            return self._commit(self.rules.reject_schedule(now, version, source, "invalid_schema",
-                                                           [f"version: must be at most {MAX_VERSION}"]), now)
+            return ("invalid_schema", [f"version: must be at most {MAX_VERSION}"]), None
         refusal = self._binding_refusal(schedule, source, now)
         if refusal:
-            return self._commit(self.rules.reject_schedule(now, version, source, *refusal), now)
-        last_signed = None
-        if source == "mqtt":
-            last = self.store.last_applied("mqtt")
-            if last is not None:
-                last_signed = (last["version"], parse_utc(last["issued_at"]) if last.get("issued_at") else None)
-        return self._commit(self.rules.apply_schedule(now, schedule, source, digest=document_digest(document),
-                                                      key_id=key_id, last_signed=last_signed), now)
+            return refusal, None
+        return schedule, key_id
+
+    def _reject(self, now: datetime, version, source: str, reason: str, problems: list[str]) -> Outcome:
+        return self._decide(now, lambda: self.rules.reject_schedule(now, version, source, reason, problems))
 
     def apply_schedule_payload(self, now: datetime, payload: bytes, source: str = "mqtt") -> Outcome:
         """The clinic's `schedule/set`: refused unparsed when too large, then as a document."""
         if len(payload) > MAX_SCHEDULE_BYTES:
-            return self._commit(self.rules.reject_schedule(
-                now, None, source, "too_large", [f"payload: {len(payload)} bytes, more than 64 KiB"]), now)
+            return self._reject(now, None, source, "too_large", [f"payload: {len(payload)} bytes, more than 64 KiB"])
         try:
             document = json.loads(payload.decode("utf-8"))
         except RecursionError:  # `[[[[...`: 64 KiB of nesting must not stop the daemon
-            return self._commit(self.rules.reject_schedule(
-                now, None, source, "invalid_json", ["payload: nested too deeply"]), now)
+            return self._reject(now, None, source, "invalid_json", ["payload: nested too deeply"])
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            return self._commit(self.rules.reject_schedule(
-                now, None, source, "invalid_json", [f"payload: {error}"]), now)
+            return self._reject(now, None, source, "invalid_json", [f"payload: {error}"])
         return self.apply_schedule(now, document, source)
 
     def _signature_refusal(self, document) -> tuple[tuple[str, list[str]] | None, str | None]:

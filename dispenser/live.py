@@ -80,6 +80,8 @@ class Terminal:
             self.draw()
 
     def draw(self) -> None:
+        """Runs on the draw thread: reads only what the daemon's thread replaces whole
+        (the lines shown, the engine's read model), never the rules' state."""
         hw = self.daemon.hardware
         lines = list(self.daemon._shown) or [""]
         try:
@@ -94,7 +96,7 @@ class Terminal:
             print("LCD | " + " | ".join(line.rstrip() for line in lines), file=self.out, flush=True)
             return
         width = max(len(line) for line in lines)
-        now = self.clock.now().astimezone(self.daemon.view(self.clock.now()).now.tzinfo)
+        now = self.clock.now().astimezone(self.daemon.timezone())  # the read model: safe on this thread
         box = ["+" + "-" * width + "+"] + [f"|{line:<{width}}|" for line in lines] + ["+" + "-" * width + "+"]
         status = (f"LED {'*' if led else '.'}   buzzer {'BEEP' if buzzer else '-'}   "
                   f"{'  '.join(self.moves)}")

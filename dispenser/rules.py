@@ -17,7 +17,7 @@ Safety rules, in one place:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -719,14 +719,17 @@ class DoseRules:
     def refill(self, now: datetime, medication_id: str, count: int) -> Outcome:
         outcome = self.tick(now)
         now = self.log_time(now)
+        self._refilled(outcome, medication_id, count, now)
+        outcome.feedback = "refilled"
+        return outcome
+
+    def _refilled(self, outcome: Outcome, medication_id: str, count: int, now: datetime) -> None:
         medication = self.state.schedule.medication(medication_id) if self.state.schedule else None
         compartment = medication.compartment if medication else None
         self._emit(outcome, "stock.refilled", {
             "medication_id": medication_id, "compartment": compartment, "count": count,
             "previous": self.state.stock.get(medication_id, 0),
         }, now)
-        outcome.feedback = "refilled"
-        return outcome
 
     def _check_stock(self, outcome: Outcome, medication_id: str, compartment: int, now: datetime) -> None:
         remaining = self.state.stock.get(medication_id, 0)
@@ -767,7 +770,8 @@ class DoseRules:
 
     def apply_schedule(self, now: datetime, schedule: Schedule, source: str, digest: str | None = None,
                        key_id: str | None = None,
-                       last_signed: tuple[int, datetime | None] | None = None) -> Outcome:
+                       last_signed: tuple[int, datetime | None] | None = None,
+                       stock: Mapping[str, int] | None = None) -> Outcome:
         """Put a validated schedule in force, or refuse it (stale version, missing compartment).
 
         From the clinic (`source` "mqtt", signed), the version and issued_at must be newer than
@@ -807,6 +811,8 @@ class DoseRules:
             self._alert(outcome, "dose_withdrawn", "warning",
                         f"A schedule change withdrew the dose(s) due now: {times}. "
                         f"They will not be given; check the new schedule is what was meant.", skipped, now)
+        for medication_id, count in (stock or {}).items():  # loaded before any window is judged
+            self._refilled(outcome, medication_id, count, now)
         outcome.feedback = "applied"
         return outcome.extend(self.tick(now))
 

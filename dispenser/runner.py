@@ -80,15 +80,13 @@ def build_daemon(config: Config, db: str | None, *, simulated: bool, demo: bool 
     """Everything a running dispenser needs, wired together but not started."""
     from .clocktrust import trust_for
     store = open_store(config, db)
+    # The one owner of clock trust: the engine asks it at every input, the daemon how long it waits.
+    trust = trust_for(config, log_trusted=store.clock_logged_trusted(), simulated=simulated)
     engine = Engine(store, config.compartments, config.timezone, clinic_public_key=config.clinic_public_key,
-                    clinic_keys=config.clinic_keys)
-    trust = trust_for(config, log_trusted=engine.state.clock_trusted, simulated=simulated)
-    engine.clock_trusted = trust.check
-    if demo and engine.state.schedule is None:
+                    clinic_keys=config.clinic_keys, clock_trusted=trust.check)
+    if demo and engine.view.schedule_version is None:
         now = datetime.now(UTC)
-        for medication, count in DEMO_STOCK.items():  # filled before the first window can open
-            engine.refill(now, medication, count)
-        engine.apply_schedule(now, demo_schedule(), "local")
+        engine.apply_schedule(now, demo_schedule(), "local", stock=DEMO_STOCK)  # filled as it applies
     holder: list[Daemon] = []
     hardware = build_hardware_for(config, lambda item: holder[0].put(item), simulated, on_move)
     sync = build_sync(config, lambda item: holder[0].put(item), store.name) if with_sync else None

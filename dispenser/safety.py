@@ -941,7 +941,7 @@ class Simulation:
                                   f"before its window closed at {event['data']['window_end']}", event["seq"])
         if events:
             self.fed_seq = events[-1]["seq"]
-        if self.engine is not None and self.engine.rules.clock_trusted:
+        if self.engine is not None and self.engine.view.clock_trusted:
             # The engine has ticked at this moment: every window closed by its time has ended
             # (not while its clock is untrusted: windows wait for the synchronisation then).
             effective = max(truncate_ms(self.wall()), parse_utc(self.store.last_event()["at"]))

@@ -208,9 +208,7 @@ class ScenarioRun:
         self._boot(now)
         if self.sync is not None:
             self.sync.start()  # after the first boot: the log file exists before its second reader
-        self._apply_file(now, scenario.schedule_file)
-        for medication, count in scenario.stock.items():  # a refill names a medication in force
-            self.engine.refill(now, medication, count)
+        self._apply_file(now, scenario.schedule_file, stock=scenario.stock)  # filled as it applies
         pending = list(scenario.steps)
         back_at: datetime | None = None
         while True:
@@ -254,12 +252,12 @@ class ScenarioRun:
             return now + timedelta(minutes=step.for_min)
         return None
 
-    def _apply_file(self, now: datetime, path: Path) -> None:
+    def _apply_file(self, now: datetime, path: Path, stock: dict[str, int] | None = None) -> None:
         try:
             document = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ScenarioError(f"{path}: cannot be read as JSON ({error})") from None
-        self.engine.apply_schedule(now, document, "local")
+        self.engine.apply_schedule(now, document, "local", stock=stock)
 
     def close(self) -> None:
         if self._tmp is not None:

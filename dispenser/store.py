@@ -12,7 +12,8 @@ both work at once, `busy_timeout` covers the short write locks).
 
 Everything an append writes (events, their outbox rows, release intents, a schedule
 document) is one transaction: after a crash or power cut either all of it is on disk
-or none of it is.
+or none of it is. A writer that decides on what the log says holds the write lock from
+its read to its append (`with store.writing():`), so no other process can append between.
 """
 from __future__ import annotations
 
@@ -266,7 +267,7 @@ class Store:
         if self._outbox_only:
             raise StoreError(f"{self.name}: this connection only marks the outbox; events go through the log's")
         try:
-            with self._writing():
+            with self._transaction():
                 self._tail = self._read_tail()  # the true tail, even if another process appended
                 events = self._build(drafts, now)
                 schedule_row = self._schedule_row(events, schedule_document)
@@ -279,6 +280,39 @@ class Store:
         last = events[-1]
         self._tail = _Tail(last["seq"], last["hash"], last["at"])
         return events
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator["Store"]:
+        """One write transaction around a read, a decision and its appends.
+
+        The write lock is taken first (BEGIN IMMEDIATE), so what is read inside is still
+        the log's tail when the appends inside (which join this transaction) chain to it:
+        another process cannot append in between. Everything commits at the end, or
+        nothing does; a failed append spoils the transaction, so let its error leave the block.
+
+            with store.writing():
+                news = list(store.events(since_seq=seen))   # fold them, decide...
+                store.append(drafts, now)                   # ...and log the decision
+        """
+        if self._outbox_only:
+            raise StoreError(f"{self.name}: this connection only marks the outbox; events go through the log's")
+        if self._in_write:
+            raise StoreError(f"{self.name}: already writing (transactions do not nest)")
+        try:
+            with self._writing():
+                self._in_write = True
+                yield self
+        except sqlite3.Error as error:
+            raise self._error("cannot write", error) from error
+        finally:
+            self._in_write = False
+            self._tail = self._reread_tail()  # committed or rolled back: the file says which
+
+    _in_write = False
+
+    def _transaction(self):
+        """The open `writing()` transaction, or one of its own."""
+        return contextlib.nullcontext() if self._in_write else self._writing()
 
     @contextlib.contextmanager
     def _writing(self):
@@ -359,7 +393,7 @@ class Store:
     def complete_release(self, event_id: str, outcome: str, now: datetime) -> None:
         """Record how a release ended: "done", "failed" or "uncertain"."""
         try:
-            with self._writing():
+            with self._transaction():
                 self._complete(event_id, outcome, now)
         except sqlite3.Error as error:
             raise self._error("cannot complete release", error) from error
@@ -381,7 +415,7 @@ class Store:
         if not isinstance(value, str):
             raise TypeError("meta values are text")
         try:
-            with self._writing():
+            with self._transaction():
                 self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [key, value])
         except sqlite3.Error as error:
             raise self._error("cannot write meta", error) from error
@@ -439,6 +473,13 @@ class Store:
             if data.get("source") == source:
                 return data
         return None
+
+    def clock_logged_trusted(self) -> bool:
+        """What the log last said about the clock: False after a `clock.unsynchronized` that no
+        `clock.synchronized` followed. A new ClockTrust starts from it (clocktrust.py)."""
+        row = self.db.execute("SELECT type FROM events WHERE type IN ('clock.synchronized', "
+                              "'clock.unsynchronized') ORDER BY seq DESC LIMIT 1").fetchone()
+        return row is None or row[0] == "clock.synchronized"
 
     def open_releases(self) -> list[dict]:
         """Release events whose intent has no outcome: the servo may or may not have moved."""

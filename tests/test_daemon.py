@@ -32,21 +32,23 @@ class Device:
     """A simulated dispenser whose daemon the test drives through `at`, `press` and `hold`."""
 
     def __init__(self, db=":memory:", checkin=False, stock=None, lcd_size=(16, 2), start="2026-11-24T06:00:00",
-                 fresh=True):
+                 fresh=True, trust=None):
+        """`trust(device)`: the device's ClockTrust, built on its clock; by default the clock is believed."""
         self.hw = build_sim_hardware(lambda item: None, compartments=8, lcd_size=lcd_size, sleep=lambda s: None)
         self.store = Store.open(db, "disp-test")
         counter = itertools.count(1)
+        self.now = now = local(start)
+        self.trust = trust(self) if trust else None
         self.engine = Engine(self.store, 8, "America/New_York",
-                             new_id=lambda: f"00000000-0000-4000-8000-{next(counter):012d}")
-        now = local(start)
+                             new_id=lambda: f"00000000-0000-4000-8000-{next(counter):012d}",
+                             clock_trusted=self.trust.check if self.trust else lambda: True)
         if fresh:
             self.engine.apply_schedule(now, contract_schedule(), "local")
             for medication, count in (stock or {"sertraline": 28, "naltrexone": 10, "hydroxyzine": 10}).items():
                 self.engine.refill(now, medication, count)
         self.daemon = Daemon(self.engine, self.hw, timezone_name="America/New_York", checkin=checkin,
-                             sleep=lambda s: None)
+                             sleep=lambda s: None, clock_trust=self.trust)
         self.daemon.start(now)
-        self.now = now
         OPENED.append(self)
 
     def at(self, text: str) -> list[str]:
@@ -218,11 +220,10 @@ def test_a_full_disk_shows_a_storage_problem_releases_nothing_and_recovers():
 
 def test_an_unsynchronised_clock_holds_doses_says_so_and_alerts_once_after_half_an_hour():
     """A Pi whose clock NTP has not set since boot: no time shown, nothing given, the clinic told."""
-    device = Device()
     marker: list[float | None] = [None]
-    trust = ClockTrust("synchronized", synchronized_at=lambda: marker[0],
-                       wall=lambda: device.now.timestamp(), steady=lambda: device.now.timestamp())
-    device.engine.clock_trusted, device.daemon.clock_trust = trust.check, trust
+    device = Device(trust=lambda device: ClockTrust("synchronized", synchronized_at=lambda: marker[0],
+                                                    wall=lambda: device.now.timestamp(),
+                                                    steady=lambda: device.now.timestamp()))
 
     assert device.at("2026-11-24T06:29:00") == ["Setting clock...", "Doses on hold"]
     alerts = lambda: [e for e in device.events("alert.raised")  # noqa: E731
@@ -248,8 +249,7 @@ def test_an_unsynchronised_clock_holds_doses_says_so_and_alerts_once_after_half_
 
 
 def test_a_four_row_display_shows_no_time_it_cannot_vouch_for():
-    device = Device(lcd_size=(20, 4))
-    trust = ClockTrust("synchronized", synchronized_at=lambda: None,
-                       wall=lambda: device.now.timestamp(), steady=lambda: device.now.timestamp())
-    device.engine.clock_trusted, device.daemon.clock_trust = trust.check, trust
+    device = Device(lcd_size=(20, 4), trust=lambda device: ClockTrust(
+        "synchronized", synchronized_at=lambda: None,
+        wall=lambda: device.now.timestamp(), steady=lambda: device.now.timestamp()))
     assert device.at("2026-11-24T06:10:00")[:3] == ["Setting clock...", "Doses on hold", "Time not set yet"]

@@ -74,11 +74,11 @@ class Device:
 
     @property
     def version(self) -> int:
-        return self.engine.state.schedule.version
+        return self.engine.rules.state.schedule.version
 
     def feed(self, payload: bytes) -> dict:
         """One `schedule/set` message, checked against every promise above; returns its verdict."""
-        in_force = self.engine.state.schedule
+        in_force = self.engine.rules.state.schedule
         stored_version = self.store.current_schedule_version()
         last = self.store.last_event()["seq"] if self.store.last_event() else 0
         self.engine.apply_schedule_payload(NOW, payload, "mqtt")  # must not raise
@@ -91,7 +91,7 @@ class Device:
         if verdict["type"] == "schedule.rejected":
             assert verdict["data"]["reason"] in REASONS
             self.crashes += [p for p in verdict["data"]["problems"] if "could not be checked" in p]
-            assert self.engine.state.schedule is in_force
+            assert self.engine.rules.state.schedule is in_force
             assert self.store.current_schedule_version() == stored_version
             alerts = [e for e in new if e["type"] == "alert.raised"]
             assert [a["data"]["kind"] for a in alerts] == ["schedule_rejected"]
@@ -101,7 +101,7 @@ class Device:
             verify_document(document, CLINIC_PUBLIC)  # raises unless the clinic signed exactly this
             assert in_force is None or document["version"] > in_force.version
             assert all(1 <= m["compartment"] <= COMPARTMENTS for m in document["medications"])
-            assert self.engine.state.schedule.version == document["version"] == verdict["data"]["version"]
+            assert self.engine.rules.state.schedule.version == document["version"] == verdict["data"]["version"]
             assert self.store.current_schedule_version() == document["version"]
         return verdict
 
@@ -109,7 +109,7 @@ class Device:
         ok, bad, reason = self.store.verify()
         assert ok, (bad, reason)
         fresh = Engine(self.store, COMPARTMENTS, "UTC", clinic_public_key=CLINIC_PUBLIC)  # the log folds again
-        assert fresh.state.schedule.version == self.version
+        assert fresh.rules.state.schedule.version == self.version
 
 
 # --- strategies ---------------------------------------------------------------------------
@@ -344,7 +344,7 @@ def test_no_clinic_key_refuses_every_schedule_from_mqtt():
     doc = sign_document(base_document(1), CLINIC_PRIVATE, "clinic")
     engine.apply_schedule_payload(NOW, json.dumps(doc).encode(), "mqtt")
     [verdict] = [e for e in store.events() if e["type"].startswith("schedule.")]
-    assert verdict["data"]["reason"] == "unsigned" and engine.state.schedule is None
+    assert verdict["data"]["reason"] == "unsigned" and engine.rules.state.schedule is None
 
 
 def test_a_local_document_the_log_cannot_store_is_rejected_not_raised():

@@ -284,7 +284,7 @@ def test_stale_and_unknown_compartment_schedules_are_refused(day):
     document["medications"][0]["compartment"] = 9
     outcome = day.engine.apply_schedule(day.now, document, "local")
     assert outcome.detail["reason"] == "unknown_compartment"
-    assert day.engine.state.schedule.version == 12
+    assert day.engine.view.schedule_version == 12
     assert [e["data"]["reason"] for e in day.events("schedule.rejected")] == ["stale_version", "unknown_compartment"]
 
 
@@ -330,5 +330,5 @@ def test_a_refill_by_another_process_reaches_the_running_engine(tmp_path):
     Engine(other, 8, "America/New_York").refill(rig.now, "sertraline", 5)
     other.close()
     assert rig.press("2026-11-24T07:45:00").feedback == "released"
-    assert rig.engine.state.stock["sertraline"] == 4
+    assert rig.engine.view.medication("sertraline").count == 4
     assert rig.store.verify()[0]

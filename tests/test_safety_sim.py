@@ -273,7 +273,7 @@ def test_a_dose_released_under_a_new_schedule_keeps_the_window_it_was_released_i
     [taken] = rig.events("dose.taken")
     assert taken["data"]["window_end"] == "2026-11-24T13:30:00Z"
     rig.restart("2026-11-24T07:51:00")
-    record = rig.engine.state.doses[("sertraline", parse_utc(released["data"]["scheduled_at"]))]
+    record = rig.engine.rules.state.doses[("sertraline", parse_utc(released["data"]["scheduled_at"]))]
     assert format_at(record.window_end) == "2026-11-24T13:30:00.000Z"  # the same after a restart
 
 
@@ -287,9 +287,9 @@ def test_a_dose_whose_quantity_changed_after_it_was_due_counts_the_pills_release
     second = schedule(daily("naltrexone", 2, ["08:00"], quantity=2), version=2)
     assert rig.engine.apply_schedule(rig.now, second, "local").feedback == "applied"
     rig.press("2026-11-24T07:45:00")
-    assert rig.moves == [(2, 2)] and rig.engine.state.stock["naltrexone"] == 1
+    assert rig.moves == [(2, 2)] and rig.engine.rules.state.stock["naltrexone"] == 1
     rig.restart("2026-11-24T07:50:00")
-    assert rig.engine.state.stock["naltrexone"] == 1  # the fold agrees
+    assert rig.engine.rules.state.stock["naltrexone"] == 1  # the fold agrees
     rig.press("2026-11-24T07:51:00")  # confirms
     assert rig.press("2026-11-25T07:45:00").feedback == "empty"  # 1 pill left, the dose is 2
     assert rig.moves == [(2, 2)]

@@ -75,7 +75,7 @@ def test_a_local_apply_of_the_highest_version_does_not_lock_the_clinic_out():
     assert device.reason(device.local(document(2 ** 63 - 1))) == "applied"
     verdict = device.mqtt(from_clinic(13, "2026-11-24T10:00:00Z"))
     assert device.reason(verdict) == "applied", verdict["data"]
-    assert device.engine.state.schedule.version == 13
+    assert device.engine.rules.state.schedule.version == 13
     assert device.store.current_schedule_version() == 13  # `status` and `schedule show` see the clinic's
 
 
@@ -147,7 +147,7 @@ def test_a_signed_schedule_that_names_no_device_is_wrong_device():
     payload = json.dumps(sign_document(document(12), PRIVATE, "k")).encode()
     verdict = device.mqtt(payload)
     assert device.reason(verdict) == "wrong_device" and verdict["data"]["problems"][0].startswith("device_id")
-    assert device.engine.state.schedule is None
+    assert device.engine.rules.state.schedule is None
 
 
 def test_a_newer_version_issued_earlier_than_the_clinic_s_last_is_stale():
@@ -159,7 +159,7 @@ def test_a_newer_version_issued_earlier_than_the_clinic_s_last_is_stale():
     assert device.reason(verdict) == "stale_version"
     assert verdict["data"]["problems"] == ["issued_at: 2026-11-24T09:00:00Z is not after 2026-11-24T10:00:00Z, "
                                            "when the clinic's last schedule was issued"]
-    assert device.engine.state.schedule.version == 12
+    assert device.engine.rules.state.schedule.version == 12
 
 
 def test_a_local_document_is_held_to_its_device_and_expiry_when_it_names_them():
@@ -191,7 +191,7 @@ def test_the_clinic_may_reuse_a_version_a_local_apply_took_and_a_restart_folds_t
     device.mqtt(from_clinic(12))
     assert device.reason(device.local(document(13, name="Local"))) == "applied"
     assert device.reason(device.mqtt(from_clinic(13, "2026-11-24T10:00:00Z", name="Clinic"))) == "applied"
-    assert device.engine.state.schedule.medications[0].name == "Clinic"
+    assert device.engine.rules.state.schedule.medications[0].name == "Clinic"
     store.close()
     again = Engine(Store.open(tmp_path / "d.db", DEVICE), 8, "UTC", clinic_public_key=PUBLIC)
     assert again.state.schedule.version == 13 and again.state.schedule.medications[0].name == "Clinic"

@@ -116,14 +116,14 @@ def test_a_medication_moved_to_an_empty_compartment_is_held_not_logged_taken():
     assert rig.press("2026-11-24T08:00:00").feedback == "held"
     assert rig.press("2026-11-24T08:01:00").feedback == "held"
     assert rig.events("dose.taken", "dose.released") == [] and rig.moves == []
-    assert rig.engine.state.stock["sertraline"] == 0
+    assert rig.engine.rules.state.stock["sertraline"] == 0
 
 
 def test_a_compartment_keeps_its_load_when_the_schedule_keeps_its_medication():
     rig = Rig(schedule(daily("sertraline", 1, ["08:00"])), "2026-11-24T06:00:00", stock={"sertraline": 10})
     rig.engine.apply_schedule(rig.now, schedule(daily("sertraline", 1, ["09:00"]), version=2), "local")
     assert rig.press("2026-11-24T09:00:00").feedback == "released"
-    assert rig.engine.state.stock["sertraline"] == 9
+    assert rig.engine.rules.state.stock["sertraline"] == 9
 
 
 def test_as_needed_limits_hold_across_a_product_switch():

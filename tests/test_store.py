@@ -225,6 +225,50 @@ def test_a_failed_release_completion_rolls_back_the_append(store):
 # --- outbox ------------------------------------------------------------------------------
 
 
+def test_writing_holds_the_lock_from_the_read_to_the_append(path):
+    """What is read inside `writing()` is still the tail when its appends chain to it."""
+    with Store.open(path, DEVICE) as mine, Store.open(path, DEVICE) as other:
+        mine.append([Draft("device.started", {})], T0)
+        other.db.execute("PRAGMA busy_timeout=0")
+        with mine.writing():
+            [seen] = list(mine.events())
+            with pytest.raises(StoreError, match="locked"):
+                other.append([Draft("stock.refilled", {})], T0)  # another process waits its turn
+            mine.append([Draft("dose.due", {"after": seen["seq"]})], T0)
+            mine.append([Draft("dose.reminder", {})], T0)  # several appends, one transaction
+        other.append([Draft("stock.refilled", {})], T0)
+        assert [e["type"] for e in other.events()] == ["device.started", "dose.due", "dose.reminder",
+                                                       "stock.refilled"]
+        assert other.verify()[0]
+
+
+def test_writing_commits_all_or_nothing(store):
+    store.append([Draft("device.started", {})], T0)
+    with pytest.raises(RuntimeError):
+        with store.writing():
+            store.append([Draft("dose.due", {})], T0)
+            raise RuntimeError("the decision failed")
+    assert [e["type"] for e in store.events()] == ["device.started"] and store.backlog() == 1
+    [event] = store.append([Draft("dose.due", {})], T0)  # the chain goes on from what is on disk
+    assert event["seq"] == 2 and store.verify()[0]
+
+
+def test_writing_does_not_nest(store):
+    with store.writing():
+        with pytest.raises(StoreError, match="already writing"):
+            with store.writing():
+                pass
+    store.append([Draft("device.started", {})], T0)  # the lock was given back
+
+
+def test_the_log_says_whether_it_last_trusted_the_clock(store):
+    assert store.clock_logged_trusted()  # nothing said yet
+    store.append([Draft("clock.unsynchronized", {}), Draft("device.started", {})], T0)
+    assert not store.clock_logged_trusted()
+    store.append([Draft("clock.synchronized", {})], T0)
+    assert store.clock_logged_trusted()
+
+
 def test_every_event_waits_in_the_outbox(store):
     events = store.append(drafts(5), T0)
     assert store.backlog() == 5
