@@ -194,7 +194,7 @@ def test_the_clinic_may_reuse_a_version_a_local_apply_took_and_a_restart_folds_t
     assert device.engine.rules.state.schedule.medications[0].name == "Clinic"
     store.close()
     again = Engine(Store.open(tmp_path / "d.db", DEVICE), 8, "UTC", clinic_public_key=PUBLIC)
-    assert again.state.schedule.version == 13 and again.state.schedule.medications[0].name == "Clinic"
+    assert again.rules.state.schedule.version == 13 and again.rules.state.schedule.medications[0].name == "Clinic"
     # and the clinic's last stays the reference: its version 13 again is a replay
     assert again.store.last_applied("mqtt")["version"] == 13
 
