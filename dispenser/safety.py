@@ -4,13 +4,19 @@ Two parts, both importable so that the tests and `bench/safety.py` share them:
 
 - `LogChecker` reads an event log (in `seq` order, fed incrementally or at once) and
   reports every `Violation` of the safety rules: a release outside its window (per the
-  schedule in force when it was logged), a dose released twice, two releases of one
-  medication with overlapping windows, an as-needed interval or rolling maximum broken,
-  a release from a compartment that did not hold the dose, a dose whose window closed
-  without exactly one final state (released, missed or skipped; a withdrawn dose whose
-  window had not opened, or a dose covered by another release, needs none), a final
-  state logged at the wrong moment, a broken hash chain, a gap in `seq`, or an `at`
-  that goes back. It is pure: events and a schedule loader in, violations out.
+  schedule in force when it was logged), a dose released twice, and CONTRACT section 6
+  judged per ingredient (summed across ids, strengths and compartments) with the
+  schedule in force at each release: more released for a local day than that schedule
+  plans, two releases closer than the minimum gap, a release within a separation of
+  another ingredient, an as-needed interval or rolling maximum broken across ids, a
+  release from a compartment not loaded with that medication (or holding too few),
+  two doses merged into one release; a `dose.held` without a known reason or released
+  after a permanent one; a dose whose window closed without exactly one final state
+  (released, missed, skipped, or held for a permanent reason; a withdrawn dose whose
+  window had not opened needs none), a final state logged at the wrong moment, a
+  broken hash chain, a gap in `seq`, or an `at` that goes back. It is pure: events and
+  a schedule loader in, violations out. It is written from the contract, not from the
+  rules' code: where they disagree, the checker says so.
 
 - `Simulation` runs one random patient through the REAL `Engine`, `DoseRules` and
   `Store` (SQLite, in memory or on a file) on a virtual clock: random schedules (several
@@ -40,13 +46,14 @@ import random
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
+from fractions import Fraction
 from zoneinfo import ZoneInfo
 
 from .clocktrust import ClockTrust
 from .engine import Engine
 from .events import GENESIS, event_hash
-from .schedule import Schedule, ScheduleError, parse_schedule
+from .schedule import Medication, Schedule, ScheduleError, parse_schedule
 from .scheduler import Dose, doses_between
 from .store import Store
 from .timeutil import UTC, format_at, parse_utc, truncate_ms
@@ -56,6 +63,13 @@ DAY = timedelta(days=1)
 MAX_REACH = timedelta(days=1)
 
 PRN_KEEP = timedelta(days=367)  # longer than any as-needed interval or rolling period a schedule may set
+# The default minimum gap is read off the schedule's expansion this far around its
+# apply and around each release: wide enough for weekly doses and nearby titration steps.
+GAP_REACH = timedelta(days=8)
+
+HELD_REASONS = frozenset({"already_given", "min_gap", "separation", "day_limit", "unloaded"})
+# A dose held for these will never be given: it needs no other final state.
+PERMANENT_HOLDS = frozenset({"already_given", "day_limit"})
 
 
 # ---------------------------------------------------------------------------------------
@@ -76,6 +90,36 @@ class Violation:
         where = f" (seq {self.seq})" if self.seq is not None else ""
         context = f" [{self.context}]" if self.context else ""
         return f"{self.kind}{where}: {self.message}{context}"
+
+
+@dataclass(frozen=True)
+class _Given:
+    """One release of an ingredient, as the schedule in force at the release described it."""
+
+    at: datetime
+    medication_id: str
+    units: int
+    strength: tuple[Fraction, str] | None
+    scheduled_at: datetime | None  # None: an as-needed release
+    seq: int | None
+
+
+def _identity(medication: Medication) -> tuple:
+    """What a compartment is loaded with: the medication id, its strength and its ingredient."""
+    strength = (medication.strength.value, medication.strength.unit) if medication.strength else None
+    return medication.id, strength, medication.substance
+
+
+def _amounts(items: list[tuple[int, tuple[Fraction, str] | None]]) -> tuple[list[Fraction], str]:
+    """Amounts in the strengths' one unit where every strength is known in it, else units (tablets)."""
+    units = {s[1] if s else None for _, s in items}
+    if len(units) == 1 and None not in units:
+        return [n * s[0] for n, s in items], units.pop()
+    return [Fraction(n) for n, _ in items], "tablet(s)"
+
+
+def _show_amount(value: Fraction) -> str:
+    return str(value.numerator) if value.denominator == 1 else f"{float(value):g}"
 
 
 @dataclass
@@ -112,11 +156,15 @@ class LogChecker:
         self._expected: dict[tuple[str, datetime], _Expected] = {}
         self._finals: dict[tuple[str, datetime], str] = {}
         self._released: dict[tuple[str, datetime], tuple[datetime, datetime]] = {}
-        self._released_by_med: dict[str, list[tuple[datetime, datetime, datetime]]] = defaultdict(list)
         self._taken: set[tuple[str, datetime]] = set()
         self._unconfirmed: set[tuple[str, datetime]] = set()
-        self._prn: dict[str, list[tuple[datetime, int]]] = defaultdict(list)
-        self._stock: dict[str, int] = defaultdict(int)
+        self._given: dict[str, list[_Given]] = defaultdict(list)  # ingredient -> releases, in `at` order
+        self._known: dict[str, Medication] = {}  # every medication id seen in a schedule, as last seen
+        self._loads: dict[int, tuple[tuple | None, int]] = {}  # compartment -> (what it holds, count)
+        self._unloaded_by: dict[int, int] = {}  # compartment -> the version that reassigned it
+        self._held: dict[tuple[str, datetime], set[str]] = defaultdict(set)
+        self._plans: dict[tuple, tuple[list[tuple[int, tuple | None]], int]] = {}
+        self._gaps: dict[tuple, timedelta | None] = {}
         self._lookup: dict[tuple[int, str, datetime], Dose | None] = {}
         self._releases: dict[str, tuple[str, str | None]] = {}  # release event_id -> (type, scheduled_at)
         self._troubled: set[str] = set()
@@ -173,6 +221,14 @@ class LogChecker:
                 del self._expected[key]
         self.schedule, self._applied_at = schedule, at
         self._expanded_to = at - 2 * MAX_REACH
+        for medication in schedule.medications:
+            self._known[medication.id] = medication
+            # A compartment given to another medication, strength or ingredient holds nothing
+            # until a refill names the new one (section 6); one left unassigned keeps its load.
+            load = self._loads.get(medication.compartment)
+            if load is not None and load[0] is not None and load[0] != _identity(medication):
+                self._loads[medication.compartment] = (None, 0)
+                self._unloaded_by[medication.compartment] = schedule.version
 
     def _expand(self, until: datetime) -> None:
         """Register the current schedule's existing doses with scheduled_at before `until`."""
@@ -207,10 +263,26 @@ class LogChecker:
         return data["medication_id"], parse_utc(data["scheduled_at"])
 
     def _final(self, seq: int, kind: str, key: tuple[str, datetime]) -> None:
-        if key in self._finals:
+        if self._finals.get(key) == "held":
+            # Held for good: missed or skipped may still follow; a release is reported apart.
+            self._finals[key] = kind if kind != "released" else "held"
+        elif key in self._finals:
             self._violate("two_final_states", f"{_name(key)} ended {self._finals[key]} and then {kind}", seq)
         else:
             self._finals[key] = kind
+
+    def _on_held(self, seq: int, at: datetime, data: dict) -> None:
+        """A dose the rules hold back: a known reason, heard once; held for good is a final state."""
+        key = self._key(data)
+        reason = data.get("reason")
+        if reason not in HELD_REASONS:
+            self._violate("held_without_reason", f"{_name(key)} held with reason {reason!r} "
+                                                 f"(one of {', '.join(sorted(HELD_REASONS))})", seq)
+        if reason in self._held[key]:
+            self._violate("held_twice", f"{_name(key)} held for {reason} twice (the clinic hears once)", seq)
+        self._held[key].add(reason)
+        if reason in PERMANENT_HOLDS and key not in self._finals:
+            self._finals[key] = "held"
 
     def _on_released(self, seq: int, at: datetime, data: dict) -> None:
         key = self._key(data)
@@ -230,15 +302,20 @@ class LogChecker:
                               seq)
         if key in self._released:
             self._violate("released_twice", f"{_name(key)} released a second time at {format_at(at)}", seq)
+        held = self._held.get(key, set()) & PERMANENT_HOLDS
+        if held:
+            self._violate("released_after_held", f"{_name(key)} released at {format_at(at)} after it was held "
+                                                 f"({', '.join(sorted(held))}): it must never be given", seq)
         start, end = parse_utc(data["window_start"]), parse_utc(data["window_end"])
-        for other_start, other_end, other_at in self._released_by_med[key[0]]:
-            if other_at != key[1] and other_start < end and start < other_end:
-                self._violate("overlapping_releases",
-                              f"{_name(key)} released although the dose at {format_at(other_at)}, whose window "
-                              f"overlaps its own, was released already", seq)
         self._released[key] = (start, end)
-        self._released_by_med[key[0]].append((start, end, key[1]))
-        self._take_stock(seq, key[0], data["quantity"], at)
+        quantity = data["quantity"]
+        medication = (self.schedule.medication(key[0]) if self.schedule else None) or self._known.get(key[0])
+        if medication is not None:
+            if medication.dosages and quantity > max(d.quantity for d in medication.dosages):
+                self._violate("doses_merged", f"{_name(key)} released {quantity} at once, more than any one of its "
+                                              f"dosages gives (two doses merged into one release)", seq)
+            self._judge(seq, at, medication, quantity, key[1])
+            self._take_from(seq, data.get("compartment", medication.compartment), medication, quantity, at)
         self._final(seq, "released", key)
 
     def _on_missed(self, seq: int, at: datetime, data: dict) -> None:
@@ -296,7 +373,6 @@ class LogChecker:
     def _on_prn(self, seq: int, at: datetime, data: dict) -> None:
         medication_id, quantity = data["medication_id"], data["quantity"]
         medication = self.schedule.medication(medication_id) if self.schedule else None
-        history = self._prn[medication_id]
         if medication is None or medication.as_needed is None:
             self._violate("prn_unknown", f"as-needed {medication_id} released but the schedule in force "
                                          f"has no such as-needed medication", seq)
@@ -305,32 +381,180 @@ class LogChecker:
             if (prn.bounds_start is not None and at < prn.bounds_start) or \
                     (prn.bounds_end is not None and at >= prn.bounds_end):
                 self._violate("prn_out_of_bounds", f"as-needed {medication_id} released outside its boundsPeriod", seq)
-            if history and at - history[-1][0] < prn.min_interval:
-                self._violate("prn_interval", f"as-needed {medication_id} released at {format_at(at)}, only "
-                                              f"{at - history[-1][0]} after the last one (minimum {prn.min_interval})",
-                              seq)
-            in_window = sum(q for t, q in history if t > at - prn.max_period) + quantity
-            if in_window > prn.max_units:
-                self._violate("prn_max", f"as-needed {medication_id}: {in_window} units in the rolling "
-                                         f"{prn.max_period} up to {format_at(at)} (maximum {prn.max_units})", seq)
             if prn.quantity != quantity:
                 self._violate("prn_quantity", f"as-needed {medication_id} released {quantity}, not {prn.quantity}",
                               seq)
-        history.append((at, quantity))
-        if history[0][0] < at - PRN_KEEP:
-            history[:] = [item for item in history if item[0] >= at - PRN_KEEP]
-        self._take_stock(seq, medication_id, quantity, at)
+        medication = medication or self._known.get(medication_id)
+        if medication is not None:
+            self._judge(seq, at, medication, quantity, None)
+            self._take_from(seq, data.get("compartment", medication.compartment), medication, quantity, at)
 
-    # -- stock -------------------------------------------------------------------------------
+    # -- section 6: per ingredient ------------------------------------------------------------
+
+    def _judge(self, seq: int, at: datetime, medication: Medication, units: int,
+               scheduled_at: datetime | None) -> None:
+        """Section 6 for one release, with the schedule in force at it; then remember the release."""
+        ingredient = medication.substance
+        strength = (medication.strength.value, medication.strength.unit) if medication.strength else None
+        given = _Given(at, medication.id, units, strength, scheduled_at, seq)
+        schedule = self.schedule
+        if schedule is not None:
+            if scheduled_at is not None:
+                self._check_day(seq, schedule, ingredient, given)
+            self._check_gap(seq, schedule, ingredient, given)
+            self._check_separation(seq, schedule, ingredient, given)
+            if scheduled_at is None and medication.as_needed is not None:
+                self._check_as_needed(seq, medication, given)
+        history = self._given[ingredient]
+        history.append(given)
+        if history[0].at < at - PRN_KEEP:
+            history[:] = [g for g in history if g.at >= at - PRN_KEEP]
+
+    def _check_day(self, seq: int, schedule: Schedule, ingredient: str, given: _Given) -> None:
+        """Rule 1: a local day's amount within what the schedule in force plans for that day."""
+        tz = schedule.tz
+        day = given.scheduled_at.astimezone(tz).date()
+        planned, _ = self._plan(schedule, ingredient, day)
+        released = [(g.units, g.strength) for g in self._given[ingredient]
+                    if g.scheduled_at is not None and g.scheduled_at.astimezone(tz).date() == day]
+        released.append((given.units, given.strength))
+        amounts, unit = _amounts(planned + released)
+        plan, total = sum(amounts[:len(planned)], Fraction(0)), sum(amounts[len(planned):], Fraction(0))
+        if total > plan:
+            self._violate("day_limit", f"{ingredient}: {_show_amount(total)} {unit} released for {day} "
+                                       f"({schedule.timezone}) with {given.medication_id}@"
+                                       f"{format_at(given.scheduled_at)}; version {schedule.version} plans "
+                                       f"{_show_amount(plan)}", seq)
+
+    def _plan(self, schedule: Schedule, ingredient: str, day: date) -> tuple[list[tuple[int, tuple | None]], int]:
+        """The doses of `ingredient` the schedule plans for a local day: (units, strength) each."""
+        key = (schedule.version, ingredient, day)
+        if key not in self._plans:
+            medications = {m.id: m for m in schedule.medications if m.substance == ingredient and m.dosages}
+            start = datetime.combine(day, time()).replace(tzinfo=schedule.tz).astimezone(UTC)
+            planned = []
+            if medications:
+                for dose in doses_between(schedule, start - timedelta(hours=3), start + DAY + timedelta(hours=3)):
+                    medication = medications.get(dose.medication_id)
+                    if medication is not None and dose.scheduled_at.astimezone(schedule.tz).date() == day:
+                        strength = (medication.strength.value, medication.strength.unit) \
+                            if medication.strength else None
+                        planned.append((dose.quantity, strength))
+            self._plans[key] = (planned, len(planned))
+            if len(self._plans) > 4096:
+                self._plans.clear()
+                self._plans[key] = (planned, len(planned))
+        return self._plans[key]
+
+    def _min_gap(self, schedule: Schedule, ingredient: str, at: datetime) -> timedelta | None:
+        """`min_gap_h` (the largest its medications set), else half the shortest planned interval
+        between two of its doses, read off the expansion around the apply and around `at`."""
+        medications = [m for m in schedule.medications if m.substance == ingredient]
+        explicit = [m.min_gap for m in medications if m.min_gap]
+        if explicit:
+            return max(explicit)
+        if not any(m.dosages for m in medications):
+            return None
+        gaps = [self._shortest(schedule, ingredient, self._applied_at or at),
+                self._shortest(schedule, ingredient, at)]
+        gaps = [g for g in gaps if g is not None]
+        return min(gaps) / 2 if gaps else None
+
+    def _shortest(self, schedule: Schedule, ingredient: str, around: datetime) -> timedelta | None:
+        key = (schedule.version, ingredient, around.date())
+        if key not in self._gaps:
+            ids = {m.id for m in schedule.medications if m.substance == ingredient}
+            moments = sorted({d.scheduled_at for d in doses_between(schedule, around - GAP_REACH, around + GAP_REACH)
+                              if d.medication_id in ids})
+            intervals = [b - a for a, b in zip(moments, moments[1:])]
+            self._gaps[key] = min(intervals) if intervals else None
+            if len(self._gaps) > 4096:
+                self._gaps.clear()
+                self._gaps[key] = min(intervals) if intervals else None
+        return self._gaps[key]
+
+    def _check_gap(self, seq: int, schedule: Schedule, ingredient: str, given: _Given) -> None:
+        """Rule 2: two releases of one ingredient never closer than its minimum gap. Doses planned
+        for the same instant are one intake, not two."""
+        gap = self._min_gap(schedule, ingredient, given.at)
+        if not gap:
+            return
+        for earlier in reversed(self._given[ingredient]):
+            if given.at - earlier.at >= gap:
+                break
+            if given.scheduled_at is not None and earlier.scheduled_at == given.scheduled_at:
+                continue
+            self._violate("min_gap", f"{ingredient}: {given.medication_id} released at {format_at(given.at)}, "
+                                     f"{given.at - earlier.at} after {earlier.medication_id} (seq {earlier.seq}); "
+                                     f"minimum gap {gap} under version {schedule.version}", seq)
+            return
+
+    def _check_separation(self, seq: int, schedule: Schedule, ingredient: str, given: _Given) -> None:
+        """Rule 3: never within `separate_from.hours` of the named ingredient, either way round."""
+        apart: dict[str, timedelta] = {}
+        for medication in schedule.medications:
+            for separation in medication.separate_from:
+                if medication.substance == ingredient:
+                    other = separation.ingredient
+                elif separation.ingredient == ingredient:
+                    other = medication.substance
+                else:
+                    continue
+                if other != ingredient:
+                    apart[other] = max(apart.get(other, timedelta(0)), separation.gap)
+        for other, gap in sorted(apart.items()):
+            history = self._given.get(other)
+            if history and given.at - history[-1].at < gap:
+                last = history[-1]
+                self._violate("separation", f"{ingredient}: {given.medication_id} released at "
+                                            f"{format_at(given.at)}, {given.at - last.at} after {other} "
+                                            f"({last.medication_id}, seq {last.seq}); they must be {gap} apart", seq)
+
+    def _check_as_needed(self, seq: int, medication: Medication, given: _Given) -> None:
+        """Rule 4: the interval since any release of the ingredient, and the rolling maximum across ids."""
+        prn, ingredient = medication.as_needed, medication.substance
+        history = self._given[ingredient]
+        if history and given.at - history[-1].at < prn.min_interval:
+            last = history[-1]
+            self._violate("prn_interval", f"as-needed {medication.id} released at {format_at(given.at)}, only "
+                                          f"{given.at - last.at} after {ingredient} ({last.medication_id}, seq "
+                                          f"{last.seq}); minimum {prn.min_interval}", seq)
+        recent = [(g.units, g.strength) for g in history
+                  if g.scheduled_at is None and g.at > given.at - prn.max_period]
+        limit_strength = (medication.strength.value, medication.strength.unit) if medication.strength else None
+        amounts, unit = _amounts(recent + [(given.units, given.strength), (prn.max_units, limit_strength)])
+        total, limit = sum(amounts[:-1], Fraction(0)), amounts[-1]
+        if total > limit:
+            self._violate("prn_max", f"as-needed {ingredient}: {_show_amount(total)} {unit} in the rolling "
+                                     f"{prn.max_period} up to {format_at(given.at)} with {medication.id} "
+                                     f"(maximum {_show_amount(limit)})", seq)
+
+    # -- stock: a compartment gives only what it was loaded with --------------------------------
 
     def _on_refilled(self, seq: int, at: datetime, data: dict) -> None:
-        self._stock[data["medication_id"]] = data["count"]
+        medication = self.schedule.medication(data["medication_id"]) if self.schedule else None
+        if medication is None:
+            return  # nothing is loaded by naming a medication the schedule does not have
+        self._loads[medication.compartment] = (_identity(medication), data["count"])
+        self._unloaded_by.pop(medication.compartment, None)
 
-    def _take_stock(self, seq: int, medication_id: str, quantity: int, at: datetime) -> None:
-        if self._stock[medication_id] < quantity:
-            self._violate("released_from_empty", f"{medication_id}: {quantity} released at {format_at(at)} "
-                                                 f"with {self._stock[medication_id]} in the compartment", seq)
-        self._stock[medication_id] = max(0, self._stock[medication_id] - quantity)
+    def _take_from(self, seq: int, compartment: int, medication: Medication, quantity: int, at: datetime) -> None:
+        holds, count = self._loads.get(compartment, (None, 0))
+        if holds != _identity(medication):
+            if compartment in self._unloaded_by:
+                why = (f"version {self._unloaded_by[compartment]} gave it to {medication.id} and no refill "
+                       f"named it since")
+            elif holds is None:
+                why = "it was never refilled with it"
+            else:
+                why = f"it holds {holds[0]}"
+            self._violate("released_unloaded", f"{medication.id}: {quantity} released from compartment "
+                                               f"{compartment} at {format_at(at)}, but {why}", seq)
+            return
+        if count < quantity:
+            self._violate("released_from_empty", f"{medication.id}: {quantity} released at {format_at(at)} "
+                                                 f"with {count} in compartment {compartment}", seq)
+        self._loads[compartment] = (holds, max(0, count - quantity))
 
     # -- completeness ------------------------------------------------------------------------
 
@@ -342,8 +566,6 @@ class LogChecker:
             item = self._expected.pop(key)
             if key in self._finals:
                 continue
-            if self._covered(item.dose):
-                continue  # "exists" only when no released dose of its medication overlaps its window
             self._violate("no_final_state",
                           f"{_name(key)} (window [{format_at(item.dose.window_start)}, "
                           f"{format_at(item.dose.window_end)}) of version {item.version}) closed by "
@@ -352,13 +574,9 @@ class LogChecker:
             del self._finals[key]  # long settled: keep the checker small on long runs
         for key in [k for k in self._released if k[1] < until - 4 * DAY]:
             del self._released[key]
-        for medication_id, items in self._released_by_med.items():
-            self._released_by_med[medication_id] = [i for i in items if i[1] >= until - 4 * DAY]
+        for key in [k for k in self._held if k[1] < until - 4 * DAY]:
+            del self._held[key]
         return self.violations[before:]
-
-    def _covered(self, dose: Dose) -> bool:
-        return any(other_at != dose.scheduled_at and start < dose.window_end and dose.window_start < end
-                   for start, end, other_at in self._released_by_med[dose.medication_id])
 
 
 _HANDLERS: dict[str, Callable[[LogChecker, int, datetime, dict], None]] = {
@@ -371,6 +589,7 @@ _HANDLERS: dict[str, Callable[[LogChecker, int, datetime, dict], None]] = {
     "dose.release_failed": LogChecker._on_failed,
     "dose.release_uncertain": LogChecker._on_uncertain,
     "prn.released": LogChecker._on_prn,
+    "dose.held": LogChecker._on_held,
     "stock.refilled": LogChecker._on_refilled,
 }
 
