@@ -177,7 +177,7 @@ class LogChecker:
         self._loads: dict[int, tuple[tuple | None, int]] = {}  # compartment -> (what it holds, count)
         self._unloaded_by: dict[int, int] = {}  # compartment -> the version that reassigned it
         self._held: dict[tuple[str, datetime], set[str]] = defaultdict(set)
-        self._plans: dict[tuple, tuple[list[tuple[int, tuple | None]], int]] = {}
+        self._plans: dict[tuple, list[tuple[int, tuple | None]]] = {}
         self._gaps: dict[tuple, timedelta | None] = {}
         self._lookup: dict[tuple[int, str, datetime], Dose | None] = {}
         self._releases: dict[str, tuple[str, str | None]] = {}  # release event_id -> (type, scheduled_at)
@@ -428,7 +428,7 @@ class LogChecker:
         """Rule 1: a local day's amount within what the schedule in force plans for that day."""
         tz = schedule.tz
         day = given.scheduled_at.astimezone(tz).date()
-        planned, _ = self._plan(schedule, ingredient, day)
+        planned = self._plan(schedule, ingredient, day)
         released = [(g.units, g.strength) for g in self._given[ingredient]
                     if g.scheduled_at is not None and g.scheduled_at.astimezone(tz).date() == day]
         released.append((given.units, given.strength))
@@ -440,7 +440,7 @@ class LogChecker:
                                        f"{format_at(given.scheduled_at)}; version {schedule.version} plans "
                                        f"{_show_amount(plan)}", seq)
 
-    def _plan(self, schedule: Schedule, ingredient: str, day: date) -> tuple[list[tuple[int, tuple | None]], int]:
+    def _plan(self, schedule: Schedule, ingredient: str, day: date) -> list[tuple[int, tuple | None]]:
         """The doses of `ingredient` the schedule plans for a local day: (units, strength) each."""
         key = (schedule.version, ingredient, day)
         if key not in self._plans:
@@ -454,10 +454,9 @@ class LogChecker:
                         strength = (medication.strength.value, medication.strength.unit) \
                             if medication.strength else None
                         planned.append((dose.quantity, strength))
-            self._plans[key] = (planned, len(planned))
             if len(self._plans) > 4096:
                 self._plans.clear()
-                self._plans[key] = (planned, len(planned))
+            self._plans[key] = planned
         return self._plans[key]
 
     def _min_gap(self, schedule: Schedule, ingredient: str, at: datetime) -> timedelta | None:
@@ -481,10 +480,9 @@ class LogChecker:
             moments = sorted({d.scheduled_at for d in doses_between(schedule, around - GAP_REACH, around + GAP_REACH)
                               if d.medication_id in ids})
             intervals = [b - a for a, b in zip(moments, moments[1:])]
-            self._gaps[key] = min(intervals) if intervals else None
             if len(self._gaps) > 4096:
                 self._gaps.clear()
-                self._gaps[key] = min(intervals) if intervals else None
+            self._gaps[key] = min(intervals) if intervals else None
         return self._gaps[key]
 
     def _check_gap(self, seq: int, schedule: Schedule, ingredient: str, given: _Given) -> None:
@@ -689,6 +687,10 @@ PRN_INGREDIENTS = {
     "5640": ("ibuprofen", (200, 400)),
 }
 MAX_TABLETS = 10  # a plausible dose: the v2 parser refuses more
+# Two times a spring-forward gap would merge (minutes after local midnight): the first
+# does not exist that night and moves forward onto the second.
+GAP_PAIRS = {"America/New_York": (120, 180), "Europe/London": (60, 120),
+             "Australia/Lord_Howe": (120, 150), "America/Santiago": (0, 60)}
 
 
 class ScheduleMaker:
@@ -715,8 +717,12 @@ class ScheduleMaker:
         return {"before_min": before, "after_min": after}
 
     def times(self, count: int) -> list[str]:
-        """`count` distinct times of day, some in the small hours where DST changes happen."""
+        """`count` distinct times of day, some in the small hours where DST changes happen, some
+        a pair a spring-forward gap would merge (02:00 and 03:00 in New York; 02:00 and 02:30 at
+        Lord Howe; 01:00 and 02:00 in London; 00:00 and 01:00 in Santiago)."""
         picks: set[int] = set()
+        if count >= 2 and self.timezone in GAP_PAIRS and self.rng.random() < 0.25:
+            picks.update(GAP_PAIRS[self.timezone])
         while len(picks) < count:
             if self.rng.random() < 0.2:
                 picks.add(self.rng.choice([60, 90, 120, 135, 150, 180, 0, 23 * 60 + 30]))
