@@ -360,7 +360,7 @@ def med6(med_id: str, compartment: int, times: list[str], *, ingredient: str | N
 
 def prn6(med_id: str, compartment: int, ingredient: str, **limits) -> dict:
     medication = as_needed(med_id, compartment, **limits)
-    medication["ingredient"] = {"code": ingredient}
+    medication["ingredient"] = {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": ingredient}
     return medication
 
 
@@ -383,9 +383,9 @@ class Log:
                             "data": data})
         return self
 
-    def apply(self, at: str, *medications: dict) -> "Log":
+    def apply(self, at: str, *medications: dict, timezone: str = "UTC") -> "Log":
         version = len(self.documents) + 1
-        self.documents[version] = schedule(*medications, version=version, timezone="UTC")
+        self.documents[version] = schedule(*medications, version=version, timezone=timezone)
         return self.add("schedule.applied", at, {"version": version, "source": "local"})
 
     def refill(self, at: str, medication_id: str, count: int = 10) -> "Log":
@@ -436,6 +436,16 @@ def test_the_day_limit_counts_a_dose_given_under_another_id_strength_and_time():
     held.events, held.documents = log.events[:-1], log.documents
     held.hold("12:30", "quetiapine-200", "13:00", "day_limit")
     assert held.kinds(until="23:59") == set()
+
+
+def test_the_day_limit_counts_a_dose_given_before_the_time_zone_was_corrected():
+    """08:00 UTC given; the clinic corrects the zone to New York, where 08:00 is 13:00 UTC the same
+    local day: that day's one dose was given already (at 03:00 New York time)."""
+    log = Log().apply("06:00", med6("a", 1, ["08:00"], ingredient=QUETIAPINE))
+    log.refill("06:00", "a").release("08:05", "a", "08:00")
+    log.apply("09:00", med6("a", 1, ["08:00"], ingredient=QUETIAPINE), timezone="America/New_York")
+    log.release("13:00", "a", "13:00")
+    assert log.kinds() == {"day_limit", "min_gap"}  # and 5 hours after it, where the gap is 12
 
 
 def test_the_minimum_gap_holds_across_ids_by_default_and_when_set():
