@@ -153,6 +153,11 @@ class LogChecker:
     events in `seq` order (all at once or a few at a time), then `settle(until)` with a
     moment up to which the device has been running: every dose whose window closed by
     then must have its final state. `violations` collects everything found.
+
+    Section 6 is judged per ingredient with the schedule in force at each release: the
+    releases of the last 367 days are kept per ingredient (`_given`), compartments by
+    what a refill loaded into them (`_loads`), so that a switch of id, strength, time,
+    time zone or compartment never resets what counts.
     """
 
     def __init__(self, schedule_loader: Callable[[int], Schedule | None], context: str = ""):

@@ -1,8 +1,9 @@
 """The randomized safety simulation (dispenser/safety.py), its checker, and the bugs it found.
 
-A few hundred simulated days on fixed seeds must end with zero violations; planted
-violations prove the checker cannot pass silently; and each bug the simulation found
-has a regression test here, through the engine.
+A few hundred simulated days on fixed seeds must end with zero violations (expected to
+fail until the section 6 rules land in rules.py: the checker already judges them);
+planted violations prove the checker cannot pass silently, section 6's in logs written
+by hand; and each bug the simulation found has a regression test here, through the engine.
 """
 from __future__ import annotations
 
