@@ -8,8 +8,8 @@ every `--file-every`th run on a file, closed and reopened at each power cut), wi
 random presses, holds, refills, servo faults, power cuts (also mid-release) with random
 downtime, wall-clock jumps and schedule changes. Runs are seeded `seed, seed+1, ...`,
 so a violation is replayed with `--days N --seed S --run-days N --jobs 1`.
-Prints the days run, the events logged, the violations found (0 is the goal) with the
-first few described, and the time taken. Exit status 1 when any violation was found.
+Prints the days run, the events logged, the violations found (0 is the goal) counted
+by kind with the first few of each described, and the time taken. Exit status 1 when any violation was found.
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="processes (default 1)")
     parser.add_argument("--file-every", type=int, default=10,
                         help="every Nth run uses a database file instead of memory (0: never; default 10)")
-    parser.add_argument("--show", type=int, default=5, help="violations to describe (default 5)")
+    parser.add_argument("--show", type=int, default=2, help="violations to describe per kind (default 2)")
     args = parser.parse_args(argv)
     if args.days < 1 or args.run_days < 1 or args.jobs < 1:
         parser.error("--days, --run-days and --jobs must be at least 1")
@@ -79,8 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"days: {days}")
     print(f"events: {events}")
     print(f"violations: {len(violations)}")
-    for line in violations[:args.show]:
-        print(f"  {line}")
+    by_kind = Counter(line.split(" ", 1)[0].rstrip(":") for line in violations)
+    if by_kind:
+        print("by kind: " + ", ".join(f"{kind} {count}" for kind, count in by_kind.most_common()))
+    shown: Counter = Counter()
+    for line in violations:  # the first few of each kind, so that every kind has an example
+        kind = line.split(" ", 1)[0].rstrip(":")
+        if shown[kind] < args.show:
+            shown[kind] += 1
+            print(f"  {line}")
     exercised = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
     print(f"exercised: {exercised}")
     if counts.get("released_outside_window_by_true_clock"):

@@ -183,10 +183,13 @@ class Limits:
                 for dosage in medication.dosages for moment in occurrences(dosage, tz, start, end)}
 
     def separations(self, medication: Medication) -> list[tuple[str, timedelta]]:
-        """(other ingredient, gap) pairs that keep `medication` apart, declared either way round."""
-        pairs = [(s.ingredient, s.gap) for s in medication.separate_from]
+        """(other ingredient, gap) pairs that keep `medication`'s ingredient apart: declared on
+        any medication of that ingredient, or on another naming it (either way round)."""
+        pairs = []
         for other in self.schedule.medications:
             for separation in other.separate_from:
+                if other.substance == medication.substance:
+                    pairs.append((separation.ingredient, separation.gap))
                 if separation.ingredient == medication.substance:
                     pairs.append((other.substance, separation.gap))
         return pairs

@@ -70,6 +70,8 @@ def test_nothing_early_nothing_twice_limits_hold_every_dose_ends_once(meds, zone
     check_log(rig, end)
 
 
+
+
 def check_log(rig: Rig, end) -> None:
     """The shared checker (dispenser/safety.py): chain, windows, once, limits, final states."""
     violations = check_store(rig.store, until=end)

@@ -1,19 +1,24 @@
 """The randomized safety simulation (dispenser/safety.py), its checker, and the bugs it found.
 
-A few hundred simulated days on fixed seeds must end with zero violations; planted
-violations prove the checker cannot pass silently; and each bug the simulation found
-has a regression test here, through the engine.
+A few hundred simulated days on fixed seeds must end with zero violations (expected to
+fail until the section 6 rules land in rules.py: the checker already judges them);
+planted violations prove the checker cannot pass silently, section 6's in logs written
+by hand; and each bug the simulation found has a regression test here, through the engine.
 """
 from __future__ import annotations
 
 import copy
+import random
 from datetime import timedelta
 
 import pytest
 
 from dispenser.events import GENESIS, event_hash
-from dispenser.safety import LogChecker, Simulation, check_events, check_store, store_loader
-from dispenser.timeutil import format_at, parse_utc
+from dispenser.schedule import parse_schedule
+from dispenser.safety import (LogChecker, ScheduleMaker, Simulation, _v2_ready, check_events, check_store,
+                              store_loader)
+from dispenser.scheduler import doses_between
+from dispenser.timeutil import format_at, format_utc, parse_utc
 from support import Rig, as_needed, daily, schedule
 
 # 10 patients x 30 days, one of them on a database file; seeds picked to cover every
@@ -22,20 +27,55 @@ SEEDS = range(1, 11)
 DAYS = 30
 
 
-def test_the_simulation_finds_no_violation(tmp_path):
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    """The seeds' runs, once for the tests below: (days, events, violations, what was exercised)."""
     days = events = 0
     violations = []
     exercised: dict[str, int] = {}
     for seed in SEEDS:
-        db = str(tmp_path / f"sim{seed}.db") if seed == SEEDS[-1] else ":memory:"
+        db = str(tmp_path_factory.mktemp("sim") / f"sim{seed}.db") if seed == SEEDS[-1] else ":memory:"
         result = Simulation(seed, DAYS, db=db).run()
         days, events, violations = days + result.days, events + result.events, violations + result.violations
         for key, value in result.counts.items():
             exercised[key] = exercised.get(key, 0) + value
+    return days, events, violations, exercised
+
+
+def test_the_simulation_finds_no_violation(simulated):
+    days, events, violations, exercised = simulated
     assert days == 300 and events > 5000
     assert not violations, "\n".join(str(v) for v in violations[:5])
-    for kind in ("press", "hold", "refill", "power_cuts", "jump", "schedule_changes", "cuts_mid_release"):
+
+
+def test_the_simulation_exercises_every_kind_of_change(simulated):
+    """Whatever the rules do, the seeds must drive them through every regimen change section 6 is about."""
+    days, events, violations, exercised = simulated
+    assert days == 300 and events > 5000
+    for kind in ("press", "hold", "refill", "power_cuts", "jump", "schedule_changes", "cuts_mid_release",
+                 "refills_after_change", "change: product switch", "change: strength switch", "change: moved time",
+                 "change: time zone", "change: compartments swapped", "change: compartment moved",
+                 "change: titration", "change: separation", "change: minimum gap"):
         assert exercised.get(kind, 0) > 0, f"the seeds never exercised {kind}: {exercised}"
+    assert {"zone: America/Santiago", "zone: Australia/Lord_Howe"} <= set(exercised), exercised
+
+
+def test_generated_documents_are_valid_for_the_v2_parser_too():
+    """No overlapping steps (ends inclusive), times HH:MM:SS, mg only as a whole multiple, <= 10 tablets."""
+    maker = ScheduleMaker(random.Random(3), "America/Santiago")
+    now = parse_utc("2026-09-05T12:00:00Z")
+    document = maker.document(now)
+    for _ in range(200):
+        document, _, _ = maker.change(document, now, [])
+        assert _v2_ready(document) and parse_schedule(document)
+    step = daily("a", 1, ["08:00"])["dosage"][0]
+    overlapping = schedule({**daily("a", 1, ["08:00"]), "dosage": [
+        copy.deepcopy(step) | {"timing": {"repeat": {**step["timing"]["repeat"], "boundsPeriod": {"end": "2026-11-26"}}}},
+        copy.deepcopy(step) | {"timing": {"repeat": {**step["timing"]["repeat"], "boundsPeriod": {"start": "2026-11-26"}}}},
+    ]})
+    assert not _v2_ready(overlapping)  # the end day is inclusive: both give the 26th
+    overlapping["medications"][0]["dosage"][0]["timing"]["repeat"]["boundsPeriod"]["end"] = "2026-11-25"
+    assert _v2_ready(overlapping)
 
 
 def test_the_simulation_is_repeatable():
@@ -294,3 +334,195 @@ def test_a_dose_whose_quantity_changed_after_it_was_due_counts_the_pills_release
     assert rig.press("2026-11-25T07:45:00").feedback == "empty"  # 1 pill left, the dose is 2
     assert rig.moves == [(2, 2)]
     assert check_store(rig.store, until=rig.now) == []
+
+
+# -- section 6 (per ingredient): planted logs, written by hand against the contract ------------
+#
+# Each log is built here, not by the rules, so that the checker is tested on what the
+# contract says whatever the rules do today. Times are UTC (the schedules' timezone).
+
+DAY0 = "2026-11-24"
+
+
+def med6(med_id: str, compartment: int, times: list[str], *, ingredient: str | None = None, mg: int | None = None,
+         before: int = 30, after: int = 120, **extra) -> dict:
+    """A daily medication with section 6's fields."""
+    medication = daily(med_id, compartment, times, before=before, after=after)
+    if ingredient:
+        medication["ingredient"] = {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": ingredient}
+    if mg:
+        medication["strength"] = {"value": mg, "unit": "mg"}
+    medication.update(extra)
+    return medication
+
+
+def prn6(med_id: str, compartment: int, ingredient: str, **limits) -> dict:
+    medication = as_needed(med_id, compartment, **limits)
+    medication["ingredient"] = {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": ingredient}
+    return medication
+
+
+class Log:
+    """A hand-written event log over hand-written schedules (UTC), chained as the device chains it."""
+
+    def __init__(self):
+        self.events: list[dict] = []
+        self.documents: dict[int, dict] = {}
+        self.parsed = {}
+
+    def loader(self, version: int):
+        if version not in self.parsed:
+            self.parsed[version] = parse_schedule(self.documents[version])
+        return self.parsed[version]
+
+    def add(self, kind: str, at: str, data: dict) -> "Log":
+        self.events.append({"schema": "dispenser.event/1", "event_id": f"e{len(self.events) + 1}",
+                            "device_id": "disp-test", "seq": 0, "type": kind, "at": f"{DAY0}T{at}:00.000Z",
+                            "data": data})
+        return self
+
+    def apply(self, at: str, *medications: dict, timezone: str = "UTC") -> "Log":
+        version = len(self.documents) + 1
+        self.documents[version] = schedule(*medications, version=version, timezone=timezone)
+        return self.add("schedule.applied", at, {"version": version, "source": "local"})
+
+    def refill(self, at: str, medication_id: str, count: int = 10) -> "Log":
+        compartment = self.loader(len(self.documents)).medication(medication_id).compartment
+        return self.add("stock.refilled", at, {"medication_id": medication_id, "compartment": compartment,
+                                               "count": count})
+
+    def dose(self, medication_id: str, scheduled: str, **extra) -> dict:
+        """The dose data the schedule in force gives for `medication_id` at `scheduled` (HH:MM)."""
+        moment = parse_utc(f"{DAY0}T{scheduled}:00Z")
+        [dose] = [d for d in doses_between(self.loader(len(self.documents)), moment, moment + timedelta(seconds=1))
+                  if d.medication_id == medication_id]
+        return {"medication_id": dose.medication_id, "scheduled_at": format_utc(dose.scheduled_at),
+                "quantity": dose.quantity, "compartment": dose.compartment,
+                "window_start": format_utc(dose.window_start), "window_end": format_utc(dose.window_end), **extra}
+
+    def release(self, at: str, medication_id: str, scheduled: str, **extra) -> "Log":
+        return self.add("dose.released", at, self.dose(medication_id, scheduled, **extra))
+
+    def hold(self, at: str, medication_id: str, scheduled: str, reason: str) -> "Log":
+        return self.add("dose.held", at, self.dose(medication_id, scheduled, reason=reason))
+
+    def prn(self, at: str, medication_id: str, quantity: int = 1) -> "Log":
+        compartment = self.loader(len(self.documents)).medication(medication_id).compartment
+        return self.add("prn.released", at, {"medication_id": medication_id, "quantity": quantity,
+                                             "compartment": compartment})
+
+    def kinds(self, until: str | None = None) -> set[str]:
+        end = parse_utc(f"{DAY0}T{until}:00Z") if until else None
+        return {v.kind for v in check_events(rechain(copy.deepcopy(self.events)), self.loader, end)}
+
+
+QUETIAPINE, CALCIUM, HYDROXYZINE = "51272", "1897", "5553"
+
+
+def test_the_day_limit_counts_a_dose_given_under_another_id_strength_and_time():
+    """100 mg given at 08:00; the clinic switches to the 200 mg tablet at 13:00 the same day:
+    the day plans 200 mg, so the 13:00 dose may not come out on top of the 08:00 one."""
+    log = Log().apply("06:00", med6("quetiapine-100", 1, ["08:00"], ingredient=QUETIAPINE, mg=100))
+    log.refill("06:00", "quetiapine-100").release("08:05", "quetiapine-100", "08:00")
+    log.apply("09:00", med6("quetiapine-200", 2, ["13:00"], ingredient=QUETIAPINE, mg=200))
+    log.refill("09:00", "quetiapine-200")
+    assert log.kinds() == set()
+    log.release("13:05", "quetiapine-200", "13:00")
+    assert "day_limit" in log.kinds()
+    # Held for it instead: no other final state is needed.
+    held = Log()
+    held.events, held.documents = log.events[:-1], log.documents
+    held.hold("12:30", "quetiapine-200", "13:00", "day_limit")
+    assert held.kinds(until="23:59") == set()
+
+
+def test_the_day_limit_counts_a_dose_given_before_the_time_zone_was_corrected():
+    """08:00 UTC given; the clinic corrects the zone to New York, where 08:00 is 13:00 UTC the same
+    local day: that day's one dose was given already (at 03:00 New York time)."""
+    log = Log().apply("06:00", med6("a", 1, ["08:00"], ingredient=QUETIAPINE))
+    log.refill("06:00", "a").release("08:05", "a", "08:00")
+    log.apply("09:00", med6("a", 1, ["08:00"], ingredient=QUETIAPINE), timezone="America/New_York")
+    log.release("13:00", "a", "13:00")
+    assert log.kinds() == {"day_limit", "min_gap"}  # and 5 hours after it, where the gap is 12
+
+
+def test_the_minimum_gap_holds_across_ids_by_default_and_when_set():
+    """Half the shortest planned interval (12 h apart: 6 h) by default, or `min_gap_h`."""
+    wide = dict(before=720, after=120)
+    log = Log().apply("06:00", med6("a", 1, ["08:00"], ingredient=QUETIAPINE, **wide),
+                      med6("b", 2, ["20:00"], ingredient=QUETIAPINE, **wide))
+    log.refill("06:00", "a").refill("06:00", "b").release("08:00", "a", "08:00")
+    assert log.kinds() == set()
+    log.release("10:00", "b", "20:00")  # 2 h later: the default gap is 6 h
+    assert log.kinds() == {"min_gap"}
+    gap = Log().apply("06:00", med6("a", 1, ["08:00"], ingredient=QUETIAPINE, min_gap_h=12),
+                      med6("b", 2, ["20:00"], ingredient=QUETIAPINE, min_gap_h=12, before=90))
+    gap.refill("06:00", "a").refill("06:00", "b").release("08:00", "a", "08:00")
+    gap.release("19:30", "b", "20:00")  # inside its window, 11.5 h after a
+    assert gap.kinds() == {"min_gap"}
+
+
+@pytest.mark.parametrize("first, second", [("calcium", "quetiapine"), ("quetiapine", "calcium")])
+def test_separation_holds_either_way_round(first, second):
+    """Quetiapine names calcium (4 h): whichever comes second is too close."""
+    times = {first: "08:00", second: "10:00"}
+    log = Log().apply("06:00", med6("calcium", 1, [times["calcium"]], ingredient=CALCIUM),
+                      med6("quetiapine", 2, [times["quetiapine"]], ingredient=QUETIAPINE,
+                           separate_from=[{"ingredient": CALCIUM, "hours": 4}]))
+    log.refill("06:00", "calcium").refill("06:00", "quetiapine").release("08:00", first, "08:00")
+    assert log.kinds() == set()
+    log.release("10:00", second, "10:00")
+    assert log.kinds() == {"separation"}
+
+
+def test_as_needed_interval_and_maximum_hold_across_ids():
+    """Two products of one ingredient: the interval runs from either's release, the maximum sums both."""
+    products = (prn6("hydroxyzine-a", 1, HYDROXYZINE, every_h=6, max_units=2),
+                prn6("hydroxyzine-b", 2, HYDROXYZINE, every_h=6, max_units=2))
+    log = Log().apply("00:00", *products).refill("00:00", "hydroxyzine-a").refill("00:00", "hydroxyzine-b")
+    log.prn("01:00", "hydroxyzine-a")
+    assert log.kinds() == set()
+    log.prn("03:00", "hydroxyzine-b")
+    assert log.kinds() == {"prn_interval"}
+    most = Log().apply("00:00", *products).refill("00:00", "hydroxyzine-a").refill("00:00", "hydroxyzine-b")
+    most.prn("01:00", "hydroxyzine-a").prn("07:00", "hydroxyzine-b")
+    assert most.kinds() == set()
+    most.prn("13:00", "hydroxyzine-a")  # a third in a day, 2 allowed
+    assert most.kinds() == {"prn_max"}
+
+
+def test_a_reassigned_compartment_gives_nothing_until_a_refill_names_its_new_load():
+    """Two medications swap compartments: each compartment still holds the other's pills."""
+    a, b = med6("a", 1, ["08:00"]), med6("b", 2, ["09:00"])
+    log = Log().apply("06:00", a, b).refill("06:00", "a").refill("06:00", "b")
+    log.apply("07:00", {**a, "compartment": 2}, {**b, "compartment": 1})
+    log.release("08:00", "a", "08:00")
+    assert log.kinds() == {"released_unloaded"}
+    refilled = Log()
+    refilled.events, refilled.documents = log.events[:-1], log.documents
+    refilled.refill("07:30", "a").release("08:00", "a", "08:00")
+    assert refilled.kinds() == set()
+    # The same id in the same compartment at another strength: not what was loaded either.
+    stronger = Log().apply("06:00", med6("q", 1, ["08:00"], mg=100)).refill("06:00", "q")
+    stronger.apply("07:00", med6("q", 1, ["08:00"], mg=200)).release("08:00", "q", "08:00")
+    assert stronger.kinds() == {"released_unloaded"}
+
+
+def test_held_doses_carry_a_known_reason_and_a_permanent_hold_is_final():
+    log = Log().apply("06:00", med6("a", 1, ["08:00", "20:00"])).refill("06:00", "a")
+    log.hold("08:00", "a", "08:00", "too_soon")
+    assert "held_without_reason" in log.kinds()
+    given = Log().apply("06:00", med6("a", 1, ["08:00"])).refill("06:00", "a")
+    given.hold("08:00", "a", "08:00", "already_given").release("08:30", "a", "08:00")
+    assert "released_after_held" in given.kinds()
+    waiting = Log().apply("06:00", med6("a", 1, ["08:00"])).refill("06:00", "a")
+    waiting.hold("08:00", "a", "08:00", "min_gap")  # transient: it must still be released or missed
+    assert "no_final_state" in waiting.kinds(until="12:00")
+    waiting.release("08:30", "a", "08:00")
+    assert waiting.kinds(until="12:00") == set()
+
+
+def test_two_doses_merged_into_one_release_are_caught():
+    log = Log().apply("06:00", med6("a", 1, ["08:00"])).refill("06:00", "a")
+    log.release("08:00", "a", "08:00", quantity=2)
+    assert "doses_merged" in log.kinds()

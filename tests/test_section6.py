@@ -252,3 +252,17 @@ def test_narrowing_a_window_never_withdraws_the_dose_being_reminded_about_in_sil
     alerts = [e["data"] for e in rig.events("alert.raised") if e["data"]["kind"] == "dose_withdrawn"]
     assert len(alerts) == 1 and alerts[0]["events"] == [skipped["event_id"]]
     assert "08:00" in alerts[0]["message"] and "compartment 1" in alerts[0]["message"]
+
+
+def test_a_separation_declared_on_one_product_holds_every_product_of_the_ingredient():
+    """Found by the simulation: lithium-a names calcium, lithium-b does not; both are lithium."""
+    lithium_a = med(daily("lithium-a", 1, ["06:00"]), ingredient={"code": "6448"},
+                    separate_from=[{"ingredient": "1897", "hours": 4}])
+    lithium_b = med(daily("lithium-b", 2, ["10:00"], after=360), ingredient={"code": "6448"})
+    antacid = med(daily("antacid", 3, ["08:00"]), ingredient={"code": "1897"})
+    rig = Rig(schedule(lithium_a, lithium_b, antacid), "2026-11-24T07:00:00",
+              stock={"lithium-a": 5, "lithium-b": 5, "antacid": 5})
+    assert rig.press("2026-11-24T08:00:00").feedback == "released"
+    rig.press("2026-11-24T08:01:00")
+    outcome = rig.press("2026-11-24T10:00:00")
+    assert outcome.feedback == "held" and outcome.detail["reason"] == "separation"
