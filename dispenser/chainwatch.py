@@ -35,7 +35,7 @@ from typing import NamedTuple
 
 from .events import GENESIS, event_hash
 
-WINDOW = 256            # seqs kept per device below the highest one heard
+WINDOW = 128            # seqs kept per device below the highest one heard
 MAX_DEVICES = 1000      # devices followed at once
 MAX_VARIANTS = 3        # different events kept for one seq (after that forks are reported, not kept)
 REMEMBER = 100_000      # event ids kept for events older than the window
