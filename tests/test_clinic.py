@@ -469,6 +469,26 @@ def test_json_mode_gives_each_warning_as_an_object():
     assert lines[2] == events[4]
 
 
+
+def test_the_module_examples_hold():
+    import doctest
+
+    import dispenser.chainwatch
+    import dispenser.clinic
+    for module in (dispenser.chainwatch, dispenser.clinic):
+        assert doctest.testmod(module).failed == 0, module.__name__
+
+
+def test_a_message_the_watcher_fails_on_is_named_and_the_watch_goes_on():
+    from dispenser.clinic_cli import _lines
+
+    class Broken(Watcher):
+        def handle(self, topic, payload):
+            raise KeyError("a bug of ours")
+
+    assert _lines(Broken("pilldispenser"), f"{BASE}/events\x1b[2J", b"{}") == [
+        f"?? {BASE}/events[2J: could not be read (KeyError)"]
+
 # ------------------------------------------------------------------------ keygen, sign
 
 
