@@ -5,65 +5,178 @@ after a reconnect, and every `alert.raised` arrives on both the events and the a
 topic. `Watcher` turns the raw messages into the lines a person reads, showing each
 event once, whichever topic brought it first.
 
+Nothing a device (or anyone who may write on the broker) sends is trusted: a payload is
+read with a size cap, a nesting cap and no unbounded numbers, so no message can crash
+the watcher; the device is the one the topic names, never the one the payload claims;
+every character that could steer a terminal is removed from what is printed; and each
+device's `seq` and hash chain are checked as events arrive (chainwatch.py), so a gap, a
+fork or a rewritten log is said, not shown silently.
+
+    >>> from datetime import datetime, timezone
+    >>> from dispenser.events import GENESIS, Draft, build_event
     >>> watcher = Watcher("pilldispenser")
-    >>> event = {"event_id": "e1", "device_id": "disp-0001", "seq": 7, "type": "dose.taken",
-    ...          "at": "2026-11-21T13:03:12.120Z", "data": {"medication_id": "sertraline"}}
+    >>> event = build_event(Draft("dose.taken", {"medication_id": "sertraline"}, "e1"), "disp-0001", 1,
+    ...                     datetime(2026, 11, 21, 13, 3, 12, 120000, tzinfo=timezone.utc), GENESIS)
     >>> watcher.handle("pilldispenser/disp-0001/events", json.dumps(event).encode())
-    ['     7  2026-11-21T13:03:12.120Z  disp-0001  dose.taken               medication_id=sertraline']
+    ['     1  2026-11-21T13:03:12.120Z  disp-0001  dose.taken               medication_id=sertraline']
     >>> watcher.handle("pilldispenser/disp-0001/events", json.dumps(event).encode())
     []
 """
 from __future__ import annotations
 
+import itertools
 import json
-from collections import OrderedDict
-from dataclasses import dataclass
+import math
+import re
+
+from .chainwatch import MAX_DEVICES, REMEMBER, WINDOW, BoundedMap, ChainWatch, Finding
+from .events import EVENT_KEYS, SCHEMA
 
 ALERT_TYPE = "alert.raised"
-DEFAULT_REMEMBER = 100_000
+DEFAULT_REMEMBER = REMEMBER
 KINDS = ("events", "alerts", "status", "state")
 # The `data` keys worth a glance in a one-line summary, in this order.
 SUMMARY_KEYS = ("medication_id", "scheduled_at", "quantity", "reason", "kind", "severity",
                 "count", "version", "source", "remaining")
 
+# What the watcher reads of one message. A device's event is about 600 bytes; a
+# schedule.rejected with its 20 problems a few KB. Past this nothing is parsed.
+MAX_PAYLOAD = 256 * 1024
+MAX_DEPTH = 32          # an event nests 3 deep; json.loads recurses on `[[[[...`
+MAX_DIGITS = 40         # a number longer than this is no count, seq or quantity
+MAX_SEQ = 2 ** 63 - 1   # SQLite's integer: the device cannot count further
+MAX_ID = 200            # characters of an event_id
+MAX_DEVICE_NAME = 128   # characters of the device part of a topic
+MAX_FIELD = 80          # characters of one value in a line
+MAX_LINE = 1000         # characters of one printed line
 
-class SeenIds:
-    """The last `limit` event ids, oldest forgotten first: dedup in bounded memory.
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+_HASH = re.compile(r"[0-9a-f]{64}")
+_MARKS = {"gap": "--", "unchecked": "--", "forgotten": "--", "fork": "!! FORK",
+          "rewrite": "!! REWRITE", "device_mismatch": "!! MISMATCH"}
 
-    A watcher runs for months; an unbounded set would grow with every event. A
-    duplicate comes soon after its original (a re-sent in-flight message, or the
-    same backlog pushed twice), so remembering the recent ones is enough.
+
+class Unreadable(ValueError):
+    """A payload the watcher will not read, with the reason in words."""
+
+
+def read_json(payload: bytes) -> object:
+    """The payload as JSON, or Unreadable: UTF-8 only, capped in size, depth and digits.
+
+    json.loads would take UTF-16 too, recurse until RecursionError on deep nesting,
+    turn 1e999 into infinity (which no canonical form can hash) and spend quadratic
+    time on a 4,000-digit integer; each is refused here first.
     """
-
-    def __init__(self, limit: int = DEFAULT_REMEMBER):
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
-        self.limit = limit
-        self._ids: OrderedDict[str, None] = OrderedDict()
-
-    def add(self, event_id: str) -> bool:
-        """Remember `event_id`; True when it is new."""
-        if event_id in self._ids:
-            return False
-        self._ids[event_id] = None
-        if len(self._ids) > self.limit:
-            self._ids.popitem(last=False)
-        return True
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def __contains__(self, event_id: object) -> bool:
-        return event_id in self._ids
+    if len(payload) > MAX_PAYLOAD:
+        raise Unreadable(f"{len(payload)} bytes, over the {MAX_PAYLOAD} the watcher reads: not read")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Unreadable(f"not UTF-8 ({len(payload)} bytes)") from None
+    if _depth(text) > MAX_DEPTH:
+        raise Unreadable(f"JSON nested deeper than {MAX_DEPTH}")
+    try:
+        parsed = json.loads(text, object_pairs_hook=_no_duplicates, parse_int=_int,
+                            parse_float=_float, parse_constant=_constant)
+        json.dumps(parsed, ensure_ascii=False).encode("utf-8")  # a lone surrogate (\ud800) fails here
+    except Unreadable:
+        raise
+    except UnicodeEncodeError:
+        raise Unreadable("a string that is not valid Unicode") from None
+    except (ValueError, RecursionError):
+        raise Unreadable(f"not JSON ({len(payload)} bytes)") from None
+    return parsed
 
 
-@dataclass(frozen=True)
-class Message:
-    """One MQTT message, located: `device` and `kind` (events, alerts, status, state)."""
+def _depth(text: str) -> int:
+    """How deep the brackets outside strings nest (an upper bound for invalid JSON)."""
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    return max(itertools.accumulate(_STEP[char] for char in brackets), default=0)
 
-    device: str
-    kind: str
-    payload: object  # parsed JSON
+
+def _no_duplicates(pairs: list) -> dict:
+    """The device writes each key once; a second one would be read two ways."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise Unreadable("a key appears twice in one object")
+    return result
+
+
+def _int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_DIGITS:
+        raise Unreadable(f"a number with more than {MAX_DIGITS} digits")
+    return int(text)
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or len(text) > 2 * MAX_DIGITS:
+        raise Unreadable(f"a number out of range ({text[:20]})")
+    return value
+
+
+def _constant(text: str):
+    raise Unreadable(f"{text} is not JSON")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def event_problem(event: dict) -> str | None:
+    """Why this object is no readable event (contract section 3), or None.
+
+    Checked before anything looks at a field, so that no type a sender picks can
+    crash a line's formatting or the chain check.
+    """
+    for key in EVENT_KEYS:
+        if key not in event:
+            return f"an event without {key}"
+    if event["schema"] != SCHEMA:
+        return f"schema is not {SCHEMA}"
+    if not _is_int(event["seq"]) or not 1 <= event["seq"] <= MAX_SEQ:
+        return "seq is not a whole number from 1 to 2^63-1"
+    for key in ("event_id", "device_id", "type", "at"):
+        if not isinstance(event[key], str) or not event[key]:
+            return f"{key} is not a non-empty string"
+    if len(event["event_id"]) > MAX_ID:
+        return f"event_id is longer than {MAX_ID} characters"
+    if not isinstance(event["data"], dict):
+        return "data is not an object"
+    for key in ("prev_hash", "hash"):
+        if not isinstance(event[key], str) or not _HASH.fullmatch(event[key]):
+            return f"{key} is not 64 lowercase hex digits"
+    return None
+
+
+def printable(text: str) -> str:
+    """`text` without the characters that steer a terminal or break a line.
+
+    ESC, the C1 controls (U+009B is a CSI of its own), newlines, bidi overrides, line
+    separators: a device's text must never move the cursor or forge a line of ours.
+    """
+    if text.isprintable():
+        return text
+    return "".join(char for char in text if char.isprintable())
+
+
+def _field(value: object, limit: int = MAX_FIELD) -> str:
+    """One value as it goes into a line: printable, and cut when long."""
+    text = printable(value if isinstance(value, str) else str(value))
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def json_line(obj: object) -> str:
+    """One JSON line in which every character a terminal could act on is escaped.
+
+    json.dumps(ensure_ascii=False) leaves DEL, the C1 controls and U+2028 raw.
+    """
+    text = json.dumps(obj, ensure_ascii=False)
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else json.dumps(char)[1:-1] for char in text)
 
 
 def split_topic(prefix: str, topic: str) -> tuple[str, str] | None:
@@ -77,26 +190,28 @@ def split_topic(prefix: str, topic: str) -> tuple[str, str] | None:
     return parts[0], parts[1]
 
 
-def event_line(event: dict) -> str:
-    """`seq at device type summary`, aligned like `dispenser log`."""
+def event_line(event: dict, device: str | None = None) -> str:
+    """`seq at device type summary`, aligned like `dispenser log`; `device` is the topic's."""
     data = event.get("data") if isinstance(event.get("data"), dict) else {}
-    about = " ".join(f"{key}={data[key]}" for key in SUMMARY_KEYS if key in data)
-    return (f"{event.get('seq', '?'):>6}  {event.get('at', '?')}  {event.get('device_id', '?')}  "
-            f"{event.get('type', '?'):<24} {about}").rstrip()
+    about = " ".join(f"{key}={_field(data[key])}" for key in SUMMARY_KEYS if key in data)
+    device = event.get("device_id", "?") if device is None else device
+    return printable(f"{_field(event.get('seq', '?')):>6}  {_field(event.get('at', '?'))}  {_field(device)}  "
+                     f"{_field(event.get('type', '?')):<24} {about}").rstrip()
 
 
-def alert_line(event: dict) -> str:
+def alert_line(event: dict, device: str | None = None) -> str:
     """An alert stands out: `!! ALERT [warning] disp-0001: <message>`, then its seq and time."""
     data = event.get("data") if isinstance(event.get("data"), dict) else {}
     severity = data.get("severity", "?")
     message = data.get("message") or data.get("kind") or "(no message)"
-    return (f"!! ALERT [{severity}] {event.get('device_id', '?')}: {message}"
-            f"  (seq {event.get('seq', '?')}, {event.get('at', '?')})")
+    device = event.get("device_id", "?") if device is None else device
+    return printable(f"!! ALERT [{_field(severity)}] {_field(device)}: {_field(message, 300)}"
+                     f"  (seq {_field(event.get('seq', '?'))}, {_field(event.get('at', '?'))})")
 
 
 def status_line(device: str, status: dict) -> str:
     """`== disp-0001 online since ...` or `== disp-0001 OFFLINE ...`."""
-    since = f" since {status['since']}" if status.get("since") else ""
+    since = f" since {_field(status['since'])}" if status.get("since") else ""
     if status.get("online") is True:
         return f"== {device} online{since}"
     return f"== {device} OFFLINE{since}"
@@ -120,78 +235,98 @@ def state_line(device: str, state: dict) -> str:
     return f".. {device} state: " + "; ".join(parts)
 
 
+def finding_line(finding: Finding) -> str:
+    """A warning a person notices: `!! FORK disp-0001: seq 16: two different events ...`."""
+    return f"{_MARKS.get(finding.kind, '--')} {finding.device}: {finding.detail}"
+
+
+def finding_json(finding: Finding) -> dict:
+    """The same warning as one JSON object, for --json."""
+    result = {"warning": finding.kind, "device": finding.device, "seq": finding.seq, "detail": finding.detail}
+    if finding.missing:
+        result["missing"] = [list(run) for run in finding.missing]
+    return result
+
+
 class Watcher:
     """Raw messages in, lines for a person out; remembers what it has shown.
 
     `handle(topic, payload)` returns the lines to print (often none): a new event,
-    a new alert (prominent), a status or state that changed, or a `??` line for a
-    message it cannot read. `json_lines=True` gives JSON instead: each new event
-    unchanged (as `dispenser log --json` prints it), status and state as
-    `{"topic": ..., "payload": ...}`. `events_shown` counts the events and alerts shown.
+    a new alert (prominent), a warning about a device's chain (gap, fork, rewrite,
+    device mismatch), a status or state that changed, or a `??` line for a message it
+    cannot read. `json_lines=True` gives JSON instead: each new event unchanged (as
+    `dispenser log --json` prints it), status and state as `{"topic": ..., "payload": ...}`,
+    warnings as `{"warning": kind, "device": ..., "seq": ..., "detail": ...}`.
+    `events_shown` counts the events and alerts shown.
     """
 
-    def __init__(self, prefix: str, remember: int = DEFAULT_REMEMBER, json_lines: bool = False):
+    def __init__(self, prefix: str, remember: int = DEFAULT_REMEMBER, json_lines: bool = False,
+                 window: int = WINDOW, max_devices: int = MAX_DEVICES):
         self.prefix = prefix
         self.json_lines = json_lines
-        self.seen = SeenIds(remember)
+        self.chains = ChainWatch(window, max_devices, remember)
         self.events_shown = 0
-        self._last: dict[tuple[str, str], object] = {}   # (device, status|state) -> last payload
-        self._next_seq: dict[str, int] = {}               # device -> the seq expected next
+        self._last = BoundedMap(2 * max_devices)   # (device, status|state) -> last payload
 
     def handle(self, topic: str, payload: bytes) -> list[str]:
         located = split_topic(self.prefix, topic)
-        if located is None:
+        if located is None or not payload:  # not ours, or a retained message being cleared
             return []
         device, kind = located
-        if not payload:  # a retained message being cleared
-            return []
+        if len(device) > MAX_DEVICE_NAME or not device.isprintable():
+            return self._unreadable(topic, None, "the device part of the topic is not a device id")
         try:
-            parsed = json.loads(payload)
-        except (ValueError, UnicodeDecodeError):
-            return [f"?? {topic}: not JSON ({len(payload)} bytes)"]
+            parsed = read_json(payload)
+        except Unreadable as error:
+            return self._unreadable(topic, device, str(error))
         if not isinstance(parsed, dict):
-            return [f"?? {topic}: not a JSON object"]
-        message = Message(device, kind, parsed)
+            return self._unreadable(topic, device, "not a JSON object")
         if kind in ("events", "alerts"):
-            return self._event(topic, message)
-        return self._retained(topic, message)
+            return self._event(topic, device, kind, parsed)
+        return self._retained(topic, device, kind, parsed)
 
-    def _event(self, topic: str, message: Message) -> list[str]:
-        event = message.payload
-        event_id = event.get("event_id")
-        if not isinstance(event_id, str) or not event_id:
-            return [f"?? {topic}: an event without event_id"]
-        if not self.seen.add(event_id):
+    def _unreadable(self, topic: str, device: str | None, problem: str) -> list[str]:
+        if self.json_lines:
+            return [json_line({"warning": "unreadable", "device": device, "topic": topic, "detail": problem})]
+        return [printable(f"?? {_field(topic, 200)}: {problem}")]
+
+    def _event(self, topic: str, device: str, kind: str, event: dict) -> list[str]:
+        problem = event_problem(event)
+        if problem is not None:
+            return self._unreadable(topic, device, problem)
+        new, findings = self.chains.check(device, event, on_events_topic=kind == "events")
+        if not new:
             return []
         self.events_shown += 1
         if self.json_lines:
-            return [json.dumps(event, ensure_ascii=False)]
-        lines = self._gap(message.device, event.get("seq"))
-        lines.append(alert_line(event) if event.get("type") == ALERT_TYPE else event_line(event))
+            return self._event_json(event, findings)
+        lines = [printable(finding_line(finding))[:MAX_LINE] for finding in findings]
+        lines.append(alert_line(event, device) if event["type"] == ALERT_TYPE else event_line(event, device))
         return lines
 
-    def _gap(self, device: str, seq: object) -> list[str]:
-        """Seq has no gaps on the device, so a jump means events not (yet) received."""
-        if not isinstance(seq, int) or isinstance(seq, bool):
-            return []
-        expected = self._next_seq.get(device)
-        self._next_seq[device] = max(seq + 1, expected or 0)
-        if expected is not None and seq > expected:
-            missing = f"seq {expected}" if seq == expected + 1 else f"seq {expected}-{seq - 1}"
-            return [f"-- {device}: {missing} not received (yet)"]
-        return []
+    def _event_json(self, event: dict, findings: list[Finding]) -> list[str]:
+        """Warnings, then the event as sent; an event naming another device only inside
+        its warning, so that every bare event line belongs to the device it names."""
+        lines, mismatch = [], False
+        for finding in findings:
+            obj = finding_json(finding)
+            if finding.kind == "device_mismatch":
+                obj["event"], mismatch = event, True
+            lines.append(json_line(obj))
+        if not mismatch:
+            lines.append(json_line(event))
+        return lines
 
-    def _retained(self, topic: str, message: Message) -> list[str]:
-        key = (message.device, message.kind)
-        compare = _without_time(message.payload) if message.kind == "state" else message.payload.get("online")
-        if self._last.get(key) == compare:
+    def _retained(self, topic: str, device: str, kind: str, payload: dict) -> list[str]:
+        compare = _without_time(payload) if kind == "state" else payload.get("online")
+        key = (device, kind)
+        if key in self._last and self._last.get(key) == compare:
             return []  # status: only changes of online/offline; state: only real changes
-        self._last[key] = compare
+        self._last.put(key, compare)
         if self.json_lines:
-            return [json.dumps({"topic": topic, "payload": message.payload}, ensure_ascii=False)]
-        if message.kind == "status":
-            return [status_line(message.device, message.payload)]
-        return [state_line(message.device, message.payload)]
+            return [json_line({"topic": topic, "payload": payload})]
+        line = status_line(device, payload) if kind == "status" else state_line(device, payload)
+        return [printable(line)[:MAX_LINE]]
 
 
 def _without_time(state: dict) -> dict:

@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from broker import Clinic
-from dispenser.clinic import SeenIds, Watcher, alert_line, event_line, split_topic, status_line
+from dispenser.chainwatch import BoundedMap
+from dispenser.clinic import Watcher, alert_line, event_line, split_topic, status_line
+from dispenser.events import EVENT_KEYS, GENESIS, Draft, build_event, event_hash, verify_chain
 from dispenser.signing import sign_document, verify_document
 from dispenser.store import Store
 
@@ -42,14 +44,36 @@ def write_config(path: Path, db: Path, port: int | None = None) -> Path:
     return path
 
 
+AT0 = datetime(2026, 11, 21, 13, 0, tzinfo=timezone.utc)
+ALERT = Draft("alert.raised", {"alert_id": "a1", "kind": "dose.unconfirmed", "severity": "warning",
+                               "message": "Naltrexone was released but not confirmed", "events": ["id-1"]})
+
+
+def log(*drafts: Draft | str, start: int = 1, prev: str = GENESIS, device: str = DEVICE) -> list[dict]:
+    """Events chained as the device chains them; a plain string is a type with empty data."""
+    events = []
+    for seq, draft in enumerate(drafts, start):
+        draft = Draft(draft, {}) if isinstance(draft, str) else draft
+        draft = draft if draft.event_id else Draft(draft.type, draft.data, f"id-{seq}")
+        events.append(build_event(draft, device, seq, AT0 + timedelta(seconds=seq % 86_400), prev))
+        prev = events[-1]["hash"]
+    return events
+
+
+def numbered(count: int, start: int = 1, prev: str = GENESIS) -> list[dict]:
+    """`count` dose.taken events from seq `start`."""
+    return log(*["dose.taken"] * count, start=start, prev=prev)
+
+
 def event(seq: int, type_: str = "dose.taken", event_id: str | None = None, **data) -> dict:
-    return {"schema": "dispenser.event/1", "event_id": event_id or f"id-{seq}", "device_id": DEVICE,
-            "seq": seq, "type": type_, "at": f"2026-11-21T13:00:{seq:02d}.000Z", "data": data}
+    """One event at `seq`, chained to seq - 1 of `numbered` (so a run of these chains too)."""
+    prev = numbered(seq - 1)[-1]["hash"] if seq > 1 else GENESIS
+    return log(Draft(type_, data, event_id or f"id-{seq}"), start=seq, prev=prev)[0]
 
 
 def alert(seq: int) -> dict:
-    return event(seq, "alert.raised", alert_id="a1", kind="dose.unconfirmed", severity="warning",
-                 message="Naltrexone was released but not confirmed", events=["id-1"])
+    prev = numbered(seq - 1)[-1]["hash"] if seq > 1 else GENESIS
+    return log(ALERT, start=seq, prev=prev)[0]
 
 
 def raw(obj: dict) -> bytes:
@@ -75,23 +99,30 @@ def backlog(db: Path) -> int:
 # ------------------------------------------------------------------------ pure logic
 
 
-def test_seen_ids_forget_the_oldest_beyond_the_limit():
-    seen = SeenIds(limit=3)
-    assert [seen.add(i) for i in "abca"] == [True, True, True, False]
-    assert seen.add("d") and len(seen) == 3
-    assert "a" not in seen and seen.add("a")  # forgotten, so new again
+def feed(watcher: Watcher, *events: dict, kind: str = "events", device: str = DEVICE) -> list[str]:
+    """Every line the watcher prints for these events, in order."""
+    return [line for e in events for line in watcher.handle(f"pilldispenser/{device}/{kind}", raw(e))]
+
+
+def test_bounded_map_forgets_the_least_recently_used_beyond_the_limit():
+    seen = BoundedMap(limit=3)
+    assert [seen.put(key, 1) for key in "abc"] == [None, None, None]
+    assert seen.get("a") == 1                 # a is now the most recently used
+    assert seen.put("d", 1) == "b" and len(seen) == 3
+    assert "b" not in seen and "a" in seen
 
 
 def test_an_event_twice_and_an_alert_on_both_topics_are_shown_once_each():
+    e1, a2, e3 = log("dose.taken", ALERT, "dose.taken")
     watcher = Watcher("pilldispenser")
     lines = []
-    for topic, payload in [("events", event(1)), ("events", event(1)),
-                           ("alerts", alert(2)), ("events", alert(2)), ("alerts", alert(2))]:
+    for topic, payload in [("events", e1), ("events", e1), ("alerts", a2), ("events", a2), ("alerts", a2),
+                           ("events", e3)]:
         lines += watcher.handle(f"{BASE}/{topic}", raw(payload))
-    assert lines == [event_line(event(1)), alert_line(alert(2))]
+    assert lines == [event_line(e1), alert_line(a2), event_line(e3)]
     assert lines[1] == ("!! ALERT [warning] disp-0001: Naltrexone was released but not confirmed"
                         "  (seq 2, 2026-11-21T13:00:02.000Z)")
-    assert watcher.events_shown == 2
+    assert watcher.events_shown == 3
 
 
 def test_event_line_is_seq_at_device_type_summary():
@@ -123,11 +154,35 @@ def test_state_is_shown_when_more_than_its_time_changes():
     assert held.endswith("; backlog 3; CLOCK NOT SET: doses held")
 
 
-def test_a_gap_in_seq_is_pointed_out_and_late_arrivals_are_not():
+def test_a_gap_in_seq_is_pointed_out_once_and_late_arrivals_fill_it_without_a_warning():
+    events = numbered(9)
     watcher = Watcher("pilldispenser")
-    lines = [line for seq in (5, 6, 9, 7) for line in watcher.handle(f"{BASE}/events", raw(event(seq)))]
-    assert lines[2] == f"-- {DEVICE}: seq 7-8 not received (yet)"
-    assert len(lines) == 5  # 5, 6, the gap, 9, 7
+    lines = feed(watcher, *(events[seq - 1] for seq in (5, 6, 9, 7, 8)))
+    assert lines == [event_line(events[4]), event_line(events[5]), f"-- {DEVICE}: seq 7-8 not received (yet)",
+                     event_line(events[8]), event_line(events[6]), event_line(events[7])]
+
+
+def test_a_gap_names_only_the_seqs_still_missing():
+    events = numbered(12)
+    watcher = Watcher("pilldispenser")
+    feed(watcher, events[0])
+    feed(watcher, events[4], kind="alerts")  # seq 5 came first on the alerts topic
+    assert feed(watcher, events[11])[0] == f"-- {DEVICE}: seq 2-4, 6-11 not received (yet)"
+
+
+def test_reordered_and_resent_events_across_a_reconnect_are_shown_once_without_warnings():
+    events = numbered(30)
+    watcher = Watcher("pilldispenser")
+    order = list(range(1, 21)) + list(range(15, 21)) + [24, 22, 21, 23] + list(range(21, 31))
+    lines = feed(watcher, *(events[seq - 1] for seq in order))
+    assert [line for line in lines if not line.startswith(" ")] == [f"-- {DEVICE}: seq 21-23 not received (yet)"]
+    assert watcher.events_shown == 30
+
+
+def test_the_alerts_topic_alone_jumps_by_design_and_is_no_gap():
+    events = log("dose.taken", ALERT, "dose.taken", "dose.taken", ALERT, "dose.taken", ALERT)
+    lines = feed(Watcher("pilldispenser"), events[1], events[4], events[6], kind="alerts")
+    assert lines == [alert_line(events[1]), alert_line(events[4]), alert_line(events[6])]
 
 
 def test_json_lines_are_the_events_unchanged_and_deduplicated():
@@ -143,7 +198,7 @@ def test_json_lines_are_the_events_unchanged_and_deduplicated():
     (f"{BASE}/schedule/set", b"{}", []),
     (f"{BASE}/events", b"not json", [f"?? {BASE}/events: not JSON (8 bytes)"]),
     (f"{BASE}/events", b"[1]", [f"?? {BASE}/events: not a JSON object"]),
-    (f"{BASE}/events", b'{"seq": 1}', [f"?? {BASE}/events: an event without event_id"]),
+    (f"{BASE}/events", b'{"seq": 1}', [f"?? {BASE}/events: an event without schema"]),
 ])
 def test_what_cannot_be_read_is_said_or_ignored(topic, payload, expected):
     assert Watcher("pilldispenser").handle(topic, payload) == expected
@@ -154,6 +209,286 @@ def test_split_topic():
     assert split_topic("a/b", "a/b/disp-1/x") is None
     assert split_topic("a/b", "a/bc/disp-1/events") is None
 
+
+# ------------------------------------------------------------------------ hostile payloads
+
+HOSTILE_BYTES = {
+    "deep array": b"[" * 20_000,
+    "deep object": b'{"a":' * 20_000,
+    "deep but closed": b"[" * 5_000 + b"]" * 5_000,
+    "invalid utf-8": b'{"seq": 1, "x": "\xff\xfe"}',
+    "utf-16": '{"seq": 1}'.encode("utf-16"),
+    "1e999": b'{"seq": 1, "data": {"quantity": 1e999}}',
+    "-1e999": b'{"seq": -1e999}',
+    "NaN": b'{"seq": NaN}',
+    "5000-digit int": b'{"seq": ' + b"9" * 5_000 + b"}",
+    "huge exponent": b'{"seq": 1e99999999999999}',
+    "array": b"[1, 2, 3]",
+    "number": b"12",
+    "string": b'"event"',
+    "null": b"null",
+    "lone surrogate": b'{"event_id": "\\ud800"}',
+    "duplicate key": b'{"seq": 1, "seq": 2}',
+    "10 MB": b'{"pad": "' + b"x" * 10_000_000 + b'"}',
+    "empty object": b"{}",
+    "truncated": b'{"seq": 1',
+}
+
+
+def wrong_types() -> list[tuple[str, object]]:
+    """(field, value) for every field of an event with a value of the wrong type or range."""
+    bad = {"schema": [None, 1, "dispenser.event/2"],
+           "event_id": [None, 1, "", [], {"a": 1}, "x" * 201],
+           "device_id": [None, 1, "", ["disp-0001"]],
+           "seq": [None, "1", 1.0, True, 0, -1, 2 ** 63, [], {}],
+           "type": [None, 7, "", {"a": 1}],
+           "at": [None, 1, "", []],
+           "data": [None, [], "x", 1, True],
+           "prev_hash": [None, 1, "zz", "A" * 64, "0" * 63, []],
+           "hash": [None, 1, "zz", "F" * 64, "0" * 65]}
+    return [(field, value) for field, values in bad.items() for value in values]
+
+
+def assert_one_unreadable_line(watcher: Watcher, topic: str, payload: bytes) -> None:
+    lines = watcher.handle(topic, payload)
+    assert len(lines) == 1 and lines[0].startswith(f"?? {topic}: "), lines
+    assert len(lines[0]) < 200
+
+
+@pytest.mark.parametrize("name", HOSTILE_BYTES)
+@pytest.mark.parametrize("kind", ["events", "alerts", "status", "state"])
+def test_no_payload_crashes_the_watcher(name, kind):
+    watcher = Watcher("pilldispenser")
+    topic = f"{BASE}/{kind}"
+    payload = HOSTILE_BYTES[name]
+    if name == "empty object" and kind in ("status", "state"):
+        assert len(watcher.handle(topic, payload)) == 1   # an (odd) status or state, shown
+    else:
+        assert_one_unreadable_line(watcher, topic, payload)
+    assert feed(watcher, event(1)) == [event_line(event(1))]   # and it carries on
+
+
+@pytest.mark.parametrize("field", EVENT_KEYS)
+def test_an_event_missing_a_field_is_named_not_shown(field):
+    watcher = Watcher("pilldispenser")
+    payload = raw({key: value for key, value in event(1).items() if key != field})
+    assert watcher.handle(f"{BASE}/events", payload) == [f"?? {BASE}/events: an event without {field}"]
+    assert watcher.events_shown == 0
+
+
+@pytest.mark.parametrize("field, value", wrong_types())
+def test_a_field_of_the_wrong_type_is_named_not_shown(field, value):
+    watcher = Watcher("pilldispenser")
+    lines = watcher.handle(f"{BASE}/events", raw({**event(1), field: value}))
+    assert len(lines) == 1 and lines[0].startswith(f"?? {BASE}/events: {field} "), lines
+    assert watcher.events_shown == 0
+
+
+@pytest.mark.parametrize("json_lines", [False, True])
+def test_odd_types_in_data_status_and_state_are_shown_without_crashing(json_lines):
+    watcher = Watcher("pilldispenser", json_lines=json_lines)
+    odd = [None, [], {"a": [1, {"b": None}]}, True, 1.5, -7, "x" * 5000, 10 ** 39]
+    [e1] = log(Draft("dose.taken", {key: odd[i % len(odd)] for i, key in enumerate(
+        ("medication_id", "scheduled_at", "quantity", "reason", "kind", "severity", "count", "message"))}))
+    [a2] = log(Draft("alert.raised", {"severity": [], "message": {"x": 1}}), start=2, prev=e1["hash"])
+    lines = feed(watcher, e1, a2)
+    for value in odd:
+        lines += watcher.handle(f"{BASE}/status", raw({"online": value, "since": value}))
+        lines += watcher.handle(f"{BASE}/state", raw({"schedule_version": value, "next_dose": value,
+                                                     "stock": {"x": value, "y": {"count": value}},
+                                                     "backlog": value, "clock_trusted": value}))
+    assert len(lines) == 2 + 2 * len(odd) and watcher.events_shown == 2
+    assert json_lines or all(len(line) <= 1000 for line in lines)
+
+
+# ------------------------------------------------------------------------ what a device says about itself
+
+
+FORGERIES = {
+    "newline": "ok\n     18  2026-11-21T13:00:18.000Z  disp-0001  dose.taken",
+    "carriage return": "bad news\r!! ALERT [info] all fine",
+    "ESC": "\x1b[2J\x1b[31mcleared\x1b]0;title\x07",
+    "C1 CSI": "\x9b2J\x9b31m",
+    "C1 OSC": "\x9d0;title\x9c",
+    "DEL and NUL": "a\x7fb\x00c",
+    "bidi override": "\u202eenod\u202c",
+    "line separator": "one\u2028two\u2029three\x85four",
+}
+
+
+@pytest.mark.parametrize("name", FORGERIES)
+def test_text_from_a_device_can_neither_forge_a_line_nor_steer_the_terminal(name):
+    text = FORGERIES[name]
+    watcher = Watcher("pilldispenser")
+    [taken] = log(Draft("dose.taken", {"medication_id": text, "reason": text}))
+    [raised] = log(Draft("alert.raised", {"severity": text, "message": text}), start=2, prev=taken["hash"])
+    [third] = log(Draft(text, {}), start=3, prev=raised["hash"])
+    third["at"] = text
+    third["hash"] = event_hash(third["prev_hash"], third)
+    lines = feed(watcher, taken, raised, third)
+    lines += watcher.handle(f"{BASE}/status", raw({"online": True, "since": text}))
+    lines += watcher.handle(f"{BASE}/state", raw({"schedule_version": text, "stock": {text: text}}))
+    lines += watcher.handle(f"pilldispenser/disp{text}/events", raw(event(1)))
+    lines += watcher.handle(f"{BASE}/events", raw({"seq": 1, text: 1}))
+    assert len(lines) == 7
+    for line in lines:
+        assert line.isprintable(), repr(line)
+    json_watcher = Watcher("pilldispenser", json_lines=True)
+    out = feed(json_watcher, taken, raised, third) + json_watcher.handle(f"{BASE}/status", raw({"since": text}))
+    assert [json.loads(line) for line in out][:3] == [taken, raised, third]
+    assert all(line.isprintable() for line in out)
+
+
+def test_the_device_is_the_topics_never_the_payloads():
+    [forged] = log("alert.raised", device="disp-0002")   # disp-0001's account, claiming another device
+    watcher = Watcher("pilldispenser")
+    lines = feed(watcher, forged)
+    assert lines[0].startswith(f"!! MISMATCH {DEVICE}: seq 1: the event says device_id 'disp-0002'")
+    assert lines[1].startswith(f"!! ALERT [?] {DEVICE}: ") and "disp-0002" not in lines[1]
+    assert len(lines) == 2
+    # Its chain is disp-0001's: the next event of disp-0001 chains to it, and disp-0002 has no chain.
+    assert watcher.chains.devices.get("disp-0002") is None
+    [own] = log("dose.taken", start=2, prev=forged["hash"])
+    assert feed(watcher, own) == [event_line(own)]
+
+
+def test_in_json_a_mismatched_event_comes_only_inside_its_warning():
+    [forged] = log("dose.taken", device="disp-0002")
+    lines = [json.loads(line) for line in feed(Watcher("pilldispenser", json_lines=True), forged)]
+    assert lines == [{"warning": "device_mismatch", "device": DEVICE, "seq": 1, "event": forged,
+                      "detail": lines[0]["detail"]}]
+
+
+# ------------------------------------------------------------------------ the chain at the clinic
+
+
+def test_two_different_events_for_one_seq_are_a_fork():
+    events = numbered(3)
+    other_id = log("dose.taken", "dose.missed", start=1)[1]             # seq 2, same id, other content
+    new_id = log("dose.taken", Draft("dose.taken", {}, "other"))[1]     # seq 2, same content, other id
+    watcher = Watcher("pilldispenser")
+    feed(watcher, *events)
+    for twin in (other_id, new_id):
+        lines = feed(watcher, twin)
+        assert lines[0].startswith(f"!! FORK {DEVICE}: seq 2: two different events (event_id id-2 hash "), lines
+        assert lines[-1] == event_line(twin) and len(lines) == 2     # shown, with its warning
+    assert feed(watcher, new_id) == []                               # and each once
+
+
+def test_an_event_that_does_not_chain_to_its_predecessor_is_a_rewrite():
+    events = numbered(3)
+    elsewhere = numbered(4, prev="1" * 64)[3]   # a valid seq 4 of some other history
+    watcher = Watcher("pilldispenser")
+    lines = feed(watcher, *events, elsewhere)
+    assert lines[3].startswith(f"!! REWRITE {DEVICE}: seq 4: prev_hash ")
+    assert "does not match the hash of seq 3" in lines[3]
+
+
+def test_an_event_whose_hash_does_not_verify_is_a_rewrite():
+    events = numbered(3)
+    events[2]["type"] = "dose.skipped"     # altered after hashing
+    lines = feed(Watcher("pilldispenser"), *events)
+    assert lines[2] == f"!! REWRITE {DEVICE}: seq 3: its hash does not match its content (the event was altered)"
+
+
+def test_a_late_arrival_must_be_what_its_successor_chained_to():
+    events = numbered(3)
+    [impostor] = log("dose.missed", start=2, prev=events[0]["hash"])
+    lines = feed(Watcher("pilldispenser"), events[0], events[2], impostor)
+    assert any(line.startswith(f"!! REWRITE {DEVICE}: seq 3: prev_hash ") for line in lines), lines
+
+
+def test_a_first_event_not_on_genesis_is_a_rewrite():
+    [first] = numbered(1, prev="2" * 64)
+    assert feed(Watcher("pilldispenser"), first)[0] == f"!! REWRITE {DEVICE}: seq 1: prev_hash is not the genesis hash"
+
+
+def test_a_log_edited_on_the_device_and_resent_is_a_fork_at_the_clinic():
+    """An unconfirmed made taken, hashes recomputed from there on: `log verify` passes on
+    the device, but the clinic kept the first version."""
+    drafts = ["dose.taken"] * 15 + [Draft("dose.unconfirmed", {"medication_id": "naltrexone"})] + ["dose.due"] * 4
+    original = log(*drafts)
+    edited = original[:15] + log(Draft("dose.taken", {"medication_id": "naltrexone"}, "id-16"),
+                                 *drafts[16:], start=16, prev=original[14]["hash"])
+    assert verify_chain(edited)[0] and [e["event_id"] for e in edited] == [e["event_id"] for e in original]
+    watcher = Watcher("pilldispenser")
+    assert all(line.startswith(" ") for line in feed(watcher, *original))
+    lines = feed(watcher, *edited[15:])
+    forks = [line for line in lines if line.startswith("!! FORK")]
+    assert [line.split()[4] for line in forks] == ["16:", "17:", "18:", "19:", "20:"]
+    assert not [line for line in lines if line.startswith("!! REWRITE")]   # one warning a seq, not two
+    # The edited branch goes on, chained to its own seq 20: no more warnings.
+    [next_] = log("dose.due", start=21, prev=edited[-1]["hash"])
+    assert feed(watcher, next_) == [event_line(next_)]
+
+
+def test_an_event_id_reused_at_another_seq_is_a_fork():
+    events = numbered(3)
+    [again] = log(Draft("dose.taken", {}, "id-2"), start=4, prev=events[2]["hash"])
+    lines = feed(Watcher("pilldispenser"), *events, again)
+    assert lines[3] == f"!! FORK {DEVICE}: seq 4: event_id id-2 was already seq 2"
+
+
+def test_beyond_the_window_old_events_are_still_deduplicated_or_flagged():
+    events = numbered(40)
+    watcher = Watcher("pilldispenser", window=8)
+    feed(watcher, *events[9:])                       # a watcher started at seq 10
+    assert feed(watcher, events[12]) == []           # re-sent, long after: a duplicate
+    changed = log("dose.missed", start=13, prev=events[11]["hash"])[0]
+    assert feed(watcher, changed)[0].startswith(f"!! FORK {DEVICE}: seq 13: event_id id-13 was heard before")
+    unheard = feed(watcher, events[1])
+    assert unheard[0].startswith(f"-- {DEVICE}: seq 2: arrived after seq 40, older than the last 8 seqs")
+    assert unheard[1] == event_line(events[1])
+
+
+def test_memory_is_bounded_per_device_and_in_devices():
+    watcher = Watcher("pilldispenser", window=16, max_devices=3, remember=50)
+    feed(watcher, *numbered(200))
+    chain = watcher.chains.devices.get(DEVICE)
+    assert len(chain.known) <= 16 and len(watcher.chains.ids) <= 50
+    lines = []
+    for number in range(10):
+        device = f"invented-{number}"
+        lines += feed(watcher, *log("dose.taken", device=device), device=device)
+        lines += watcher.handle(f"pilldispenser/{device}/status", raw({"online": True}))
+    assert len(watcher.chains.devices) == 3 and len(watcher._last) <= 6
+    assert sum(line.startswith("-- ") and "forgot" in line for line in lines) == 8
+
+
+def test_a_huge_jump_is_one_gap_line_in_bounded_time():
+    first, = numbered(1)
+    [far] = log("dose.taken", start=2 ** 62, prev="3" * 64)
+    lines = feed(Watcher("pilldispenser"), first, far)
+    assert lines[1] == f"-- {DEVICE}: seq 2-{2 ** 62 - 1} not received (yet)"
+
+
+def test_json_mode_gives_each_warning_as_an_object():
+    events = numbered(5)
+    lines = [json.loads(line) for line in feed(Watcher("pilldispenser", json_lines=True), events[0], events[4])]
+    assert lines[1] == {"warning": "gap", "device": DEVICE, "seq": 5, "missing": [[2, 4]],
+                        "detail": "seq 2-4 not received (yet)"}
+    assert lines[2] == events[4]
+
+
+
+def test_the_module_examples_hold():
+    import doctest
+
+    import dispenser.chainwatch
+    import dispenser.clinic
+    for module in (dispenser.chainwatch, dispenser.clinic):
+        assert doctest.testmod(module).failed == 0, module.__name__
+
+
+def test_a_message_the_watcher_fails_on_is_named_and_the_watch_goes_on():
+    from dispenser.clinic_cli import _lines
+
+    class Broken(Watcher):
+        def handle(self, topic, payload):
+            raise KeyError("a bug of ours")
+
+    assert _lines(Broken("pilldispenser"), f"{BASE}/events\x1b[2J", b"{}") == [
+        f"?? {BASE}/events[2J: could not be read (KeyError)"]
 
 # ------------------------------------------------------------------------ keygen, sign
 
@@ -312,8 +647,8 @@ def test_watch_shows_each_event_once_and_alerts_prominently(tmp_path, broker):
         try:
             # The retained status comes right after the subscription: from here on it hears everything.
             assert watch.stdout.readline() == f"== {DEVICE} online\n"
-            for topic, payload in [("events", event(1)), ("events", event(1)), ("events", alert(2)),
-                                   ("alerts", alert(2)), ("events", event(3))]:
+            e1, a2, e3 = log("dose.taken", ALERT, "dose.taken")
+            for topic, payload in [("events", e1), ("events", e1), ("events", a2), ("alerts", a2), ("events", e3)]:
                 device.publish(f"{BASE}/{topic}", raw(payload))
             out, err = watch.communicate(timeout=40)
         finally:
@@ -322,7 +657,7 @@ def test_watch_shows_each_event_once_and_alerts_prominently(tmp_path, broker):
         device.close()
     assert watch.returncode == 0, err
     lines = out.splitlines()
-    assert lines == [event_line(event(1)), alert_line(alert(2)), event_line(event(3))]
+    assert lines == [event_line(e1), alert_line(a2), event_line(e3)]
     assert lines[1].startswith("!! ALERT [warning] disp-0001: ")
 
 
@@ -364,6 +699,69 @@ def test_watch_refuses_a_session_name_that_is_not_a_plain_word(tmp_path, broker)
     config = write_config(tmp_path / "clinic.toml", tmp_path / "unused.db", broker.port)
     result = dispenser("clinic", "watch", "--session", "a/b", "--config", config, "--timeout", "1")
     assert result.returncode == 2 and "--session" in result.stderr
+
+
+def watch_process(config: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "dispenser", "clinic", "watch", "--config", config, *args],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_watch_survives_anything_a_device_writes(tmp_path, broker):
+    """A retained `[` x 20,000 on status killed every watcher at start; on events, every watcher."""
+    config = write_config(tmp_path / "clinic.toml", tmp_path / "unused.db", broker.port)
+    device = Clinic(broker, client_id=DEVICE).connect()
+    try:
+        device.publish(f"{BASE}/status", b"[" * 20_000, retain=True)
+        device.publish(f"{BASE}/state", b'{"a":' * 20_000, retain=True)
+        watch = watch_process(config, "--count", "1", "--timeout", "60")
+        try:
+            assert watch.stdout.readline().startswith(f"?? {BASE}/")   # subscribed, and alive
+            for payload in HOSTILE_BYTES.values():
+                device.publish(f"{BASE}/events", payload)
+            device.publish(f"{BASE}/alerts", b"[" * 20_000)
+            device.publish(f"{BASE}/events", raw(event(1)))
+            out, err = watch.communicate(timeout=60)
+        finally:
+            watch.kill()
+        device.publish(f"{BASE}/status", b"", retain=True)
+        device.publish(f"{BASE}/state", b"", retain=True)
+    finally:
+        device.close()
+    assert watch.returncode == 0, err
+    assert "Traceback" not in err
+    lines = out.splitlines()
+    assert lines[-1] == event_line(event(1))
+    assert len(lines) == 1 + len(HOSTILE_BYTES) + 1 + 1 and all(line.startswith("?? ") for line in lines[:-1])
+
+
+def test_watch_reports_a_log_edited_and_resent_and_keeps_the_device_from_the_topic(tmp_path, broker):
+    config = write_config(tmp_path / "clinic.toml", tmp_path / "unused.db", broker.port)
+    drafts = ["dose.taken"] * 15 + [Draft("dose.unconfirmed", {})] + ["dose.due"] * 4
+    original = log(*drafts)
+    edited = log(Draft("dose.taken", {}, "id-16"), *drafts[16:], start=16, prev=original[14]["hash"])
+    [forged] = log(Draft("alert.raised", {"severity": "info", "message": "all fine\n\x1b[2J"}),
+                   start=21, prev=edited[-1]["hash"], device="disp-0002")
+    device = Clinic(broker, client_id=DEVICE).connect()
+    try:
+        device.publish(f"{BASE}/status", raw({"online": True}), retain=True)
+        watch = watch_process(config, "--json", "--count", "26", "--timeout", "60")
+        try:
+            assert json.loads(watch.stdout.readline())["topic"] == f"{BASE}/status"   # subscribed
+            for payload in original + edited + [forged]:
+                device.publish(f"{BASE}/events", raw(payload))
+            out, err = watch.communicate(timeout=60)
+        finally:
+            watch.kill()
+    finally:
+        device.close()
+    assert watch.returncode == 0, err
+    assert all(line.isprintable() for line in out.splitlines())
+    lines = [json.loads(line) for line in out.splitlines()]
+    warnings = [line for line in lines if "warning" in line]
+    assert [(w["warning"], w["seq"]) for w in warnings] == [("fork", seq) for seq in range(16, 21)] + [
+        ("device_mismatch", 21)]
+    assert warnings[-1]["device"] == DEVICE and warnings[-1]["event"] == forged
+    assert [line for line in lines if "warning" not in line] == original + edited   # forged only inside
 
 
 # ------------------------------------------------------------------------ sync
