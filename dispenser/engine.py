@@ -14,12 +14,13 @@ from datetime import datetime
 
 from . import __version__
 from .events import GENESIS, canonical, event_hash
-from .rules import DoseRules, Outcome, Release, State, fold
+from .rules import DoseRules, Outcome, Release, State, fold, forget_old
 from .schedule import Schedule, ScheduleError, parse_schedule
 from .store import Store, StoreError
 
 MAX_SCHEDULE_BYTES = 64 * 1024
 MAX_VERSION = 2 ** 63 - 1  # the log keeps versions as SQLite INTEGERs
+FORGET_EVERY = 1000  # events folded at start between two forgettings of old dose records
 
 Mover = Callable[[int, int], None]  # (compartment, quantity): raises when the servo fails
 Listener = Callable[[list[dict]], None]
@@ -74,6 +75,8 @@ class Engine:
                                      f"not starting on it (see `dispenser log verify`)")
                 fold(state, event, self._schedule)
                 self._seen_seq, prev_hash = event["seq"], event["hash"]
+                if self._seen_seq % FORGET_EVERY == 0:  # years of log fold in bounded memory
+                    forget_old(state, min(state.last_at, state.settled_until or state.last_at))
         except sqlite3.Error as error:
             raise StoreError(f"{self.store.name}: the log is damaged after seq {self._seen_seq} "
                              f"({type(error).__name__}); not starting on it") from None
@@ -150,8 +153,17 @@ class Engine:
             Release(e["event_id"], e["data"]["medication_id"], e["data"]["compartment"], e["data"]["quantity"])
             for e in self.store.open_releases()
         ]
-        return self._commit(self.rules.start(now, interrupted, __version__), now,
-                            closing={release.event_id: "uncertain" for release in interrupted})
+        outcome = self._commit(self.rules.start(now, interrupted, __version__), now,
+                               closing={release.event_id: "uncertain" for release in interrupted})
+        self._catch_up(now)
+        return outcome
+
+    def _catch_up(self, now: datetime) -> None:
+        """A long catch-up (after downtime) slice by slice, each its own transaction: memory
+        stays bounded however long the device was off (RULES.md, Downtime)."""
+        while self.rules.catching_up(now):
+            self._commit(self.rules.catch_up(now), now)
+            self._refresh(now)
 
     def stop(self, now: datetime) -> Outcome:
         self._refresh(now)
@@ -159,6 +171,7 @@ class Engine:
 
     def tick(self, now: datetime) -> Outcome:
         self._refresh(now)
+        self._catch_up(now)
         return self._commit(self.rules.tick(now), now)
 
     def press(self, now: datetime) -> Outcome:

@@ -1,0 +1,104 @@
+"""The catch-up after downtime: bounded slices, one summary alert."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from dispenser.rules import CATCH_UP_DOSES
+from dispenser.scheduler import doses_between
+from dispenser.timeutil import format_utc
+from support import Rig, daily, local, schedule
+
+
+def keys(events):
+    return [(e["data"]["medication_id"], e["data"]["scheduled_at"]) for e in events]
+
+
+# -- a long outage: slices, one alert ---------------------------------------------------------------
+
+
+def eight_meds(times=("08:00", "12:00", "18:00", "22:00")) -> dict:
+    return schedule(*[daily(f"med{n}", n, list(times), before=30, after=120) for n in range(1, 9)])
+
+
+def start_counting(rig: Rig, text: str, fail_after: int | None = None) -> list[int]:
+    """Restart at `text` with a listener counting the events of each committed transaction;
+    with `fail_after`, the process dies (raises) right after that many transactions."""
+    rig.now = local(text, rig.tz)
+    rig.engine = rig._engine()
+    batches: list[int] = []
+
+    def listen(events):
+        batches.append(len(events))
+        if fail_after is not None and len(batches) >= fail_after:
+            raise KeyboardInterrupt("power cut")
+
+    rig.engine.listeners.append(listen)
+    try:
+        rig.engine.start(rig.now)
+    except KeyboardInterrupt:
+        pass
+    return batches
+
+
+def expected_misses(rig: Rig, start: str, end: str) -> list[tuple[str, str]]:
+    """The doses whose windows closed in [start, end), by the scheduler itself."""
+    sched = rig.engine.state.schedule
+    doses = doses_between(sched, local(start) - timedelta(days=2), local(end))
+    return sorted((d.medication_id, format_utc(d.scheduled_at)) for d in doses
+                  if local(start) < d.window_end <= local(end))
+
+
+def test_a_months_outage_is_caught_up_in_slices_and_told_in_one_alert(tmp_path):
+    rig = Rig(eight_meds(), "2026-11-24T06:00:00", stock={f"med{n}": 30 for n in range(1, 9)},
+              db=str(tmp_path / "d.db"))
+    rig.at("2026-11-24T07:00:00")
+    batches = start_counting(rig, "2027-01-03T09:00:00")  # off for 40 days
+    missed = rig.events("dose.missed")
+    assert sorted(keys(missed)) == expected_misses(rig, "2026-11-24T07:00:00", "2027-01-03T09:00:00")
+    assert len(set(keys(missed))) == len(missed) == 40 * 32  # each once; today's 08:00 doses are open
+    assert len(batches) >= 6 and max(batches) <= CATCH_UP_DOSES + 2  # a week of schedule a transaction
+    assert {e["at"] for e in missed} == {"2027-01-03T14:00:00.000Z"}  # all logged at the start
+    assert {e["data"]["while"] for e in missed} == {"device_off"}
+    [alert] = [e["data"] for e in rig.events("alert.raised")]
+    assert alert["kind"] == "doses_missed_while_unavailable" and alert["count"] == len(missed)
+    assert alert["events"] == [e["event_id"] for e in missed][:100]  # capped, and says so
+    assert alert["first_window_end"] == "2026-11-24T15:00:00Z" and alert["last_window_end"] == "2027-01-03T05:00:00Z"
+    assert alert["compartments"] == list(range(1, 9))
+    assert alert["message"] == (
+        "1280 doses from compartments 1, 2, 3, 4, 5, 6, 7, 8 were missed while the dispenser was off, so it "
+        "could not give them: their windows closed between 2026-11-24 10:00 and 2027-01-03 00:00. "
+        "The first 100 are listed.")
+    assert "med" not in alert["message"]
+    assert {e["data"]["scheduled_at"] for e in rig.events("dose.due")} >= {"2027-01-03T13:00:00Z"}  # today's
+    ats = [e["at"] for e in rig.events()]
+    assert ats == sorted(ats) and rig.store.verify()[0]
+
+
+def test_a_catch_up_cut_by_a_power_cut_goes_on_where_the_log_says_and_misses_nothing_twice(tmp_path):
+    rig = Rig(schedule(daily("a", 1, ["08:00", "20:00"]), daily("b", 2, ["09:00"])), "2026-11-24T06:00:00",
+              stock={"a": 30, "b": 30}, db=str(tmp_path / "d.db"))
+    rig.at("2026-11-24T07:00:00")
+    assert len(start_counting(rig, "2027-01-03T06:00:00", fail_after=3)) == 3  # dies three slices into 40 days
+    first = rig.events("dose.missed")
+    assert 0 < len(first) < 120 and rig.events("alert.raised") == []
+    start_counting(rig, "2027-01-03T06:10:00")
+    missed = rig.events("dose.missed")
+    assert sorted(keys(missed)) == expected_misses(rig, "2026-11-24T07:00:00", "2027-01-03T06:10:00")
+    assert len(set(keys(missed))) == len(missed) == 40 * 3
+    assert {e["data"]["while"] for e in missed} == {"device_off"}  # also those after the cut
+    [alert] = rig.events("alert.raised")
+    assert alert["data"]["events"] == [e["event_id"] for e in missed][:100] and alert["data"]["count"] == 120
+
+
+def test_a_dose_a_minute_is_caught_up_a_bounded_number_of_doses_at_a_time(tmp_path):
+    every_minute = {"id": "m", "name": "M", "compartment": 1, "window": {"before_min": 0, "after_min": 1},
+                    "dosage": [{"timing": {"repeat": {"frequency": 60, "period": 1, "periodUnit": "h",
+                                                      "boundsPeriod": {"start": "2026-11-24T00:00:00"}}},
+                                "doseAndRate": [{"doseQuantity": {"value": 1}}]}]}
+    rig = Rig(schedule(every_minute), "2026-11-24T06:00:00", stock={"m": 5}, db=str(tmp_path / "d.db"))
+    batches = start_counting(rig, "2026-11-25T06:00:00")
+    missed = rig.events("dose.missed")
+    assert len(missed) == len(set(keys(missed))) == 24 * 60
+    assert len(batches) >= 5 and max(batches) <= 257
+    [alert] = [e["data"] for e in rig.events("alert.raised") if "missed" in e["data"]["kind"]]
+    assert alert["count"] == len(missed) and len(alert["events"]) == 100
