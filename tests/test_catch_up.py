@@ -1,16 +1,90 @@
-"""The catch-up after downtime: bounded slices, one summary alert."""
+"""The catch-up after downtime: bounded slices, one summary alert, and a first boot with the clock ahead."""
 from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
+from dispenser.engine import Engine
 from dispenser.rules import CATCH_UP_DOSES
 from dispenser.scheduler import doses_between
 from dispenser.timeutil import format_utc
 from support import Rig, daily, local, schedule
 
 
+def set_clock(rig: Rig, text: str):
+    """The wall clock now reads `text` (local), whichever way it moved; the engine ticks."""
+    rig.now = local(text, rig.tz)
+    rig.engine.tick(rig.now)
+    return rig.now
+
+
+def walk(rig: Rig, text: str, step: timedelta = timedelta(minutes=30)) -> None:
+    """Let true time pass to `text` on a correct clock, ticking every `step` (the daemon's loop)."""
+    end = local(text, rig.tz)
+    while rig.now + step < end:
+        rig.now += step
+        rig.engine.tick(rig.now)
+    rig.now = end
+    rig.engine.tick(rig.now)
+
+
 def keys(events):
     return [(e["data"]["medication_id"], e["data"]["scheduled_at"]) for e in events]
+
+
+@pytest.mark.xfail(strict=True, reason="the days a first boot's clock jumped over are never judged")
+def test_a_first_boot_with_the_clock_days_ahead_still_judges_the_days_it_jumped_over(tmp_path):
+    """A new device whose clock reads three days ahead (taken at its word, `"always"`) is set up,
+    then the clock is corrected. The doses of the three days between truly exist (the schedule
+    was truly applied before them); nothing can be released while the clock reads earlier than
+    the log, so each is missed once when the clock passes the log again, never released."""
+    rig = Rig(schedule(daily("sertraline", 1, ["08:00"])), "2026-11-27T06:00:00",  # truly 11-24 06:00
+              stock={"sertraline": 30}, db=str(tmp_path / "d.db"))
+    set_clock(rig, "2026-11-24T06:01:00")  # corrected: behind the log by three days
+    walk(rig, "2026-11-25T12:00:00")
+    rig.restart("2026-11-25T12:05:00")  # a power cut meanwhile changes nothing
+    walk(rig, "2026-11-27T07:45:00")
+    assert rig.engine.press(rig.now).feedback == "released"  # the clock has passed the log: today's dose
+    walk(rig, "2026-11-28T12:00:00")
+    missed = rig.events("dose.missed")
+    assert keys(missed) == [("sertraline", "2026-11-24T13:00:00Z"), ("sertraline", "2026-11-25T13:00:00Z"),
+                            ("sertraline", "2026-11-26T13:00:00Z"), ("sertraline", "2026-11-28T13:00:00Z")]
+    assert [e["data"].get("while") for e in missed] == ["clock_behind"] * 3 + [None]
+    assert keys(rig.events("dose.released")) == [("sertraline", "2026-11-27T13:00:00Z")]
+    ats = [e["at"] for e in rig.events()]
+    assert ats == sorted(ats) and rig.store.verify()[0]
+
+
+class FirstBootRig(Rig):
+    """A device whose clock is trusted only once `synced` (timesyncd's marker, simplified)."""
+
+    synced = False
+
+    def _engine(self) -> Engine:
+        return Engine(self.store, self.compartments, "America/New_York", mover=self.mover, new_id=self.new_id,
+                      clock_trusted=lambda: self.synced)
+
+
+@pytest.mark.xfail(strict=True, reason="the days a first boot's clock jumped over are never judged")
+def test_a_first_boot_ahead_waiting_for_ntp_judges_the_days_between_too(tmp_path):
+    """`"synchronized"`: the empty log's first event takes the clock at its word (three days
+    ahead); set up before NTP answers, everything is logged at that time; NTP then sets the
+    clock back. The schedule was truly applied before the days between: their doses exist."""
+    rig = FirstBootRig(schedule(daily("sertraline", 1, ["08:00", "20:00"])), "2026-11-27T06:00:00",
+                       stock={"sertraline": 30}, db=str(tmp_path / "d.db"))
+    rig.synced = True
+    set_clock(rig, "2026-11-24T06:01:00")
+    walk(rig, "2026-11-27T07:45:00")
+    assert rig.engine.press(rig.now).feedback == "released"
+    missed = rig.events("dose.missed")
+    assert [e["data"]["scheduled_at"][8:13] for e in missed] == ["24T13", "25T01", "25T13", "26T01", "26T13", "27T01"]
+    assert {e["data"]["while"] for e in missed} == {"clock_behind"}
+    [alert] = [e["data"] for e in rig.events("alert.raised") if "missed" in e["data"]["kind"]]
+    assert alert["events"] == [e["event_id"] for e in missed] and alert["count"] == 6
+    walk(rig, "2026-11-28T12:00:00")
+    assert len(rig.events("dose.missed")) == 8 and len(rig.events("dose.released")) == 1  # 27T20, 28T08 missed
+    assert rig.store.verify()[0]
 
 
 # -- a long outage: slices, one alert ---------------------------------------------------------------
