@@ -91,6 +91,11 @@ class State:
     # (the last event before a start, to the start) and waiting for a trusted clock.
     off: tuple[datetime, datetime] | None = None
     clock_held: tuple[datetime, datetime | None] | None = None
+    # A trusted wall clock seen behind the log (`clock.behind`): (its time, the log's time).
+    behind: tuple[datetime, datetime] | None = None
+    # Windows no step has judged yet although they end before `settled_until`: those of a
+    # schedule applied while the log's time ran ahead (from, the log's time then).
+    unjudged: tuple[datetime, datetime] | None = None
     # Doses missed while the device could not give them, not yet in an alert.
     missed_together: "MissedTogether | None" = None
 
@@ -142,10 +147,11 @@ class Outcome:
 UNAVAILABLE_TEXT = {
     "device_off": "was off",
     "clock_unsynchronized": "was off or waiting for the correct time",
+    "clock_behind": "was waiting for its clock, set back, to pass the time it had logged",
 }
 
 # Logged before the catch-up they may trigger: they settle no window.
-BEFORE_CATCH_UP = ("device.started", "clock.synchronized", "clock.unsynchronized")
+BEFORE_CATCH_UP = ("device.started", "clock.synchronized", "clock.unsynchronized", "clock.behind")
 
 
 def fold(state: State, event: dict, schedule_loader: Callable[[int], Schedule | None]) -> None:
@@ -185,8 +191,10 @@ def fold(state: State, event: dict, schedule_loader: Callable[[int], Schedule | 
 
 
 def _fold_catch_up(state: State, kind: str, data: dict, at: datetime, event_id: str | None) -> None:
-    """What the catch-up carries across its slices and restarts: the missed doses the
-    caregiver has not been told of yet."""
+    """What the catch-up carries across its slices and restarts: the windows still to judge
+    after a clock set back, and the missed doses the caregiver has not been told of yet."""
+    if state.unjudged is not None and at > state.unjudged[1]:
+        state.unjudged = None  # the clock has passed the log: the catch-up has taken them on
     if kind == "dose.missed" and data.get("while"):
         together = state.missed_together = state.missed_together or MissedTogether()
         end = parse_utc(data["window_end"])
@@ -199,6 +207,14 @@ def _fold_catch_up(state: State, kind: str, data: dict, at: datetime, event_id: 
         together.reasons.add(data["while"])
     elif kind == "alert.raised" and data.get("kind") == MISSED_TOGETHER:
         state.missed_together = None
+    elif kind == "clock.behind":
+        wall = parse_utc(data["wall"])
+        state.behind = (wall, at)
+        applied = state.schedule_applied_at
+        if applied is not None and wall < applied:
+            # Applied while the log's time ran ahead: truly at or before `wall`, so its doses
+            # since then exist, and none of them was judged.
+            state.schedule_applied_at, state.unjudged = wall, (wall, at)
 
 
 def forget_old(state: State, now: datetime) -> None:
@@ -470,8 +486,12 @@ class DoseRules:
         return self._span
 
     def _judged_until(self) -> datetime | None:
-        """Every window ending by then has been judged."""
-        return self.state.settled_until
+        """Every window ending by then has been judged: `settled_until`, or earlier where a
+        schedule was applied while the log ran ahead (`State.unjudged`)."""
+        settled, unjudged = self.state.settled_until, self.state.unjudged
+        if unjudged is not None and (settled is None or unjudged[0] < settled):
+            return unjudged[0]
+        return settled
 
     def catch_up(self, now: datetime) -> Outcome:
         """One bounded step of `tick`: up to `now`, or, after a long downtime, one slice.
@@ -484,9 +504,11 @@ class DoseRules:
         """
         outcome = Outcome()
         if self.time_unknown(now):
+            self._note_clock_behind(outcome, now)
             return outcome
         now = truncate_ms(now)
         since = self._judged_until()
+        self.state.settled_until, self.state.unjudged = since, None
         span = self._catch_up_span()
         horizon = now if since is None or now - since <= span else since + span
         closed, open_ = [], []
@@ -524,6 +546,20 @@ class DoseRules:
         self._forget_old(horizon)
         return outcome
 
+    def _note_clock_behind(self, outcome: Outcome, now: datetime) -> None:
+        """Log a trusted clock found behind the moment the schedule in force was logged applied.
+
+        That schedule was applied while the log's time ran ahead (a first boot with the clock
+        days ahead), so truly at or before this clock's time: the doses in between exist, and
+        will be judged once the clock has passed the log (nothing can be released before).
+        Not where the log's time ran ahead for longer than records are kept: a dose judged
+        then and forgotten could be judged again.
+        """
+        applied, last, wall = self.state.schedule_applied_at, self.state.last_at, truncate_ms(now)
+        if not self.clock_trusted or applied is None or wall >= applied or applied < last - KEEP_FINAL:
+            return
+        self._emit(outcome, "clock.behind", {"wall": format_at(wall)}, last)
+
     def _reminders_passed(self, dose: Dose, now: datetime) -> int:
         if now < dose.scheduled_at:
             return 0
@@ -540,7 +576,9 @@ class DoseRules:
     def _missed(self, outcome: Outcome, dose: Dose, now: datetime) -> None:
         """A window closed unreleased. One alert each while the device could give it; the ones
         it could not (off, a wrong clock) are told together once caught up."""
-        unavailable = self._unavailable_at(dose.window_end)
+        behind = self.state.behind
+        unavailable = "clock_behind" if behind and behind[0] < dose.window_end <= behind[1] \
+            else self._unavailable_at(dose.window_end)
         data = dose_data(dose, **({"while": unavailable} if unavailable else {}))
         draft = self._emit(outcome, "dose.missed", data, now)
         if unavailable:
@@ -952,14 +990,14 @@ class DoseRules:
             "schedule_version": self.state.schedule.version if self.state.schedule else None}, now)
         # The doses they released, found before the catch-up (in the first report) forgets old records.
         released = {r.release_event_id: r for r in self.state.doses.values() if r.release_event_id}
-        judged = self.state.settled_until
+        judged = self.state.settled_until, self.state.unjudged
         self._paused = True
         try:
             for release in open_releases:
                 outcome.extend(self.release_uncertain(now, release, released.get(release.event_id)))
         finally:
             self._paused = False
-        self.state.settled_until = judged  # the reports judged no window
+        self.state.settled_until, self.state.unjudged = judged  # the reports judged no window
         outcome.extend(self.catch_up(raw))
         settled = self.state.settled_until
         if settled is not None and settled < now and outcome.drafts[-1].type not in BEFORE_CATCH_UP:

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
-
 from dispenser.engine import Engine
 from dispenser.rules import CATCH_UP_DOSES
 from dispenser.scheduler import doses_between
@@ -33,7 +31,6 @@ def keys(events):
     return [(e["data"]["medication_id"], e["data"]["scheduled_at"]) for e in events]
 
 
-@pytest.mark.xfail(strict=True, reason="the days a first boot's clock jumped over are never judged")
 def test_a_first_boot_with_the_clock_days_ahead_still_judges_the_days_it_jumped_over(tmp_path):
     """A new device whose clock reads three days ahead (taken at its word, `"always"`) is set up,
     then the clock is corrected. The doses of the three days between truly exist (the schedule
@@ -66,7 +63,6 @@ class FirstBootRig(Rig):
                       clock_trusted=lambda: self.synced)
 
 
-@pytest.mark.xfail(strict=True, reason="the days a first boot's clock jumped over are never judged")
 def test_a_first_boot_ahead_waiting_for_ntp_judges_the_days_between_too(tmp_path):
     """`"synchronized"`: the empty log's first event takes the clock at its word (three days
     ahead); set up before NTP answers, everything is logged at that time; NTP then sets the
