@@ -172,3 +172,23 @@ def test_a_dose_a_minute_is_caught_up_a_bounded_number_of_doses_at_a_time(tmp_pa
     assert len(batches) >= 5 and max(batches) <= 257
     [alert] = [e["data"] for e in rig.events("alert.raised") if "missed" in e["data"]["kind"]]
     assert alert["count"] == len(missed) and len(alert["events"]) == 100
+
+
+def test_a_month_waiting_for_ntp_is_caught_up_by_ticks_in_slices_and_told_once(tmp_path):
+    """The daemon's ticks catch up in slices too (here: a month with no NTP, then the clock is trusted)."""
+    rig = FirstBootRig(eight_meds(), "2026-11-24T06:00:00", stock={f"med{n}": 30 for n in range(1, 9)},
+                       db=str(tmp_path / "d.db"))
+    rig.synced = True
+    rig.at("2026-11-24T07:00:00")
+    rig.synced = False
+    walk(rig, "2026-12-24T07:00:00", step=timedelta(hours=6))  # held: nothing judged
+    assert rig.events("dose.missed") == []
+    batches: list[int] = []
+    rig.engine.listeners.append(lambda events: batches.append(len(events)))
+    rig.synced = True
+    rig.engine.tick(rig.now)
+    missed = rig.events("dose.missed")
+    assert len(missed) == len(set(keys(missed))) == 30 * 32 and len(batches) >= 5
+    assert max(batches) <= CATCH_UP_DOSES + 2 and {e["data"]["while"] for e in missed} == {"clock_unsynchronized"}
+    [alert] = [e["data"] for e in rig.events("alert.raised") if "missed" in e["data"]["kind"]]
+    assert alert["count"] == 960 and "waiting for the correct time" in alert["message"]
