@@ -113,6 +113,7 @@ class MissedTogether:
     event_ids: list[str] = field(default_factory=list)
     compartments: set[int] = field(default_factory=set)
     reasons: set[str] = field(default_factory=set)
+    last_id: str | None = None  # the latest one's event_id
 
 
 @dataclass(frozen=True)
@@ -205,8 +206,10 @@ def _fold_catch_up(state: State, kind: str, data: dict, at: datetime, event_id: 
             together.event_ids.append(event_id)
         together.compartments.add(data["compartment"])
         together.reasons.add(data["while"])
-    elif kind == "alert.raised" and data.get("kind") == MISSED_TOGETHER:
-        state.missed_together = None
+        together.last_id = event_id
+    elif kind == "alert.raised" and state.missed_together is not None and (
+            data.get("kind") == MISSED_TOGETHER or state.missed_together.last_id in data.get("events", ())):
+        state.missed_together = None  # told; or, in a log from before this alert, told one by one
     elif kind == "clock.behind":
         wall = parse_utc(data["wall"])
         state.behind = (wall, at)

@@ -4,7 +4,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from dispenser.engine import Engine
-from dispenser.rules import CATCH_UP_DOSES
+from dispenser.events import Draft
+from dispenser.rules import CATCH_UP_DOSES, dose_data
 from dispenser.scheduler import doses_between
 from dispenser.timeutil import format_utc
 from support import Rig, daily, local, schedule
@@ -192,3 +193,16 @@ def test_a_month_waiting_for_ntp_is_caught_up_by_ticks_in_slices_and_told_once(t
     assert max(batches) <= CATCH_UP_DOSES + 2 and {e["data"]["while"] for e in missed} == {"clock_unsynchronized"}
     [alert] = [e["data"] for e in rig.events("alert.raised") if "missed" in e["data"]["kind"]]
     assert alert["count"] == 960 and "waiting for the correct time" in alert["message"]
+
+
+def test_a_log_from_before_the_one_alert_raises_no_alert_for_doses_it_told_one_by_one(tmp_path):
+    rig = Rig(schedule(daily("a", 1, ["08:00"])), "2026-11-24T06:00:00", stock={"a": 30}, db=str(tmp_path / "d.db"))
+    dose = rig.engine.rules.releasable(local("2026-11-24T08:00:00"))[0]
+    missed, alert = rig.store.append([  # as the software before wrote them: an alert per dose
+        Draft("dose.missed", dose_data(dose, **{"while": "device_off"}), "00000000-0000-4000-8000-0000000000aa"),
+        Draft("alert.raised", {"alert_id": "x", "kind": "dose_missed", "severity": "warning", "message": "...",
+                               "events": ["00000000-0000-4000-8000-0000000000aa"]}, "")],
+        local("2026-11-24T11:00:00"))
+    rig.restart("2026-11-24T11:05:00")
+    rig.at("2026-11-25T07:00:00")
+    assert [e["data"]["kind"] for e in rig.events("alert.raised")] == ["dose_missed"]
