@@ -476,6 +476,7 @@ class DoseRules:
         return self._slicing()[2]
 
     def _slicing(self) -> tuple[Schedule | None, timedelta, timedelta]:
+        """(schedule, span, reach), worked out once per schedule in force."""
         schedule = self.state.schedule
         if self._span is None or self._span[0] is not schedule:
             per_day, reach = 0.0, MAX_WINDOW_SIDE
@@ -484,7 +485,10 @@ class DoseRules:
                 per_day = sum(timedelta(days=1) / d.interval if d.interval else len(d.times) / d.period_days
                               for _, d in dosages)
                 reach = max((max(m.window_before, m.window_after) for m, _ in dosages), default=reach)
-            span = min(CATCH_UP_STEP, timedelta(days=CATCH_UP_DOSES / per_day)) if per_day else CATCH_UP_STEP
+            # Whole seconds (a slice's end is logged in `caught_up_to`, with milliseconds), and
+            # at least a minute, so that every slice gets somewhere.
+            seconds = int(86400 * CATCH_UP_DOSES / per_day) if per_day else CATCH_UP_STEP.total_seconds()
+            span = min(CATCH_UP_STEP, timedelta(seconds=max(60, seconds)))
             self._span = (schedule, span, reach + timedelta(minutes=1))
         return self._span
 
