@@ -503,8 +503,9 @@ class DoseRules:
     def catch_up(self, now: datetime) -> Outcome:
         """One bounded step of `tick`: up to `now`, or, after a long downtime, one slice.
 
-        A slice judges the windows that closed within a day of schedule time (at most
-        CATCH_UP_DOSES of them), all logged at `now`; its last event carries `caught_up_to`,
+        A slice judges the windows that closed within its span of schedule time (about
+        CATCH_UP_DOSES doses, at most a week; never more than CATCH_UP_DOSES windows), all
+        logged at `now`; its last event carries `caught_up_to`,
         so that the log says how far the catch-up got, and `_forget_old` drops what it
         judged. The doses missed while the device could not give them are told in one
         alert once the last slice is done.
