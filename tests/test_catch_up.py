@@ -42,6 +42,8 @@ def test_a_first_boot_with_the_clock_days_ahead_still_judges_the_days_it_jumped_
     set_clock(rig, "2026-11-24T06:01:00")  # corrected: behind the log by three days
     walk(rig, "2026-11-25T12:00:00")
     rig.restart("2026-11-25T12:05:00")  # a power cut meanwhile changes nothing
+    walk(rig, "2026-11-26T08:00:00")
+    assert rig.engine.press(rig.now).detail["reason"] == "clock_behind"  # truly in the window, but held
     walk(rig, "2026-11-27T07:45:00")
     assert rig.engine.press(rig.now).feedback == "released"  # the clock has passed the log: today's dose
     walk(rig, "2026-11-28T12:00:00")
@@ -49,6 +51,11 @@ def test_a_first_boot_with_the_clock_days_ahead_still_judges_the_days_it_jumped_
     assert keys(missed) == [("sertraline", "2026-11-24T13:00:00Z"), ("sertraline", "2026-11-25T13:00:00Z"),
                             ("sertraline", "2026-11-26T13:00:00Z"), ("sertraline", "2026-11-28T13:00:00Z")]
     assert [e["data"].get("while") for e in missed] == ["clock_behind"] * 3 + [None]
+    [behind] = rig.events("clock.behind")
+    assert (behind["data"]["wall"], behind["at"]) == ("2026-11-24T11:01:00.000Z", "2026-11-27T11:00:00.000Z")
+    alerts = [e["data"] for e in rig.events("alert.raised") if "missed" in e["data"]["kind"]]
+    assert [(a["kind"], a["count"] if "count" in a else a["events"]) for a in alerts] == [
+        ("doses_missed_while_unavailable", 3), ("dose_missed", [missed[3]["event_id"]])]
     assert keys(rig.events("dose.released")) == [("sertraline", "2026-11-27T13:00:00Z")]
     ats = [e["at"] for e in rig.events()]
     assert ats == sorted(ats) and rig.store.verify()[0]
