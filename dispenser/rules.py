@@ -650,8 +650,6 @@ class DoseRules:
         """
         if not self.clock_trusted:
             return None
-        if self.catching_up(now):  # a catch-up left unfinished (the log refused a slice): at once
-            return self.log_time(now)
         now = self.log_time(now)
         moments = []
         for dose in self._live_doses(now):

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from dispenser.engine import Engine
 from dispenser.events import Draft
 from dispenser.rules import CATCH_UP_DOSES, dose_data
 from dispenser.scheduler import doses_between
+from dispenser.store import StoreError
 from dispenser.timeutil import format_utc
 from support import Rig, daily, local, schedule
 
@@ -213,3 +216,31 @@ def test_a_log_from_before_the_one_alert_raises_no_alert_for_doses_it_told_one_b
     rig.restart("2026-11-24T11:05:00")
     rig.at("2026-11-25T07:00:00")
     assert [e["data"]["kind"] for e in rig.events("alert.raised")] == ["dose_missed"]
+
+
+def test_a_disk_full_in_the_middle_of_a_catch_up_is_finished_by_a_later_tick(tmp_path):
+    rig = Rig(eight_meds(), "2026-11-24T06:00:00", stock={f"med{n}": 30 for n in range(1, 9)},
+              db=str(tmp_path / "d.db"))
+    rig.at("2026-11-24T07:00:00")
+    append, calls = rig.store.append, []
+
+    def full_after_three(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 3:
+            raise StoreError("d.db: database or disk is full")
+        return append(*args, **kwargs)
+
+    rig.store.append = full_after_three
+    rig.now = local("2027-01-03T09:00:00")
+    rig.engine = rig._engine()
+    with pytest.raises(StoreError):
+        rig.engine.start(rig.now)
+    assert rig.engine.next_wakeup(rig.now) > rig.now  # no busy loop while the disk is full
+    rig.store.append = append  # space again
+    rig.now += timedelta(minutes=1)
+    rig.engine.tick(rig.now)
+    missed = rig.events("dose.missed")
+    assert sorted(keys(missed)) == expected_misses(rig, "2026-11-24T07:00:00", "2027-01-03T09:01:00")
+    assert len(set(keys(missed))) == len(missed) == 40 * 32
+    [alert] = rig.events("alert.raised")
+    assert alert["data"]["count"] == 40 * 32
