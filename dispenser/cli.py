@@ -284,7 +284,9 @@ def schedule_apply(args) -> int:
     parse_schedule(document, config.timezone)  # a bad file changes nothing, not even the log
     engine = _engine(args, config)
     try:
-        outcome = engine.apply_schedule(_now(), document, "local")
+        now = _now()
+        engine.tick(now)  # a long catch-up first, slice by slice (RULES.md, Downtime)
+        outcome = engine.apply_schedule(now, document, "local")
     finally:
         engine.store.close()
     if outcome.feedback != "applied":
@@ -306,7 +308,9 @@ def cmd_refill(args) -> int:
             known = ", ".join(item.medication_id for item in model.stock) \
                 if model.schedule_version is not None else "none: no schedule in force"
             raise UserError(f"{args.medication!r} is not in the schedule in force (known: {known})")
-        engine.refill(_now(), args.medication, args.count)
+        now = _now()
+        engine.tick(now)  # a long catch-up first, slice by slice (RULES.md, Downtime)
+        engine.refill(now, args.medication, args.count)
         compartment = medication.compartment
     finally:
         engine.store.close()

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from . import __version__
 from .events import GENESIS, canonical, event_hash
 from .readmodel import DoseView, ReadModel, StockView
-from .rules import DoseRules, Outcome, Release, State, fold
+from .rules import DoseRules, Outcome, Release, State, fold, forget_old
 from .schedule import Schedule, ScheduleError, parse_schedule
 from .store import Store, StoreError
 from .timeutil import format_utc, parse_utc
@@ -29,6 +29,7 @@ from .timeutil import format_utc, parse_utc
 MAX_SCHEDULE_BYTES = 64 * 1024
 MAX_VERSION = 2 ** 63 - 1  # the log keeps versions as SQLite INTEGERs
 CLOCK_SKEW = timedelta(minutes=5)  # a schedule from the clinic issued later than this is from the future
+FORGET_EVERY = 1000  # events folded at start between two forgettings of old dose records
 
 Mover = Callable[[int, int], None]  # (compartment, quantity): raises when the servo fails
 Listener = Callable[[list[dict]], None]
@@ -108,6 +109,8 @@ class Engine:
                                      f"not starting on it (see `dispenser log verify`)")
                 fold(state, event, self._schedule)
                 self._seen_seq, self._last_type, prev_hash = event["seq"], event["type"], event["hash"]
+                if self._seen_seq % FORGET_EVERY == 0:  # years of log fold in bounded memory
+                    forget_old(state, min(state.last_at, state.settled_until or state.last_at))
         except sqlite3.Error as error:
             raise StoreError(f"{self.store.name}: the log is damaged after seq {self._seen_seq} "
                              f"({type(error).__name__}); not starting on it") from None
@@ -245,12 +248,22 @@ class Engine:
             ]
             closing.update({release.event_id: "uncertain" for release in interrupted})
             return self.rules.start(now, interrupted, __version__)
-        return self._decide(now, decide, closing)
+        outcome = self._decide(now, decide, closing)
+        self._catch_up(now)
+        return outcome
+
+    def _catch_up(self, now: datetime) -> None:
+        """A long catch-up (after downtime) slice by slice, each its own transaction: memory
+        stays bounded however long the device was off (RULES.md, Downtime)."""
+        self.rules.clock_trusted = self._clock_trusted()  # whether time may pass at all; each slice asks again
+        while self.rules.catching_up(now):
+            self._decide(now, lambda: self.rules.catch_up(now))
 
     def stop(self, now: datetime) -> Outcome:
         return self._decide(now, lambda: self.rules.stop(now))
 
     def tick(self, now: datetime) -> Outcome:
+        self._catch_up(now)
         return self._decide(now, lambda: self.rules.tick(now))
 
     def press(self, now: datetime) -> Outcome:

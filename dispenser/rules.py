@@ -36,6 +36,15 @@ PRN_HISTORY = timedelta(days=367)
 DENIALS_PER_ALERT = 3
 DENIAL_WINDOW = timedelta(hours=24)
 STOCK_LOW_DAYS = 3
+# A catch-up after a long downtime goes in slices, each committed before the next is
+# computed, so memory does not grow with the outage: about CATCH_UP_DOSES doses of the
+# schedule's time, at most a week of it, and never more than CATCH_UP_DOSES windows.
+CATCH_UP_STEP = timedelta(days=7)
+CATCH_UP_DOSES = 256
+KEEP_FINAL = timedelta(days=3)  # final dose records are kept this long after their window ends
+# Doses found missed while the device could not give them reach the caregiver as one alert.
+MISSED_TOGETHER = "doses_missed_while_unavailable"
+MISSED_TOGETHER_IDS = 100  # the event_ids it lists at most; `count` says how many there were
 
 FINAL = {"taken", "missed", "skipped", "failed", "held"}
 
@@ -95,6 +104,29 @@ class State:
     # (the last event before a start, to the start) and waiting for a trusted clock.
     off: tuple[datetime, datetime] | None = None
     clock_held: tuple[datetime, datetime | None] | None = None
+    # A trusted wall clock seen behind the log (`clock.behind`): (its time, the log's time).
+    behind: tuple[datetime, datetime] | None = None
+    # Windows no step has judged yet although they end before `settled_until`: those of a
+    # schedule applied while the log's time ran ahead (from, the log's time then).
+    unjudged: tuple[datetime, datetime] | None = None
+    # Doses missed while the device could not give them, not yet in an alert.
+    missed_together: "MissedTogether | None" = None
+
+
+@dataclass
+class MissedTogether:
+    """Doses found missed together (after downtime, or a wrong clock): one alert for them all.
+
+    Bounded however long the outage: a count, the span, and at most MISSED_TOGETHER_IDS ids.
+    """
+
+    count: int = 0
+    first_end: datetime | None = None
+    last_end: datetime | None = None
+    event_ids: list[str] = field(default_factory=list)
+    compartments: set[int] = field(default_factory=set)
+    reasons: set[str] = field(default_factory=set)
+    last_id: str | None = None  # the latest one's event_id
 
 
 @dataclass(frozen=True)
@@ -127,23 +159,25 @@ class Outcome:
 
 
 UNAVAILABLE_TEXT = {
-    "device_off": " The dispenser was off then, so it could not give it.",
-    "clock_unsynchronized": " The dispenser was off or waiting for the correct time then, so it could not give it.",
+    "device_off": "was off",
+    "clock_unsynchronized": "was off or waiting for the correct time",
+    "clock_behind": "was waiting for its clock, set back, to pass the time it had logged",
 }
 
 # Logged before the catch-up they may trigger: they settle no window.
-BEFORE_CATCH_UP = ("device.started", "clock.synchronized", "clock.unsynchronized")
+BEFORE_CATCH_UP = ("device.started", "clock.synchronized", "clock.unsynchronized", "clock.behind")
 
 
 def fold(state: State, event: dict, schedule_loader: Callable[[int], Schedule | None]) -> None:
     """Apply one logged event to the state. The only place the state changes."""
     kind, data = event["type"], event["data"]
     at = parse_utc(event["at"])
-    if kind == "device.started" and state.last_at is not None:
-        state.off = (state.last_at, at)
+    if kind == "device.started" and state.last_at is not None:  # off since the catch-up got, if it was cut
+        state.off = (min(state.last_at, state.settled_until or state.last_at), at)
     state.last_at = at
-    if kind not in BEFORE_CATCH_UP:
-        state.settled_until = at
+    if kind not in BEFORE_CATCH_UP:  # a catch-up slice's last event says how far it got
+        state.settled_until = parse_utc(data["caught_up_to"]) if "caught_up_to" in data else at
+    _fold_catch_up(state, kind, data, at, event.get("event_id"))
     if kind == "schedule.applied":
         state.schedule = schedule_loader(data["version"])
         state.schedule_applied_at = at
@@ -165,6 +199,50 @@ def fold(state: State, event: dict, schedule_loader: Callable[[int], Schedule | 
         state.stock_low.add(data["medication_id"])
     elif kind == "stock.empty":
         state.stock_empty.add(data["medication_id"])
+
+
+def _fold_catch_up(state: State, kind: str, data: dict, at: datetime, event_id: str | None) -> None:
+    """What the catch-up carries across its slices and restarts: the windows still to judge
+    after a clock set back, and the missed doses the caregiver has not been told of yet."""
+    if state.unjudged is not None and at > state.unjudged[1]:
+        state.unjudged = None  # the clock has passed the log: the catch-up has taken them on
+    if kind == "dose.missed" and data.get("while"):
+        together = state.missed_together = state.missed_together or MissedTogether()
+        end = parse_utc(data["window_end"])
+        together.count += 1
+        together.first_end = min(together.first_end or end, end)
+        together.last_end = max(together.last_end or end, end)
+        if event_id and len(together.event_ids) < MISSED_TOGETHER_IDS:
+            together.event_ids.append(event_id)
+        together.compartments.add(data["compartment"])
+        together.reasons.add(data["while"])
+        together.last_id = event_id
+    elif kind == "alert.raised" and state.missed_together is not None and (
+            data.get("kind") == MISSED_TOGETHER or state.missed_together.last_id in data.get("events", ())):
+        state.missed_together = None  # told; or, in a log from before this alert, told one by one
+    elif kind == "clock.behind":
+        wall = parse_utc(data["wall"])
+        state.behind = (wall, at)
+        applied = state.schedule_applied_at
+        if applied is not None and wall < applied:
+            # Applied while the log's time ran ahead: truly at or before `wall`, so its doses
+            # since then exist, and none of them was judged.
+            state.schedule_applied_at, state.unjudged = wall, (wall, at)
+
+
+def forget_old(state: State, now: datetime) -> None:
+    """Drop final dose records long past and old as-needed history, as of `now` (a catch-up
+    slice passes its own end, a replay of the log the time it has judged up to)."""
+    cutoff = now - KEEP_FINAL
+    for key in [k for k, r in state.doses.items() if r.window_end < cutoff
+                and (r.status in FINAL or r.status == "released")]:
+        del state.doses[key]
+    for substance, marks in state.releases.items():
+        if marks and marks[0].at < now - PRN_HISTORY:
+            marks = [m for m in marks if m.at >= now - PRN_HISTORY]
+        state.releases[substance] = compact(marks, now - KEEP_EXACT)
+    for medication, items in state.prn_denied.items():
+        state.prn_denied[medication] = [at for at in items if at >= now - timedelta(days=8)]
 
 
 def _fold_dose(state: State, kind: str, data: dict, at: datetime, event_id: str | None) -> None:
@@ -363,8 +441,13 @@ class DoseRules:
         """`_doses_near(now)`, and before them every dose whose window can end after `since`.
 
         After a downtime longer than the expansion reaches back, the catch-up at the start
-        must still find every window that closed meanwhile.
+        must still find every window that closed meanwhile. A slice of a long catch-up (see
+        `catch_up`) needs only the doses whose windows can end within its own day.
         """
+        schedule = self.state.schedule
+        if schedule is not None and since is not None and now - since > self._catch_up_span():
+            reach = self._catch_up_reach()  # windows end within `reach` of their dose
+            return doses_between(schedule, since - reach, since + self._catch_up_span() + reach)
         near = self._doses_near(now)
         schedule, reach = self.state.schedule, self._expansion[1] if self._expansion else now
         if schedule is None or since is None or since - 2 * MAX_WINDOW_SIDE >= reach:
@@ -432,21 +515,96 @@ class DoseRules:
         Not while the clock is untrusted (one running ahead would close windows early), nor
         while it reads earlier than the log (the log's time may have been a wrong one): time
         stands still until the clock is trusted and has passed the log; the catch-up then
-        judges every window that closed meanwhile.
+        judges every window that closed meanwhile. This runs the whole catch-up, for a
+        decision that must come after it (a press, a refill); the engine commits a long one
+        slice by slice first (`catch_up`), so this is then a single step.
+        """
+        if self._paused:
+            return Outcome()
+        outcome = self.catch_up(now)
+        while self.catching_up(now):
+            outcome.extend(self.catch_up(now))
+        return outcome
+
+    _more = False  # the last step stopped short of `now` (its slice was full)
+    _paused = False  # `start` reports interrupted releases before a long catch-up's first slice
+
+    def catching_up(self, now: datetime) -> bool:
+        """Whether a long catch-up has slices left: the engine commits `catch_up` until not."""
+        if self.time_unknown(now):
+            return False
+        since = self._judged_until()
+        return since is not None and (truncate_ms(now) - since > self._catch_up_span()
+                                      or (self._more and since < now))
+
+    _span: tuple[Schedule | None, timedelta, timedelta] | None = None
+
+    def _catch_up_span(self) -> timedelta:
+        """The schedule time one slice covers: about CATCH_UP_DOSES doses of the schedule in
+        force (counted as if all its entries ran at once), at most CATCH_UP_STEP."""
+        return self._slicing()[1]
+
+    def _catch_up_reach(self) -> timedelta:
+        """How far from its dose a window of the schedule in force may end (plus a minute)."""
+        return self._slicing()[2]
+
+    def _slicing(self) -> tuple[Schedule | None, timedelta, timedelta]:
+        """(schedule, span, reach), worked out once per schedule in force."""
+        schedule = self.state.schedule
+        if self._span is None or self._span[0] is not schedule:
+            per_day, reach = 0.0, MAX_WINDOW_SIDE
+            if schedule is not None:
+                dosages = [(m, d) for m in schedule.medications for d in m.dosages]
+                per_day = sum(timedelta(days=1) / d.interval if d.interval else len(d.times) / d.period_days
+                              for _, d in dosages)
+                reach = max((max(m.window_before, m.window_after) for m, _ in dosages), default=reach)
+            # Whole seconds (a slice's end is logged in `caught_up_to`, with milliseconds), and
+            # at least a minute, so that every slice gets somewhere.
+            seconds = int(86400 * CATCH_UP_DOSES / per_day) if per_day else CATCH_UP_STEP.total_seconds()
+            span = min(CATCH_UP_STEP, timedelta(seconds=max(60, seconds)))
+            self._span = (schedule, span, reach + timedelta(minutes=1))
+        return self._span
+
+    def _judged_until(self) -> datetime | None:
+        """Every window ending by then has been judged: `settled_until`, or earlier where a
+        schedule was applied while the log ran ahead (`State.unjudged`)."""
+        settled, unjudged = self.state.settled_until, self.state.unjudged
+        if unjudged is not None and (settled is None or unjudged[0] < settled):
+            return unjudged[0]
+        return settled
+
+    def catch_up(self, now: datetime) -> Outcome:
+        """One bounded step of `tick`: up to `now`, or, after a long downtime, one slice.
+
+        A slice judges the windows that closed within its span of schedule time (about
+        CATCH_UP_DOSES doses, at most a week; never more than CATCH_UP_DOSES windows), all
+        logged at `now`; its last event carries `caught_up_to`,
+        so that the log says how far the catch-up got, and `_forget_old` drops what it
+        judged. The doses missed while the device could not give them are told in one
+        alert once the last slice is done.
         """
         outcome = Outcome()
         if self.time_unknown(now):
+            self._note_clock_behind(outcome, now)
             return outcome
         now = truncate_ms(now)
-        happenings: list[tuple[datetime, int, Callable[[], None]]] = []
-        for dose in self._live_doses(now, since=self.state.settled_until):
+        since = self._judged_until()
+        self.state.settled_until, self.state.unjudged = since, None
+        span = self._catch_up_span()
+        horizon = now if since is None or now - since <= span else since + span
+        closed, open_ = [], []
+        for dose in self._live_doses(now, since=since):
             record = self._record(dose)
-            status = record.status if record else "pending"
-            if status != "pending" or dose.window_start > now:
+            if (record.status if record else "pending") != "pending" or dose.window_start > horizon:
                 continue
-            if dose.window_end <= now:
-                happenings.append((dose.window_end, 2, lambda d=dose: self._missed(outcome, d, now)))
-                continue
+            (closed if dose.window_end <= horizon else open_).append((dose, record))
+        if len(closed) > CATCH_UP_DOSES:  # a dense schedule: stop at the Nth window's end
+            closed.sort(key=lambda item: item[0].window_end)
+            horizon = closed[CATCH_UP_DOSES - 1][0].window_end
+            closed = [item for item in closed if item[0].window_end <= horizon]
+        happenings: list[tuple[datetime, int, Callable[[], None]]] = [
+            (dose.window_end, 2, lambda d=dose: self._missed(outcome, d, now)) for dose, _ in closed]
+        for dose, record in open_ if horizon == now else ():
             if not (record and record.due_logged):
                 happenings.append((dose.window_start, 0, lambda d=dose: self._due(outcome, d, now)))
             reminder = self._reminders_passed(dose, now)
@@ -455,14 +613,33 @@ class DoseRules:
                                    lambda d=dose, n=reminder: self._remind(outcome, d, n, now)))
         for record in list(self.state.doses.values()):
             if record.status == "released" and not record.unconfirmed_logged \
-                    and record.released_at + CONFIRM_AFTER <= now:
+                    and record.released_at + CONFIRM_AFTER <= horizon:
                 happenings.append((record.released_at + CONFIRM_AFTER, 3,
                                    lambda r=record: self._unconfirmed(outcome, r, now)))
         for _, _, happen in sorted(happenings, key=lambda item: (item[0], item[1])):
             happen()
-        self.state.settled_until = now
-        self._forget_old(now)
+        self._more = horizon < now
+        if self._more and outcome.drafts:
+            outcome.drafts[-1].data["caught_up_to"] = format_at(horizon)
+        elif not self._more and self.state.missed_together is not None:
+            self._alert_missed_together(outcome, now)
+        self.state.settled_until = horizon
+        self._forget_old(horizon)
         return outcome
+
+    def _note_clock_behind(self, outcome: Outcome, now: datetime) -> None:
+        """Log a trusted clock found behind the moment the schedule in force was logged applied.
+
+        That schedule was applied while the log's time ran ahead (a first boot with the clock
+        days ahead), so truly at or before this clock's time: the doses in between exist, and
+        will be judged once the clock has passed the log (nothing can be released before).
+        Not where the log's time ran ahead for longer than records are kept: a dose judged
+        then and forgotten could be judged again.
+        """
+        applied, last, wall = self.state.schedule_applied_at, self.state.last_at, truncate_ms(now)
+        if not self.clock_trusted or applied is None or wall >= applied or applied < last - KEEP_FINAL:
+            return
+        self._emit(outcome, "clock.behind", {"wall": format_at(wall)}, last)
 
     def _reminders_passed(self, dose: Dose, now: datetime) -> int:
         if now < dose.scheduled_at:
@@ -485,13 +662,45 @@ class DoseRules:
         self._emit(outcome, "dose.reminder", dose_data(dose, reminder=number), now)
 
     def _missed(self, outcome: Outcome, dose: Dose, now: datetime) -> None:
-        unavailable = self._unavailable_at(dose.window_end)
+        """A window closed unreleased. One alert each while the device could give it; the ones
+        it could not (off, a wrong clock) are told together once caught up."""
+        behind = self.state.behind
+        unavailable = "clock_behind" if behind and behind[0] < dose.window_end <= behind[1] \
+            else self._unavailable_at(dose.window_end)
         data = dose_data(dose, **({"while": unavailable} if unavailable else {}))
         draft = self._emit(outcome, "dose.missed", data, now)
+        if unavailable:
+            return
         self._alert(outcome, "dose_missed", "warning",
                     f"The {self._local(dose.scheduled_at)} dose from compartment {dose.compartment} "
-                    f"was not taken: its window closed at {self._local(dose.window_end)}."
-                    + UNAVAILABLE_TEXT.get(unavailable, ""), [draft], now)
+                    f"was not taken: its window closed at {self._local(dose.window_end)}.", [draft], now)
+
+    def _alert_missed_together(self, outcome: Outcome, now: datetime) -> None:
+        """One alert for the doses missed while the device could not give them: how many, from
+        which compartments, over what span (local times), and their events (the first 100)."""
+        together = self.state.missed_together
+        count, ids = together.count, list(together.event_ids)
+        reasons = sorted(together.reasons)
+        why = UNAVAILABLE_TEXT[reasons[0] if len(reasons) == 1 else "clock_unsynchronized"]
+        compartments = sorted(together.compartments)
+        which = f"compartment{'s' if len(compartments) > 1 else ''} {', '.join(map(str, compartments))}"
+        first, last = self._local_day(together.first_end), self._local_day(together.last_end)
+        span = f"its window closed at {first}" if count == 1 else \
+            f"their windows closed between {first} and {last}"
+        message = (f"{count} dose{'s' if count > 1 else ''} from {which} {'was' if count == 1 else 'were'} "
+                   f"missed while the dispenser {why}, so it could not give "
+                   f"{'it' if count == 1 else 'them'}: {span}.")
+        if len(ids) < count:
+            message += f" The first {len(ids)} are listed."
+        self._emit(outcome, "alert.raised", {
+            "alert_id": self.new_id(), "kind": MISSED_TOGETHER, "severity": "warning", "message": message,
+            "events": ids, "count": count, "compartments": compartments,
+            "first_window_end": format_utc(together.first_end), "last_window_end": format_utc(together.last_end),
+            "while": sorted(together.reasons)}, now)
+
+    def _local_day(self, moment: datetime) -> str:
+        tz = self.state.schedule.tz if self.state.schedule else None
+        return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M") if tz else moment.strftime("%Y-%m-%d %H:%M UTC")
 
     def _unavailable_at(self, moment: datetime) -> str | None:
         """Why the device could not give a dose at `moment`, when a window closed then: the
@@ -512,16 +721,7 @@ class DoseRules:
 
     def _forget_old(self, now: datetime) -> None:
         """Keep the state small on a device that runs for years: old final doses go."""
-        cutoff = now - timedelta(days=3)
-        for key in [k for k, r in self.state.doses.items() if r.window_end < cutoff
-                    and (r.status in FINAL or r.status == "released")]:
-            del self.state.doses[key]
-        for substance, marks in self.state.releases.items():
-            marks = [m for m in marks if m.at >= now - PRN_HISTORY] if marks and marks[0].at < now - PRN_HISTORY \
-                else marks
-            self.state.releases[substance] = compact(marks, now - KEEP_EXACT)
-        for medication, items in self.state.prn_denied.items():
-            self.state.prn_denied[medication] = [at for at in items if at >= now - timedelta(days=8)]
+        forget_old(self.state, now)
 
     def next_wakeup(self, now: datetime) -> datetime | None:
         """The next moment at which `tick` would log something, for a loop that sleeps till then.
@@ -910,17 +1110,33 @@ class DoseRules:
         return outcome
 
     def start(self, now: datetime, open_releases: list[Release], software: str) -> Outcome:
-        """After a start: report releases a stop interrupted, then catch up on what passed meanwhile."""
-        now = self.log_time(now)
+        """After a start: report releases a stop interrupted, then catch up on what passed meanwhile.
+
+        Only the catch-up's first step is here: after a long downtime the engine commits the
+        other slices (`catch_up`). The interrupted releases are reported before it, so that
+        their reports go in the transaction that closes their intents.
+        """
+        raw, now = now, self.log_time(now)
         outcome = Outcome()
         self._emit(outcome, "device.started", {
             "software": software,
             "schedule_version": self.state.schedule.version if self.state.schedule else None}, now)
         # The doses they released, found before the catch-up (in the first report) forgets old records.
         released = {r.release_event_id: r for r in self.state.doses.values() if r.release_event_id}
-        for release in open_releases:
-            outcome.extend(self.release_uncertain(now, release, released.get(release.event_id)))
-        return outcome.extend(self.tick(now))
+        judged = self.state.settled_until, self.state.unjudged
+        self._paused = True
+        try:
+            for release in open_releases:
+                outcome.extend(self.release_uncertain(now, release, released.get(release.event_id)))
+        finally:
+            self._paused = False
+        self.state.settled_until, self.state.unjudged = judged  # the reports judged no window
+        outcome.extend(self.catch_up(raw))
+        settled = self.state.settled_until
+        if settled is not None and settled < now and outcome.drafts[-1].type not in BEFORE_CATCH_UP:
+            # The reports settle no window, nor a slice cut short: the log must say so too.
+            outcome.drafts[-1].data["caught_up_to"] = format_at(settled)
+        return outcome
 
     def stop(self, now: datetime) -> Outcome:
         outcome = self.tick(now)

@@ -188,8 +188,12 @@ def test_a_window_that_closes_while_the_device_is_on_is_the_persons_miss(tmp_pat
     rig.restart("2026-11-24T11:30:00")  # off from 10:30: naltrexone's window closes at 11:00
     whiles = {e["data"]["medication_id"]: e["data"].get("while") for e in rig.events("dose.missed")}
     assert whiles == {"sertraline": None, "naltrexone": "device_off"}
-    alerts = [e["data"]["message"] for e in rig.events("alert.raised") if e["data"]["kind"] == "dose_missed"]
-    assert [m.endswith("The dispenser was off then, so it could not give it.") for m in alerts] == [False, True]
+    missed = {e["data"]["medication_id"]: e["event_id"] for e in rig.events("dose.missed")}
+    alerts = [e["data"] for e in rig.events("alert.raised") if "missed" in e["data"]["kind"]]
+    assert [(a["kind"], a["events"]) for a in alerts] == [
+        ("dose_missed", [missed["sertraline"]]), ("doses_missed_while_unavailable", [missed["naltrexone"]])]
+    assert alerts[1]["message"] == ("1 dose from compartment 2 was missed while the dispenser was off, so it "
+                                    "could not give it: its window closed at 2026-11-24 11:00.")
     from dispenser.report import adherence
     reports = adherence(rig.events(), local("2026-11-24T00:00:00"), local("2026-11-25T00:00:00"), rig.tz)
     assert (reports["naltrexone"].missed, reports["naltrexone"].missed_unavailable) == (1, 1)

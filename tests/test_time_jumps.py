@@ -269,8 +269,9 @@ def test_a_boot_with_the_saved_time_behind_misses_only_what_truly_closed():
     assert missed["data"]["scheduled_at"] == "2026-11-24T13:00:00Z"
     assert missed["at"] == "2026-11-24T15:40:00.000Z"  # when it was known, never before 10:00
     assert missed["data"]["while"] == "clock_unsynchronized"  # not the person's miss: the device could not give it
-    [alert] = [e for e in rig.events("alert.raised") if e["data"]["kind"] == "dose_missed"]
-    assert alert["data"]["message"].endswith("waiting for the correct time then, so it could not give it.")
+    [alert] = [e for e in rig.events("alert.raised") if "missed" in e["data"]["kind"]]
+    assert alert["data"]["kind"] == "doses_missed_while_unavailable" and alert["data"]["events"] == [missed["event_id"]]
+    assert "waiting for the correct time, so it could not give it" in alert["data"]["message"]
     pi.at("2026-11-25T07:45:00")
     assert press(rig).feedback == "released" and len(rig.events("dose.missed")) == 1
 
