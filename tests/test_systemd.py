@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -116,6 +117,54 @@ def test_systemd_analyze_accepts_the_unit(tmp_path):
     # A misspelt key only warns (exit 0): any output at all is a failure.
     assert result.returncode == 0 and result.stderr == "" and result.stdout == "", (
         f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}")
+
+
+MAX_EXPOSURE = 2.0
+
+
+def _security(tmp_path, text: str) -> tuple[float, str]:
+    """`systemd-analyze security --offline=yes` (systemd 252+) of a unit text: (exposure, report)."""
+    unit_dir = tmp_path / "security"
+    unit_dir.mkdir(exist_ok=True)
+    (unit_dir / "dispenser.service").write_text(text)
+    env = dict(os.environ, SYSTEMD_LOG_COLOR="0", SYSTEMD_PAGER="", SYSTEMD_COLORS="0")
+    result = subprocess.run([_analyze(), "security", "--offline=yes", "--no-pager", "dispenser.service"],
+                            capture_output=True, text=True, timeout=60, env=env, cwd=unit_dir)
+    match = re.search(r"Overall exposure level for dispenser\.service: (\d+\.\d)", result.stdout)
+    assert match, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return float(match.group(1)), result.stdout
+
+
+def test_security_exposure_is_at_most_2(tmp_path):
+    """It was 3.8 before SystemCallFilter, ProtectClock, ProtectKernelLogs, ProtectProc,
+    PrivateMounts and UMask=0077."""
+    exposure, report = _security(tmp_path, render_unit(str(_stub_bin(tmp_path))))
+    assert exposure <= MAX_EXPOSURE, report
+
+
+def test_security_check_sees_a_weaker_unit(tmp_path):
+    """The measure above is only worth something if removing the hardening raises it."""
+    text = render_unit(str(_stub_bin(tmp_path)))
+    weaker = "\n".join(line for line in text.splitlines() if not line.startswith("SystemCallFilter="))
+    assert _security(tmp_path, weaker)[0] > MAX_EXPOSURE
+
+
+def test_hardening_keeps_what_the_daemon_needs():
+    s = _settings(SHIPPED.read_text(encoding="utf-8"))
+    for key, value in {"ProtectClock": "true", "ProtectKernelLogs": "true", "ProtectProc": "invisible",
+                       "PrivateMounts": "true", "UMask": "0077", "SystemCallErrorNumber": "EPERM",
+                       "ProtectHostname": "true", "RemoveIPC": "true"}.items():
+        assert s.get(key) == [value], key
+    assert s["SystemCallFilter"] == ["@system-service", "~@privileged @resources"]
+    # GPIO and I2C, the network for MQTT (and AF_UNIX for sd_notify and journald), the state dir.
+    assert {"char-gpiochip rw", "char-i2c rw"} <= set(s["DeviceAllow"])
+    assert s["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]
+    assert "PrivateNetwork" not in s and "PrivateDevices" not in s and "IPAddressDeny" not in s
+    # gpiozero reads /proc/cpuinfo and /proc/device-tree: /proc stays whole, only other processes hide.
+    assert "ProcSubset" not in s
+    # /run/systemd/timesync/synchronized (clock trust) stays readable: no InaccessiblePaths.
+    assert "InaccessiblePaths" not in s and s["StateDirectory"] == ["dispenser"]
+    assert s["NotifyAccess"] == ["main"]
 
 
 def test_systemd_analyze_check_catches_a_misspelt_key(tmp_path):
