@@ -5,8 +5,11 @@ import fnmatch
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -352,3 +355,71 @@ def test_install_service_refuses_a_venv_the_service_cannot_see():
     result = subprocess.run([sys.executable, "-m", "dispenser", "install-service", "--dry-run",
                              "--venv-bin", "/home/pi/venv/bin"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "ProtectHome" in result.stderr and "Traceback" not in result.stderr
+
+
+# --- the daemon under the unit's system call filter ------------------------------------------
+
+SECCOMP = ROOT / "tests" / "seccomp.py"
+
+
+def _filtered(*args: str) -> list[str]:
+    """A `dispenser` command run under the shipped unit's SystemCallFilter (EPERM for the rest)."""
+    return [sys.executable, str(SECCOMP), str(SHIPPED), "--", sys.executable, "-m", "dispenser", *args]
+
+
+def test_the_daemon_runs_under_the_units_system_call_filter(tmp_path, notify_socket, broker_factory, tls_files):
+    """READY and WATCHDOG to systemd, TLS and MQTT to the broker, SQLite in WAL, a clean
+    stop: all with only the system calls the unit allows (the rest fail with EPERM)."""
+    import json as _json
+    from broker import Clinic
+    from support import DEMO
+    _analyze()
+    broker = broker_factory(tls=tls_files)
+    db = tmp_path / "state" / "dispenser.db"
+    db.parent.mkdir()
+    config = tmp_path / "config.toml"
+    config.write_text(f'[device]\nid = "disp-0001"\n[hardware]\nbackend = "sim"\n[storage]\ndb = "{db}"\n'
+                      f'[mqtt]\nhost = "localhost"\nport = {broker.port}\ntls_ca = "{tls_files.ca}"\n')
+    config.chmod(0o600)
+    applied = subprocess.run(_filtered("schedule", "apply", str(DEMO / "schedule.json"), "--config", str(config)),
+                             capture_output=True, text=True, timeout=60)
+    assert applied.returncode == 0, applied.stderr
+    clinic = Clinic(broker, tls=tls_files).connect("pilldispenser/disp-0001/status")
+    stderr = tmp_path / "daemon.err"
+    with open(stderr, "w") as err:
+        daemon = subprocess.Popen(_filtered("run", "--config", str(config)), stdout=subprocess.DEVNULL, stderr=err,
+                                  env=dict(os.environ, WATCHDOG_USEC="2000000"))
+    try:
+        seen: list[str] = []
+        deadline = time.monotonic() + 30
+        while not {"READY=1", "WATCHDOG=1"} <= set(seen):
+            assert time.monotonic() < deadline and daemon.poll() is None, (seen, stderr.read_text())
+            try:
+                seen += _receive(notify_socket).split("\n")
+            except socket.timeout:
+                pass
+        assert clinic.wait_for(lambda: any(p["online"] for p in clinic.json_on("pilldispenser/disp-0001/status")), 10)
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=20) == 0, stderr.read_text()
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+        clinic.close()
+    assert clinic.json_on("pilldispenser/disp-0001/status")[-1]["online"] is False
+    assert "not permitted" not in stderr.read_text().lower(), stderr.read_text()
+    verify = subprocess.run(_filtered("log", "verify", "--config", str(config)), capture_output=True, text=True,
+                            timeout=60)
+    assert verify.returncode == 0, verify.stderr
+    types = [_json.loads(line)["type"] for line in subprocess.run(
+        [sys.executable, "-m", "dispenser", "log", "--json", "--config", str(config)],
+        capture_output=True, text=True, timeout=60).stdout.splitlines()]
+    assert "device.started" in types and "device.stopped" in types
+
+
+def test_the_filter_really_refuses_privileged_calls():
+    """The check above means something only if the emulated filter bites."""
+    probe = "import os\ntry:\n    os.nice(1)\nexcept PermissionError:\n    print('refused')\n"
+    result = subprocess.run([sys.executable, str(SECCOMP), str(SHIPPED), "--", sys.executable, "-c", probe],
+                            capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "refused", result.stderr
