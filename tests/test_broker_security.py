@@ -461,3 +461,61 @@ def test_an_alert_stays_unsent_until_both_topics_take_it(broker_factory, tmp_pat
     assert f"seq {alert['seq']} not accepted: Not authorized" in sync.last_refusal
     assert sync.wait_for(lambda s: store.backlog() == 1, 5)
     assert [seq for seq, _ in store.unsent(10)] == [alert["seq"]]
+
+
+def test_a_caregiver_follows_its_device_with_clinic_watch(shipped, tls_files, tmp_path, syncs):
+    """The real `dispenser clinic watch --session NAME`, as the caregiver's account: the
+    device's alerts and status arrive, its other events and the other device never do."""
+    import threading
+    client_cert, client_key = cert(tls_files, CARER)
+    config = tmp_path / "carer.toml"
+    config.write_text(
+        f'[mqtt]\nhost = "localhost"\nport = {shipped.port}\nusername = "{CARER}"\npassword = "{PASSWORDS[CARER]}"\n'
+        f'tls_ca = "{tls_files.ca}"\ntls_cert = "{client_cert}"\ntls_key = "{client_key}"\n')
+    config.chmod(0o600)
+    devices = {device: daemon(shipped, tls_files, device, tmp_path, syncs) for device in (A, B)}
+    for sync, _ in devices.values():
+        assert sync.wait_connected(10), sync.last_error   # each has retained {"online": true}
+    watch = subprocess.Popen([sys.executable, "-m", "dispenser", "clinic", "watch", "--session", CARER,
+                              "--count", "2", "--timeout", "30", "--config", str(config)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(watch.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not any(f"{A} online" in line for line in lines):   # the retained status: subscribed
+            assert time.monotonic() < deadline and watch.poll() is None, (lines, watch.stderr.read())
+            time.sleep(0.05)
+        for sync, store in devices.values():
+            append(store, 4, alert_every=2)   # dose.due, alert, dose.due, alert
+            sync.notify()
+            assert sync.wait_idle(10), sync.last_error
+        assert watch.wait(timeout=40) == 0, (lines, watch.stderr.read())
+        reader.join(5)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.wait()
+    out = "".join(lines)
+    assert out.count("!! ALERT") == 2, out
+    assert B not in out and "dose.due" not in out, out
+
+
+def test_the_clinic_pushes_a_schedule_with_the_real_command(shipped, tls_files, tmp_path, syncs):
+    from support import DEMO
+    received: list[bytes] = []
+    sync_a, _ = daemon(shipped, tls_files, A, tmp_path, syncs, received)
+    assert sync_a.wait_connected(10)
+    client_cert, client_key = cert(tls_files, "clinic")
+    config = tmp_path / "clinic.toml"
+    config.write_text(
+        f'[mqtt]\nhost = "localhost"\nport = {shipped.port}\nusername = "clinic"\npassword = "{PASSWORDS["clinic"]}"\n'
+        f'tls_ca = "{tls_files.ca}"\ntls_cert = "{client_cert}"\ntls_key = "{client_key}"\n')
+    config.chmod(0o600)
+    result = subprocess.run([sys.executable, "-m", "dispenser", "clinic", "push", str(DEMO / "schedule.json"),
+                             "--device", A, "--allow-unsigned", "--config", str(config)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sync_a.wait_for(lambda s: len(received) == 1, 10)
+    assert json.loads(received[0])["version"] == json.loads((DEMO / "schedule.json").read_text())["version"]
