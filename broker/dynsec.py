@@ -15,6 +15,10 @@
         (password asked, or $CAREGIVER_PASSWORD)
     broker/dynsec.py [CONNECTION] remove-device DEVICE_ID | remove-caregiver NAME
 
+Passwords reach mosquitto_ctrl on its command line: run this where no other user can
+list processes (the broker host, as root). The clinic's own `clinic watch --session`
+names must differ from every caregiver's name (a caregiver owns clinic-watch-NAME).
+
 The add and remove commands run mosquitto_ctrl against the running broker as `admin`
 (password asked, or $DYNSEC_ADMIN_PASSWORD). CONNECTION: --host (127.0.0.1),
 --port (1883, the broker's local listener), and --cafile/--cert/--key for a TLS one.
@@ -160,8 +164,9 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("remove-caregiver").add_argument("name")
     args = parser.parse_args(argv)
     for value in [getattr(args, key) for key in ("device", "name") if hasattr(args, key)] + getattr(args, "devices", []):
-        if not NAME.match(value) or value in ("admin", "clinic"):
-            sys.exit(f"{value!r}: use letters, digits, '-', '_' and '.' (not admin or clinic)")
+        # `clinic-...` client ids are the clinic's own (push, watch): no account may be bound to one.
+        if not NAME.match(value) or value in ("admin", "clinic") or value.startswith("clinic-"):
+            sys.exit(f"{value!r}: use letters, digits, '-', '_' and '.' (not admin, clinic or clinic-...)")
     if args.command == "init":
         return init(args.file)
     ctrl = Ctrl(args)

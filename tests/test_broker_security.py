@@ -519,3 +519,13 @@ def test_the_clinic_pushes_a_schedule_with_the_real_command(shipped, tls_files, 
     assert result.returncode == 0, result.stdout + result.stderr
     assert sync_a.wait_for(lambda s: len(received) == 1, 10)
     assert json.loads(received[0])["version"] == json.loads((DEMO / "schedule.json").read_text())["version"]
+
+
+@pytest.mark.parametrize("args", [["add-device", "clinic-watch-sam"], ["add-caregiver", "clinic", A],
+                                  ["add-device", "disp/1"], ["add-device", "disp+"], ["add-caregiver", "sam", "#"]])
+def test_dynsec_refuses_names_that_would_collide_or_break_topics(args):
+    """A device called clinic-watch-sam would be bound to the caregiver's client id."""
+    tool = Path(__file__).resolve().parents[1] / "broker" / "dynsec.py"
+    result = subprocess.run([sys.executable, str(tool), "--port", "1", *args], capture_output=True, text=True,
+                            stdin=subprocess.DEVNULL, env=dict(os.environ, DYNSEC_ADMIN_PASSWORD="x" * 12))
+    assert result.returncode != 0 and "use letters" in result.stderr
