@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -79,7 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def private_umask() -> None:
+    """Whatever this process creates (the log and its -wal/-shm, keys, signed schedules)
+    is its user's alone: the medication record and the clinic's key are no one else's.
+    Only tightens: a stricter umask (the unit's UMask=0077) stays."""
+    os.umask(os.umask(0o077) | 0o077)
+
+
 def main(argv: list[str] | None = None) -> int:
+    private_umask()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

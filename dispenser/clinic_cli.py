@@ -152,7 +152,7 @@ def cmd_sync(args) -> int:
         counter.append(_CountingOutbox(Store.open_outbox(path, config.device_id)))
         return counter[0]
 
-    sync = Sync(settings, config.device_id, opener, None, client_suffix="sync")
+    sync = Sync(settings.for_command("sync"), config.device_id, opener, None, client_suffix="sync")
     where = f"{settings.host}:{settings.port}"
     if args.once:
         return _sync_once(sync, timeout, where, before, lambda: counter[0].sent if counter else 0)

@@ -79,7 +79,42 @@ def load_config(path: str | None = None) -> Config:
         raise ConfigError(f"{found}: cannot be read ({error})") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{found}: not valid TOML ({error})") from None
-    return parse_config(raw, str(found))
+    config = parse_config(raw, str(found))
+    if isinstance(raw.get("mqtt"), dict) and raw["mqtt"].get("password") is not None:
+        _check_secret_file(found)
+    return config
+
+
+# The group the installed service reads its config through (docs/INSTALL.md: root:dispenser 0640).
+SERVICE_GROUP = "dispenser"
+
+
+def _check_secret_file(path: Path) -> None:
+    """A file holding the broker password must not be readable by others, nor by a group
+    that is not the reader's own or the service's: one line telling the chmod."""
+    import grp
+    import stat
+    try:
+        info = path.stat()
+    except OSError:
+        return
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o007:
+        raise ConfigError(f"{path}: holds mqtt.password and other users can read it (mode {mode:04o}): "
+                          f"chmod 600 {path} (or chmod 640 with group {SERVICE_GROUP})")
+    if mode & 0o070:
+        trusted = {os.getegid()}
+        try:
+            trusted.add(grp.getgrnam(SERVICE_GROUP).gr_gid)
+        except KeyError:
+            pass
+        if info.st_gid not in trusted:
+            try:
+                group = grp.getgrgid(info.st_gid).gr_name
+            except KeyError:
+                group = str(info.st_gid)
+            raise ConfigError(f"{path}: holds mqtt.password and group {group} can read it (mode {mode:04o}): "
+                              f"chmod 600 {path} (or chgrp {SERVICE_GROUP} and chmod 640)")
 
 
 def parse_config(raw: dict, source: str = "config") -> Config:
@@ -123,10 +158,22 @@ def parse_config(raw: dict, source: str = "config") -> Config:
         hardware=hardware, mqtt=raw.get("mqtt"),
         clinic_public_key=_text(clinic, "clinic.public_key", None, source),
         clinic_keys=dict(clinic.get("keys", {})),
-        db_path=_text(storage, "storage.db", None, source) or default_db_path(),
+        db_path=_db_path(storage, source),
         checkin=checkin, clock_trust=clock_trust,
         clock_marker=_text(raw.get("clock", {}), "clock.marker", Config.clock_marker, source), source=source,
     )
+
+
+def _db_path(storage: dict, source: str) -> str:
+    """An absolute path: a relative one would resolve in the working directory, which for
+    the service is its RuntimeDirectory (/run/dispenser), emptied at every restart."""
+    path = _text(storage, "storage.db", None, source)
+    if path is None:
+        return default_db_path()
+    if not os.path.isabs(path):
+        raise ConfigError(f"{source}: storage.db must be an absolute path, not {path!r} "
+                          "(a relative one is lost at every restart of the service)")
+    return path
 
 
 def _check_parts(raw: dict, source: str) -> None:

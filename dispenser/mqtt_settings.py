@@ -8,7 +8,7 @@ Apart from sync.py so that the config loader can check `[mqtt]` without importin
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,15 @@ class MqttSettings:
     @property
     def tls(self) -> bool:
         return bool(self.tls_ca or self.tls_cert)
+
+    def for_command(self, command: str) -> "MqttSettings":
+        """The account of a one-shot command (`sync`, `simulate`): `{username}-{command}`.
+
+        The clinic's broker binds every account to one client id (docs/MQTT.md), so a
+        one-shot, which connects as `{device_id}-{command}`, logs in with an account of
+        its own (same password) and can never knock the daemon off.
+        """
+        return replace(self, username=f"{self.username}-{command}") if self.username else self
 
     @classmethod
     def from_config(cls, table: dict[str, Any]) -> "MqttSettings":

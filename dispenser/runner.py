@@ -72,6 +72,8 @@ def build_sync(config: Config, daemon_put, outbox_path: str, suffix: str | None 
     # The sync's own thread opens its own connection to the log: SQLite objects stay on their thread.
     outbox = (lambda: Store.open_outbox(outbox_path, config.device_id)) if outbox_path != ":memory:" else None
     on_schedule = (lambda payload: daemon_put(("schedule", payload))) if subscribe else None
+    if suffix is not None:
+        settings = settings.for_command(suffix)
     return Sync(settings, config.device_id, outbox, on_schedule=on_schedule, client_suffix=suffix)
 
 

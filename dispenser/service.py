@@ -4,9 +4,9 @@ Pure helpers: nothing here runs a command or writes a file. `dispenser install-s
 renders the unit, writes it somewhere, and runs `install_steps()` one by one; the
 daemon uses `Notifier` to tell systemd it is ready and alive.
 
-The canonical unit is `systemd/dispenser.service` at the top of the repository; the
-package carries an identical copy (`dispenser/systemd/dispenser.service`) so an
-installed dispenser can render it.
+The unit lives in the package (`dispenser/systemd/dispenser.service`), so an installed
+dispenser can render it; `systemd/dispenser.service` at the top of the repository is a
+symbolic link to it, for installing by hand.
 """
 from __future__ import annotations
 

@@ -13,8 +13,10 @@ password file, an ACL file, a TLS listener and on-disk persistence. `stop()` and
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -25,6 +27,9 @@ from pathlib import Path
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 5.0
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED_CONF = REPO / "broker" / "mosquitto.conf"
+DYNSEC_TOOL = REPO / "broker" / "dynsec.py"
 
 
 class BrokerError(RuntimeError):
@@ -84,6 +89,33 @@ def make_tls_files(directory: Path) -> TlsFiles:
     _run([openssl, "x509", "-req", "-in", str(csr), "-CA", str(files.ca), "-CAkey", str(ca_key),
           "-CAcreateserial", "-days", "7", "-extfile", str(ext), "-out", str(files.cert)])
     return files
+
+
+def make_client_cert(tls: TlsFiles, name: str, directory: Path | None = None) -> tuple[Path, Path]:
+    """A client certificate (CN = `name`) signed by `tls`'s CA: (cert, key). Reused when present."""
+    directory = directory or tls.ca.parent
+    cert, key = directory / f"client-{name}.pem", directory / f"client-{name}.key"
+    if cert.exists() and key.exists():
+        return cert, key
+    openssl = shutil.which("openssl")
+    ext = directory / "client.ext"
+    ext.write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                   "extendedKeyUsage=clientAuth\n")
+    csr = directory / f"client-{name}.csr"
+    _run([openssl, "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+          "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(csr)])
+    _run([openssl, "x509", "-req", "-in", str(csr), "-CA", str(tls.ca), "-CAkey", str(tls.ca.parent / "ca.key"),
+          "-CAcreateserial", "-days", "7", "-extfile", str(ext), "-out", str(cert)])
+    return cert, key
+
+
+def dynsec_plugin() -> str:
+    """Debian's mosquitto_dynamic_security.so for this machine's architecture."""
+    found = sorted(glob.glob("/usr/lib/*/mosquitto_dynamic_security.so") +
+                   glob.glob("/usr/lib/mosquitto_dynamic_security.so"))
+    if not found:
+        raise BrokerError("mosquitto_dynamic_security.so not found (Debian package: mosquitto)")
+    return found[0]
 
 
 def _run(command: list[str]) -> None:
@@ -215,6 +247,76 @@ class Broker:
         self.stop()
 
 
+class ShippedBroker(Broker):
+    """Mosquitto started with the repository's broker/mosquitto.conf, as a clinic installs it.
+
+    Only ports and paths change: the TLS listener (8883) and the local one (1883) move to
+    free ports on 127.0.0.1, the certificate, plugin and plugin-file paths point into the
+    test's folder. The plugin's file is made by `broker/dynsec.py init` from
+    broker/dynamic-security.json, and accounts are added by `broker/dynsec.py add-...`
+    through the local listener, exactly as docs/MQTT.md tells a clinic to.
+    """
+
+    ADMIN_PASSWORD = "admin-password-for-tests"
+    CLINIC_PASSWORD = "clinic-password-for-tests"
+
+    def __init__(self, workdir: Path, tls: TlsFiles, *, accounts_from: Path | None = None, extra: str = ""):
+        """`accounts_from`: the plugin file of an earlier ShippedBroker, copied (saves the set-up)."""
+        self.local_port = free_port()
+        super().__init__(workdir, tls=tls, persistence=True, extra=extra)
+        self.dynsec_file = self.workdir / "dynamic-security.json"
+        if accounts_from is not None:
+            shutil.copyfile(accounts_from, self.dynsec_file)
+        if not self.dynsec_file.exists():
+            self.dynsec("init", str(self.dynsec_file), env={"DYNSEC_ADMIN_PASSWORD": self.ADMIN_PASSWORD,
+                                                             "DYNSEC_CLINIC_PASSWORD": self.CLINIC_PASSWORD})
+
+    def _write_config(self) -> None:
+        text = SHIPPED_CONF.read_text()
+        store = self.workdir / "persist"
+        store.mkdir(exist_ok=True)
+        replacements = [
+            (r"^listener 8883$", f"listener {self.port} {self.host}"),
+            (r"^listener 1883 127\.0\.0\.1$", f"listener {self.local_port} {self.host}"),
+            (r"^cafile .*$", f"cafile {self.tls.ca}"),
+            (r"^certfile .*$", f"certfile {self.tls.cert}"),
+            (r"^keyfile .*$", f"keyfile {self.tls.key}"),
+            (r"^plugin .*$", f"plugin {dynsec_plugin()}"),
+            (r"^plugin_opt_config_file .*$", f"plugin_opt_config_file {self.workdir / 'dynamic-security.json'}"),
+        ]
+        for pattern, new in replacements:
+            text, count = re.subn(pattern, new.replace("\\", "\\\\"), text, flags=re.M)
+            if count != 1:
+                raise BrokerError(f"broker/mosquitto.conf: expected one line matching {pattern!r}, found {count}")
+        # What Debian's /etc/mosquitto/mosquitto.conf adds around the conf.d file, here in the temp folder.
+        lines = [text, f"persistence_location {store}/", "autosave_interval 0", "log_dest stderr",
+                 "log_type error", "log_type warning", "log_type notice", "log_type information"]
+        if os.geteuid() == 0:
+            lines.append("user root")  # else it drops to `mosquitto`, who cannot read our 0700 temp dir
+        if self.extra:
+            lines.append(self.extra)
+        self.config_path.write_text("\n".join(lines) + "\n")
+
+    def dynsec(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """Run broker/dynsec.py (through the local listener as admin); raise on failure."""
+        import sys
+        command = [sys.executable, str(DYNSEC_TOOL)]
+        if args[0] != "init":
+            command += ["--host", self.host, "--port", str(self.local_port)]
+        full_env = {**os.environ, "DYNSEC_ADMIN_PASSWORD": self.ADMIN_PASSWORD, **(env or {})}
+        result = subprocess.run([*command, *args], capture_output=True, text=True, env=full_env,
+                                stdin=subprocess.DEVNULL, timeout=60)
+        if result.returncode != 0:
+            raise BrokerError(f"dynsec.py {' '.join(args)} failed: {result.stderr.strip()}\n{self.log()}")
+        return result
+
+    def add_device(self, device_id: str, password: str) -> None:
+        self.dynsec("add-device", device_id, env={"DEVICE_PASSWORD": password})
+
+    def add_caregiver(self, name: str, password: str, *devices: str) -> None:
+        self.dynsec("add-caregiver", name, *devices, env={"CAREGIVER_PASSWORD": password})
+
+
 class Clinic:
     """The clinic's side in tests: a paho client recording everything that arrives.
 
@@ -223,7 +325,8 @@ class Clinic:
     """
 
     def __init__(self, broker: Broker, *, client_id: str = "clinic", username: str | None = None,
-                 password: str | None = None, tls: TlsFiles | None = None, persistent: bool = False):
+                 password: str | None = None, tls: TlsFiles | None = None, persistent: bool = False,
+                 client_cert: tuple[Path, Path] | None = None, protocol: str = "5"):
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
         from paho.mqtt.packettypes import PacketTypes
@@ -236,22 +339,26 @@ class Clinic:
         self.connected = False
         self._cond = threading.Condition()
         self._topics: list[str] = []
+        self.refused = None     # the reason code of a refused CONNACK
+        v5 = protocol == "5"
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=MQTTProtocolVersion.MQTTv5)
+                                  protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+                                  **({} if v5 else {"clean_session": not persistent}))
         if username:
             self.client.username_pw_set(username, password)
         if tls:
-            self.client.tls_set(ca_certs=str(tls.ca))
+            cert, key = client_cert or (None, None)
+            self.client.tls_set(ca_certs=str(tls.ca), certfile=cert and str(cert), keyfile=key and str(key))
         self.client.reconnect_delay_set(1, 2)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_publish = self._on_publish
         self.client.on_subscribe = self._on_subscribe
-        self._properties = Properties(PacketTypes.CONNECT)
-        if persistent:
+        self._properties = Properties(PacketTypes.CONNECT) if v5 else None
+        if persistent and v5:
             self._properties.SessionExpiryInterval = 3600
-        self._clean_start = not persistent
+        self._clean_start = (not persistent) if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY
 
     def connect(self, *topics: str, timeout: float = 5.0) -> "Clinic":
         """Connect and subscribe to `topics` (QoS 1); return once the SUBACK is in."""
@@ -265,6 +372,9 @@ class Clinic:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
+            with self._cond:
+                self.refused = reason_code
+                self._cond.notify_all()
             return
         if self._topics and not flags.session_present:
             client.subscribe([(topic, 1) for topic in self._topics])

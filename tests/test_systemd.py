@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -44,9 +48,9 @@ def _settings(text: str) -> dict[str, list[str]]:
 # --- the unit file -----------------------------------------------------------------
 
 def test_packaged_template_is_identical_to_the_shipped_unit():
-    assert PACKAGED.read_bytes() == SHIPPED.read_bytes(), (
-        "systemd/dispenser.service and dispenser/systemd/dispenser.service differ: "
-        "edit one, copy it over the other")
+    """One copy: the top-level unit is a link to the package's."""
+    assert SHIPPED.is_symlink() and SHIPPED.resolve() == PACKAGED.resolve()
+    assert PACKAGED.read_bytes() == SHIPPED.read_bytes()
     assert unit_template() == SHIPPED.read_text(encoding="utf-8")
 
 
@@ -116,6 +120,54 @@ def test_systemd_analyze_accepts_the_unit(tmp_path):
     # A misspelt key only warns (exit 0): any output at all is a failure.
     assert result.returncode == 0 and result.stderr == "" and result.stdout == "", (
         f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}")
+
+
+MAX_EXPOSURE = 2.0
+
+
+def _security(tmp_path, text: str) -> tuple[float, str]:
+    """`systemd-analyze security --offline=yes` (systemd 252+) of a unit text: (exposure, report)."""
+    unit_dir = tmp_path / "security"
+    unit_dir.mkdir(exist_ok=True)
+    (unit_dir / "dispenser.service").write_text(text)
+    env = dict(os.environ, SYSTEMD_LOG_COLOR="0", SYSTEMD_PAGER="", SYSTEMD_COLORS="0")
+    result = subprocess.run([_analyze(), "security", "--offline=yes", "--no-pager", "dispenser.service"],
+                            capture_output=True, text=True, timeout=60, env=env, cwd=unit_dir)
+    match = re.search(r"Overall exposure level for dispenser\.service: (\d+\.\d)", result.stdout)
+    assert match, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return float(match.group(1)), result.stdout
+
+
+def test_security_exposure_is_at_most_2(tmp_path):
+    """It was 3.8 before SystemCallFilter, ProtectClock, ProtectKernelLogs, ProtectProc,
+    PrivateMounts and UMask=0077."""
+    exposure, report = _security(tmp_path, render_unit(str(_stub_bin(tmp_path))))
+    assert exposure <= MAX_EXPOSURE, report
+
+
+def test_security_check_sees_a_weaker_unit(tmp_path):
+    """The measure above is only worth something if removing the hardening raises it."""
+    text = render_unit(str(_stub_bin(tmp_path)))
+    weaker = "\n".join(line for line in text.splitlines() if not line.startswith("SystemCallFilter="))
+    assert _security(tmp_path, weaker)[0] > MAX_EXPOSURE
+
+
+def test_hardening_keeps_what_the_daemon_needs():
+    s = _settings(SHIPPED.read_text(encoding="utf-8"))
+    for key, value in {"ProtectClock": "true", "ProtectKernelLogs": "true", "ProtectProc": "invisible",
+                       "PrivateMounts": "true", "UMask": "0077", "SystemCallErrorNumber": "EPERM",
+                       "ProtectHostname": "true", "RemoveIPC": "true"}.items():
+        assert s.get(key) == [value], key
+    assert s["SystemCallFilter"] == ["@system-service", "~@privileged @resources"]
+    # GPIO and I2C, the network for MQTT (and AF_UNIX for sd_notify and journald), the state dir.
+    assert {"char-gpiochip rw", "char-i2c rw"} <= set(s["DeviceAllow"])
+    assert s["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]
+    assert "PrivateNetwork" not in s and "PrivateDevices" not in s and "IPAddressDeny" not in s
+    # gpiozero reads /proc/cpuinfo and /proc/device-tree: /proc stays whole, only other processes hide.
+    assert "ProcSubset" not in s
+    # /run/systemd/timesync/synchronized (clock trust) stays readable: no InaccessiblePaths.
+    assert "InaccessiblePaths" not in s and s["StateDirectory"] == ["dispenser"]
+    assert s["NotifyAccess"] == ["main"]
 
 
 def test_systemd_analyze_check_catches_a_misspelt_key(tmp_path):
@@ -303,3 +355,71 @@ def test_install_service_refuses_a_venv_the_service_cannot_see():
     result = subprocess.run([sys.executable, "-m", "dispenser", "install-service", "--dry-run",
                              "--venv-bin", "/home/pi/venv/bin"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "ProtectHome" in result.stderr and "Traceback" not in result.stderr
+
+
+# --- the daemon under the unit's system call filter ------------------------------------------
+
+SECCOMP = ROOT / "tests" / "seccomp.py"
+
+
+def _filtered(*args: str) -> list[str]:
+    """A `dispenser` command run under the shipped unit's SystemCallFilter (EPERM for the rest)."""
+    return [sys.executable, str(SECCOMP), str(SHIPPED), "--", sys.executable, "-m", "dispenser", *args]
+
+
+def test_the_daemon_runs_under_the_units_system_call_filter(tmp_path, notify_socket, broker_factory, tls_files):
+    """READY and WATCHDOG to systemd, TLS and MQTT to the broker, SQLite in WAL, a clean
+    stop: all with only the system calls the unit allows (the rest fail with EPERM)."""
+    import json as _json
+    from broker import Clinic
+    from support import DEMO
+    _analyze()
+    broker = broker_factory(tls=tls_files)
+    db = tmp_path / "state" / "dispenser.db"
+    db.parent.mkdir()
+    config = tmp_path / "config.toml"
+    config.write_text(f'[device]\nid = "disp-0001"\n[hardware]\nbackend = "sim"\n[storage]\ndb = "{db}"\n'
+                      f'[mqtt]\nhost = "localhost"\nport = {broker.port}\ntls_ca = "{tls_files.ca}"\n')
+    config.chmod(0o600)
+    applied = subprocess.run(_filtered("schedule", "apply", str(DEMO / "schedule.json"), "--config", str(config)),
+                             capture_output=True, text=True, timeout=60)
+    assert applied.returncode == 0, applied.stderr
+    clinic = Clinic(broker, tls=tls_files).connect("pilldispenser/disp-0001/status")
+    stderr = tmp_path / "daemon.err"
+    with open(stderr, "w") as err:
+        daemon = subprocess.Popen(_filtered("run", "--config", str(config)), stdout=subprocess.DEVNULL, stderr=err,
+                                  env=dict(os.environ, WATCHDOG_USEC="2000000"))
+    try:
+        seen: list[str] = []
+        deadline = time.monotonic() + 30
+        while not {"READY=1", "WATCHDOG=1"} <= set(seen):
+            assert time.monotonic() < deadline and daemon.poll() is None, (seen, stderr.read_text())
+            try:
+                seen += _receive(notify_socket).split("\n")
+            except socket.timeout:
+                pass
+        assert clinic.wait_for(lambda: any(p["online"] for p in clinic.json_on("pilldispenser/disp-0001/status")), 10)
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=20) == 0, stderr.read_text()
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+        clinic.close()
+    assert clinic.json_on("pilldispenser/disp-0001/status")[-1]["online"] is False
+    assert "not permitted" not in stderr.read_text().lower(), stderr.read_text()
+    verify = subprocess.run(_filtered("log", "verify", "--config", str(config)), capture_output=True, text=True,
+                            timeout=60)
+    assert verify.returncode == 0, verify.stderr
+    types = [_json.loads(line)["type"] for line in subprocess.run(
+        [sys.executable, "-m", "dispenser", "log", "--json", "--config", str(config)],
+        capture_output=True, text=True, timeout=60).stdout.splitlines()]
+    assert "device.started" in types and "device.stopped" in types
+
+
+def test_the_filter_really_refuses_privileged_calls():
+    """The check above means something only if the emulated filter bites."""
+    probe = "import os\ntry:\n    os.nice(1)\nexcept PermissionError:\n    print('refused')\n"
+    result = subprocess.run([sys.executable, str(SECCOMP), str(SHIPPED), "--", sys.executable, "-c", probe],
+                            capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "refused", result.stderr
