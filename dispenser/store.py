@@ -135,6 +135,8 @@ def _create_file(path: Path, device_id: str, stop_before: str | None = None) -> 
     """
     temp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
     temp.unlink(missing_ok=True)
+    # Private from the first byte, whatever the caller's umask: the log names a person's doses.
+    os.close(os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     db = Database(sqlite3.connect(temp))
     try:
         db.execute("PRAGMA synchronous=FULL")

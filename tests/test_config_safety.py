@@ -134,3 +134,15 @@ def test_signed_schedules_are_private_too(tmp_path):
                  "--device", "disp-0001", "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert mode(out) == 0o600
+
+
+def test_a_new_log_is_private_whatever_the_umask(tmp_path):
+    """Code that opens a Store without the CLI's umask (the care service, a test) still gets 0600."""
+    from dispenser.store import Store
+    old = os.umask(0o022)
+    try:
+        store = Store.open(tmp_path / "d.db", "disp-0001")
+        store.close()
+    finally:
+        os.umask(old)
+    assert mode(tmp_path / "d.db") == 0o600
