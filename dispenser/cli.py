@@ -7,6 +7,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from . import docjson
 from .config import Config, ConfigError, load_config
 from .schedule import Schedule, ScheduleError, load_schedule_file, parse_schedule
 from .scheduler import doses_between
@@ -140,7 +141,7 @@ def _schedule_in_force(args, config: Config) -> Schedule:
 
 def _read_json(path: str):
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        return docjson.loads(Path(path).read_text(encoding="utf-8"))  # a duplicated key is refused
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as error:

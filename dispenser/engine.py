@@ -7,13 +7,13 @@ A release whose end is not recorded is found at the next start and reported
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
 from . import __version__
+from . import docjson
 from .events import GENESIS, canonical, event_hash
 from .rules import DoseRules, Outcome, Release, State, fold
 from .schedule import Schedule, ScheduleError, parse_schedule
@@ -255,7 +255,7 @@ class Engine:
             return self._commit(self.rules.reject_schedule(
                 now, None, source, "too_large", [f"payload: {len(payload)} bytes, more than 64 KiB"]), now)
         try:
-            document = json.loads(payload.decode("utf-8"))
+            document = docjson.loads(payload.decode("utf-8"))  # a duplicated key is invalid_json
         except RecursionError:  # `[[[[...`: 64 KiB of nesting must not stop the daemon
             return self._commit(self.rules.reject_schedule(
                 now, None, source, "invalid_json", ["payload: nested too deeply"]), now)
@@ -300,9 +300,8 @@ class Engine:
 
 
 def document_digest(document: dict) -> str:
-    """sha256 (hex) of the document's canonical form without `signature`: what the clinic signs."""
-    body = {key: value for key, value in document.items() if key != "signature"}
-    return hashlib.sha256(canonical(body).encode("utf-8")).hexdigest()
+    """sha256 (hex) of the document's RFC 8785 form without `signature`: what the clinic signs."""
+    return docjson.digest(document)  # RFC 8785, as signed
 
 
 def _unstorable(document) -> str | None:

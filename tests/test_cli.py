@@ -266,3 +266,15 @@ def test_schedule_apply_tells_the_clinic_and_refuses_an_expired_file_in_one_line
     expired = tmp_path / "expired.json"
     expired.write_text(json.dumps({**document, "version": 13, "expires_at": "2020-01-01T00:00:00Z"}))
     one_line_error(run("schedule", "apply", str(expired), "--config", str(config)), "expired")
+
+
+@pytest.mark.parametrize("command", ["validate", "apply"])
+def test_a_schedule_with_a_duplicated_key_is_refused_in_one_line(tmp_path, command):
+    """A decoy first, the real value last: readers disagree on which counts, so neither does."""
+    text = (EXAMPLES / "schedule.json").read_text()
+    path = tmp_path / "decoy.json"
+    path.write_text(text.replace('"version"', '"version": 99, "version"', 1))
+    config = tmp_path / "config.toml"
+    config.write_text(f'[storage]\ndb = "{tmp_path / "d.db"}"\n')
+    result = run("schedule", command, str(path), "--config", str(config))
+    one_line_error(result, str(path), "not valid JSON", 'the key "version" is given twice')
