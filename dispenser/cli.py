@@ -118,14 +118,17 @@ def _store(args, config: Config, create: bool = True):
 
 
 def _engine(args, config: Config):
-    from .clocktrust import trust_for
+    """The engine and the time to give it: (engine, now)."""
+    from .clocktrust import TrustedClock, trust_for
     from .engine import Engine
     store = _store(args, config)
     engine = Engine(store, config.compartments, config.timezone, clinic_public_key=config.clinic_public_key,
                     clinic_keys=config.clinic_keys)
-    # A one-shot command cannot see a step the daemon saw: the log's word on the clock counts too.
-    engine.clock_trusted = trust_for(config, log_trusted=engine.state.clock_trusted).check
-    return engine
+    # A one-shot command cannot see a step the daemon saw: the log's word on the clock counts too,
+    # and the daemon's anchor of this boot, so a wall clock pushed ahead is not logged here either.
+    trust = trust_for(config, log_trusted=engine.state.clock_trusted, store=store)
+    engine.clock_trusted = trust.check
+    return engine, (TrustedClock(trust).now() if trust.mode == "synchronized" else _now())
 
 
 def _schedule_in_force(args, config: Config) -> Schedule:
@@ -284,9 +287,9 @@ def schedule_apply(args) -> int:
     config = _config(args)
     document = _read_json(args.file)
     parse_schedule(document, config.timezone)  # a bad file changes nothing, not even the log
-    engine = _engine(args, config)
+    engine, now = _engine(args, config)
     try:
-        outcome = engine.apply_schedule(_now(), document, "local")
+        outcome = engine.apply_schedule(now, document, "local")
     finally:
         engine.store.close()
     if outcome.feedback != "applied":
@@ -300,13 +303,13 @@ def cmd_refill(args) -> int:
     config = _config(args)
     if not 0 <= args.count <= 1000:
         raise UserError("COUNT must be from 0 to 1000")
-    engine = _engine(args, config)
+    engine, now = _engine(args, config)
     try:
         schedule = engine.state.schedule
         if schedule is None or schedule.medication(args.medication) is None:
             known = ", ".join(m.id for m in schedule.medications) if schedule else "none: no schedule in force"
             raise UserError(f"{args.medication!r} is not in the schedule in force (known: {known})")
-        engine.refill(_now(), args.medication, args.count)
+        engine.refill(now, args.medication, args.count)
         compartment = schedule.medication(args.medication).compartment
     finally:
         engine.store.close()
@@ -391,7 +394,7 @@ def cmd_status(args) -> int:
     store = _store(args, config, create=False)
     try:
         engine = Engine(store, config.compartments, config.timezone)
-        trust = trust_for(config, log_trusted=engine.state.clock_trusted)
+        trust = trust_for(config, log_trusted=engine.state.clock_trusted, store=store)
         engine.rules.clock_trusted = trust.check()
         state = engine.state
         now = _now()
