@@ -397,7 +397,7 @@ def cmd_status(args) -> int:
         trust = trust_for(config, log_trusted=engine.state.clock_trusted, store=store)
         engine.rules.clock_trusted = trust.check()
         state = engine.state
-        now = _now()
+        now = datetime.fromtimestamp(trust.now(), UTC) if trust.mode == "synchronized" else _now()
         schedule = state.schedule
         print(f"device        {config.device_id} ({config.backend}, {config.compartments} compartments)")
         print(f"clock         {trust.describe()}")
