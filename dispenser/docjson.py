@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 
@@ -39,7 +40,7 @@ class DuplicateKeyError(json.JSONDecodeError):
     """
 
     def __init__(self, path: str, key: str):
-        message = f"{path or '(document)'}: the key {json.dumps(key, ensure_ascii=True)} is given twice"
+        message = f"{path or '(document)'}: the key {_quoted(key)} is given twice"
         ValueError.__init__(self, message)
         self.msg, self.doc, self.pos, self.lineno, self.colno = message, "", 0, 1, 1
         self.path, self.key = path, key
@@ -90,13 +91,27 @@ def _first_twice(value: Any) -> tuple[str, str] | None:
         if isinstance(item, _Twice):
             return path, item.duplicate
         if isinstance(item, dict):
-            children = [(f"{path}.{key}" if path else key, child) for key, child in item.items()]
+            children = [(_field(path, key), child) for key, child in item.items()]
         elif isinstance(item, list):
             children = [(f"{path}[{index}]", child) for index, child in enumerate(item)]
         else:
             continue
         stack.extend(reversed(children))
     return None
+
+
+MAX_PATH = 200  # a path into 64 KiB of nesting could be long; the problem line stays short
+
+
+def _quoted(key: str) -> str:
+    """A key as JSON text in ASCII (a lone surrogate must not reach the log), at most 64 characters."""
+    return json.dumps(key[:64], ensure_ascii=True) + ("..." if len(key) > 64 else "")
+
+
+def _field(path: str, key: str) -> str:
+    """The field path one key further: `a.b` for a plain key, `a["x y"]` for any other."""
+    step = (f".{key}" if path else key) if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", key) else f"[{_quoted(key)}]"
+    return (path + step)[:MAX_PATH]
 
 
 class CanonicalFormError(ValueError):

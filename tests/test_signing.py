@@ -252,3 +252,15 @@ def test_a_decoy_duplicate_key_is_refused_invalid_json_before_the_signature(keys
     assert engine.state.schedule is None and store.verify()[0]
     engine.apply_schedule_payload(NOW, payload.encode(), "mqtt")
     assert engine.state.schedule.version == 5
+
+
+def test_a_duplicate_under_a_key_that_is_not_unicode_is_refused_and_logged(keys):
+    """The problem line names the path in ASCII: a lone surrogate must not reach the log."""
+    engine, store = _device(keys[1])
+    engine.apply_schedule_payload(NOW, b'{"\\ud800": {"a": 1, "a": 2}}', "mqtt")
+    engine.apply_schedule_payload(NOW, b'{"deep": ' * 300 + b'{"k": 1, "k": 2}' + b"}" * 300, "mqtt")
+    surrogate, deep = _verdicts(store)
+    assert surrogate["reason"] == "invalid_json" and surrogate["problems"] == [
+        'payload: ["\\ud800"]: the key "a" is given twice']
+    assert deep["reason"] == "invalid_json" and len(deep["problems"][0]) < 260
+    assert store.verify()[0]
