@@ -202,8 +202,10 @@ class ClockTrust:
         self._off_by = self._believed - offset
         if self._reported is None or abs(offset - self._reported) > STEP_TOLERANCE_S:
             if self._reported is None:  # once per episode; later steps only move last_step
-                self._report = (f"the wall clock was stepped {_span(-self._off_by)} away from the time counted "
-                                f"since the first synchronisation; not believed: doses keep the counted time")
+                ahead = -self._off_by
+                self._report = (f"the wall clock was stepped to {abs(ahead):.0f} s {'ahead of' if ahead > 0 else 'behind'} "
+                                f"the time counted since the first synchronisation; not believed: doses go by "
+                                f"the counted time")
             self._reported = offset
             self._remember()
 
