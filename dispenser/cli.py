@@ -8,6 +8,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from . import docjson
 from .config import Config, ConfigError, load_config
 from .schedule import Schedule, ScheduleError, load_schedule_file, parse_schedule
 from .scheduler import doses_between
@@ -126,13 +127,16 @@ def _store(args, config: Config, create: bool = True):
 
 
 def _engine(args, config: Config):
-    from .clocktrust import trust_for
+    """The engine and the time to give it: (engine, now)."""
+    from .clocktrust import TrustedClock, trust_for
     from .engine import Engine
     store = _store(args, config)
-    # A one-shot command cannot see a step the daemon saw: the log's word on the clock counts too.
-    trust = trust_for(config, log_trusted=store.clock_logged_trusted())
-    return Engine(store, config.compartments, config.timezone, clinic_public_key=config.clinic_public_key,
-                  clock_trusted=trust.check)
+    # A one-shot command cannot see a step the daemon saw: the log's word on the clock counts too,
+    # and the daemon's anchor of this boot, so a wall clock pushed ahead is not logged here either.
+    trust = trust_for(config, log_trusted=store.clock_logged_trusted(), store=store)
+    engine = Engine(store, config.compartments, config.timezone, clinic_public_key=config.clinic_public_key,
+                    clinic_keys=config.clinic_keys, clock_trusted=trust.check)
+    return engine, (TrustedClock(trust).now() if trust.mode == "synchronized" else _now())
 
 
 def _schedule_in_force(args, config: Config) -> Schedule:
@@ -148,7 +152,7 @@ def _schedule_in_force(args, config: Config) -> Schedule:
 
 def _read_json(path: str):
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        return docjson.loads(Path(path).read_text(encoding="utf-8"))  # a duplicated key is refused
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as error:
@@ -291,9 +295,8 @@ def schedule_apply(args) -> int:
     config = _config(args)
     document = _read_json(args.file)
     parse_schedule(document, config.timezone)  # a bad file changes nothing, not even the log
-    engine = _engine(args, config)
+    engine, now = _engine(args, config)
     try:
-        now = _now()
         engine.tick(now)  # a long catch-up first, slice by slice (RULES.md, Downtime)
         outcome = engine.apply_schedule(now, document, "local")
     finally:
@@ -309,7 +312,7 @@ def cmd_refill(args) -> int:
     config = _config(args)
     if not 0 <= args.count <= 1000:
         raise UserError("COUNT must be from 0 to 1000")
-    engine = _engine(args, config)
+    engine, now = _engine(args, config)
     try:
         model = engine.view
         medication = model.medication(args.medication)
@@ -317,7 +320,6 @@ def cmd_refill(args) -> int:
             known = ", ".join(item.medication_id for item in model.stock) \
                 if model.schedule_version is not None else "none: no schedule in force"
             raise UserError(f"{args.medication!r} is not in the schedule in force (known: {known})")
-        now = _now()
         engine.tick(now)  # a long catch-up first, slice by slice (RULES.md, Downtime)
         engine.refill(now, args.medication, args.count)
         compartment = medication.compartment
@@ -403,9 +405,10 @@ def cmd_status(args) -> int:
     config = _config(args)
     store = _store(args, config, create=False)
     try:
-        trust = trust_for(config, log_trusted=store.clock_logged_trusted())
+        trust = trust_for(config, log_trusted=store.clock_logged_trusted(), store=store)
         engine = Engine(store, config.compartments, config.timezone, clock_trusted=trust.check)
-        model = engine.look(_now())  # logs nothing: status only reads
+        now = datetime.fromtimestamp(trust.now(), UTC) if trust.mode == "synchronized" else _now()
+        model = engine.look(now)  # logs nothing: status only reads
         version = model.schedule_version
         print(f"device        {config.device_id} ({config.backend}, {config.compartments} compartments)")
         print(f"clock         {trust.describe()}")

@@ -276,7 +276,7 @@ def _validate(document: dict) -> None:
 
 
 def clinic_sign(args) -> int:
-    from .signing import sign_document
+    from .signing import CanonicalFormError, sign_document
     document = _read_json(args.file)
     _validate(document)
     key = _private_key(args.key)
@@ -284,7 +284,10 @@ def clinic_sign(args) -> int:
         raise _user_error("--key-id must not be empty")
     _bind(args, document)
     _validate(document)
-    signed = sign_document(document, key, args.key_id)
+    try:
+        signed = sign_document(document, key, args.key_id)  # over its RFC 8785 form
+    except CanonicalFormError as error:
+        raise _user_error(f"{args.file}: cannot be signed ({error})") from None
     out = Path(args.out) if args.out else _signed_name(Path(args.file))
     try:
         out.write_text(json.dumps(signed, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

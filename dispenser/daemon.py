@@ -197,6 +197,10 @@ class Daemon:
 
     def _watch_clock(self, now: datetime) -> None:
         """Doses held for long by an untrusted clock (no NTP, no RTC): alert once per episode."""
+        step = self.clock_trust.take_step_report() if self.clock_trust is not None else None
+        if step:  # a step after the first synchronisation, not believed: the clinic hears once
+            log.warning("clock: %s", step)
+            self._logging(lambda: self.engine.fault(now, "clock", step))
         if self.clock_trust is None or self.engine.view.clock_trusted:
             self._clock_alerted = False
             return

@@ -12,13 +12,13 @@ The rules' state belongs to the engine's thread. After every input the engine pu
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
 from . import __version__
+from . import docjson
 from .events import GENESIS, canonical, event_hash
 from .readmodel import DoseView, ReadModel, StockView
 from .rules import DoseRules, Outcome, Release, State, fold, forget_old
@@ -349,7 +349,7 @@ class Engine:
         if len(payload) > MAX_SCHEDULE_BYTES:
             return self._reject(now, None, source, "too_large", [f"payload: {len(payload)} bytes, more than 64 KiB"])
         try:
-            document = json.loads(payload.decode("utf-8"))
+            document = docjson.loads(payload.decode("utf-8"))  # a duplicated key is invalid_json
         except RecursionError:  # `[[[[...`: 64 KiB of nesting must not stop the daemon
             return self._reject(now, None, source, "invalid_json", ["payload: nested too deeply"])
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -392,9 +392,8 @@ class Engine:
 
 
 def document_digest(document: dict) -> str:
-    """sha256 (hex) of the document's canonical form without `signature`: what the clinic signs."""
-    body = {key: value for key, value in document.items() if key != "signature"}
-    return hashlib.sha256(canonical(body).encode("utf-8")).hexdigest()
+    """sha256 (hex) of the document's RFC 8785 form without `signature`: what the clinic signs."""
+    return docjson.digest(document)  # RFC 8785, as signed
 
 
 def _unstorable(document) -> str | None:

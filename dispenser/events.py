@@ -29,6 +29,10 @@ def canonical(obj: Any) -> str:
     """The one JSON form that is hashed and signed: sorted keys, no spaces, UTF-8 text.
 
     NaN and infinities are refused: they are not JSON, and a clinic parser would choke.
+    The hash chain keeps this form. For events it is also their RFC 8785 form: every number
+    in an event is an integer (whole tablets, seq, counts; times are strings) and its keys
+    are ASCII, where the two forms cannot differ. A schedule's signature is over RFC 8785
+    (docjson.signed_form), where a clinic's fractional numbers make the two differ.
     """
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 

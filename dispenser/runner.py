@@ -83,7 +83,7 @@ def build_daemon(config: Config, db: str | None, *, simulated: bool, demo: bool 
     from .clocktrust import trust_for
     store = open_store(config, db)
     # The one owner of clock trust: the engine asks it at every input, the daemon how long it waits.
-    trust = trust_for(config, log_trusted=store.clock_logged_trusted(), simulated=simulated)
+    trust = trust_for(config, log_trusted=store.clock_logged_trusted(), simulated=simulated, store=store)
     engine = Engine(store, config.compartments, config.timezone, clinic_public_key=config.clinic_public_key,
                     clinic_keys=config.clinic_keys, clock_trusted=trust.check)
     if demo and engine.view.schedule_version is None:
@@ -107,6 +107,9 @@ def stop_on_signals(daemon: Daemon) -> None:
 def run_daemon(daemon: Daemon, clock=None) -> None:
     if daemon.sync is not None:
         daemon.sync.start()
+    if clock is None and daemon.clock_trust is not None and daemon.clock_trust.mode == "synchronized":
+        from .clocktrust import TrustedClock
+        clock = TrustedClock(daemon.clock_trust)  # the time counted since NTP first set it (clocktrust.py)
     try:
         daemon.run(clock)
     finally:

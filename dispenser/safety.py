@@ -33,7 +33,9 @@ Two parts, both importable so that the tests and `bench/safety.py` share them:
   added and removed. The device's clock is trusted as on a Pi with
   systemd-timesyncd: the real `ClockTrust` watches the simulated wall and steady clocks
   and the simulated synchronisation marker (emptied at each boot, touched at each NTP
-  synchronisation, a few minutes to two hours after a boot or a step). After every
+  synchronisation, a few minutes to two hours after a boot or a step), and the engine is
+  given the daemon's clock (`TrustedClock`: after a boot's first synchronisation, a step
+  is not believed). After every
   simulated day it feeds the new events to a `LogChecker`, and it checks what only the
   harness can see: that no event is lost across a power cut, that nothing is released
   while the wall clock is behind the log (the rules' clamped time is not a real time),
@@ -1201,6 +1203,12 @@ class Simulation:
     def wall(self) -> datetime:
         return self.true + self.offset
 
+    def given(self) -> datetime:
+        """The time the daemon's clock gives the engine (clocktrust.TrustedClock): the wall
+        clock, less a step after the boot's first synchronisation that is not believed."""
+        away = self.trust.stepped_away if self.trust is not None and self.trust.check() else None
+        return self.wall() if away is None else self.wall() - timedelta(seconds=round(away, 3))
+
     def _context(self) -> str:
         return (f"seed {self.seed}, day {self.day_index}, {self.timezone}, "
                 f"true {format_at(self.true)}, wall {format_at(self.wall())}")
@@ -1218,7 +1226,7 @@ class Simulation:
             raise PowerCut()
 
     def _listen(self, events: list[dict]) -> None:
-        wall = truncate_ms(self.wall())
+        wall = truncate_ms(self.given())
         for event in events:
             if event["type"] in ("dose.released", "prn.released"):
                 self.release_walls[event["event_id"]] = (wall, self.true)
@@ -1272,9 +1280,9 @@ class Simulation:
             self._boot()
 
     def _call(self, action: Callable[[datetime], object]) -> object:
-        """Run one engine call at the wall clock's time; a power cut inside it ends the device."""
+        """Run one engine call at the daemon clock's time; a power cut inside it ends the device."""
         try:
-            return action(self.wall())
+            return action(self.given())
         except PowerCut:
             self.counts["cuts_mid_release"] += 1
             self._cut(self._downtime())
@@ -1304,10 +1312,11 @@ class Simulation:
                     continue
                 self.true = max(self.true, target)
                 return
-            wakeup = self.engine.next_wakeup(self.wall())
-            if wakeup is None or wakeup - self.offset > target:
+            given = self.given()
+            wakeup = self.engine.next_wakeup(given)
+            if wakeup is None or wakeup - (given - self.true) > target:
                 break
-            self.true = max(self.true, wakeup - self.offset)
+            self.true = max(self.true, wakeup - (given - self.true))
             self._call(lambda wall: self.engine.tick(wall))
             self.counts["ticks"] += 1
         self.true = max(self.true, target)
@@ -1387,7 +1396,7 @@ class Simulation:
         elif kind == "change":
             released_today = [e["data"]["medication_id"] for e in self.store.events(self.fed_seq)
                               if e["type"] == "dose.released"]
-            document, what, touched = self.maker.change(self.document, self.wall(), released_today)
+            document, what, touched = self.maker.change(self.document, self.given(), released_today)
             outcome = self._call(lambda wall: engine.apply_schedule(wall, document, "local"))
             if outcome is not None and outcome.feedback == "applied":
                 self.document = document
@@ -1454,7 +1463,7 @@ class Simulation:
         if self.engine is not None and self.engine.view.clock_trusted:
             # The engine has ticked at this moment: every window closed by its time has ended
             # (not while its clock is untrusted: windows wait for the synchronisation then).
-            effective = max(truncate_ms(self.wall()), parse_utc(self.store.last_event()["at"]))
+            effective = max(truncate_ms(self.given()), parse_utc(self.store.last_event()["at"]))
             self.violations += self.checker.settle(effective)
 
     def run(self) -> SimResult:

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from . import docjson
 from .config import Config
 from .daemon import Daemon
 from .engine import Engine, Mover
@@ -254,7 +255,7 @@ class ScenarioRun:
 
     def _apply_file(self, now: datetime, path: Path, stock: dict[str, int] | None = None) -> None:
         try:
-            document = json.loads(path.read_text(encoding="utf-8"))
+            document = docjson.loads(path.read_text(encoding="utf-8"))  # as `schedule apply` reads it
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ScenarioError(f"{path}: cannot be read as JSON ({error})") from None
         self.engine.apply_schedule(now, document, "local", stock=stock)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from dispenser import docjson
 from dispenser.timeutil import UTC, parse_utc
 
 SCHEMA = "dispenser.schedule/1"
@@ -235,7 +236,9 @@ def load_schedule_file(path: str | Path, default_timezone: str | None = None) ->
     except OSError as exc:
         raise ScheduleError([f"{name}: cannot be read ({exc.strerror or exc})"]) from None
     try:
-        doc = json.loads(text)
+        doc = docjson.loads(text)
+    except docjson.DuplicateKeyError as exc:
+        raise ScheduleError([f"{name}: not valid JSON ({exc})"]) from None
     except json.JSONDecodeError as exc:
         raise ScheduleError(
             [f"{name}: not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})"]

@@ -1,8 +1,10 @@
 """Ed25519 signatures over the canonical schedule document (contract section 2).
 
 The clinic signs; the device verifies before it applies a schedule from MQTT.
-What is signed is the document without its `signature` key, in the one canonical
-JSON form the event log also uses, encoded as UTF-8.
+What is signed is the document without its `signature` key in RFC 8785's form (the
+JSON Canonicalization Scheme, JCS), which is UTF-8: a clinic system in any language with
+a JCS library makes the same bytes. (The event log's hash chain keeps its own form,
+`events.canonical`; see docs/MQTT.md.)
 
     >>> private, public = generate_keypair()
     >>> signed = sign_document({"version": 1}, private, "clinic-2026")
@@ -23,7 +25,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .events import canonical
+from .docjson import CanonicalFormError, signed_form  # noqa: F401 - CanonicalFormError for callers
 
 ALG = "ed25519"
 KEY_BYTES = 32
@@ -48,9 +50,11 @@ class KeyFormatError(ValueError):
 
 
 def canonical_document(doc: dict) -> bytes:
-    """The bytes that are signed: `doc` without `signature`, canonical JSON, UTF-8."""
-    body = {key: value for key, value in doc.items() if key != "signature"}
-    return canonical(body).encode("utf-8")
+    """The bytes that are signed: `doc` without `signature`, RFC 8785 (JCS), UTF-8.
+
+    CanonicalFormError (a ValueError) when the document has none (docjson.signed_form).
+    """
+    return signed_form(doc)
 
 
 def generate_keypair() -> tuple[str, str]:
@@ -78,7 +82,10 @@ def load_public_key(public_key_b64: str) -> Ed25519PublicKey:
 
 
 def sign_document(doc: dict, private_key_b64: str, key_id: str) -> dict:
-    """A copy of `doc` with a fresh `signature`; an existing signature is replaced."""
+    """A copy of `doc` with a fresh `signature`; an existing signature is replaced.
+
+    CanonicalFormError (a ValueError) when the document has no RFC 8785 form.
+    """
     key = load_private_key(private_key_b64)
     signed = {key_: value for key_, value in doc.items() if key_ != "signature"}
     value = key.sign(canonical_document(signed))
@@ -106,8 +113,12 @@ def verify_document(doc: dict, public_key: str | Ed25519PublicKey) -> None:
     if raw is None or len(raw) != SIGNATURE_BYTES:
         raise SignatureError("bad_signature", "value is not base64 of 64 bytes")
     try:
-        key.verify(raw, canonical_document(doc))
-    except (InvalidSignature, ValueError, TypeError) as exc:  # ValueError: NaN cannot be canonical
+        signed_bytes = canonical_document(doc)
+    except (ValueError, TypeError) as exc:  # NaN, a lone surrogate, an integer beyond 2**53
+        raise SignatureError("bad_signature", f"cannot have been signed ({exc})") from exc
+    try:
+        key.verify(raw, signed_bytes)
+    except (InvalidSignature, ValueError, TypeError) as exc:
         raise SignatureError("bad_signature", "does not verify with the clinic key") from exc
 
 

@@ -266,3 +266,43 @@ def test_schedule_apply_tells_the_clinic_and_refuses_an_expired_file_in_one_line
     expired = tmp_path / "expired.json"
     expired.write_text(json.dumps({**document, "version": 13, "expires_at": "2020-01-01T00:00:00Z"}))
     one_line_error(run("schedule", "apply", str(expired), "--config", str(config)), "expired")
+
+
+@pytest.mark.parametrize("command", ["validate", "apply"])
+def test_a_schedule_with_a_duplicated_key_is_refused_in_one_line(tmp_path, command):
+    """A decoy first, the real value last: readers disagree on which counts, so neither does."""
+    text = (EXAMPLES / "schedule.json").read_text()
+    path = tmp_path / "decoy.json"
+    path.write_text(text.replace('"version"', '"version": 99, "version"', 1))
+    config = tmp_path / "config.toml"
+    config.write_text(f'[storage]\ndb = "{tmp_path / "d.db"}"\n')
+    result = run("schedule", command, str(path), "--config", str(config))
+    one_line_error(result, str(path), "not valid JSON", 'the key "version" is given twice')
+
+
+def test_a_one_shot_command_logs_at_the_time_counted_since_this_boot_s_first_sync(tmp_path):
+    """The daemon found the wall clock stepped 8 h ahead after NTP first set it (its anchor is in
+    the log's meta): `schedule apply` and `status` go by the counted time too, or the log would
+    run 8 h ahead and hold every dose until the true time caught up."""
+    from datetime import datetime, timezone
+    from dispenser.clocktrust import StoreMemory, boot_id, steady_seconds
+    from dispenser.store import Store
+    if boot_id() is None:
+        pytest.skip("no kernel boot id here")
+    db, marker = tmp_path / "d.db", tmp_path / "synchronized"
+    marker.touch()
+    config = tmp_path / "config.toml"
+    config.write_text(f'[device]\nid = "disp-0042"\n[storage]\ndb = "{db}"\n'
+                      f'[clock]\ntrust = "synchronized"\nmarker = "{marker}"\n')
+    store = Store.open(str(db), "disp-0042")
+    offset = datetime.now(timezone.utc).timestamp() - steady_seconds() - 8 * 3600  # the wall clock is 8 h ahead
+    StoreMemory(store).remember({"offset": offset, "steady": steady_seconds() - 100, "believed": offset,
+                                 "reported": None})
+    store.close()
+    result = run("schedule", "apply", str(DEMO / "schedule.json"), "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    [applied] = [e for e in Store.open(str(db), "disp-0042").events() if e["type"] == "schedule.applied"]
+    at = datetime.fromisoformat(applied["at"].replace("Z", "+00:00"))
+    assert abs((datetime.now(timezone.utc) - at).total_seconds() - 8 * 3600) < 120
+    status = run("status", "--config", str(config))
+    assert "stepped 28800 s ahead and is not believed" in status.stdout, status.stdout + status.stderr

@@ -831,3 +831,24 @@ def wait_until(predicate, timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def test_sign_makes_an_rfc_8785_signature_any_language_can_check(tmp_path, keys):
+    """A half-hour period: the one place the old Python form and RFC 8785 differ in practice."""
+    import rfc8785
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    key, public = keys
+    document = json.loads((EXAMPLES / "schedule.json").read_text())
+    document["medications"][2]["dosage"][0]["timing"]["repeat"]["period"] = 0.5
+    source = tmp_path / "half.json"
+    source.write_text(json.dumps(document))
+    assert dispenser("clinic", "sign", source, "--key", key, "--device", DEVICE, "--out", tmp_path / "s.json").returncode == 0
+    signed = json.loads((tmp_path / "s.json").read_text())
+    body = {k: v for k, v in signed.items() if k != "signature"}
+    Ed25519PublicKey.from_public_bytes(base64.b64decode(public)).verify(
+        base64.b64decode(signed["signature"]["value"]), rfc8785.dumps(body))  # raises when it does not hold
+    document["version"] = 2 ** 63 - 1  # no RFC 8785 form: refused in one line, nothing written
+    source.write_text(json.dumps(document))
+    result = dispenser("clinic", "sign", source, "--key", key, "--device", DEVICE, "--out", tmp_path / "big.json")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "cannot be signed" in result.stderr
+    assert not (tmp_path / "big.json").exists()

@@ -76,59 +76,78 @@ def test_a_synchronised_clock_that_loses_the_network_for_days_stays_trusted():
         assert trust.check()
 
 
-def test_a_step_by_hand_is_untrusted_until_ntp_synchronises_again():
+def test_a_step_by_hand_after_the_first_synchronisation_is_not_believed_but_reported_once():
     pi = Pi()
     trust = pi.trust()
     pi.ntp()
     assert trust.check()
     pi.wait(30)
+    true = pi.wall()
     pi.step(HOUR)  # `date -s` an hour ahead
-    assert not trust.check() and trust.last_step == HOUR
+    assert trust.check() and trust.last_step == HOUR  # the counted time is still good: doses go on
+    assert trust.now() == true and trust.stepped_away == HOUR
+    assert "3600 s ahead" in trust.take_step_report() and trust.take_step_report() is None
     pi.wait(60)
-    assert not trust.check()  # no step now, but still no synchronisation since
-    pi.ntp(step=-HOUR)
-    assert trust.check() and trust.last_step == -HOUR
+    assert trust.now() == true + 60 and trust.take_step_report() is None
+    pi.ntp(step=-HOUR)  # set right again: the wall clock agrees with the count, and is followed
+    assert trust.check() and trust.now() == pi.wall() and trust.stepped_away is None
 
 
-def test_a_step_back_by_hand_is_untrusted_too():
+def test_a_step_back_by_hand_is_not_believed_either():
     pi = Pi()
     trust = pi.trust()
     pi.ntp()
     trust.check()
     pi.wait(30)
+    true = pi.wall()
     pi.step(-HOUR)
-    assert not trust.check()
+    assert trust.check() and trust.now() == true and trust.stepped_away == -HOUR
+    assert "3600 s behind" in trust.take_step_report()
     pi.wait(5)
     pi.ntp(step=HOUR)
-    assert trust.check()
+    assert trust.check() and trust.now() == pi.wall() and trust.take_step_report() is None
 
 
-def test_timesyncds_own_step_stays_trusted_whether_seen_before_or_after_its_touch():
+def test_ten_forward_steps_by_a_time_server_that_touches_the_marker_move_nothing():
+    """timesyncd steps to what a hostile server says and touches its marker as it steps:
+    after the first synchronisation since boot, the marker vouches for nothing."""
     pi = Pi()
     trust = pi.trust()
     pi.ntp()
     trust.check()
-    pi.wait(50)
-    pi.ntp(step=-3.0)  # a step and its touch, then the check
-    assert trust.check()
-    pi.wait(50)
-    pi.step(4.0)       # the check falls between timesyncd's step ...
+    reports = []
+    for _ in range(10):
+        pi.wait(60)
+        pi.ntp(step=8 * HOUR)
+        assert trust.check()
+        reports.append(trust.take_step_report())
+    assert trust.now() == pi.steady + (pi.offset - 80 * HOUR)  # ten minutes later by the boot clock
+    assert trust.stepped_away == 80 * HOUR and trust.last_step == 8 * HOUR
+    assert len([r for r in reports if r]) == 1  # one episode, one report
+
+
+def test_a_drift_correction_after_days_offline_is_followed():
+    """Offline, the crystal drifts both clocks alike; NTP back steps the wall clock by the drift
+    (timesyncd steps beyond 0.4 s): within 500 ppm of the time since the anchor, it is believed."""
+    pi = Pi()
+    trust = pi.trust()
+    pi.ntp()
+    trust.check()
+    pi.wait(3 * 24 * HOUR)
+    pi.ntp(step=-4.0)  # 15 ppm over three days
+    assert trust.check() and trust.now() == pi.wall() and trust.take_step_report() is None
+
+
+def test_an_old_synchronisation_does_not_vouch_for_a_step_before_the_first_check():
+    """The daemon started before NTP answered; the marker was touched, then the clock set by hand
+    before the daemon looked: the marker is older than the step, so nothing is anchored on it."""
+    pi = Pi()
+    trust = pi.trust()
     assert not trust.check()
-    pi.wait(0.002)
-    pi.marker = pi.wall()  # ... and its touch of the marker
-    assert trust.check()
-
-
-def test_an_old_synchronisation_does_not_vouch_for_a_later_step():
-    """The marker was touched before the step: it must not count as a sync after it."""
-    pi = Pi()
-    trust = pi.trust()
+    pi.wait(20)
     pi.ntp()
-    trust.check()
     pi.wait(20)
-    pi.ntp()        # a regular sync the daemon has not looked at yet ...
-    pi.wait(20)
-    pi.step(HOUR)   # ... then the clock is set an hour ahead
+    pi.step(HOUR)
     assert not trust.check()
 
 
@@ -146,7 +165,7 @@ def test_a_restart_after_a_step_waits_for_a_new_synchronisation():
     assert trust.check()
 
 
-def test_slewing_is_not_a_step():
+def test_slewing_is_followed_and_a_step_beyond_it_is_not():
     pi = Pi()
     trust = pi.trust()
     pi.ntp()
@@ -154,10 +173,50 @@ def test_slewing_is_not_a_step():
     for _ in range(60):
         pi.wait(60)
         pi.step(0.025)  # NTP slews at most 500 ppm: 30 ms a minute
-        assert trust.check()
+        assert trust.check() and trust.now() == pi.wall()
     pi.wait(60)
-    pi.step(1.2)
-    assert not trust.check()
+    believed = trust.now()
+    pi.step(5.0)
+    assert trust.check() and trust.now() == believed and trust.stepped_away == 5.0
+
+
+class Memory:
+    """The log's meta for one boot (StoreMemory without SQLite)."""
+
+    def __init__(self):
+        self.saved = None
+
+    def recall(self):
+        return self.saved
+
+    def remember(self, anchor):
+        self.saved = anchor
+
+
+def test_a_restarted_daemon_keeps_the_anchor_of_this_boot():
+    pi, memory = Pi(), Memory()
+    trust = ClockTrust("synchronized", synchronized_at=lambda: pi.marker, wall=pi.wall,
+                       steady=lambda: pi.steady, memory=memory)
+    pi.ntp()
+    trust.check()
+    pi.wait(60)
+    pi.ntp(step=8 * HOUR)
+    trust.check()
+    assert trust.take_step_report()
+    pi.wait(60)  # the daemon restarts: the marker is fresh, the wall clock 8 h ahead
+    again = ClockTrust("synchronized", synchronized_at=lambda: pi.marker, wall=pi.wall,
+                       steady=lambda: pi.steady, memory=memory)
+    assert again.check() and again.now() == pi.wall() - 8 * HOUR
+    assert again.take_step_report() is None  # reported by its predecessor already
+
+
+def test_the_anchor_is_kept_in_the_log_for_this_boot_only():
+    from dispenser.clocktrust import StoreMemory
+    from dispenser.store import Store
+    store = Store.open(":memory:", "disp-test")
+    StoreMemory(store, boot="boot-1").remember({"offset": 1.0, "steady": 2.0, "believed": 1.0, "reported": None})
+    assert StoreMemory(store, boot="boot-1").recall()["offset"] == 1.0
+    assert StoreMemory(store, boot="boot-2").recall() is None  # a reboot anchors afresh
 
 
 def test_the_marker_is_read_from_the_file(tmp_path):
@@ -177,7 +236,14 @@ def test_describe_says_why_doses_are_held():
     assert trust.describe() == "synchronised by NTP"
     pi.wait(10)
     pi.step(HOUR)
-    assert trust.describe().startswith("stepped by +3600 s")
+    assert trust.describe().startswith("synchronised by NTP; the wall clock has since been stepped 3600 s ahead")
+    booting = Pi()
+    trust = booting.trust()
+    booting.step(HOUR)
+    trust.check()
+    booting.wait(1)
+    booting.step(HOUR)
+    assert trust.describe().startswith("stepped by +3600 s and not synchronised since")
 
 
 def test_an_unknown_mode_is_refused():

@@ -248,6 +248,25 @@ def test_an_unsynchronised_clock_holds_doses_says_so_and_alerts_once_after_half_
     assert device_state(device.engine, device.now)["clock_trusted"] is True
 
 
+def test_a_step_after_ntp_is_one_clock_fault_for_the_clinic_and_doses_go_on():
+    """A time server steps the clock 8 h ahead twice (timesyncd touching its marker): the daemon's
+    time is the boot clock's count (TrustedClock), the step is logged once as a fault with an alert."""
+    error, marker = [0.0], [None]
+    device = Device(trust=lambda device: ClockTrust(
+        "synchronized", synchronized_at=lambda: marker[0] if marker[0] is not None else device.now.timestamp(),
+        wall=lambda: device.now.timestamp() + error[0], steady=lambda: device.now.timestamp()))
+    device.at("2026-11-24T07:00:00")
+    for _ in range(2):
+        error[0] += 8 * 3600
+        marker[0] = device.now.timestamp() + error[0]
+        device.at(f"2026-11-24T07:0{_ + 1}:00")
+    [fault] = device.events("device.fault")
+    assert fault["data"]["component"] == "clock" and "28800 s ahead" in fault["data"]["error"]
+    assert [e["data"]["kind"] for e in device.events("alert.raised")].count("device_fault") == 1
+    assert device.press("2026-11-24T07:45:00") == ["Take your pill", "Press when taken"]
+    assert device.events("dose.released")[0]["at"] == "2026-11-24T12:45:00.000Z"
+
+
 def test_a_four_row_display_shows_no_time_it_cannot_vouch_for():
     device = Device(lcd_size=(20, 4), trust=lambda device: ClockTrust(
         "synchronized", synchronized_at=lambda: None,

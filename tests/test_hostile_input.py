@@ -313,8 +313,9 @@ def test_hand_made_hostile_payloads():
     assert reason(b'{"version": 3, "medications": "\\ud800"}') == "unsigned"
     signed_with_surrogate_name = good.replace('"Sertraline"', '"\\ud800"')
     assert reason(signed_with_surrogate_name.encode()) == "bad_signature"
-    # Duplicate keys: the last one counts, as it did for the canonical form that was signed.
-    assert reason(good.replace('{"schema"', '{"version": 99, "schema"', 1).encode()) == "applied"
+    # Duplicate keys: refused before anything else, whichever one a parser would keep.
+    assert reason(good.replace('{"schema"', '{"version": 99, "schema"', 1).encode()) == "invalid_json"
+    assert reason(good.encode()) == "applied"
     assert device.version == 2
     assert reason(good.encode()) == "stale_version"  # the same document again: a replay
     older = sign_document({**valid, "version": 1}, CLINIC_PRIVATE, "clinic")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from dispenser.clocktrust import ClockTrust
+from dispenser.clocktrust import ClockTrust, TrustedClock
 from support import NY, Rig, as_needed, daily, local, schedule
 
 HOUR = timedelta(hours=1)
@@ -176,39 +176,53 @@ def test_a_small_step_back_only_pauses_releases_for_that_long():
 
 
 class NoRtcPi:
-    """The Pi around a Rig: its wall clock is `rig.now`, its steady clock the true time (the
-    wall clock less its error), and timesyncd's marker is touched at each synchronisation."""
+    """The Pi around a Rig: a wall clock that may be wrong, a steady clock that counts the true
+    time, and timesyncd's marker, touched at each synchronisation. The engine is given the time
+    the daemon's clock gives it (clocktrust.TrustedClock): `rig.now`."""
 
     def __init__(self, rig: Rig):
-        self.rig, self.error = rig, timedelta(0)
+        self.rig = rig
+        self.error = timedelta(0)  # the wall clock less the true time
+        self.skew = timedelta(0)   # the time given to the engine (rig.now) less the true time
         self.marker: float | None = rig.now.timestamp()  # set up on a network: synchronised
+        self.memory = Memory()     # the anchor kept for this boot (the log's meta, on a Pi)
         self._watch()
 
     def _watch(self, log_trusted: bool = True) -> None:
         self.trust = ClockTrust("synchronized", log_trusted=log_trusted, synchronized_at=lambda: self.marker,
-                                wall=lambda: self.rig.now.timestamp(),
-                                steady=lambda: (self.rig.now - self.error).timestamp())
+                                wall=lambda: self.wall().timestamp(), steady=lambda: self.true().timestamp(),
+                                memory=self.memory)
         self.rig.clock_trusted = self.trust.check
+        self._believe()
+
+    def _believe(self) -> None:
+        """The daemon's loop reads its clock: the engine is given what ClockTrust believes."""
+        true = self.true()
+        self.rig.now = TrustedClock(self.trust).now()
+        self.skew = self.rig.now - true
 
     def true(self) -> datetime:
-        return self.rig.now - self.error
+        return self.rig.now - self.skew
+
+    def wall(self) -> datetime:
+        return self.true() + self.error
 
     def at(self, text: str) -> datetime:
         """Live on to the TRUE local time `text`, ticking as the daemon would."""
-        wall = local(text) + self.error
-        self.rig.at(wall.astimezone(NY).replace(tzinfo=None).isoformat())
+        given = local(text) + self.skew
+        self.rig.at(given.astimezone(NY).replace(tzinfo=None).isoformat())
         return self.rig.now
 
     def step(self, delta: timedelta) -> None:
         """The wall clock is set (by hand, a bad source); the steady clock does not move."""
-        self.rig.now += delta
         self.error += delta
+        self._believe()
 
-    def ntp(self) -> None:
-        """timesyncd steps the clock to the true time and touches its marker."""
-        self.rig.now -= self.error
-        self.error = timedelta(0)
-        self.marker = self.rig.now.timestamp()
+    def ntp(self, to: timedelta = timedelta(0)) -> None:
+        """timesyncd steps the clock (to the true time, or `to` off it: a hostile server) and touches its marker."""
+        self.error = to
+        self.marker = self.wall().timestamp()
+        self._believe()
 
     def restart_daemon(self) -> None:
         """The daemon process restarts (a crash, an update); the Pi does not reboot."""
@@ -218,10 +232,23 @@ class NoRtcPi:
     def power_cut(self, off: timedelta, clock_error: timedelta) -> None:
         """Off for `off`; the clock comes back `clock_error` off the truth; /run is empty."""
         true = self.true() + off
-        self.error, self.marker = clock_error, None
+        self.error, self.marker, self.memory = clock_error, None, Memory()
+        self.rig.now, self.skew = true + clock_error, clock_error
         self._watch()
-        self.rig.now = true + clock_error
         self.rig.restart()
+
+
+class Memory:
+    """The log's meta for one boot, as clocktrust.StoreMemory keeps it."""
+
+    def __init__(self):
+        self.saved = None
+
+    def recall(self):
+        return self.saved
+
+    def remember(self, anchor):
+        self.saved = anchor
 
 
 def press(rig: Rig):
@@ -276,17 +303,18 @@ def test_a_boot_with_the_saved_time_behind_misses_only_what_truly_closed():
     assert press(rig).feedback == "released" and len(rig.events("dose.missed")) == 1
 
 
-def test_a_clock_set_an_hour_ahead_by_hand_holds_everything_until_ntp():
+def test_a_clock_set_an_hour_ahead_by_hand_after_ntp_is_not_believed():
+    """After the first synchronisation the boot clock counts: the step moves nothing."""
     rig = morning()
     pi = NoRtcPi(rig)
     pi.at("2026-11-24T07:20:00")
     pi.step(timedelta(hours=1))  # the clock reads 08:20, truly 07:20: the window is not open
-    assert held(press(rig))
-    pi.at("2026-11-24T09:10:00")  # the clock reads 10:10
-    assert held(press(rig)) and rig.events("dose.missed") == []
-    assert rig.engine.rules.releasable(rig.now) == []  # nothing shown as due, no reminder sound
-    pi.ntp()
+    outcome = press(rig)
+    assert outcome.feedback == "too_early" and outcome.detail.get("reason") != "clock_unsynchronized"
+    pi.at("2026-11-24T07:45:00")  # the wall clock reads 08:45
     assert press(rig).feedback == "released"
+    assert releases(rig)[0]["at"] == "2026-11-24T12:45:00.000Z"  # the true time, not the wall clock's
+    pi.at("2026-11-24T09:50:00")  # the wall clock reads 10:50: past the window, which truly is open
     assert press(rig).feedback == "confirmed"
     pi.at("2026-11-24T12:00:00")
     assert rig.events("dose.missed") == [] and len(releases(rig)) == 1 and ats_never_decrease(rig)
@@ -323,12 +351,12 @@ def test_two_days_without_ntp_hold_every_dose_then_each_closed_window_is_missed_
     assert ats_never_decrease(rig) and rig.store.verify()[0]
 
 
-def test_as_needed_waits_for_ntp_and_is_not_counted_as_a_denial():
+def test_as_needed_waits_for_ntp_at_boot_and_is_not_counted_as_a_denial():
     rig = Rig(schedule(as_needed("hydroxyzine", 3, every_h=4, max_units=3)), "2026-11-24T06:00:00",
               stock={"hydroxyzine": 10})
     pi = NoRtcPi(rig)
     pi.at("2026-11-24T12:00:00")
-    pi.step(timedelta(hours=3))
+    pi.power_cut(timedelta(minutes=1), clock_error=timedelta(hours=3))  # booted, NTP not yet answered
     outcome = rig.engine.hold(rig.now)
     assert outcome.feedback == "denied" and held(outcome)
     assert rig.events("prn.denied") == [] and releases(rig) == []
@@ -336,15 +364,50 @@ def test_as_needed_waits_for_ntp_and_is_not_counted_as_a_denial():
     assert rig.engine.hold(rig.now).feedback == "released"
 
 
-def test_a_daemon_restart_after_a_step_by_hand_keeps_holding_until_ntp():
+def test_a_daemon_restart_after_a_step_by_hand_keeps_the_count_of_this_boot():
+    """The restarted daemon finds the anchor (the log's meta, for this boot): the fresh marker
+    and the wall clock an hour ahead do not become its time."""
     rig = morning()
     pi = NoRtcPi(rig)
     pi.at("2026-11-24T07:00:00")
     pi.step(timedelta(hours=1))
-    assert held(press(rig))  # the step is seen and logged: clock.unsynchronized
-    pi.restart_daemon()  # the marker of the last sync is still there: it must not count
-    assert held(press(rig))
-    pi.at("2026-11-24T09:30:00")  # the clock reads 10:30
-    assert rig.events("dose.missed") == [] and releases(rig) == []
-    pi.ntp()
+    assert press(rig).feedback == "too_early"  # truly 07:00
+    pi.marker = pi.wall().timestamp()  # timesyncd touched its marker since: vouches for nothing now
+    pi.restart_daemon()
+    assert press(rig).feedback == "too_early"
+    pi.at("2026-11-24T07:45:00")
     assert press(rig).feedback == "released"
+    pi.at("2026-11-24T12:00:00")
+    assert rig.events("dose.missed") == [] and len(releases(rig)) == 1 and ats_never_decrease(rig)
+
+
+def test_ten_forward_steps_of_eight_hours_release_no_more_than_the_limit_by_the_true_time():
+    """The bug: a hostile time server stepped the clock +8 h ten times (timesyncd touching its
+    marker each time); 10 as-needed doses went out in 10 real minutes against 3 a day, and
+    when the true time came back every dose was held for about 3 days."""
+    rig = Rig(schedule(as_needed("hydroxyzine", 3, every_h=4, max_units=3),
+                       daily("sertraline", 1, ["08:00"], before=30, after=120)), "2026-11-24T06:00:00",
+              stock={"hydroxyzine": 30, "sertraline": 30})
+    pi = NoRtcPi(rig)
+    pi.at("2026-11-24T12:00:00")
+    for minute in range(10):
+        pi.ntp(to=pi.error + timedelta(hours=8))
+        rig.engine.hold(rig.now, "hydroxyzine")
+        pi.at(f"2026-11-24T12:{minute + 1:02d}:00")
+    assert pi.wall() - pi.true() == timedelta(hours=80)
+    assert [e["at"] for e in releases(rig)] == ["2026-11-24T17:00:00.000Z"]  # the first, at the true time
+    for hour in range(13, 36):  # a hold every true hour for a day, the clock still 80 h ahead
+        pi.at(f"2026-11-{24 + hour // 24}T{hour % 24:02d}:00:00")
+        rig.engine.hold(rig.now, "hydroxyzine")
+    by_true_time = [e["at"] for e in releases(rig) if e["type"] == "prn.released"]
+    assert by_true_time == ["2026-11-24T17:00:00.000Z", "2026-11-24T21:00:00.000Z", "2026-11-25T01:00:00.000Z"]
+    pi.ntp()  # the true time comes back
+    pi.at("2026-11-25T12:00:00")
+    assert rig.engine.hold(rig.now, "hydroxyzine").feedback == "released"  # not held for days
+    pi.at("2026-11-26T07:45:00")
+    assert press(rig).feedback == "released"
+    missed = rig.events("dose.missed")  # nobody pressed on the 24th and 25th; none closed early by the wall clock
+    assert [(e["data"]["scheduled_at"], e["at"]) for e in missed] == [
+        ("2026-11-24T13:00:00Z", "2026-11-24T15:00:00.000Z"), ("2026-11-25T13:00:00Z", "2026-11-25T15:00:00.000Z")]
+    assert all(e["data"].get("while") is None for e in rig.events("dose.missed"))
+    assert ats_never_decrease(rig) and rig.store.verify()[0]
