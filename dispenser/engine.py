@@ -55,8 +55,11 @@ class Engine:
     def __init__(self, store: Store, compartments: int, default_timezone: str = "UTC",
                  mover: Mover = no_mover, new_id: Callable[[], str] | None = None,
                  clinic_public_key: str | None = None, clock_trusted: Callable[[], bool] = lambda: True,
-                 clinic_keys: Mapping[str, str] | None = None):
+                 clinic_keys: Mapping[str, str] | None = None, read_model: bool = True):
+        """`read_model=False`: a headless harness that never reads `view` (the safety
+        simulation) saves computing it after every input; `view` then stays as built."""
         self.store = store
+        self._publishing = read_model
         self.compartments = compartments
         self.default_timezone = default_timezone
         self.mover = mover
@@ -199,7 +202,8 @@ class Engine:
 
     def _publish(self, now: datetime) -> None:
         """Replace `view` in one assignment: readers on other threads see one whole moment."""
-        self.view = self._read_model(now, self.rules.clock_trusted)
+        if self._publishing:
+            self.view = self._read_model(now, self.rules.clock_trusted)
 
     def _read_model(self, now: datetime | None, clock_trusted: bool) -> ReadModel:
         state = self.rules.state

@@ -1243,7 +1243,7 @@ class Simulation:
                                 synchronized_at=lambda: self.synced_at,
                                 wall=lambda: self.wall().timestamp(), steady=lambda: self.true.timestamp())
         self.engine = Engine(self.store, 8, self.timezone, mover=self._mover, new_id=self.new_id,
-                             clock_trusted=self.trust.check)
+                             clock_trusted=self.trust.check, read_model=False)
         self.engine.listeners.append(self._listen)
         self._call(lambda wall: self.engine.start(wall))
         self.counts["boots"] += 1
@@ -1460,7 +1460,7 @@ class Simulation:
                                   f"before its window closed at {event['data']['window_end']}", event["seq"])
         if events:
             self.fed_seq = events[-1]["seq"]
-        if self.engine is not None and self.engine.view.clock_trusted:
+        if self.engine is not None and self.engine.rules.clock_trusted:
             # The engine has ticked at this moment: every window closed by its time has ended
             # (not while its clock is untrusted: windows wait for the synchronisation then).
             effective = max(truncate_ms(self.given()), parse_utc(self.store.last_event()["at"]))
