@@ -89,10 +89,14 @@ def private_umask() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     private_umask()
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        try:
+            args = build_parser().parse_args(argv)
+            return COMMANDS[args.command](args)
+        finally:
+            sys.stdout.flush()  # a reader gone (`| head -1`) shows here, not as an error at exit
+    except BrokenPipeError:
+        return reader_gone()
     except (UserError, ConfigError, StoreError) as error:
         print(f"dispenser: {error}", file=sys.stderr)
         return 2
@@ -102,6 +106,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def reader_gone() -> int:
+    """The reader of stdout closed it (`dispenser log --json | head -1`): stop quietly.
+
+    What was left unwritten goes to /dev/null, so Python's own flush at exit cannot fail
+    again; 141 (128 + SIGPIPE) is what a shell reports for a program stopped by a closed pipe.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return 141
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -218,7 +237,7 @@ def simulate_live(args) -> int:
     holder.append(terminal)
     stop_on_signals(daemon)
     run_live(daemon, clock, args.speed, terminal)
-    return 0
+    return reader_gone() if terminal.unread else 0
 
 
 def simulate_scenario(args) -> int:

@@ -1,0 +1,100 @@
+"""The `dispenser` command at the edges people meet: closed pipes, --version, the self-test
+on the simulated device, install-service refusing what cannot work. Real processes."""
+from __future__ import annotations
+
+import fcntl
+import subprocess
+import sys
+
+import pytest
+
+from support import DEMO
+
+
+def command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dispenser", *args]
+
+
+def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    kwargs.setdefault("stdin", subprocess.DEVNULL)
+    return subprocess.run(command(*args), capture_output=True, text=True, timeout=60, **kwargs)
+
+
+# -- a reader that goes away (`| head -1`) ------------------------------------------------------
+
+
+def first_line_then_close(args: list[str], stdin=subprocess.DEVNULL, after=None) -> tuple[str, int, str]:
+    """Run `args` with stdout to a small pipe, read one line, close the pipe: as `| head -1` does."""
+    proc = subprocess.Popen(args, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    fcntl.fcntl(proc.stdout.fileno(), 1031, 4096)  # F_SETPIPE_SZ: a page, so the writer meets the close
+    first = proc.stdout.readline().decode()
+    proc.stdout.close()
+    if after is not None:
+        after(proc)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return first, proc.returncode, err.decode()
+
+
+@pytest.fixture(scope="module")
+def month_log(tmp_path_factory):
+    """A log of a month of the demo schedule (about 300 kB of JSON lines)."""
+    folder = tmp_path_factory.mktemp("month")
+    scenario = folder / "month.toml"
+    scenario.write_text(f'start = "2026-11-24T06:00:00"\nuntil = "2026-12-24T06:00:00"\n'
+                        f'schedule = "{DEMO / "schedule.json"}"\n')
+    db = folder / "month.db"
+    result = run("simulate", "--scenario", str(scenario), "--db", str(db))
+    assert result.returncode == 0 and len(result.stdout) > 100_000, result.stderr
+    return db
+
+
+@pytest.mark.parametrize("args", [
+    ("log", "--json"),
+    ("log",),
+])
+def test_log_into_a_closed_pipe_stops_quietly(month_log, args):
+    first, code, err = first_line_then_close(command(*args, "--db", str(month_log)))
+    assert first.strip()
+    assert code == 141 and err == "", err  # 128 + SIGPIPE, as a shell shows it; not a word on stderr
+
+
+@pytest.mark.parametrize("extra", [(), ("--json",)])
+def test_schedule_show_into_a_closed_pipe_stops_quietly(extra):
+    first, code, err = first_line_then_close(
+        command("schedule", "show", "--file", str(DEMO / "schedule.json"), "--days", "3000", *extra))
+    assert first.strip()
+    assert code == 141 and err == "", err
+
+
+def test_a_scenario_into_a_closed_pipe_stops_quietly(tmp_path):
+    scenario = tmp_path / "month.toml"
+    scenario.write_text(f'start = "2026-11-24T06:00:00"\nuntil = "2026-12-24T06:00:00"\n'
+                        f'schedule = "{DEMO / "schedule.json"}"\n')
+    first, code, err = first_line_then_close(command("simulate", "--scenario", str(scenario)))
+    assert '"device.started"' in first
+    assert code == 141 and err == "", err
+
+
+def test_the_live_simulator_stops_when_nobody_reads_its_screen(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text(f'[hardware]\nbackend = "sim"\ndwell_ms = 50\n[storage]\ndb = "{tmp_path / "d.db"}"\n')
+
+    def press(proc):  # the screen changes: the simulator draws into the closed pipe
+        try:
+            for _ in range(3):
+                proc.stdin.write(b"press\n")
+                proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # it has stopped already
+        proc.wait(timeout=30)  # by itself: its stdin stays open
+
+    first, code, err = first_line_then_close(command("simulate", "--config", str(config)),
+                                             stdin=subprocess.PIPE, after=press)
+    assert first.startswith("LCD |"), err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert code == 141, err
