@@ -8,6 +8,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from . import __version__
 from .config import Config, ConfigError, load_config
 from .schedule import Schedule, ScheduleError, load_schedule_file, parse_schedule
 from .scheduler import doses_between
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--db", metavar="PATH", help="the SQLite log (default: the config's [storage] db)")
 
     parser = argparse.ArgumentParser(prog="dispenser", description="A supervised smart pill dispenser.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("run", parents=[common], help="the daemon (real or simulated hardware, per the config)")

@@ -10,6 +10,8 @@ import pytest
 
 from support import DEMO
 
+import dispenser
+
 
 def command(*args: str) -> list[str]:
     return [sys.executable, "-m", "dispenser", *args]
@@ -98,3 +100,12 @@ def test_the_live_simulator_stops_when_nobody_reads_its_screen(tmp_path):
     assert first.startswith("LCD |"), err
     assert "Traceback" not in err and "BrokenPipe" not in err, err
     assert code == 141, err
+
+
+# -- --version -----------------------------------------------------------------------------------
+
+
+def test_version():
+    result = run("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"dispenser {dispenser.__version__}"
