@@ -35,9 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("run", parents=[common], help="the daemon (real or simulated hardware, per the config)")
+    daemon = argparse.ArgumentParser(add_help=False)
+    daemon.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                        help="the system log's level (default: the config's [logging] level, else info)")
+    sub.add_parser("run", parents=[common, daemon], help="the daemon (real or simulated hardware, per the config)")
 
-    simulate = sub.add_parser("simulate", parents=[common], help="run on simulated hardware")
+    simulate = sub.add_parser("simulate", parents=[common, daemon], help="run on simulated hardware")
     simulate.add_argument("--scenario", metavar="FILE", help="run a scenario headless on a virtual clock")
     simulate.add_argument("--speed", type=float, default=1.0, help="virtual seconds per real second")
 
@@ -206,6 +209,7 @@ def cmd_run(args) -> int:
     from .runner import StartError, build_daemon, run_daemon, stop_on_signals
     from .service import Notifier
     config = _config(args)
+    _system_log(args, config)
     try:
         daemon = build_daemon(config, args.db, simulated=False, notifier=Notifier())
     except StartError as error:
@@ -213,6 +217,12 @@ def cmd_run(args) -> int:
     stop_on_signals(daemon)
     run_daemon(daemon)
     return 0
+
+
+def _system_log(args, config: Config) -> None:
+    """The daemon's lines on stderr, for the journal (journal.py): once, where it starts."""
+    from .journal import configure
+    configure(args.log_level or config.log_level)
 
 
 def cmd_simulate(args) -> int:
@@ -228,6 +238,7 @@ def simulate_live(args) -> int:
     if not args.speed > 0:
         raise UserError("--speed must be more than 0")
     config = _config(args)
+    _system_log(args, config)
     holder = []
     try:
         daemon = build_daemon(config, args.db, simulated=True, demo=True,
