@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     selftest = sub.add_parser("selftest", parents=[common], help="check the parts after assembly")
     selftest.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the button")
-    selftest.add_argument("--yes", action="store_true", help="the compartments are empty: move them")
+    selftest.add_argument("--yes", action="store_true", help="the compartments are empty: move them "
+                          "(on the simulated device: and do not wait for a press)")
     return parser
 
 
@@ -502,21 +503,38 @@ def cmd_install_service(args) -> int:
 
 
 def cmd_selftest(args) -> int:
+    import contextlib
     from .runner import StartError, build_hardware_for
-    from .selftest import run_selftest
+    from .selftest import keys_as_button, run_selftest
     config = _config(args)
     if config.backend == "pi" and not args.yes:
         raise UserError("every compartment opens once: empty them all, then run `dispenser selftest --yes`")
+    simulated = config.backend == "sim"
+    buttons = []
 
     def build(put):
+        buttons.append(put)
         try:
             return build_hardware_for(config, put, simulated=False)
         except StartError as error:
             raise UserError(str(error)) from None
 
+    def say(line: str) -> None:
+        print(line, flush=True)
+
     from .clocktrust import trust_for
-    print(f"info  clock: {trust_for(config).describe()}")
-    return 0 if run_selftest(build, print, wait_s=args.wait) else 1
+    if simulated:
+        why = ("no configuration (--config, $DISPENSER_CONFIG, /etc/dispenser/config.toml)"
+               if config.source == "built-in defaults" else f'{config.source}: [hardware] backend = "sim"')
+        say(f"info  {why}: this tests the simulated device, not real hardware")
+    say(f"info  clock: {trust_for(config).describe()}")
+    keys = keys_as_button(lambda: buttons and buttons[0]("press")) \
+        if simulated and not args.yes else contextlib.nullcontext()
+    with keys:
+        ok = run_selftest(build, say, wait_s=args.wait,
+                          button="space or enter (the simulated button)" if simulated else "the button",
+                          await_press=not (simulated and args.yes))
+    return 0 if ok else 1
 
 
 COMMANDS = {

@@ -109,3 +109,47 @@ def test_version():
     result = run("--version")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"dispenser {dispenser.__version__}"
+
+
+# -- selftest on the simulated device ----------------------------------------------------------
+
+
+def no_config_env(tmp_path) -> dict:
+    import os
+    env = {key: value for key, value in os.environ.items() if key != "DISPENSER_CONFIG"}
+    env.update(HOME=str(tmp_path), XDG_STATE_HOME=str(tmp_path / "state"))
+    return env
+
+
+@pytest.mark.skipif(__import__("os").path.exists("/etc/dispenser/config.toml"), reason="this machine has a config")
+def test_selftest_without_a_config_says_it_tests_the_simulator_and_yes_skips_the_press(tmp_path):
+    result = run("selftest", "--yes", env=no_config_env(tmp_path), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("info  no configuration") and "simulated device, not real hardware" in first
+    assert "skip  button: not waited for" in result.stdout and "self-test passed" in result.stdout
+
+
+def test_selftest_on_the_simulated_device_takes_a_key_as_the_button(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('[hardware]\nbackend = "sim"\ncompartments = 2\ndwell_ms = 50\n')
+    proc = subprocess.Popen(command("selftest", "--config", str(config), "--wait", "30"),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        said = []
+        for line in proc.stdout:
+            said.append(line)
+            if line.startswith("...   press"):
+                break
+        assert said and "space or enter" in said[-1], said
+        assert f'{config}: [hardware] backend = "sim": this tests the simulated device' in said[0]
+        proc.stdin.write("x")  # not the button
+        proc.stdin.write(" ")
+        proc.stdin.flush()
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out + err
+    assert "ok    button" in out and out.rstrip().endswith("self-test passed")
