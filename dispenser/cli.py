@@ -465,14 +465,30 @@ def cmd_install_service(args) -> int:
     import pwd
     import subprocess
     import tempfile
-    from .service import install_steps, render_unit
-    venv_bin = args.venv_bin or str(Path(sys.executable).parent)
-    if args.config:
-        load_config(args.config)  # a broken config is refused before anything is installed
+    from .service import DEFAULT_CONFIG, DEFAULT_VENV_BIN, install_steps, render_unit
+    here = str(Path(sys.executable).parent)
+    # Through the symlink when it leads here, so that switching it (INSTALL.md, section 8) switches the service.
+    same = os.path.realpath(DEFAULT_VENV_BIN) == os.path.realpath(here)
+    venv_bin = args.venv_bin or (DEFAULT_VENV_BIN if same else here)
     try:
         unit = render_unit(venv_bin)
     except ValueError as error:
         raise UserError(str(error)) from None
+    temporary = _temporary_folder(venv_bin)
+    if temporary:
+        raise UserError(f"{venv_bin} is in {temporary}, a temporary folder the service cannot see (PrivateTmp=) "
+                        "and a reboot may empty: install into a venv under /opt/dispenser (docs/INSTALL.md, "
+                        "section 3), or name one with --venv-bin")
+    # The service runs with this config: without it, or with a broken one, it could not start.
+    source = args.config or DEFAULT_CONFIG
+    try:
+        os.stat(source)
+    except FileNotFoundError:
+        raise UserError(f"no configuration at {source}: write it first (docs/INSTALL.md, section 4), "
+                        "or give one with --config FILE to install it there") from None
+    except OSError as error:
+        raise UserError(f"{source}: cannot be read ({error.strerror}); run as root (sudo)") from None
+    load_config(source)  # a broken config is refused before anything is installed
     try:
         pwd.getpwnam("dispenser")
         user_exists = True
@@ -500,6 +516,17 @@ def cmd_install_service(args) -> int:
         os.unlink(handle.name)
     print("installed: check it with `systemctl status dispenser` and `journalctl -u dispenser -f`")
     return 0
+
+
+def _temporary_folder(path: str) -> str | None:
+    """The temporary folder `path` is in (the unit's PrivateTmp= hides them), or None."""
+    import tempfile
+    folders = {"/tmp", "/var/tmp", "/dev/shm", os.path.realpath(tempfile.gettempdir())}
+    for candidate in (os.path.normpath(path), os.path.realpath(path)):
+        for folder in sorted(folders):
+            if candidate == folder or candidate.startswith(folder.rstrip("/") + "/"):
+                return folder
+    return None
 
 
 def cmd_selftest(args) -> int:

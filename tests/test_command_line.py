@@ -153,3 +153,51 @@ def test_selftest_on_the_simulated_device_takes_a_key_as_the_button(tmp_path):
             proc.wait()
     assert proc.returncode == 0, out + err
     assert "ok    button" in out and out.rstrip().endswith("self-test passed")
+
+
+# -- install-service refuses what could not start -------------------------------------------------
+
+
+@pytest.mark.skipif(__import__("os").path.exists("/etc/dispenser/config.toml"), reason="this machine has a config")
+def test_install_service_refuses_without_a_config():
+    result = run("install-service", "--dry-run", "--venv-bin", "/opt/dispenser/venv/bin")
+    assert result.returncode == 2 and result.stdout == "", result.stdout
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "no configuration at /etc/dispenser/config.toml" in lines[0], lines
+    assert "--config" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_install_service_refuses_a_missing_or_broken_config(tmp_path):
+    missing = run("install-service", "--dry-run", "--venv-bin", "/opt/dispenser/venv/bin",
+                  "--config", str(tmp_path / "nope.toml"))
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no configuration" in missing.stderr
+    broken = tmp_path / "c.toml"
+    broken.write_text('[device]\nid = "disp 7"\n')
+    result = run("install-service", "--dry-run", "--venv-bin", "/opt/dispenser/venv/bin", "--config", str(broken))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "device.id" in result.stderr
+
+
+@pytest.mark.parametrize("venv_bin", ["/tmp/pip-run-abc/bin", "/var/tmp/venv/bin", "/dev/shm/v/bin"])
+def test_install_service_refuses_a_temporary_venv(tmp_path, venv_bin):
+    config = tmp_path / "config.toml"
+    config.write_text('[device]\nid = "disp-0007"\n')
+    result = run("install-service", "--dry-run", "--venv-bin", venv_bin, "--config", str(config))
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "temporary folder" in lines[0] and "/opt/dispenser" in lines[0], lines
+
+
+def test_install_service_refuses_the_temporary_venv_it_runs_from(tmp_path):
+    """`python -m dispenser install-service` from a throwaway venv: ExecStart would point into it."""
+    import os
+    import site
+    venv = tmp_path / "venv"  # pytest's tmp_path is in the temporary folder
+    (venv / "bin").mkdir(parents=True)
+    os.symlink(sys.executable, venv / "bin" / "python")
+    config = tmp_path / "config.toml"
+    config.write_text('[device]\nid = "disp-0007"\n')
+    root = str(__import__("pathlib").Path(__file__).resolve().parents[1])
+    result = subprocess.run([str(venv / "bin" / "python"), "-m", "dispenser", "install-service", "--dry-run",
+                             "--config", str(config)], capture_output=True, text=True, timeout=60,
+                            env=dict(os.environ, PYTHONPATH=os.pathsep.join([root, *site.getsitepackages()])))
+    assert result.returncode == 2 and "temporary folder" in result.stderr, result.stdout + result.stderr
