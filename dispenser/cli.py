@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             args = build_parser().parse_args(argv)
             return COMMANDS[args.command](args)
         finally:
-            sys.stdout.flush()  # a reader gone (`| head -1`) shows here, not as an error at exit
+            if sys.stdout is not None:
+                sys.stdout.flush()  # a reader gone (`| head -1`) shows here, not as an error at exit
     except BrokenPipeError:
         return reader_gone()
     except (UserError, ConfigError, StoreError) as error:
@@ -124,7 +125,7 @@ def reader_gone() -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         pass
     return 141
 
