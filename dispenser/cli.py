@@ -105,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return reader_gone()
     except (UserError, ConfigError, StoreError) as error:
-        print(f"dispenser: {error}", file=sys.stderr)
+        from .journal import under_journal
+        # Under systemd the line that stops the service is an error (<3>) to `journalctl -p err`.
+        print(f"{'<3>' if under_journal() else ''}dispenser: {error}", file=sys.stderr)
         return 2
     except ScheduleError as error:
         for problem in error.problems:

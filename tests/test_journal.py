@@ -119,6 +119,17 @@ def test_the_live_simulator_logs_each_decision_in_plain_lines_at_the_chosen_leve
     assert "prn.denied" not in quiet.stderr and "device.started" not in quiet.stderr
 
 
+def test_a_config_error_under_systemd_is_an_error_line(tmp_path, journal_env):
+    err, handle, env = journal_env
+    config = tmp_path / "config.toml"
+    config.write_text('[hardware]\nbackend = "sim"\n[storage]\ndb = "relative.db"\n')
+    result = subprocess.run([sys.executable, "-m", "dispenser", "run", "--config", str(config)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=handle, env=env, timeout=60)
+    assert result.returncode == 2
+    lines = err.read_text().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("<3>dispenser: ") and "storage.db" in lines[0], lines
+
+
 def test_the_level_comes_from_the_config(tmp_path):
     config = tmp_path / "config.toml"
     config.write_text(f'[hardware]\nbackend = "sim"\n[storage]\ndb = "{tmp_path / "d.db"}"\n'
