@@ -201,3 +201,20 @@ def test_install_service_refuses_the_temporary_venv_it_runs_from(tmp_path):
                              "--config", str(config)], capture_output=True, text=True, timeout=60,
                             env=dict(os.environ, PYTHONPATH=os.pathsep.join([root, *site.getsitepackages()])))
     assert result.returncode == 2 and "temporary folder" in result.stderr, result.stdout + result.stderr
+
+
+# -- docs/INSTALL.md tells the story the commands tell ---------------------------------------------
+
+
+def test_install_guide_matches_the_commands():
+    import re
+    from pathlib import Path
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "INSTALL.md").read_text()
+    shell = "\n".join(re.findall(r"```sh\n(.*?)```", guide, re.DOTALL))
+    selftests = [line for line in shell.splitlines() if "dispenser selftest" in line]
+    assert selftests and all("--yes" in line for line in selftests)  # without it a Pi refuses
+    assert "dispenser install-service" in shell
+    apt = next(line for line in shell.splitlines() if "apt-get install" in line and "python3-venv" in line)
+    assert "python3-lgpio" in apt and "swig" not in apt  # Raspberry Pi OS's lgpio or the wheel: no compiler
+    venvs = [line for line in shell.splitlines() if "-m venv" in line]
+    assert venvs and all("--system-site-packages" in line for line in venvs)
