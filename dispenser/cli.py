@@ -8,7 +8,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from . import docjson
+from . import __version__, docjson
 from .config import Config, ConfigError, load_config
 from .schedule import Schedule, ScheduleError, load_schedule_file, parse_schedule
 from .scheduler import doses_between
@@ -32,11 +32,15 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--db", metavar="PATH", help="the SQLite log (default: the config's [storage] db)")
 
     parser = argparse.ArgumentParser(prog="dispenser", description="A supervised smart pill dispenser.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("run", parents=[common], help="the daemon (real or simulated hardware, per the config)")
+    daemon = argparse.ArgumentParser(add_help=False)
+    daemon.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                        help="the system log's level (default: the config's [logging] level, else info)")
+    sub.add_parser("run", parents=[common, daemon], help="the daemon (real or simulated hardware, per the config)")
 
-    simulate = sub.add_parser("simulate", parents=[common], help="run on simulated hardware")
+    simulate = sub.add_parser("simulate", parents=[common, daemon], help="run on simulated hardware")
     simulate.add_argument("--scenario", metavar="FILE", help="run a scenario headless on a virtual clock")
     simulate.add_argument("--speed", type=float, default=1.0, help="virtual seconds per real second")
 
@@ -77,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     selftest = sub.add_parser("selftest", parents=[common], help="check the parts after assembly")
     selftest.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the button")
-    selftest.add_argument("--yes", action="store_true", help="the compartments are empty: move them")
+    selftest.add_argument("--yes", action="store_true", help="the compartments are empty: move them "
+                          "(on the simulated device: and do not wait for a press)")
     return parser
 
 
@@ -90,12 +95,19 @@ def private_umask() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     private_umask()
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        try:
+            args = build_parser().parse_args(argv)
+            return COMMANDS[args.command](args)
+        finally:
+            if sys.stdout is not None:
+                sys.stdout.flush()  # a reader gone (`| head -1`) shows here, not as an error at exit
+    except BrokenPipeError:
+        return reader_gone()
     except (UserError, ConfigError, StoreError) as error:
-        print(f"dispenser: {error}", file=sys.stderr)
+        from .journal import under_journal
+        # Under systemd the line that stops the service is an error (<3>) to `journalctl -p err`.
+        print(f"{'<3>' if under_journal() else ''}dispenser: {error}", file=sys.stderr)
         return 2
     except ScheduleError as error:
         for problem in error.problems:
@@ -103,6 +115,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def reader_gone() -> int:
+    """The reader of stdout closed it (`dispenser log --json | head -1`): stop quietly.
+
+    What was left unwritten goes to /dev/null, so Python's own flush at exit cannot fail
+    again; 141 (128 + SIGPIPE) is what a shell reports for a program stopped by a closed pipe.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+    return 141
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -189,6 +216,7 @@ def cmd_run(args) -> int:
     from .runner import StartError, build_daemon, run_daemon, stop_on_signals
     from .service import Notifier
     config = _config(args)
+    _system_log(args, config)
     try:
         daemon = build_daemon(config, args.db, simulated=False, notifier=Notifier())
     except StartError as error:
@@ -196,6 +224,12 @@ def cmd_run(args) -> int:
     stop_on_signals(daemon)
     run_daemon(daemon)
     return 0
+
+
+def _system_log(args, config: Config) -> None:
+    """The daemon's lines on stderr, for the journal (journal.py): once, where it starts."""
+    from .journal import configure
+    configure(args.log_level or config.log_level)
 
 
 def cmd_simulate(args) -> int:
@@ -211,6 +245,7 @@ def simulate_live(args) -> int:
     if not args.speed > 0:
         raise UserError("--speed must be more than 0")
     config = _config(args)
+    _system_log(args, config)
     holder = []
     try:
         daemon = build_daemon(config, args.db, simulated=True, demo=True,
@@ -222,7 +257,7 @@ def simulate_live(args) -> int:
     holder.append(terminal)
     stop_on_signals(daemon)
     run_live(daemon, clock, args.speed, terminal)
-    return 0
+    return reader_gone() if terminal.unread else 0
 
 
 def simulate_scenario(args) -> int:
@@ -435,14 +470,30 @@ def cmd_install_service(args) -> int:
     import pwd
     import subprocess
     import tempfile
-    from .service import install_steps, render_unit
-    venv_bin = args.venv_bin or str(Path(sys.executable).parent)
-    if args.config:
-        load_config(args.config)  # a broken config is refused before anything is installed
+    from .service import DEFAULT_CONFIG, DEFAULT_VENV_BIN, install_steps, render_unit
+    here = str(Path(sys.executable).parent)
+    # Through the symlink when it leads here, so that switching it (INSTALL.md, section 8) switches the service.
+    same = os.path.realpath(DEFAULT_VENV_BIN) == os.path.realpath(here)
+    venv_bin = args.venv_bin or (DEFAULT_VENV_BIN if same else here)
     try:
         unit = render_unit(venv_bin)
     except ValueError as error:
         raise UserError(str(error)) from None
+    temporary = _temporary_folder(venv_bin)
+    if temporary:
+        raise UserError(f"{venv_bin} is in {temporary}, a temporary folder the service cannot see (PrivateTmp=) "
+                        "and a reboot may empty: install into a venv under /opt/dispenser (docs/INSTALL.md, "
+                        "section 3), or name one with --venv-bin")
+    # The service runs with this config: without it, or with a broken one, it could not start.
+    source = args.config or DEFAULT_CONFIG
+    try:
+        os.stat(source)
+    except FileNotFoundError:
+        raise UserError(f"no configuration at {source}: write it first (docs/INSTALL.md, section 4), "
+                        "or give one with --config FILE to install it there") from None
+    except OSError as error:
+        raise UserError(f"{source}: cannot be read ({error.strerror}); run as root (sudo)") from None
+    load_config(source)  # a broken config is refused before anything is installed
     try:
         pwd.getpwnam("dispenser")
         user_exists = True
@@ -472,22 +523,50 @@ def cmd_install_service(args) -> int:
     return 0
 
 
+def _temporary_folder(path: str) -> str | None:
+    """The temporary folder `path` is in (the unit's PrivateTmp= hides them), or None."""
+    import tempfile
+    folders = {"/tmp", "/var/tmp", "/dev/shm", os.path.realpath(tempfile.gettempdir())}
+    for candidate in (os.path.normpath(path), os.path.realpath(path)):
+        for folder in sorted(folders):
+            if candidate == folder or candidate.startswith(folder.rstrip("/") + "/"):
+                return folder
+    return None
+
+
 def cmd_selftest(args) -> int:
+    import contextlib
     from .runner import StartError, build_hardware_for
-    from .selftest import run_selftest
+    from .selftest import keys_as_button, run_selftest
     config = _config(args)
     if config.backend == "pi" and not args.yes:
         raise UserError("every compartment opens once: empty them all, then run `dispenser selftest --yes`")
+    simulated = config.backend == "sim"
+    buttons = []
 
     def build(put):
+        buttons.append(put)
         try:
             return build_hardware_for(config, put, simulated=False)
         except StartError as error:
             raise UserError(str(error)) from None
 
+    def say(line: str) -> None:
+        print(line, flush=True)
+
     from .clocktrust import trust_for
-    print(f"info  clock: {trust_for(config).describe()}")
-    return 0 if run_selftest(build, print, wait_s=args.wait) else 1
+    if simulated:
+        why = ("no configuration (--config, $DISPENSER_CONFIG, /etc/dispenser/config.toml)"
+               if config.source == "built-in defaults" else f'{config.source}: [hardware] backend = "sim"')
+        say(f"info  {why}: this tests the simulated device, not real hardware")
+    say(f"info  clock: {trust_for(config).describe()}")
+    keys = keys_as_button(lambda: buttons and buttons[0]("press")) \
+        if simulated and not args.yes else contextlib.nullcontext()
+    with keys:
+        ok = run_selftest(build, say, wait_s=args.wait,
+                          button="space or enter (the simulated button)" if simulated else "the button",
+                          await_press=not (simulated and args.yes))
+    return 0 if ok else 1
 
 
 COMMANDS = {

@@ -24,6 +24,7 @@ KNOWN = {
     "storage": {"db"},
     "checkin": {"enabled"},
     "clock": {"trust", "marker"},
+    "logging": {"level"},
 }
 
 
@@ -45,6 +46,7 @@ class Config:
     checkin: bool = False
     clock_trust: str = "always"  # the simulator believes its host's clock; see clocktrust.py
     clock_marker: str = "/run/systemd/timesync/synchronized"  # touched at each NTP synchronisation
+    log_level: str = "info"  # the daemon's system log (journal.py): debug, info, warning or error
     source: str = "built-in defaults"
 
 
@@ -153,6 +155,10 @@ def parse_config(raw: dict, source: str = "config") -> Config:
     clock_trust = raw.get("clock", {}).get("trust", "synchronized" if backend == "pi" else "always")
     if clock_trust not in ("synchronized", "always"):
         raise ConfigError(f"{source}: clock.trust must be \"synchronized\" or \"always\", not {clock_trust!r}")
+    log_level = raw.get("logging", {}).get("level", "info")
+    if log_level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"{source}: logging.level must be \"debug\", \"info\", \"warning\" or \"error\", "
+                          f"not {log_level!r}")
     return Config(
         device_id=device_id, timezone=timezone, backend=backend, compartments=compartments,
         hardware=hardware, mqtt=raw.get("mqtt"),
@@ -161,6 +167,7 @@ def parse_config(raw: dict, source: str = "config") -> Config:
         db_path=_db_path(storage, source),
         checkin=checkin, clock_trust=clock_trust,
         clock_marker=_text(raw.get("clock", {}), "clock.marker", Config.clock_marker, source), source=source,
+        log_level=log_level,
     )
 
 

@@ -28,6 +28,7 @@ class Terminal:
         self.moves: list[str] = []
         self._last = None
         self._done = threading.Event()
+        self.unread = False  # stdout was closed by its reader
 
     def on_move(self, compartment: int, state: str) -> None:
         """The servos' hook: remember the last few moves to show them."""
@@ -76,8 +77,12 @@ class Terminal:
     # -- output -----------------------------------------------------------------------------
 
     def draw_forever(self) -> None:
-        while not self._done.wait(0.1):
-            self.draw()
+        try:
+            while not self._done.wait(0.1):
+                self.draw()
+        except BrokenPipeError:
+            self.unread = True
+            self.daemon.put("stop")  # nobody reads the screen any more (`| head`): stop as `q` would
 
     def draw(self) -> None:
         """Runs on the draw thread: reads only what the daemon's thread replaces whole

@@ -15,6 +15,7 @@ from pathlib import Path
 from .config import Config
 from .daemon import Daemon
 from .engine import Engine
+from .journal import EventLines
 from .store import Store, StoreError
 
 log = logging.getLogger("dispenser")
@@ -86,6 +87,7 @@ def build_daemon(config: Config, db: str | None, *, simulated: bool, demo: bool 
     trust = trust_for(config, log_trusted=store.clock_logged_trusted(), simulated=simulated, store=store)
     engine = Engine(store, config.compartments, config.timezone, clinic_public_key=config.clinic_public_key,
                     clinic_keys=config.clinic_keys, clock_trusted=trust.check)
+    engine.listeners.append(EventLines(engine))  # one system-log line per committed event
     if demo and engine.view.schedule_version is None:
         now = datetime.now(UTC)
         engine.apply_schedule(now, demo_schedule(), "local", stock=DEMO_STOCK)  # filled as it applies
