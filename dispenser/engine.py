@@ -48,6 +48,7 @@ class Engine:
         self.clock_trusted = clock_trusted  # asked before every decision (clocktrust.py)
         self._clock_ok = True
         self.listeners: list[Listener] = []
+        self.commit_filter: Callable[[Outcome], Outcome] | None = None
         self._schedules: dict[int, Schedule] = {}  # by the seq of the `schedule.applied` that applied it
         self._new_id = new_id
         self.rules = self._load_rules()
@@ -125,6 +126,8 @@ class Engine:
 
         `closing` ends release intents ({event_id: outcome}) in that same transaction.
         """
+        if self.commit_filter is not None:  # the daemon's rate limit on repeated refusals
+            outcome = self.commit_filter(outcome)
         if outcome.drafts:
             try:
                 # At the rules' time: it stands still while the clock is untrusted.
@@ -249,19 +252,22 @@ class Engine:
         return self._commit(self.rules.apply_schedule(now, schedule, source, digest=document_digest(document),
                                                       key_id=key_id, last_signed=last_signed), now)
 
-    def apply_schedule_payload(self, now: datetime, payload: bytes, source: str = "mqtt") -> Outcome:
-        """The clinic's `schedule/set`: refused unparsed when too large, then as a document."""
-        if len(payload) > MAX_SCHEDULE_BYTES:
+    def apply_schedule_payload(self, now: datetime, payload: bytes | None, source: str = "mqtt",
+                               size: int | None = None) -> Outcome:
+        """The clinic's `schedule/set`: refused unparsed when too large (`payload` may then be
+        None, `size` saying how large it was), then as a document."""
+        size = len(payload) if size is None else size
+        if size > MAX_SCHEDULE_BYTES or payload is None:
             return self._commit(self.rules.reject_schedule(
-                now, None, source, "too_large", [f"payload: {len(payload)} bytes, more than 64 KiB"]), now)
+                now, None, source, "too_large", [f"payload: {size} bytes, more than 64 KiB"]), now)
         try:
             document = json.loads(payload.decode("utf-8"))
         except RecursionError:  # `[[[[...`: 64 KiB of nesting must not stop the daemon
             return self._commit(self.rules.reject_schedule(
                 now, None, source, "invalid_json", ["payload: nested too deeply"]), now)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        except Exception as error:  # noqa: BLE001 - any parse failure (4,401 digits: ValueError) is a refusal
             return self._commit(self.rules.reject_schedule(
-                now, None, source, "invalid_json", [f"payload: {error}"]), now)
+                now, None, source, "invalid_json", [f"payload: {str(error)[:200]}"]), now)
         return self.apply_schedule(now, document, source)
 
     def _signature_refusal(self, document) -> tuple[tuple[str, list[str]] | None, str | None]:

@@ -161,11 +161,14 @@ def test_refused_rows_stay_in_the_outbox(broker_factory, tmp_path, syncs):
     assert store.backlog() == 3
 
 
-def test_an_alert_stays_unsent_until_both_topics_take_it(broker_factory, tmp_path, syncs):
+def test_an_alert_stays_unsent_until_both_topics_take_it(broker_factory, tmp_path, syncs, request):
     """Here the ACL lets the device write events but not alerts."""
-    no_alerts = ("pattern write pilldispenser/%u/events\npattern write pilldispenser/%u/status\n"
+    no_alerts = ("user clinic\ntopic read pilldispenser/+/events\n"
+                 "pattern write pilldispenser/%u/events\npattern write pilldispenser/%u/status\n"
                  "pattern read pilldispenser/%u/schedule/set\n")
     broker = broker_factory(users=USERS, acl=no_alerts)
+    reader = Clinic(broker, username="clinic", password=USERS["clinic"]).connect("pilldispenser/+/events")
+    request.addfinalizer(reader.close)  # someone reads the events: a row nobody reads (0x10) stays unsent
     db = tmp_path / "a.db"
     store = Store.open(db, A)
     [first, alert] = append(store, 2, alert_every=2)
