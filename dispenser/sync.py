@@ -179,8 +179,8 @@ class ScheduleInbox:
             self._busy = following is not None
         if following is not None:
             if following.replaced:
-                log.warning("%d schedule/set message(s) replaced by a newer one before being handled",
-                            following.replaced)
+                log.debug("%d schedule/set message(s) replaced by a newer one before being handled",
+                          following.replaced)
             self._deliver(following)
 
 
