@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import ssl
 import threading
 import time
@@ -376,6 +377,10 @@ class Sync:
             client.username_pw_set(self.settings.username, self.settings.password)
         if self.settings.tls:
             try:  # certificate and host name are checked; tls_insecure_set is never used
+                for key in ("tls_ca", "tls_cert", "tls_key"):
+                    path = getattr(self.settings, key)
+                    if path is not None and not os.path.isfile(path):
+                        raise FileNotFoundError(f"mqtt.{key}: no such file {path}")
                 client.tls_set(ca_certs=self.settings.tls_ca, certfile=self.settings.tls_cert,
                                keyfile=self.settings.tls_key)
             except (OSError, ssl.SSLError, ValueError) as exc:
