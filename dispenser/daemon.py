@@ -291,6 +291,8 @@ class Daemon:
         except Exception as error:  # noqa: BLE001
             kind = str(item[0] if isinstance(item, tuple) else item)[:40]
             log.exception("handling the input %s failed", kind)
+            # The rules may have folded drafts the log never took: believe the log again.
+            self.engine.rules = self.engine._load_rules()
             last = self._input_faults.get(kind)
             if last is None or not timedelta(0) <= now - last < INPUT_FAULT_EVERY:
                 self._input_faults[kind] = now
