@@ -106,6 +106,48 @@ class _BrokenOutbox:
         raise RuntimeError(f"outbox unavailable: {self.error}")
 
 
+class _BoundedClient(mqtt.Client):
+    """paho's Client, but a PUBLISH bigger than MAX_PACKET_BYTES is not kept in memory.
+
+    paho reads a whole packet into one buffer before anyone sees it, and then copies
+    the payload out: a 150 MB message on MQTT 3.1.1 (no Maximum Packet Size there)
+    took the daemon to 488 MB. Here, once the packet's length is known to be too big,
+    the rest of it is read and thrown away as it arrives; only its head (topic, packet
+    id, properties) is decoded, so it can be acknowledged, and `oversize` holds the
+    packet's length while `on_message` runs (the payload it sees then is the first bytes
+    only: do not use it). paho reads at most ~100 socket chunks before this can step in. This leans on
+    paho 2.x internals (`_in_packet`, `_sock_recv`); without them it is plain paho.
+    """
+
+    oversize: int | None = None
+
+    def _packet_read(self) -> MQTTErrorCode:
+        packet = getattr(self, "_in_packet", None)
+        if (not isinstance(packet, dict) or not packet.get("have_remaining")
+                or packet.get("command", 0) & 0xF0 != mqtt.PUBLISH
+                or packet.get("remaining_length", 0) <= MAX_PACKET_BYTES):
+            return super()._packet_read()
+        del packet["packet"][MAX_PACKET_BYTES:]  # what paho read before we could step in
+        while packet["to_process"] > 0:
+            try:
+                data = self._sock_recv(min(packet["to_process"], 256 * 1024))
+            except BlockingIOError:
+                return MQTTErrorCode.MQTT_ERR_AGAIN
+            except OSError:
+                return MQTTErrorCode.MQTT_ERR_CONN_LOST
+            if not data:
+                return MQTTErrorCode.MQTT_ERR_CONN_LOST
+            packet["to_process"] -= len(data)
+            room = MAX_PACKET_BYTES - len(packet["packet"])
+            if room > 0:
+                packet["packet"] += data[:room]
+        self.oversize = packet["remaining_length"]
+        try:
+            return super()._packet_read()  # nothing left to read: paho decodes the head and resets
+        finally:
+            self.oversize = None
+
+
 class Inbound:
     """One `schedule/set` handed to the daemon: its bytes (None when over
     MAX_SCHEDULE_BYTES: never copied), its size, and how many newer-than-handled
@@ -371,8 +413,8 @@ class Sync:
         protocol = MQTTProtocolVersion.MQTTv5 if self._v5 else MQTTProtocolVersion.MQTTv311
         options = {} if self._v5 else {"clean_session": not self.is_daemon}
         # manual_ack: a schedule/set is acknowledged only once the daemon has logged its answer.
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=protocol,
-                             manual_ack=self.inbox is not None, **options)
+        client = _BoundedClient(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=protocol,
+                                manual_ack=self.inbox is not None, **options)
         if self.settings.username is not None:
             client.username_pw_set(self.settings.username, self.settings.password)
         if self.settings.tls:
@@ -474,14 +516,17 @@ class Sync:
         if message.topic != self.topics.schedule_set or self.inbox is None:
             ack()
             return
-        size = len(message.payload)
+        oversize = getattr(client, "oversize", None)  # read past and thrown away (_BoundedClient)
+        # Its head is the first MAX_PACKET_BYTES of the packet: the payload is the rest of its length.
+        size = len(message.payload) if oversize is None else oversize - (MAX_PACKET_BYTES - len(message.payload))
         if message.retain:  # (v2) a retained schedule/set is ignored: not applied, not answered
             log.debug("ignored a retained schedule/set (%d bytes)", size)
             ack()
             return
         try:  # an exception here would end paho's network thread
             # Too large: the size alone goes on, the bytes are neither copied nor kept.
-            self.inbox.offer(message.payload if size <= MAX_SCHEDULE_BYTES else None, size, ack)
+            self.inbox.offer(message.payload if oversize is None and size <= MAX_SCHEDULE_BYTES else None,
+                             size, ack)
         except Exception:  # noqa: BLE001
             log.exception("on_schedule failed")
 

@@ -412,3 +412,30 @@ def test_repeated_refusals_are_counted_not_each_logged(offline_daemon):
     assert [e["data"]["reason"] for e in rejected] == ["unsigned"] * 6
     assert [e["data"].get("suppressed") for e in rejected] == [None] * 5 + [2]
     assert len([e for e in store.events() if e["type"] == "alert.raised"]) == 1, "one alert an hour per cause"
+
+
+def peak_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_mqtt_311_a_64_mb_message_is_read_past_not_kept(tmp_path, broker):
+    """3.1.1 has no Maximum Packet Size: the broker's limit protects, and the device itself
+    never holds such a message (paho alone held ~3 copies of it: 150 MB took it to 488 MB)."""
+    _, public = generate_keypair()
+    clinic = Clinic(broker).connect(f"{BASE}/#")
+    daemon = start_daemon(write_config(tmp_path, broker, public, 'tls = false\nprotocol = "3.1.1"\n'), clinic)
+    try:
+        assert not clinic.publish(f"{BASE}/schedule/set", b"{not json").is_failure
+        answer(clinic, 1)
+        before = peak_mb(daemon.pid)
+        size = 64 * 1024 * 1024
+        assert not clinic.publish(f"{BASE}/schedule/set", b"x" * size, timeout=30).is_failure
+        [_, too_large] = answer(clinic, 2)
+        assert too_large["data"]["reason"] == "too_large" and f"{size} bytes" in too_large["data"]["problems"][0]
+        assert peak_mb(daemon.pid) - before < 24, f"{before:.0f} MB -> {peak_mb(daemon.pid):.0f} MB"
+    finally:
+        assert stop(daemon) == 0
+        clinic.close()
