@@ -439,3 +439,23 @@ def test_mqtt_311_a_64_mb_message_is_read_past_not_kept(tmp_path, broker):
     finally:
         assert stop(daemon) == 0
         clinic.close()
+
+
+def test_the_inbox_hands_over_one_keeps_the_newest_and_acks_only_after_an_answer():
+    from dispenser.sync import ScheduleInbox
+    handed, acked = [], []
+    inbox = ScheduleInbox(handed.append)
+    for n in range(4):  # 0 is handed over at once; 1 and 2 are replaced by 3 while 0 is in hand
+        inbox.offer(b"%d" % n, 1, lambda n=n: acked.append(n))
+    assert [item.payload for item in handed] == [b"0"] and acked == []
+    handed[0].done()
+    assert acked == [0] and [item.payload for item in handed] == [b"0", b"3"]
+    assert handed[1].replaced == 2 and (inbox.received, inbox.replaced) == (4, 2)
+    handed[1].done(logged=False)  # the log refused its answer: nothing acknowledged, the broker sends again
+    assert acked == [0]
+    inbox.offer(b"4", 1, lambda: acked.append(4))
+    handed[2].done()
+    assert acked == [0, 4]
+    for n in range(5, 5 + 150):  # one in hand, the rest replaced: at most MAX_UNACKED acks held
+        inbox.offer(b"x", 1, lambda n=n: acked.append(n))
+    assert inbox.dropped == 150 - 1 - 100 and acked[2:] == list(range(6, 6 + inbox.dropped))
