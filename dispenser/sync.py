@@ -115,8 +115,9 @@ class _BoundedClient(mqtt.Client):
     the rest of it is read and thrown away as it arrives; only its head (topic, packet
     id, properties) is decoded, so it can be acknowledged, and `oversize` holds the
     packet's length while `on_message` runs (the payload it sees then is the first bytes
-    only: do not use it). paho reads at most ~100 socket chunks before this can step in. This leans on
-    paho 2.x internals (`_in_packet`, `_sock_recv`); without them it is plain paho.
+    only: do not use it). paho reads at most ~100 socket chunks before this can step in.
+    This leans on paho 2.x internals (`_in_packet`, `_sock_recv`); without them it is
+    plain paho.
     """
 
     oversize: int | None = None
@@ -150,8 +151,8 @@ class _BoundedClient(mqtt.Client):
 
 class Inbound:
     """One `schedule/set` handed to the daemon: its bytes (None when over
-    MAX_SCHEDULE_BYTES: never copied), its size, and how many newer-than-handled
-    messages it replaced. Call `done()` on the daemon's thread once its answer
+    MAX_SCHEDULE_BYTES: never copied), its size, and how many earlier messages it
+    replaced while they waited. Call `done()` on the daemon's thread once its answer
     (`schedule.applied` / `schedule.rejected`) is in the log, or it was refused without
     one: that acknowledges it, and the messages it replaced, to the broker.
     `done(logged=False)` (the log could not be written) hands the next one over but

@@ -24,7 +24,7 @@ from broker import Clinic, free_port
 from dispenser.signing import generate_keypair, sign_document
 from dispenser.store import Store
 from dispenser.sync import MqttSettings, Sync, Topics
-from test_daemon_mqtt import BASE, DEVICE, answer, events, for_device
+from test_daemon_mqtt import BASE, DEVICE, answer, for_device
 from test_sync import append
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,7 +145,8 @@ def test_a_retained_schedule_set_is_ignored_at_every_start(tmp_path, broker, pro
                 answers = answer(clinic, start)
             finally:
                 assert stop(daemon) == 0
-            assert [(e["type"], e["data"]["reason"]) for e in answers] == [("schedule.rejected", "invalid_json")] * start
+            assert [(e["type"], e["data"]["reason"]) for e in answers] == \
+                [("schedule.rejected", "invalid_json")] * start
         db = tmp_path / "d.db"
         assert not logged(db, "schedule.applied")
         # one alert per start, each about the junk sent then (the rate limit lives in memory)
