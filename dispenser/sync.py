@@ -60,7 +60,7 @@ MAX_PACKET_BYTES = MAX_SCHEDULE_BYTES + 4096
 SESSION_EXPIRY_S = 7 * 24 * 3600   # a schedule sent while the device is off waits a week
 INFLIGHT_WINDOW = 20               # outbox rows awaiting PUBACK at once
 RETRY_AFTER_REFUSAL_S = 30.0       # a broker that refuses a row (ACL?) is not hammered
-UNDELIVERED_BACKOFF_MAX_S = 600.0  # 0x10 "no matching subscribers": 30 s doubling to 10 min
+UNDELIVERED_BACKOFF_MAX_S = 600.0  # a row answered 0x10 "no matching subscribers": again after 30 s, doubling to 10 min
 NO_MATCHING_SUBSCRIBERS = 0x10
 RECEIVE_MAXIMUM = 10               # MQTT 5: schedule/set messages the broker may have unacknowledged with us
 MAX_UNACKED = 100                  # coalesced messages awaiting their ack (3.1.1 has no Receive Maximum)
@@ -279,7 +279,9 @@ class Sync:
         self.unusable: str | None = None        # why this link can never connect (bad TLS files)
         self.undelivered: str | None = None     # the latest row answered "no matching subscribers"
         self._retry_after = retry_after
-        self._undelivered_wait = retry_after    # doubles while rows keep finding nobody
+        self._waiting: dict[int, float] = {}  # rows answered 0x10: seq -> when to publish them again
+        self._tries: dict[int, int] = {}      # rows answered 0x10: seq -> how many times so far
+        self._stuck = False          # nothing left to send but rows nobody took (0x10)
         self._now = now
         self._window = window
         self._v5 = settings.protocol == "5"
@@ -380,9 +382,8 @@ class Sync:
         try:
             if not self.wait_connected(timeout):
                 return False
-            with self._cond:  # a row nobody subscribed to (0x10) will not go in this run: say so now
-                self._cond.wait_for(lambda: self._idle or (self.undelivered is not None and not self._inflight),
-                                    max(0.0, deadline - time.monotonic()))
+            with self._cond:  # rows nobody subscribed to (0x10) will not go in this run: say so now
+                self._cond.wait_for(lambda: self._idle or self._stuck, max(0.0, deadline - time.monotonic()))
                 return self._idle
         finally:
             self.stop()
@@ -609,11 +610,18 @@ class Sync:
                 if seq in self._reached:
                     self._reached.discard(seq)
                     self._acked.append(seq)
-                    self._undelivered_wait = self._retry_after
+                    self._tries.pop(seq, None)
+                    if self._waiting:  # someone listens now: what found nobody goes again at once
+                        self._waiting = dict.fromkeys(self._waiting, 0.0)
                 else:  # 0x10 on every copy: a success code, but nobody got it; it stays unsent
-                    self.undelivered = f"event seq {seq} not delivered: {reason_code} (nobody is subscribed)"
-                    self._pause(self.undelivered, self._undelivered_wait)
-                    self._undelivered_wait = min(self._undelivered_wait * 2, UNDELIVERED_BACKOFF_MAX_S)
+                    tries = self._tries[seq] = self._tries.get(seq, 0) + 1
+                    wait = min(self._retry_after * 2 ** (tries - 1), UNDELIVERED_BACKOFF_MAX_S)
+                    self._waiting[seq] = time.monotonic() + wait
+                    if self.undelivered is None:
+                        log.warning("event seq %d not delivered: %s (nobody is subscribed); kept, sent again "
+                                    "in %.0f s and later", seq, reason_code, wait)
+                    self.undelivered = self.last_error = \
+                        f"event seq {seq} not delivered: {reason_code} (nobody is subscribed)"
         self._wake = True
         self._cond.notify_all()
 
@@ -634,12 +642,17 @@ class Sync:
     # ---------------------------------------------------------------- worker
 
     def _may_drain(self) -> bool:
-        return (self._ready and self._wake and len(self._inflight) < self._window
-                and time.monotonic() >= self._hold_until)
+        now = time.monotonic()
+        due = any(when <= now for when in self._waiting.values())
+        return (self._ready and (self._wake or due) and len(self._inflight) < self._window
+                and now >= self._hold_until)
 
     def _hold_remaining(self) -> float | None:
-        remaining = self._hold_until - time.monotonic()
-        return remaining if remaining > 0 else None
+        """Seconds until the pause ends or a row nobody took (0x10) is due again; None: no timeout."""
+        now = time.monotonic()
+        moments = [self._hold_until - now] + [when - now for when in self._waiting.values()]
+        ahead = [moment for moment in moments if moment > 0]
+        return min(ahead) if ahead else None
 
     def _run(self) -> None:
         """The worker: open the outbox, then loop; close what it opened at the end."""
@@ -685,9 +698,16 @@ class Sync:
                     self._wake = False
                     room = self._window - len(self._inflight)
                     in_flight = set(self._inflight)
-            empty = self._drain(room, in_flight, pending) if drain else False
+                    now = time.monotonic()
+                    due = sorted(seq for seq, when in self._waiting.items() if when <= now)[:room]
+                    waiting = set(self._waiting) - set(due)
+            empty = self._drain(room, in_flight, pending, due, waiting) if drain else False
             with self._cond:
                 more_acks_coming = bool(self._inflight)
+                if drain:
+                    self._stuck = empty and bool(self._waiting) and not self._inflight
+                    if self._stuck:
+                        self._cond.notify_all()
             marked = not pending
             if pending and (stopping or not more_acks_coming or len(pending) >= self._window):
                 marked = self._mark_sent(pending)
@@ -698,30 +718,38 @@ class Sync:
                 self._shut_down()
                 return
 
-    def _drain(self, room: int, in_flight: set[int], acked: set[int]) -> bool:
+    def _drain(self, room: int, in_flight: set[int], acked: set[int], due: list[int] = (),
+               waiting: set[int] = frozenset()) -> bool:
         """Publish unsent rows that are neither in flight nor acknowledged (and about
-        to be marked). True when nothing is left but the acknowledged rows."""
-        # Rows in flight or acknowledged are not read again: start after the highest of them.
+        to be marked) nor waiting to be tried again after a 0x10; first the `due` ones of
+        those. True when nothing is left but the acknowledged and the waiting rows."""
+        # Rows in flight, acknowledged or waiting are not read again: start after the highest of them.
         # A row refused meanwhile (lower) is read again once those are marked and the set is empty.
-        after = max(in_flight | acked, default=0)
+        known = in_flight | acked | waiting
+        after = max(known | set(due), default=0)
         try:
-            rows = self._outbox.unsent(room, after)
+            again = [row for row in self._outbox.unsent(due[-1] - due[0] + 1, due[0] - 1)
+                     if row[0] in set(due)] if due else []
+            rows = self._outbox.unsent(room - len(again), after) if room > len(again) else []
         except Exception as exc:  # noqa: BLE001 - a busy database must not end the worker
             log.exception("reading the outbox failed")
             with self._cond:
                 self._pause(f"cannot read the outbox: {exc}")
             return False
-        fresh = [(seq, payload) for seq, payload in rows if seq not in in_flight and seq not in acked][:room]
+        with self._cond:
+            for seq in due:  # in flight again (or, if gone meanwhile, marked by another sender)
+                self._waiting.pop(seq, None)
+        fresh = [(seq, payload) for seq, payload in rows if seq not in known][:room - len(again)]
         # Each PUBACK wakes the worker again, which then fills the window anew.
-        for seq, payload in fresh:
+        for seq, payload in again + fresh:
             self._publish_row(seq, payload)
-        return all(seq in acked for seq, _ in rows)
+        return not again and all(seq in acked for seq, _ in rows)
 
     def _became_idle(self) -> None:
         """The outbox was empty once the acknowledged rows were marked, unless a
         notify() or a publish came in meanwhile (then the next look decides)."""
         with self._cond:
-            if not self._wake and not self._inflight:
+            if not self._wake and not self._inflight and not self._waiting:
                 self._idle = True
                 self.undelivered = None
                 self._cond.notify_all()

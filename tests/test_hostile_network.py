@@ -186,6 +186,36 @@ def test_an_alert_nobody_received_stays_unsent_until_someone_subscribes(broker, 
             clinic.close()
 
 
+def test_an_event_nobody_reads_does_not_hold_back_the_alerts_behind_it(broker, outbox):
+    """A caregiver follows the alerts only: the events before an alert find nobody (0x10) and
+    wait in the outbox, and the alert still goes at once; they go when someone reads events."""
+    db, store = outbox
+    caregiver = Clinic(broker, client_id="caregiver").connect(TOPICS.alerts)
+    sync = Sync(MqttSettings(host=broker.host, port=broker.port), DEVICE, lambda: Store.open(db, DEVICE),
+                client_suffix="test", retry_after=60)  # no retry during the test but the one a delivery brings
+    sync.start()
+    clinic = None
+    try:
+        assert sync.wait_connected(10)
+        [first] = append(store, 1)
+        sync.notify()
+        assert sync.wait_for(lambda s: s.undelivered is not None, 10)
+        [_, alert] = append(store, 2, alert_every=2)
+        sync.notify()
+        assert caregiver.wait_for(lambda: [e["seq"] for e in caregiver.json_on(TOPICS.alerts)] == [alert["seq"]], 5)
+        assert sync.wait_for(lambda s: [seq for seq, _ in store.unsent(10)] == [first["seq"], alert["seq"] - 1], 10)
+        clinic = Clinic(broker, client_id="clinic-service").connect(TOPICS.events)
+        append(store, 1)
+        sync.notify()  # delivered: someone reads events now, so what waited goes at once
+        assert sync.wait_idle(10), sync.last_error
+        assert clinic.wait_for(lambda: {e["seq"] for e in clinic.json_on(TOPICS.events)} >= {first["seq"]}, 5)
+    finally:
+        sync.stop()
+        caregiver.close()
+        if clinic:
+            clinic.close()
+
+
 def test_nothing_published_while_a_persistent_clinic_was_away_is_lost(broker, outbox):
     db, store = outbox
     clinic = Clinic(broker, client_id="clinic-service", persistent=True).connect(TOPICS.events, TOPICS.alerts)
