@@ -700,6 +700,7 @@ class Sync:
                     in_flight = set(self._inflight)
                     now = time.monotonic()
                     due = sorted(seq for seq, when in self._waiting.items() if when <= now)[:room]
+                    due = [seq for seq in due if seq - due[0] < 10 * self._window]  # read back a short span
                     waiting = set(self._waiting) - set(due)
             empty = self._drain(room, in_flight, pending, due, waiting) if drain else False
             with self._cond:
