@@ -459,6 +459,8 @@ def cmd_status(args) -> int:
         print(f"outbox        {store.backlog()} event(s) waiting to be sent")
         broker = store.meta_get("broker")
         print(f"broker        {'not configured' if not config.mqtt else broker or 'never connected'}")
+        if config.mqtt and config.mqtt.get("tls") is False:
+            print("broker link   plain MQTT, no TLS ([mqtt] tls = false)")
     finally:
         store.close()
     return 0

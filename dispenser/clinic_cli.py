@@ -180,6 +180,9 @@ def _sync_once(sync, timeout: float, where: str, before: int, sent: Callable[[],
         print(f"sent {count} event(s) to {where} in {time.monotonic() - began:.1f} s; outbox empty")
         return 0
     left = max(before - count, 0)
+    if getattr(sync, "undelivered", None):  # PUBACK 0x10: the broker threw it away, nobody is subscribed
+        return _fail(f"sync: sent {count} event(s); {left} not delivered: nobody is subscribed "
+                     f"({sync.undelivered}); they wait in the outbox")
     if count == 0 and sync.last_error:
         return _fail(f"sync: {sync.last_error}; {left} event(s) still wait in the outbox")
     why = f" ({sync.last_error})" if sync.last_error else ""

@@ -18,7 +18,7 @@ DEFAULT_PATH = Path("/etc/dispenser/config.toml")
 KNOWN = {
     "device": {"id", "timezone"},
     "hardware": None,  # checked by dispenser.hardware, which owns its keys
-    "mqtt": {"host", "port", "username", "password", "tls_ca", "tls_cert", "tls_key",
+    "mqtt": {"host", "port", "username", "password", "tls", "tls_ca", "tls_cert", "tls_key",
              "topic_prefix", "protocol", "keepalive"},
     "clinic": {"public_key", "keys"},
     "storage": {"db"},

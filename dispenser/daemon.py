@@ -33,6 +33,10 @@ MENU_SILENCE = timedelta(seconds=30)
 SIGNAL_EVERY = timedelta(minutes=5)
 MAX_BEEPS = 5
 CLOCK_ALERT_AFTER_S = 30 * 60  # an untrusted clock holds doses: after this long, the clinic hears
+REJECTIONS_BURST = 5                        # schedule.rejected events per reason logged at once...
+REJECTION_EVERY = timedelta(minutes=1)      # ...then one a minute, the next saying how many were not
+REJECTION_ALERT_EVERY = timedelta(hours=1)  # the caregiver hears of one cause once an hour
+INPUT_FAULT_EVERY = timedelta(hours=1)      # an input that raises: one device.fault an hour per kind
 
 
 class SystemClock:
@@ -57,6 +61,48 @@ class ScaledClock:
 
     def seconds_until(self, moment: datetime) -> float:
         return (moment - self.now()).total_seconds() / self.speed
+
+
+class RejectionLimiter:
+    """The engine's commit filter: a flood of bad `schedule/set` must not flood the log,
+    the outbox and the caregiver's phone, nor keep the button waiting on fsyncs.
+
+    Per rejection reason (from MQTT only): up to REJECTIONS_BURST `schedule.rejected`
+    events at once, then one per REJECTION_EVERY; the next one logged carries
+    `suppressed`, how many were refused without an event. Its caregiver alert goes
+    at most once per REJECTION_ALERT_EVERY. Local applies are never limited.
+    """
+
+    def __init__(self):
+        self.now: datetime | None = None
+        self._tokens: dict[str, tuple[float, datetime]] = {}
+        self._alerted: dict[str, datetime] = {}
+        self.suppressed: dict[str, int] = {}
+
+    def __call__(self, outcome: Outcome) -> Outcome:
+        rejected = next((d for d in outcome.drafts if d.type == "schedule.rejected"
+                         and d.data.get("source") == "mqtt"), None)
+        if rejected is None or self.now is None:
+            return outcome
+        reason, now = str(rejected.data.get("reason")), self.now
+        alerts = [d for d in outcome.drafts if d.type == "alert.raised" and rejected.event_id
+                  and rejected.event_id in d.data.get("events", [])]
+        tokens, since = self._tokens.get(reason, (float(REJECTIONS_BURST), now))
+        tokens = min(float(REJECTIONS_BURST), tokens + max((now - since) / REJECTION_EVERY, 0.0))
+        if tokens < 1.0:
+            self._tokens[reason] = (tokens, now)
+            self.suppressed[reason] = self.suppressed.get(reason, 0) + 1
+            outcome.drafts = [d for d in outcome.drafts if d is not rejected and all(d is not a for a in alerts)]
+            return outcome
+        self._tokens[reason] = (tokens - 1.0, now)
+        if self.suppressed.get(reason):
+            rejected.data["suppressed"] = self.suppressed.pop(reason)
+        last = self._alerted.get(reason)
+        if last is not None and timedelta(0) <= now - last < REJECTION_ALERT_EVERY:
+            outcome.drafts = [d for d in outcome.drafts if all(d is not a for a in alerts)]
+        elif alerts:
+            self._alerted[reason] = now
+        return outcome
 
 
 @dataclass
@@ -99,6 +145,9 @@ class Daemon:
         self._signal_level = -1
         self._faulty: set[str] = set()
         self._shown: list[str] = []
+        self._input_faults: dict[str, datetime] = {}
+        self.limiter = RejectionLimiter()
+        engine.commit_filter = self.limiter
         engine.mover = self._move
         engine.listeners.append(self._on_events)
 
@@ -226,10 +275,31 @@ class Daemon:
     def handle(self, item, now: datetime) -> None:
         """One input: "press", "hold", ("hold", medication), ("schedule", payload), ..."""
         self._last_now = now
-        self._logging(lambda: self._handle(item, now))
+        self.limiter.now = now
+        logged = self._logging(lambda: self._handle_safely(item, now))
+        if isinstance(item, tuple) and item[0] == "schedule" and hasattr(item[1], "done"):
+            try:  # its answer is in the log now: the broker may forget it (contract 4, v2)
+                item[1].done(logged=logged)
+            except Exception:  # noqa: BLE001
+                log.exception("acknowledging a schedule/set failed")
         self._signal(now)
         self.render(now)
         self._publish(now)
+
+    def _handle_safely(self, item, now: datetime) -> None:
+        """Any exception from one input is a fault to log, never the end of the daemon."""
+        try:
+            self._handle(item, now)
+        except StoreError:
+            raise  # the log cannot be written: _logging says so, and nothing is acknowledged
+        except Exception as error:  # noqa: BLE001
+            kind = str(item[0] if isinstance(item, tuple) else item)[:40]
+            log.exception("handling the input %s failed", kind)  # the engine rebuilt its rules from the log
+            last = self._input_faults.get(kind)
+            if last is None or not timedelta(0) <= now - last < INPUT_FAULT_EVERY:
+                self._input_faults[kind] = now
+                message = " ".join(f"{kind}: {type(error).__name__}: {error}".split())[:300]
+                self.engine.fault(now, "daemon", message)
 
     def _handle(self, item, now: datetime) -> None:
         kind = item[0] if isinstance(item, tuple) else item
@@ -247,7 +317,11 @@ class Daemon:
             else:
                 self._show(self.engine.hold(now, medication), now)
         elif kind == "schedule":
-            self.engine.apply_schedule_payload(now, item[1], "mqtt")
+            inbound = item[1]
+            if hasattr(inbound, "done"):  # sync.Inbound: bytes, or only the size when too large
+                self.engine.apply_schedule_payload(now, inbound.payload, "mqtt", size=inbound.size)
+            else:
+                self.engine.apply_schedule_payload(now, inbound, "mqtt")
         elif kind == "refill":
             self.engine.refill(now, item[1], item[2])
         elif kind == "connection":
@@ -313,6 +387,11 @@ class Daemon:
         """Keep the clinic's retained `state` and the log's note of the broker link current."""
         if self.sync is None:
             return
+        unusable = getattr(self.sync, "unusable", None)
+        if unusable and "mqtt" not in self._faulty:  # bad TLS files: dispense offline, say why once
+            self._faulty.add("mqtt")
+            if not self._logging(lambda: self.engine.fault(now, "mqtt", unusable)):
+                self._faulty.discard("mqtt")
         connected = self.sync.connected
         if connected != self._broker_connected:
             self._broker_connected = connected

@@ -12,7 +12,6 @@ The rules' state belongs to the engine's thread. After every input the engine pu
 """
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
@@ -67,6 +66,8 @@ class Engine:
         self.clinic_keys = dict(clinic_keys or {})  # {key_id: base64}: `[clinic] keys`, for rotation
         self._clock_trusted = clock_trusted  # the one owner of clock trust (clocktrust.py), asked per input
         self.listeners: list[Listener] = []
+        self.commit_filter: Callable[[Outcome], Outcome] | None = None  # the daemon's (daemon.RejectionLimiter)
+        self.commit_filter: Callable[[Outcome], Outcome] | None = None
         self._schedules: dict[int, Schedule] = {}  # by the seq of the `schedule.applied` that applied it
         self._new_id = new_id
         self.rules = self._load_rules()  # the engine's own: everything else reads `view`
@@ -157,6 +158,8 @@ class Engine:
             with self.store.writing():
                 self._fold_news()
                 outcome = self._ask_clock(now).extend(decide())
+                if self.commit_filter is not None:  # the daemon's rate limit on repeated refusals
+                    outcome = self.commit_filter(outcome)
                 events = self._append(outcome, now, closing)
         except BaseException:
             self._rebuild(now)
@@ -348,16 +351,19 @@ class Engine:
     def _reject(self, now: datetime, version, source: str, reason: str, problems: list[str]) -> Outcome:
         return self._decide(now, lambda: self.rules.reject_schedule(now, version, source, reason, problems))
 
-    def apply_schedule_payload(self, now: datetime, payload: bytes, source: str = "mqtt") -> Outcome:
-        """The clinic's `schedule/set`: refused unparsed when too large, then as a document."""
-        if len(payload) > MAX_SCHEDULE_BYTES:
-            return self._reject(now, None, source, "too_large", [f"payload: {len(payload)} bytes, more than 64 KiB"])
+    def apply_schedule_payload(self, now: datetime, payload: bytes | None, source: str = "mqtt",
+                               size: int | None = None) -> Outcome:
+        """The clinic's `schedule/set`: refused unparsed when too large (`payload` may then be
+        None, `size` saying how large it was), then as a document."""
+        size = len(payload) if size is None else size
+        if size > MAX_SCHEDULE_BYTES or payload is None:
+            return self._reject(now, None, source, "too_large", [f"payload: {size} bytes, more than 64 KiB"])
         try:
             document = docjson.loads(payload.decode("utf-8"))  # a duplicated key is invalid_json
         except RecursionError:  # `[[[[...`: 64 KiB of nesting must not stop the daemon
             return self._reject(now, None, source, "invalid_json", ["payload: nested too deeply"])
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            return self._reject(now, None, source, "invalid_json", [f"payload: {error}"])
+        except Exception as error:  # noqa: BLE001 - any parse failure (4,401 digits: ValueError) is a refusal
+            return self._reject(now, None, source, "invalid_json", [f"payload: {str(error)[:200]}"])
         return self.apply_schedule(now, document, source)
 
     def _signature_refusal(self, document) -> tuple[tuple[str, list[str]] | None, str | None]:

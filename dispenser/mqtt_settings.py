@@ -17,7 +17,12 @@ PROTOCOLS = ("5", "3.1.1")
 
 @dataclass(frozen=True)
 class MqttSettings:
-    """How to reach the clinic's broker. TLS is on when `tls_ca` (or a client cert) is set."""
+    """How to reach the clinic's broker.
+
+    From a config file TLS is on unless the table says `tls = false` (plain MQTT must
+    be asked for); `tls_ca` absent then means the system's CA store. Built in code,
+    `tls=None` means: TLS when `tls_ca` or a client certificate is set.
+    """
 
     host: str
     port: int = 1883
@@ -29,10 +34,11 @@ class MqttSettings:
     topic_prefix: str = "pilldispenser"
     protocol: str = "5"
     keepalive: int = 30
+    tls: bool | None = None
 
-    @property
-    def tls(self) -> bool:
-        return bool(self.tls_ca or self.tls_cert)
+    def __post_init__(self) -> None:
+        if self.tls is None:
+            object.__setattr__(self, "tls", bool(self.tls_ca or self.tls_cert))
 
     def for_command(self, command: str) -> "MqttSettings":
         """The account of a one-shot command (`sync`, `simulate`): `{username}-{command}`.
@@ -69,7 +75,12 @@ class MqttSettings:
             "topic_prefix": _topic_prefix(table),
             "protocol": _protocol(table),
             "keepalive": _integer(table, "keepalive", 30, 1, 65535),
+            "tls": table.get("tls", True),
         }
+        if not isinstance(values["tls"], bool):
+            raise ValueError(f"mqtt.tls: must be true or false, got {values['tls']!r}")
+        if not values["tls"] and (values["tls_ca"] or values["tls_cert"]):
+            raise ValueError("mqtt.tls: false (plain MQTT) contradicts mqtt.tls_ca / mqtt.tls_cert")
         if values["password"] is not None and values["username"] is None:
             raise ValueError("mqtt.password: needs mqtt.username")
         if values["tls_key"] is not None and values["tls_cert"] is None:
@@ -125,10 +136,9 @@ def _optional_text(table: dict, key: str) -> str | None:
 
 
 def _optional_file(table: dict, key: str) -> str | None:
-    path = _optional_text(table, key)
-    if path is not None and not Path(path).is_file():
-        raise ValueError(f"mqtt.{key}: no such file {path}")
-    return path
+    """A path; whether the file is there and usable is the link's business when it connects:
+    a missing CA must leave the device dispensing offline, not stop it (sync.Sync.unusable)."""
+    return _optional_text(table, key)
 
 
 def _integer(table: dict, key: str, default: int, low: int, high: int) -> int:

@@ -18,16 +18,22 @@ worker sleeps on a condition until `notify()`, a PUBACK, a (re)connect or `stop(
     store.append(...); sync.notify()
     sync.stop()             # retained {"online": false}, clean disconnect
 
-A `schedule/set` payload reaches `on_schedule` as raw bytes, on paho's thread, and
-is never parsed here. Payloads over MAX_SCHEDULE_BYTES are handed over too, so that
-the caller can log `schedule.rejected` (`too_large`) without parsing them; with MQTT 5
-the CONNECT announces a Maximum Packet Size a little above that, and Mosquitto then
-drops bigger messages before they reach the device.
+A `schedule/set` reaches `on_schedule` as an `Inbound` (raw bytes, never parsed here),
+on paho's thread, one at a time: the next is handed over only after the previous one's
+`done()`. Messages arriving meanwhile are coalesced: only the newest waits, and the
+ones it replaced are acknowledged once a later one is done (contract 4, v2: a
+`schedule/set` is acknowledged to the broker only once its answer is in the log; see
+`ScheduleInbox`). A retained `schedule/set` is ignored. Payloads over
+MAX_SCHEDULE_BYTES are handed over without their bytes (`payload` None, `size` set),
+so that the caller can log `schedule.rejected` (`too_large`) without copying or
+parsing them; with MQTT 5 the CONNECT announces a Maximum Packet Size a little above
+that, and Mosquitto then drops bigger messages before they reach the device.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 import ssl
 import threading
 import time
@@ -39,11 +45,12 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from .mqtt_settings import MqttSettings, Topics
 from .timeutil import format_utc
 
-__all__ = ["MqttSettings", "Topics", "Sync", "Outbox", "MAX_SCHEDULE_BYTES"]
+__all__ = ["MqttSettings", "Topics", "Sync", "Outbox", "Inbound", "ScheduleInbox", "MAX_SCHEDULE_BYTES"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +60,10 @@ MAX_PACKET_BYTES = MAX_SCHEDULE_BYTES + 4096
 SESSION_EXPIRY_S = 7 * 24 * 3600   # a schedule sent while the device is off waits a week
 INFLIGHT_WINDOW = 20               # outbox rows awaiting PUBACK at once
 RETRY_AFTER_REFUSAL_S = 30.0       # a broker that refuses a row (ACL?) is not hammered
+UNDELIVERED_BACKOFF_MAX_S = 600.0  # a row answered 0x10 "no matching subscribers": again after 30 s, doubling to 10 min
+NO_MATCHING_SUBSCRIBERS = 0x10
+RECEIVE_MAXIMUM = 10               # MQTT 5: schedule/set messages the broker may have unacknowledged with us
+MAX_UNACKED = 100                  # coalesced messages awaiting their ack (3.1.1 has no Receive Maximum)
 RECONNECT_MIN_S, RECONNECT_MAX_S = 1, 60
 ALERT_TYPE = "alert.raised"
 
@@ -95,6 +106,128 @@ class _BrokenOutbox:
         raise RuntimeError(f"outbox unavailable: {self.error}")
 
 
+class _BoundedClient(mqtt.Client):
+    """paho's Client, but a PUBLISH bigger than MAX_PACKET_BYTES is not kept in memory.
+
+    paho reads a whole packet into one buffer before anyone sees it, and then copies
+    the payload out: a 150 MB message on MQTT 3.1.1 (no Maximum Packet Size there)
+    took the daemon to 488 MB. Here, once the packet's length is known to be too big,
+    the rest of it is read and thrown away as it arrives; only its head (topic, packet
+    id, properties) is decoded, so it can be acknowledged, and `oversize` holds the
+    packet's length while `on_message` runs (the payload it sees then is the first bytes
+    only: do not use it). paho reads at most ~100 socket chunks before this can step in.
+    This leans on paho 2.x internals (`_in_packet`, `_sock_recv`); without them it is
+    plain paho.
+    """
+
+    oversize: int | None = None
+
+    def _packet_read(self) -> MQTTErrorCode:
+        packet = getattr(self, "_in_packet", None)
+        if (not isinstance(packet, dict) or not packet.get("have_remaining")
+                or packet.get("command", 0) & 0xF0 != mqtt.PUBLISH
+                or packet.get("remaining_length", 0) <= MAX_PACKET_BYTES):
+            return super()._packet_read()
+        del packet["packet"][MAX_PACKET_BYTES:]  # what paho read before we could step in
+        while packet["to_process"] > 0:
+            try:
+                data = self._sock_recv(min(packet["to_process"], 256 * 1024))
+            except BlockingIOError:
+                return MQTTErrorCode.MQTT_ERR_AGAIN
+            except OSError:
+                return MQTTErrorCode.MQTT_ERR_CONN_LOST
+            if not data:
+                return MQTTErrorCode.MQTT_ERR_CONN_LOST
+            packet["to_process"] -= len(data)
+            room = MAX_PACKET_BYTES - len(packet["packet"])
+            if room > 0:
+                packet["packet"] += data[:room]
+        self.oversize = packet["remaining_length"]
+        try:
+            return super()._packet_read()  # nothing left to read: paho decodes the head and resets
+        finally:
+            self.oversize = None
+
+
+class Inbound:
+    """One `schedule/set` handed to the daemon: its bytes (None when over
+    MAX_SCHEDULE_BYTES: never copied), its size, and how many earlier messages it
+    replaced while they waited. Call `done()` on the daemon's thread once its answer
+    (`schedule.applied` / `schedule.rejected`) is in the log, or it was refused without
+    one: that acknowledges it, and the messages it replaced, to the broker.
+    `done(logged=False)` (the log could not be written) hands the next one over but
+    acknowledges nothing: the broker sends those again at the next reconnect."""
+
+    __slots__ = ("payload", "size", "replaced", "_acks", "_inbox")
+
+    def __init__(self, payload: bytes | None, size: int, acks: list[Callable[[], None]], replaced: int,
+                 inbox: "ScheduleInbox"):
+        self.payload, self.size, self.replaced = payload, size, replaced
+        self._acks, self._inbox = acks, inbox
+
+    def done(self, logged: bool = True) -> None:
+        self._inbox._done(self, logged)
+
+
+class ScheduleInbox:
+    """Between paho's thread and the daemon's: one `schedule/set` handed over at a time.
+
+    A message arriving while one is being handled waits; a newer one replaces it (only
+    the newest schedule matters; a flood costs the daemon one step per handled message,
+    never a queue of them). The replaced ones are counted and acknowledged when the one
+    that replaced them is done, so a crash before that leaves them unacknowledged and
+    the broker sends them again (persistent session). At most two payloads are held
+    (the one handled, the newest waiting) and at most MAX_UNACKED acknowledgements; past
+    that the oldest are acknowledged (dropped) at once.
+
+        inbox = ScheduleInbox(lambda item: daemon.put(("schedule", item)))
+        inbox.offer(payload, len(payload), ack)     # paho's thread
+        item.done()                                 # daemon's thread, after the commit
+    """
+
+    def __init__(self, deliver: Callable[[Inbound], None]):
+        self._deliver = deliver
+        self._lock = threading.Lock()
+        self._busy = False
+        self._pending: Inbound | None = None
+        self.received = self.replaced = self.dropped = 0
+
+    def offer(self, payload: bytes | None, size: int, ack: Callable[[], None]) -> None:
+        overflow: list[Callable[[], None]] = []
+        with self._lock:
+            self.received += 1
+            if self._busy:
+                before = self._pending
+                acks = ([] if before is None else before._acks) + [ack]
+                if before is not None:
+                    self.replaced += 1
+                if len(acks) > MAX_UNACKED:
+                    overflow, acks = acks[:-MAX_UNACKED], acks[-MAX_UNACKED:]
+                    self.dropped += len(overflow)
+                self._pending = Inbound(payload, size, acks, 0 if before is None else before.replaced + 1, self)
+                item = None
+            else:
+                self._busy = True
+                item = Inbound(payload, size, [ack], 0, self)
+        for early in overflow:
+            early()
+        if item is not None:
+            self._deliver(item)
+
+    def _done(self, item: Inbound, logged: bool) -> None:
+        if logged:
+            for ack in item._acks:  # the replaced ones first: the order they came in
+                ack()
+        with self._lock:
+            following, self._pending = self._pending, None
+            self._busy = following is not None
+        if following is not None:
+            if following.replaced:
+                log.debug("%d schedule/set message(s) replaced by a newer one before being handled",
+                          following.replaced)
+            self._deliver(following)
+
+
 def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -106,7 +239,13 @@ class Sync:
     (so schedules sent while it is offline arrive later), a retained Last Will and
     status messages. A one-shot command passes a suffix ("sync", "simulate"): it
     connects as `{device_id}-{suffix}` with a clean session and no Last Will, so it
-    never disturbs a running daemon. `on_schedule` given = subscribe to schedule/set.
+    never disturbs a running daemon. `on_schedule` given = subscribe to schedule/set;
+    it receives `Inbound` items one at a time and must call `item.done()` (see
+    ScheduleInbox): the broker's PUBACK waits for that.
+
+    TLS files that cannot be used (missing, truncated, a key that does not match its
+    certificate) do not raise: `unusable` says why in one line, the link never connects,
+    and the device goes on offline (the daemon logs a `device.fault`).
 
     `outbox` is a callable that opens an Outbox (called on the worker thread, the
     outbox closed when the worker ends: use this for a Store, whose SQLite connection
@@ -124,6 +263,7 @@ class Sync:
         client_suffix: str | None = None,
         now: Callable[[], datetime] = _utc_now,
         window: int = INFLIGHT_WINDOW,
+        retry_after: float = RETRY_AFTER_REFUSAL_S,
     ):
         self.settings = settings
         self.device_id = device_id
@@ -135,6 +275,13 @@ class Sync:
         self._outbox_source = outbox
         self._outbox: Outbox | None = None
         self._on_schedule = on_schedule
+        self.inbox = ScheduleInbox(on_schedule) if on_schedule is not None else None
+        self.unusable: str | None = None        # why this link can never connect (bad TLS files)
+        self.undelivered: str | None = None     # the latest row answered "no matching subscribers"
+        self._retry_after = retry_after
+        self._waiting: dict[int, float] = {}  # rows answered 0x10: seq -> when to publish them again
+        self._tries: dict[int, int] = {}      # rows answered 0x10: seq -> how many times so far
+        self._stuck = False          # nothing left to send but rows nobody took (0x10)
         self._now = now
         self._window = window
         self._v5 = settings.protocol == "5"
@@ -149,6 +296,7 @@ class Sync:
         self._mid_seq: dict[int, int] = {}        # PUBLISH mid -> outbox seq
         self._inflight: dict[int, set[int]] = {}  # seq -> mids still awaiting PUBACK
         self._acked: list[int] = []               # seqs to mark sent (by the worker)
+        self._reached: set[int] = set()           # seqs in flight of which a copy reached a subscriber
         self._early: dict[int, ReasonCode] = {}   # PUBACKs that beat publish() returning
         self._other_mids: dict[int, str] = {}     # status/state publishes: mid -> topic
         self._sub_mid: int | None = None
@@ -171,6 +319,9 @@ class Sync:
             if self._started:
                 return
             self._started = True
+        if self.unusable:
+            self._connection_failed(self.unusable)
+            return
         properties = None
         clean_start: bool = not self.is_daemon
         if self._v5:
@@ -178,6 +329,8 @@ class Sync:
             properties.MaximumPacketSize = MAX_PACKET_BYTES
             if self.is_daemon:
                 properties.SessionExpiryInterval = SESSION_EXPIRY_S
+            if self.inbox is not None:  # the broker sends at most this many unacknowledged
+                properties.ReceiveMaximum = RECEIVE_MAXIMUM
         self._client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive,
                                    clean_start=clean_start if self._v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
                                    properties=properties)
@@ -227,14 +380,18 @@ class Sync:
         deadline = time.monotonic() + timeout
         self.start()
         try:
-            return self.wait_connected(timeout) and self.wait_idle(max(0.0, deadline - time.monotonic()))
+            if not self.wait_connected(timeout):
+                return False
+            with self._cond:  # rows nobody subscribed to (0x10) will not go in this run: say so now
+                self._cond.wait_for(lambda: self._idle or self._stuck, max(0.0, deadline - time.monotonic()))
+                return self._idle
         finally:
             self.stop()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Say offline (daemon only), disconnect cleanly, end both threads."""
         with self._cond:
-            if not self._started or self._stopping:
+            if not self._started or self._stopping or self.unusable:
                 return
             self._stopping = True
             self._stop_timeout = timeout
@@ -257,15 +414,23 @@ class Sync:
     def _make_client(self) -> mqtt.Client:
         protocol = MQTTProtocolVersion.MQTTv5 if self._v5 else MQTTProtocolVersion.MQTTv311
         options = {} if self._v5 else {"clean_session": not self.is_daemon}
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=protocol, **options)
+        # manual_ack: a schedule/set is acknowledged only once the daemon has logged its answer.
+        client = _BoundedClient(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=protocol,
+                                manual_ack=self.inbox is not None, **options)
         if self.settings.username is not None:
             client.username_pw_set(self.settings.username, self.settings.password)
         if self.settings.tls:
             try:  # certificate and host name are checked; tls_insecure_set is never used
+                for key in ("tls_ca", "tls_cert", "tls_key"):
+                    path = getattr(self.settings, key)
+                    if path is not None and not os.path.isfile(path):
+                        raise FileNotFoundError(f"mqtt.{key}: no such file {path}")
                 client.tls_set(ca_certs=self.settings.tls_ca, certfile=self.settings.tls_cert,
                                keyfile=self.settings.tls_key)
-            except (OSError, ssl.SSLError) as exc:
-                raise ValueError(f"mqtt: cannot use the TLS files: {exc}") from exc
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                self.unusable = " ".join(f"mqtt: cannot use the TLS files: {exc}".split())
+                self.last_error = self.unusable
+                log.error("%s; running offline", self.unusable)
         client.max_inflight_messages_set(2 * self._window + 4)  # alerts take two; status, state
         client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
         if self.is_daemon:
@@ -290,7 +455,12 @@ class Sync:
         # Subscribe first; online and the drain follow the SUBACK, so "online" means
         # "can receive a schedule", and paho has re-sent its unacknowledged messages
         # by then, which keeps the events in seq order.
-        _, mid = client.subscribe(self.topics.schedule_set, qos=1)
+        # MQTT 5: no retained message at subscribe (retain handling 2); 3.1.1: see _on_message.
+        if self._v5:
+            options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
+            _, mid = client.subscribe(self.topics.schedule_set, options=options)
+        else:
+            _, mid = client.subscribe(self.topics.schedule_set, qos=1)
         with self._cond:
             self._sub_mid = mid
 
@@ -341,10 +511,24 @@ class Sync:
             self._cond.notify_all()
 
     def _on_message(self, client, userdata, message) -> None:
-        if message.topic != self.topics.schedule_set or self._on_schedule is None:
+        def ack(mid: int = message.mid, qos: int = message.qos) -> None:
+            if qos > 0:
+                self._client.ack(mid, qos)
+
+        if message.topic != self.topics.schedule_set or self.inbox is None:
+            ack()
+            return
+        oversize = getattr(client, "oversize", None)  # read past and thrown away (_BoundedClient)
+        # Its head is the first MAX_PACKET_BYTES of the packet: the payload is the rest of its length.
+        size = len(message.payload) if oversize is None else oversize - (MAX_PACKET_BYTES - len(message.payload))
+        if message.retain:  # (v2) a retained schedule/set is ignored: not applied, not answered
+            log.debug("ignored a retained schedule/set (%d bytes)", size)
+            ack()
             return
         try:  # an exception here would end paho's network thread
-            self._on_schedule(bytes(message.payload))
+            # Too large: the size alone goes on, the bytes are neither copied nor kept.
+            self.inbox.offer(message.payload if oversize is None and size <= MAX_SCHEDULE_BYTES else None,
+                             size, ack)
         except Exception:  # noqa: BLE001
             log.exception("on_schedule failed")
 
@@ -416,10 +600,28 @@ class Sync:
                 self._mid_seq.pop(other, None)
                 self._other_mids[other] = "(abandoned)"
             self._inflight.pop(seq, None)
+            self._reached.discard(seq)
             self._refused(seq, str(reason_code))
-        elif not mids:
-            self._inflight.pop(seq, None)
-            self._acked.append(seq)
+        else:
+            if reason_code.value != NO_MATCHING_SUBSCRIBERS:
+                self._reached.add(seq)
+            if not mids:
+                self._inflight.pop(seq, None)
+                if seq in self._reached:
+                    self._reached.discard(seq)
+                    self._acked.append(seq)
+                    self._tries.pop(seq, None)
+                    if self._waiting:  # someone listens now: what found nobody goes again at once
+                        self._waiting = dict.fromkeys(self._waiting, 0.0)
+                else:  # 0x10 on every copy: a success code, but nobody got it; it stays unsent
+                    tries = self._tries[seq] = self._tries.get(seq, 0) + 1
+                    wait = min(self._retry_after * 2 ** (tries - 1), UNDELIVERED_BACKOFF_MAX_S)
+                    self._waiting[seq] = time.monotonic() + wait
+                    if self.undelivered is None:
+                        log.warning("event seq %d not delivered: %s (nobody is subscribed); kept, sent again "
+                                    "in %.0f s and later", seq, reason_code, wait)
+                    self.undelivered = self.last_error = \
+                        f"event seq {seq} not delivered: {reason_code} (nobody is subscribed)"
         self._wake = True
         self._cond.notify_all()
 
@@ -428,23 +630,29 @@ class Sync:
         self.last_refusal = f"event seq {seq} not accepted: {why}"
         self._pause(self.last_refusal)
 
-    def _pause(self, why: str) -> None:
-        """(Lock held.) Stop draining for RETRY_AFTER_REFUSAL_S; acks are still recorded."""
+    def _pause(self, why: str, seconds: float | None = None) -> None:
+        """(Lock held.) Stop draining for a while (`retry_after`); acks are still recorded."""
+        seconds = self._retry_after if seconds is None else seconds
         self.last_error = why
-        log.error("%s; retrying in %.0f s", why, RETRY_AFTER_REFUSAL_S)
-        self._hold_until = time.monotonic() + RETRY_AFTER_REFUSAL_S
+        log.error("%s; retrying in %.0f s", why, seconds)
+        self._hold_until = max(self._hold_until, time.monotonic() + seconds)
         self._wake = True
         self._cond.notify_all()
 
     # ---------------------------------------------------------------- worker
 
     def _may_drain(self) -> bool:
-        return (self._ready and self._wake and len(self._inflight) < self._window
-                and time.monotonic() >= self._hold_until)
+        now = time.monotonic()
+        due = any(when <= now for when in self._waiting.values())
+        return (self._ready and (self._wake or due) and len(self._inflight) < self._window
+                and now >= self._hold_until)
 
     def _hold_remaining(self) -> float | None:
-        remaining = self._hold_until - time.monotonic()
-        return remaining if remaining > 0 else None
+        """Seconds until the pause ends or a row nobody took (0x10) is due again; None: no timeout."""
+        now = time.monotonic()
+        moments = [self._hold_until - now] + [when - now for when in self._waiting.values()]
+        ahead = [moment for moment in moments if moment > 0]
+        return min(ahead) if ahead else None
 
     def _run(self) -> None:
         """The worker: open the outbox, then loop; close what it opened at the end."""
@@ -478,8 +686,10 @@ class Sync:
         while True:
             with self._cond:
                 # Also wake when the rows in flight ended without a PUBACK to wake us (refused).
-                self._cond.wait_for(lambda: self._stopping or self._acked or self._may_drain()
-                                    or (pending and not self._inflight), self._hold_remaining())
+                # The timeout is the pause's, taken anew at every wake: a pause that began
+                # while we slept (a 0x10, a refusal) must end the sleep when it ends.
+                while not (self._stopping or self._acked or self._may_drain() or (pending and not self._inflight)):
+                    self._cond.wait(self._hold_remaining())
                 stopping = self._stopping
                 pending.update(self._acked)
                 self._acked = []
@@ -488,9 +698,17 @@ class Sync:
                     self._wake = False
                     room = self._window - len(self._inflight)
                     in_flight = set(self._inflight)
-            empty = self._drain(room, in_flight, pending) if drain else False
+                    now = time.monotonic()
+                    due = sorted(seq for seq, when in self._waiting.items() if when <= now)[:room]
+                    due = [seq for seq in due if seq - due[0] < 10 * self._window]  # read back a short span
+                    waiting = set(self._waiting) - set(due)
+            empty = self._drain(room, in_flight, pending, due, waiting) if drain else False
             with self._cond:
                 more_acks_coming = bool(self._inflight)
+                if drain:
+                    self._stuck = empty and bool(self._waiting) and not self._inflight
+                    if self._stuck:
+                        self._cond.notify_all()
             marked = not pending
             if pending and (stopping or not more_acks_coming or len(pending) >= self._window):
                 marked = self._mark_sent(pending)
@@ -501,31 +719,40 @@ class Sync:
                 self._shut_down()
                 return
 
-    def _drain(self, room: int, in_flight: set[int], acked: set[int]) -> bool:
+    def _drain(self, room: int, in_flight: set[int], acked: set[int], due: list[int] = (),
+               waiting: set[int] = frozenset()) -> bool:
         """Publish unsent rows that are neither in flight nor acknowledged (and about
-        to be marked). True when nothing is left but the acknowledged rows."""
-        # Rows in flight or acknowledged are not read again: start after the highest of them.
+        to be marked) nor waiting to be tried again after a 0x10; first the `due` ones of
+        those. True when nothing is left but the acknowledged and the waiting rows."""
+        # Rows in flight, acknowledged or waiting are not read again: start after the highest of them.
         # A row refused meanwhile (lower) is read again once those are marked and the set is empty.
-        after = max(in_flight | acked, default=0)
+        known = in_flight | acked | waiting
+        after = max(known | set(due), default=0)
         try:
-            rows = self._outbox.unsent(room, after)
+            again = [row for row in self._outbox.unsent(due[-1] - due[0] + 1, due[0] - 1)
+                     if row[0] in set(due)] if due else []
+            rows = self._outbox.unsent(room - len(again), after) if room > len(again) else []
         except Exception as exc:  # noqa: BLE001 - a busy database must not end the worker
             log.exception("reading the outbox failed")
             with self._cond:
                 self._pause(f"cannot read the outbox: {exc}")
             return False
-        fresh = [(seq, payload) for seq, payload in rows if seq not in in_flight and seq not in acked][:room]
+        with self._cond:
+            for seq in due:  # in flight again (or, if gone meanwhile, marked by another sender)
+                self._waiting.pop(seq, None)
+        fresh = [(seq, payload) for seq, payload in rows if seq not in known][:room - len(again)]
         # Each PUBACK wakes the worker again, which then fills the window anew.
-        for seq, payload in fresh:
+        for seq, payload in again + fresh:
             self._publish_row(seq, payload)
-        return all(seq in acked for seq, _ in rows)
+        return not again and all(seq in acked for seq, _ in rows)
 
     def _became_idle(self) -> None:
         """The outbox was empty once the acknowledged rows were marked, unless a
         notify() or a publish came in meanwhile (then the next look decides)."""
         with self._cond:
-            if not self._wake and not self._inflight:
+            if not self._wake and not self._inflight and not self._waiting:
                 self._idle = True
+                self.undelivered = None
                 self._cond.notify_all()
 
     def _mark_sent(self, seqs: Iterable[int]) -> bool:

@@ -23,7 +23,7 @@ def simulate(scenario, config, db):
 def test_a_day_offline_then_everything_arrives_once_and_in_order(tmp_path, broker):
     db = tmp_path / "d.db"
     config = tmp_path / "c.toml"
-    config.write_text(f'[device]\nid = "{DEVICE}"\n[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n')
+    config.write_text(f'[device]\nid = "{DEVICE}"\n[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\ntls = false\n')
     (tmp_path / "schedule.json").write_text((EXAMPLES / "schedule.json").read_text())
     day1 = EXAMPLES / "first-day.toml"
     day2 = tmp_path / "second-day.toml"  # the device restarted: the next day, same log
@@ -51,7 +51,7 @@ def test_a_day_offline_then_everything_arrives_once_and_in_order(tmp_path, broke
 
 def test_a_scenario_with_mqtt_publishes_as_the_daemon_does(tmp_path, broker):
     config = tmp_path / "c.toml"
-    config.write_text(f'[device]\nid = "{DEVICE}"\n[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n')
+    config.write_text(f'[device]\nid = "{DEVICE}"\n[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\ntls = false\n')
     clinic = Clinic(broker).connect(f"pilldispenser/{DEVICE}/#")
     printed = simulate(EXAMPLES / "first-day.toml", config, tmp_path / "d.db")
     received = clinic.json_on(f"pilldispenser/{DEVICE}/events")  # drained before simulate exited

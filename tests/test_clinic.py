@@ -38,7 +38,7 @@ def write_config(path: Path, db: Path, port: int | None = None) -> Path:
     """The config of the brief; no [mqtt] table when `port` is None."""
     text = f'[device]\nid = "{DEVICE}"\n'
     if port is not None:
-        text += f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\n'
+        text += f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\ntls = false\n'
     text += f'[storage]\ndb = "{db}"\n'
     path.write_text(text)
     return path

@@ -81,6 +81,14 @@ def opener(db: Path):
     return lambda: Store.open(db, DEVICE)
 
 
+def into(received: "queue.Queue[bytes]"):
+    """An on_schedule that keeps each payload and answers it at once (its PUBACK goes then)."""
+    def take(item) -> None:
+        received.put(item.payload)
+        item.done()
+    return take
+
+
 def settings_for(broker, **options) -> MqttSettings:
     return MqttSettings(host=broker.host, port=broker.port, **options)
 
@@ -273,7 +281,7 @@ def test_state_is_retained_and_the_newest_offline_state_goes_on_connect(broker, 
 
 def test_schedule_set_reaches_on_schedule(broker, make_sync, clinics):
     received: queue.Queue[bytes] = queue.Queue()
-    sync = make_sync(broker, on_schedule=received.put)
+    sync = make_sync(broker, on_schedule=into(received))
     assert sync.wait_connected(5)
     document = json.dumps({"schema": "dispenser.schedule/1", "version": 3, "name": "café"}).encode()
     clinic = clinics(broker)
@@ -283,7 +291,7 @@ def test_schedule_set_reaches_on_schedule(broker, make_sync, clinics):
 
 def test_schedule_sent_while_offline_arrives_later(broker, make_sync, clinics):
     received: queue.Queue[bytes] = queue.Queue()
-    first = make_sync(broker, on_schedule=received.put)
+    first = make_sync(broker, on_schedule=into(received))
     assert first.wait_connected(5)
     first.stop()  # the persistent session stays on the broker
 
@@ -291,21 +299,22 @@ def test_schedule_sent_while_offline_arrives_later(broker, make_sync, clinics):
     reason = clinic.publish(TOPICS.schedule_set, b'{"version": 4}')
     assert reason.value == 0, f"the broker queued it for the device's session, not {reason}"
 
-    second = make_sync(broker, on_schedule=received.put)
+    second = make_sync(broker, on_schedule=into(received))
     assert received.get(timeout=5) == b'{"version": 4}'
     assert second.wait_connected(5)
 
 
 def test_over_64_kib_is_handed_over_raw_and_huge_ones_never_arrive(broker, make_sync, clinics):
     received: queue.Queue[bytes] = queue.Queue()
-    sync = make_sync(broker, on_schedule=received.put)
+    sync = make_sync(broker, on_schedule=into(received))
     assert sync.wait_connected(5)
     clinic = clinics(broker)
     huge = b"{" + b" " * 200_000 + b"}"
     just_over = b"x" * (MAX_SCHEDULE_BYTES + 1)  # within the packet size slack: for the caller to refuse
     for payload in (huge, just_over, b'{"version": 5}'):
         clinic.publish(TOPICS.schedule_set, payload)
-    assert received.get(timeout=5) == just_over, "Mosquitto drops what exceeds our Maximum Packet Size"
+    assert received.get(timeout=5) is None, "Mosquitto drops what exceeds our Maximum Packet Size; " \
+        "the one just over arrives as its size alone"
     assert received.get(timeout=5) == b'{"version": 5}'
     assert received.empty(), "the huge one came before the small one, so it was dropped"
 
@@ -313,8 +322,9 @@ def test_over_64_kib_is_handed_over_raw_and_huge_ones_never_arrive(broker, make_
 def test_a_failing_on_schedule_does_not_stop_the_link(broker, store, make_sync, clinics):
     calls: queue.Queue[bytes] = queue.Queue()
 
-    def explode(payload: bytes) -> None:
-        calls.put(payload)
+    def explode(item) -> None:
+        calls.put(item.payload)
+        item.done()
         raise RuntimeError("boom")
 
     sync = make_sync(broker, on_schedule=explode)
@@ -363,15 +373,15 @@ def test_mqtt_311_smoke(broker, store, make_sync, clinics):
     clinic = clinics(broker, TOPICS.events, TOPICS.alerts, TOPICS.status)
     received: queue.Queue[bytes] = queue.Queue()
     append(store, 12, alert_every=4)
-    sync = make_sync(settings_for(broker, protocol="3.1.1"), on_schedule=received.put)
+    sync = make_sync(settings_for(broker, protocol="3.1.1"), on_schedule=into(received))
     assert sync.wait_idle(10)
     assert clinic.wait_for(lambda: len(unique_events(clinic)) == 12, 5)
     assert [e["seq"] for e in unique_events(clinic)] == list(range(1, 13))
     assert clinic.wait_for(lambda: len(unique_events(clinic, TOPICS.alerts)) == 3, 5)
     assert clinic.json_on(TOPICS.status)[-1]["online"] is True
-    big = b"x" * (MAX_SCHEDULE_BYTES * 2)  # no Maximum Packet Size in 3.1.1: it arrives, raw
+    big = b"x" * (MAX_SCHEDULE_BYTES * 2)  # no Maximum Packet Size in 3.1.1: it arrives, but not its bytes
     clinic.publish(TOPICS.schedule_set, big)
-    assert received.get(timeout=5) == big
+    assert received.get(timeout=5) is None
     sync.stop()
     assert clinic.wait_for(lambda: clinic.json_on(TOPICS.status)[-1]["online"] is False, 5)
 
@@ -386,7 +396,8 @@ def test_settings_from_config(tmp_path):
     assert (settings.host, settings.port, settings.protocol, settings.tls) == ("mqtt.clinic", 8883, "3.1.1", True)
     defaults = MqttSettings.from_config({"host": "h"})
     assert (defaults.port, defaults.topic_prefix, defaults.protocol, defaults.keepalive, defaults.tls) == \
-        (1883, "pilldispenser", "5", 30, False)
+        (1883, "pilldispenser", "5", 30, True), "from a config file, TLS unless it says tls = false"
+    assert MqttSettings.from_config({"host": "h", "tls": False}).tls is False
 
 
 @pytest.mark.parametrize("table, message", [
@@ -399,7 +410,8 @@ def test_settings_from_config(tmp_path):
     ({"host": "h", "keepalive": 0}, "mqtt.keepalive"),
     ({"host": "h", "topic_prefix": "a/#"}, "mqtt.topic_prefix"),
     ({"host": "h", "topic_prefix": "/a"}, "mqtt.topic_prefix"),
-    ({"host": "h", "tls_ca": "/no/such/ca.pem"}, "mqtt.tls_ca: no such file /no/such/ca.pem"),
+    ({"host": "h", "tls": "no"}, "mqtt.tls: must be true or false"),
+    ({"host": "h", "tls": False, "tls_ca": "/etc/ca.pem"}, "mqtt.tls: false (plain MQTT) contradicts"),
     ({"host": "h", "password": "pw"}, "mqtt.password: needs mqtt.username"),
     ({"host": "h", "tsl_ca": "x"}, "mqtt.tsl_ca: unknown key"),
 ])
@@ -422,7 +434,7 @@ def test_topics():
 
 def test_no_outbox_still_gives_status_and_schedules(broker, make_sync, clinics):
     received: queue.Queue[bytes] = queue.Queue()
-    sync = make_sync(broker, outbox=None, on_schedule=received.put)
+    sync = make_sync(broker, outbox=None, on_schedule=into(received))
     assert sync.wait_connected(5)
     clinics(broker).publish(TOPICS.schedule_set, b"{}")
     assert received.get(timeout=5) == b"{}"
