@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dispenser.safety import Simulation  # noqa: E402
+from harness.simulation import Simulation  # noqa: E402
 
 
 def one_run(job: tuple[int, int, bool]) -> tuple[int, int, int, list[str], dict]:

@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     log = sub.add_parser("log", parents=[common], help="the adherence log; `log verify` checks its chain")
     log.add_argument("verify", nargs="?", choices=["verify"], help="check the hash chain")
+    log.add_argument("--rules", action="store_true",
+                     help="with verify: also judge every release against the safety rules (CONTRACT section 6)")
     log.add_argument("--since", metavar="ISO")
     log.add_argument("--json", action="store_true")
 
@@ -364,8 +366,23 @@ def cmd_refill(args) -> int:
     return 0
 
 
+def _verify_rules(store, config: Config) -> int:
+    """The log judged by the checker written from the contract, not by the rules that wrote it."""
+    from .logcheck import check_store
+    violations = check_store(store, until=_now(), default_timezone=config.timezone)
+    for violation in violations[:20]:
+        print(f"log verify --rules: {violation}", file=sys.stderr)
+    if violations:
+        print(f"log verify --rules: {len(violations)} violation(s)", file=sys.stderr)
+        return 1
+    print(f"log verified: {store.event_count()} events, hash chain intact, every release within the safety rules")
+    return 0
+
+
 def cmd_log(args) -> int:
     config = _config(args)
+    if args.rules and not args.verify:
+        raise UserError("--rules goes with `dispenser log verify`")
     store = _store(args, config, create=False)
     try:
         if args.verify:
@@ -373,6 +390,8 @@ def cmd_log(args) -> int:
             if not ok:
                 print(f"log verify: seq {seq}: {reason}", file=sys.stderr)
                 return 1
+            if args.rules:
+                return _verify_rules(store, config)
             print(f"log verified: {store.event_count()} events, hash chain intact")
             return 0
         since = _moment(args.since, UTC, datetime.min.replace(tzinfo=UTC)) if args.since else None

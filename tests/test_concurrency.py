@@ -21,7 +21,7 @@ from dispenser.daemon import Daemon, device_state
 from dispenser.engine import Engine
 from dispenser.hardware import build_sim_hardware
 from dispenser.live import Terminal
-from dispenser.safety import check_store
+from dispenser.logcheck import check_store
 from dispenser.store import Store
 from tests.support import as_needed, daily, local, schedule
 

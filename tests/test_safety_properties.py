@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dispenser.safety import check_store
+from dispenser.logcheck import check_store
 from support import Rig, as_needed, daily, schedule
 
 ZONES = ["America/New_York", "Europe/London", "Australia/Lord_Howe", "Asia/Kolkata"]
@@ -73,6 +73,6 @@ def test_nothing_early_nothing_twice_limits_hold_every_dose_ends_once(meds, zone
 
 
 def check_log(rig: Rig, end) -> None:
-    """The shared checker (dispenser/safety.py): chain, windows, once, limits, final states."""
+    """The shared checker (dispenser/logcheck.py): chain, windows, once, limits, final states."""
     violations = check_store(rig.store, until=end)
     assert not violations, "\n".join(str(v) for v in violations[:5])

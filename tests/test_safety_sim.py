@@ -1,4 +1,4 @@
-"""The randomized safety simulation (dispenser/safety.py), its checker, and the bugs it found.
+"""The randomized safety simulation (harness/simulation.py), its checker, and the bugs it found.
 
 A few hundred simulated days on fixed seeds must end with zero violations (expected to
 fail until the section 6 rules land in rules.py: the checker already judges them);
@@ -15,8 +15,8 @@ import pytest
 
 from dispenser.events import GENESIS, event_hash
 from dispenser.schedule import parse_schedule
-from dispenser.safety import (LogChecker, ScheduleMaker, Simulation, _v2_ready, check_events, check_store,
-                              store_loader)
+from dispenser.logcheck import LogChecker, check_events, check_store, store_loader
+from harness.simulation import ScheduleMaker, Simulation, _v2_ready
 from dispenser.scheduler import doses_between
 from dispenser.timeutil import format_at, format_utc, parse_utc
 from support import Rig, as_needed, daily, schedule

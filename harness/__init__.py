@@ -1,0 +1,1 @@
+"""Harnesses beside the tests: what proves the product, never shipped on a Pi."""
