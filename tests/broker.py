@@ -345,7 +345,7 @@ class Clinic:
     """The clinic's side in tests: a paho client recording everything that arrives.
 
     `wait_for(predicate)` sleeps on a condition that every message notifies, so tests
-    wait for what they expect, never for a fixed time.
+    wait for what they expect, never for a fixed time; its timeout (HANG) bounds a hang only.
     """
 
     def __init__(self, broker: Broker, *, client_id: str = "clinic", username: str | None = None,
@@ -384,7 +384,7 @@ class Clinic:
             self._properties.SessionExpiryInterval = 3600
         self._clean_start = (not persistent) if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY
 
-    def connect(self, *topics: str, timeout: float = 5.0) -> "Clinic":
+    def connect(self, *topics: str, timeout: float = HANG) -> "Clinic":
         """Connect and subscribe to `topics` (QoS 1); return once the SUBACK is in."""
         self._topics = list(topics)
         self.client.connect_async(self.broker.host, self.broker.port, 30,
@@ -426,11 +426,11 @@ class Clinic:
             self.acks[mid] = reason_code
             self._cond.notify_all()
 
-    def wait_for(self, predicate, timeout: float = 10.0) -> bool:
+    def wait_for(self, predicate, timeout: float = HANG) -> bool:
         with self._cond:
             return self._cond.wait_for(predicate, timeout)
 
-    def publish(self, topic: str, payload: bytes | str, retain: bool = False, timeout: float = 5.0):
+    def publish(self, topic: str, payload: bytes | str, retain: bool = False, timeout: float = HANG):
         """Publish at QoS 1 and return the PUBACK's reason code."""
         info = self.client.publish(topic, payload, qos=1, retain=retain)
         if not self.wait_for(lambda: info.mid in self.acks, timeout):
