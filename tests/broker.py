@@ -1,5 +1,8 @@
 """A private Mosquitto for tests: a child process on a free port on 127.0.0.1.
 
+Ports come from tests/ports.py: below the kernel's ephemeral range, so that a broker
+restarted on its port never finds it taken by some client's outgoing connection.
+
 Never the system broker on 1883. Each broker has its own temp config; options add a
 password file, an ACL file, a TLS listener and on-disk persistence. `stop()` and
 `start()` again keep the port, so a test can take the broker away and bring it back.
@@ -25,8 +28,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ports import free_port  # noqa: F401 - below the ephemeral range; tests import it from here too
+from waiting import HANG
+
 HOST = "127.0.0.1"
-START_TIMEOUT = 5.0
+START_TIMEOUT = HANG  # only a broken broker takes that long; a loaded machine takes seconds
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_CONF = REPO / "broker" / "mosquitto.conf"
 DYNSEC_TOOL = REPO / "broker" / "dynsec.py"
@@ -42,12 +48,6 @@ def find_mosquitto() -> str:
     if not found:
         raise BrokerError("mosquitto is not installed: apt-get install -y mosquitto")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,8 @@ class Broker:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.host = HOST
-        self.port = free_port()
+        self._pick_ports()
+        self._started_before = False
         self.users = dict(users or {})
         self.acl = acl
         self.tls = tls
@@ -196,9 +197,30 @@ class Broker:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self) -> "Broker":
-        """Start on this broker's port and return once it accepts connections."""
+        """Start on this broker's port and return once it accepts connections.
+
+        Before the first start only, a port taken meanwhile (another suite on the machine
+        got there first) is exchanged for another; from then on a test holds the port.
+        """
         if self.running:
             return self
+        for attempt in range(3):
+            try:
+                self._start()
+            except BrokerError as error:
+                if self._started_before or "Address already in use" not in str(error) or attempt == 2:
+                    raise
+                self.log_path.unlink(missing_ok=True)
+                self._pick_ports()
+                self._write_config()
+                continue
+            self._started_before = True
+            return self
+
+    def _pick_ports(self) -> None:
+        self.port = free_port()
+
+    def _start(self) -> None:
         log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen([self._binary, "-c", str(self.config_path)],
@@ -213,7 +235,7 @@ class Broker:
                 # A broker with a bad TLS key opens its listener and then exits: look once more.
                 time.sleep(0.02)
                 if self.proc.poll() is None:
-                    return self
+                    return
             time.sleep(0.01)
         self.stop()
         raise BrokerError(f"mosquitto did not listen on {self.port} within {START_TIMEOUT} s:\n{self.log()}")
@@ -262,7 +284,6 @@ class ShippedBroker(Broker):
 
     def __init__(self, workdir: Path, tls: TlsFiles, *, accounts_from: Path | None = None, extra: str = ""):
         """`accounts_from`: the plugin file of an earlier ShippedBroker, copied (saves the set-up)."""
-        self.local_port = free_port()
         super().__init__(workdir, tls=tls, persistence=True, extra=extra)
         self.dynsec_file = self.workdir / "dynamic-security.json"
         if accounts_from is not None:
@@ -297,6 +318,9 @@ class ShippedBroker(Broker):
             lines.append(self.extra)
         self.config_path.write_text("\n".join(lines) + "\n")
 
+    def _pick_ports(self) -> None:
+        self.port, self.local_port = free_port(), free_port()
+
     def dynsec(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """Run broker/dynsec.py (through the local listener as admin); raise on failure."""
         import sys
@@ -321,7 +345,7 @@ class Clinic:
     """The clinic's side in tests: a paho client recording everything that arrives.
 
     `wait_for(predicate)` sleeps on a condition that every message notifies, so tests
-    wait for what they expect, never for a fixed time.
+    wait for what they expect, never for a fixed time; its timeout (HANG) bounds a hang only.
     """
 
     def __init__(self, broker: Broker, *, client_id: str = "clinic", username: str | None = None,
@@ -360,7 +384,7 @@ class Clinic:
             self._properties.SessionExpiryInterval = 3600
         self._clean_start = (not persistent) if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY
 
-    def connect(self, *topics: str, timeout: float = 5.0) -> "Clinic":
+    def connect(self, *topics: str, timeout: float = HANG) -> "Clinic":
         """Connect and subscribe to `topics` (QoS 1); return once the SUBACK is in."""
         self._topics = list(topics)
         self.client.connect_async(self.broker.host, self.broker.port, 30,
@@ -402,11 +426,11 @@ class Clinic:
             self.acks[mid] = reason_code
             self._cond.notify_all()
 
-    def wait_for(self, predicate, timeout: float = 10.0) -> bool:
+    def wait_for(self, predicate, timeout: float = HANG) -> bool:
         with self._cond:
             return self._cond.wait_for(predicate, timeout)
 
-    def publish(self, topic: str, payload: bytes | str, retain: bool = False, timeout: float = 5.0):
+    def publish(self, topic: str, payload: bytes | str, retain: bool = False, timeout: float = HANG):
         """Publish at QoS 1 and return the PUBACK's reason code."""
         info = self.client.publish(topic, payload, qos=1, retain=retain)
         if not self.wait_for(lambda: info.mid in self.acks, timeout):

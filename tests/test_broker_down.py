@@ -9,6 +9,7 @@ from dispenser.mqtt_settings import MqttSettings
 from dispenser.store import Store
 from dispenser.sync import Sync
 from support import EXAMPLES
+from waiting import HANG
 
 DEVICE = "disp-0001"
 
@@ -39,8 +40,8 @@ def test_a_day_offline_then_everything_arrives_once_and_in_order(tmp_path, broke
     broker.start()
     clinic = Clinic(broker).connect(f"pilldispenser/{DEVICE}/events")
     sync = Sync(MqttSettings(broker.host, broker.port), DEVICE, lambda: Store.open(db, DEVICE), client_suffix="sync")
-    assert sync.drain_once(timeout=20)
-    assert clinic.wait_for(lambda: len(clinic.on(f"pilldispenser/{DEVICE}/events")) >= total, 20)
+    assert sync.drain_once(timeout=HANG)
+    assert clinic.wait_for(lambda: len(clinic.on(f"pilldispenser/{DEVICE}/events")) >= total, HANG)
     received = clinic.json_on(f"pilldispenser/{DEVICE}/events")
     unique = list({e["event_id"]: e for e in received}.values())
     assert [e["seq"] for e in unique] == list(range(1, total + 1))

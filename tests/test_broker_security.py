@@ -25,6 +25,7 @@ from broker import Clinic, ShippedBroker, make_client_cert, make_tls_files
 from dispenser.store import Store
 from dispenser.sync import MqttSettings, Sync, Topics
 from test_sync import append, unique_events
+from waiting import HANG
 
 A, B = "disp-a", "disp-b"
 CARER = "sam"                       # a caregiver given disp-a only
@@ -126,7 +127,7 @@ def refused_connect(broker, tls_files, username, client_id, protocol="5", passwo
     try:
         client.client.connect_async(broker.host, broker.port, 30)
         client.client.loop_start()
-        assert client.wait_for(lambda: client.connected or client.refused is not None, 10)
+        assert client.wait_for(lambda: client.connected or client.refused is not None, HANG)
         return client.refused
     finally:
         client.close()
@@ -143,18 +144,18 @@ def test_a_device_with_its_account_and_certificate_delivers(shipped, clinic, tls
     sync, store = daemon(shipped, tls_files, A, tmp_path, syncs)
     append(store, 6, alert_every=3)
     sync.notify()
-    assert sync.wait_idle(10), sync.last_error
+    assert sync.wait_idle(HANG), sync.last_error
     assert store.backlog() == 0
     topics = Topics(PREFIX, A)
-    assert clinic.wait_for(lambda: len(unique_events(clinic, topics.events)) == 6, 5)
-    assert clinic.wait_for(lambda: len(unique_events(clinic, topics.alerts)) == 2, 5)
-    assert clinic.wait_for(lambda: clinic.json_on(topics.status) and clinic.json_on(topics.status)[-1]["online"], 5)
+    assert clinic.wait_for(lambda: len(unique_events(clinic, topics.events)) == 6, HANG)
+    assert clinic.wait_for(lambda: len(unique_events(clinic, topics.alerts)) == 2, HANG)
+    assert clinic.wait_for(lambda: clinic.json_on(topics.status) and clinic.json_on(topics.status)[-1]["online"], HANG)
 
 
 def test_wrong_password_is_refused(shipped, tls_files, tmp_path, syncs):
     sync, store = daemon(shipped, tls_files, A, tmp_path, syncs, password="wrong-password")
     append(store, 1)
-    assert not sync.wait_connected(5)
+    assert not sync.wait_connected(HANG)
     assert "refused" in sync.last_error
     assert store.backlog() == 1
 
@@ -162,7 +163,7 @@ def test_wrong_password_is_refused(shipped, tls_files, tmp_path, syncs):
 def test_no_client_certificate_no_connection(shipped, tls_files, tmp_path, syncs):
     """The right password alone is not enough: the listener requires a certificate."""
     sync, _ = daemon(shipped, tls_files, A, tmp_path, syncs, tls_cert=None, tls_key=None)
-    assert not sync.wait_connected(5)
+    assert not sync.wait_connected(HANG)
     assert sync.last_error
 
 
@@ -170,19 +171,19 @@ def test_a_client_certificate_from_another_ca_is_refused(shipped, tls_files, tmp
     other = make_tls_files(tmp_path / "other-ca")
     other_cert, other_key = make_client_cert(other, A)
     sync, _ = daemon(shipped, tls_files, A, tmp_path, syncs, tls_cert=str(other_cert), tls_key=str(other_key))
-    assert not sync.wait_connected(5)
+    assert not sync.wait_connected(HANG)
 
 
 def test_a_device_without_the_ca_cannot_connect(shipped, tls_files, tmp_path, syncs):
     other_ca = make_tls_files(tmp_path / "other-ca").ca
     sync, _ = daemon(shipped, tls_files, A, tmp_path, syncs, tls_ca=str(other_ca))
-    assert not sync.wait_connected(5)
+    assert not sync.wait_connected(HANG)
     assert "cannot connect" in sync.last_error
 
 
 def test_plain_mqtt_to_the_tls_listener_does_not_connect(shipped, tls_files, tmp_path, syncs):
     sync, _ = daemon(shipped, tls_files, A, tmp_path, syncs, tls_ca=None, tls_cert=None, tls_key=None)
-    assert not sync.wait_connected(5)
+    assert not sync.wait_connected(HANG)
     assert "closed" in sync.last_error
 
 
@@ -193,7 +194,7 @@ def test_no_anonymous_clients(shipped):
     client.connect(shipped.host, shipped.local_port)  # even on the local listener
     client.loop_start()
     try:
-        assert answers.get(timeout=5).is_failure
+        assert answers.get(timeout=HANG).is_failure
     finally:
         client.loop_stop()
         client.disconnect()
@@ -208,7 +209,7 @@ def test_a_device_cannot_take_over_another_devices_session(shipped, clinic, tls_
     off again and again and resumes its session, swallowing a queued schedule."""
     received: list[bytes] = []
     sync_b, _ = daemon(shipped, tls_files, B, tmp_path, syncs, received)
-    assert sync_b.wait_connected(10), sync_b.last_error
+    assert sync_b.wait_connected(HANG), sync_b.last_error
     for _ in range(3):
         assert refused_connect(shipped, tls_files, A, B, protocol) is not None
     assert sync_b.connected and sync_b.last_error is None
@@ -217,10 +218,10 @@ def test_a_device_cannot_take_over_another_devices_session(shipped, clinic, tls_
     assert clinic.publish(Topics(PREFIX, B).schedule_set, b'{"signed": "schedule"}') == 0  # queued, not 0x10
     assert refused_connect(shipped, tls_files, A, B, protocol) is not None
     sync_again, _ = daemon(shipped, tls_files, B, tmp_path, syncs, received)
-    assert sync_again.wait_for(lambda s: received == [b'{"signed": "schedule"}'], 10), shipped.log()
+    assert sync_again.wait_for(lambda s: received == [b'{"signed": "schedule"}'], HANG), shipped.log()
     assert not taken_over(shipped)
     statuses = lambda: [payload["online"] for payload in clinic.json_on(Topics(PREFIX, B).status)]  # noqa: E731
-    assert clinic.wait_for(lambda: len(statuses()) >= 3, 5)
+    assert clinic.wait_for(lambda: len(statuses()) >= 3, HANG)
     time.sleep(0.2)
     assert statuses() == [True, False, True], "disp-b's status must show only its own stop"
 
@@ -235,7 +236,7 @@ def test_a_device_cannot_take_over_a_caregivers_watch_session(shipped, tls_files
 
 def test_a_caregiver_cannot_take_over_a_device(shipped, tls_files, tmp_path, syncs):
     sync_a, _ = daemon(shipped, tls_files, A, tmp_path, syncs)
-    assert sync_a.wait_connected(10)
+    assert sync_a.wait_connected(HANG)
     assert refused_connect(shipped, tls_files, CARER, A) is not None
     assert refused_connect(shipped, tls_files, CARER, "clinic-watch-someone-else") is not None
     assert sync_a.connected and sync_a.last_error is None and not taken_over(shipped)
@@ -244,7 +245,7 @@ def test_a_caregiver_cannot_take_over_a_device(shipped, tls_files, tmp_path, syn
 def test_one_shot_sync_never_disturbs_the_daemon(shipped, clinic, tls_files, tmp_path, syncs):
     """`dispenser sync --once`, the real command, beside the running daemon of the same device."""
     sync_a, store = daemon(shipped, tls_files, A, tmp_path, syncs)
-    assert sync_a.wait_connected(10)
+    assert sync_a.wait_connected(HANG)
     store.close()
     client_cert, client_key = cert(tls_files, A)
     config = tmp_path / "config.toml"
@@ -259,7 +260,7 @@ def test_one_shot_sync_never_disturbs_the_daemon(shipped, clinic, tls_files, tmp
     result = subprocess.run([sys.executable, "-m", "dispenser", "sync", "--once", "--timeout", "10",
                              "--config", str(config)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr + shipped.log()
-    assert clinic.wait_for(lambda: len(unique_events(clinic, Topics(PREFIX, A).events)) == 3, 5)
+    assert clinic.wait_for(lambda: len(unique_events(clinic, Topics(PREFIX, A).events)) == 3, HANG)
     assert f"as {A}-sync" in shipped.log() or f"{A}-sync" in shipped.log()
     assert sync_a.connected and sync_a.last_error is None and not taken_over(shipped)
 
@@ -268,20 +269,20 @@ def test_one_shot_simulate_account_never_disturbs_the_daemon(shipped, tls_files,
     from dispenser.runner import build_sync
     from dispenser.config import Config
     sync_a, _ = daemon(shipped, tls_files, A, tmp_path, syncs)
-    assert sync_a.wait_connected(10)
+    assert sync_a.wait_connected(HANG)
     settings = settings_for(shipped, tls_files, A)
     config = Config(device_id=A, mqtt={key: value for key, value in vars(settings).items() if value is not None})
     one_shot = build_sync(config, lambda item: None, ":memory:", suffix="simulate", subscribe=False)
     syncs.append(one_shot)
     assert one_shot.client_id == f"{A}-simulate" and one_shot.settings.username == f"{A}-simulate"
     one_shot.start()
-    assert one_shot.wait_connected(10), one_shot.last_error
+    assert one_shot.wait_connected(HANG), one_shot.last_error
     assert sync_a.connected and sync_a.last_error is None and not taken_over(shipped)
 
 
 def test_a_one_shot_account_is_bound_to_its_own_client_id(shipped, tls_files, tmp_path, syncs):
     sync_a, _ = daemon(shipped, tls_files, A, tmp_path, syncs)
-    assert sync_a.wait_connected(10)
+    assert sync_a.wait_connected(HANG)
     assert refused_connect(shipped, tls_files, f"{A}-sync", A, password=PASSWORDS[A]) is not None
     assert refused_connect(shipped, tls_files, f"{A}-sync", f"{B}-sync", password=PASSWORDS[A]) is not None
     assert sync_a.connected and not taken_over(shipped)
@@ -305,7 +306,7 @@ def _raw(shipped, tls_files, name, client_id=None, protocol="5"):
     client.on_message = lambda c, u, m: events.put(("message", m.topic, bytes(m.payload)))
     client.connect(shipped.host, shipped.port)
     client.loop_start()
-    kind, reason = events.get(timeout=5)
+    kind, reason = events.get(timeout=HANG)
     assert kind == "connect" and not reason.is_failure, reason
     return client, events
 
@@ -320,12 +321,12 @@ def test_a_device_cannot_read_another_devices_schedules(shipped, clinic, tls_fil
     try:
         client.subscribe([(Topics(PREFIX, B).schedule_set, 1), (f"{PREFIX}/+/schedule/set", 1),
                           (f"{PREFIX}/{B}/events", 1), (Topics(PREFIX, A).schedule_set, 1)])
-        kind, codes = events.get(timeout=5)
+        kind, codes = events.get(timeout=HANG)
         assert kind == "suback"
         assert [code.is_failure for code in codes] == [True, True, True, False]
         clinic.publish(Topics(PREFIX, B).schedule_set, b"for B")
         clinic.publish(Topics(PREFIX, A).schedule_set, b"for A")
-        assert events.get(timeout=5) == ("message", Topics(PREFIX, A).schedule_set, b"for A")
+        assert events.get(timeout=HANG) == ("message", Topics(PREFIX, A).schedule_set, b"for A")
         time.sleep(0.2)
         assert events.empty()
     finally:
@@ -338,7 +339,7 @@ def test_a_device_writes_only_its_own_topics(shipped, clinic, tls_files, topic):
     client, events = _raw(shipped, tls_files, A)
     try:
         client.publish(topic, b'{"event_id": "forged"}', qos=1)
-        kind, reason = events.get(timeout=5)
+        kind, reason = events.get(timeout=HANG)
         assert kind == "puback" and reason.is_failure, reason  # 0x87 Not authorized
     finally:
         _close(client)
@@ -356,11 +357,11 @@ def test_a_caregiver_reads_alerts_and_status_of_its_devices_only(shipped, clinic
         append(store, 4, alert_every=2)
         sync.publish_state({"next": "x"})
         sync.notify()
-        assert sync.wait_idle(10), sync.last_error
-    assert clinic.wait_for(lambda: len(unique_events(clinic, Topics(PREFIX, B).alerts)) == 2, 5)
-    assert clinic.wait_for(lambda: clinic.on(Topics(PREFIX, B).state), 5)
-    assert carer.wait_for(lambda: len(carer.on(Topics(PREFIX, A).alerts)) == 2, 5)
-    assert carer.wait_for(lambda: carer.on(Topics(PREFIX, A).status), 5)
+        assert sync.wait_idle(HANG), sync.last_error
+    assert clinic.wait_for(lambda: len(unique_events(clinic, Topics(PREFIX, B).alerts)) == 2, HANG)
+    assert clinic.wait_for(lambda: clinic.on(Topics(PREFIX, B).state), HANG)
+    assert carer.wait_for(lambda: len(carer.on(Topics(PREFIX, A).alerts)) == 2, HANG)
+    assert carer.wait_for(lambda: carer.on(Topics(PREFIX, A).status), HANG)
     topics = {topic for topic, _, _ in carer.messages}
     assert topics == {Topics(PREFIX, A).alerts, Topics(PREFIX, A).status}, topics
 
@@ -370,7 +371,7 @@ def test_a_caregiver_writes_nothing(shipped, clinic, tls_files):
     try:
         for topic in (Topics(PREFIX, A).schedule_set, Topics(PREFIX, A).alerts, Topics(PREFIX, A).status):
             client.publish(topic, b"{}", qos=1)
-            kind, reason = events.get(timeout=5)
+            kind, reason = events.get(timeout=HANG)
             assert kind == "puback" and reason.is_failure, (topic, reason)
             if not client.is_connected():
                 break
@@ -385,15 +386,15 @@ def test_an_oversized_message_never_reaches_a_311_device(shipped, clinic, tls_fi
     """MQTT 3.1.1 cannot announce a packet limit: the broker's max_packet_size protects it."""
     received: list[bytes] = []
     sync_a, _ = daemon(shipped, tls_files, A, tmp_path, syncs, received, protocol="3.1.1")
-    assert sync_a.wait_connected(10)
+    assert sync_a.wait_connected(HANG)
     sender = connect_as(shipped, tls_files, clinics, "clinic", client_id="clinic-push-big")
     sender.client.reconnect_delay_set(60, 60)   # paho would send it again on reconnecting
     sender.client.publish(Topics(PREFIX, A).schedule_set, b"x" * (300 * KIB), qos=1)
-    assert sender.wait_for(lambda: not sender.connected, 5), "the sender of a 300 KiB packet is disconnected"
+    assert sender.wait_for(lambda: not sender.connected, HANG), "the sender of a 300 KiB packet is disconnected"
     just_over_a_schedule = b"y" * (64 * KIB + 1)     # still arrives: the device refuses it (too_large)
     assert clinic.publish(Topics(PREFIX, A).schedule_set, just_over_a_schedule) == 0
     assert clinic.publish(Topics(PREFIX, A).schedule_set, b"small") == 0
-    assert sync_a.wait_for(lambda s: len(received) == 2, 5)
+    assert sync_a.wait_for(lambda s: len(received) == 2, HANG)
     assert received == [None, b"small"]  # over 64 KiB: handed over as its size alone, never its bytes
     assert sync_a.connected
 
@@ -440,7 +441,7 @@ def test_refused_rows_stay_in_the_outbox(broker_factory, tmp_path, syncs):
     sync = Sync(settings, A, lambda: Store.open(db, A), on_schedule=lambda payload: None)
     syncs.append(sync)
     sync.start()
-    assert sync.wait_for(lambda s: s.last_refusal is not None, 5)
+    assert sync.wait_for(lambda s: s.last_refusal is not None, HANG)
     assert "Not authorized" in sync.last_refusal
     assert store.backlog() == 3
 
@@ -460,9 +461,9 @@ def test_an_alert_stays_unsent_until_both_topics_take_it(broker_factory, tmp_pat
     sync = Sync(settings, A, lambda: Store.open(db, A), on_schedule=lambda payload: None)
     syncs.append(sync)
     sync.start()
-    assert sync.wait_for(lambda s: s.last_refusal is not None, 5)
+    assert sync.wait_for(lambda s: s.last_refusal is not None, HANG)
     assert f"seq {alert['seq']} not accepted: Not authorized" in sync.last_refusal
-    assert sync.wait_for(lambda s: store.backlog() == 1, 5)
+    assert sync.wait_for(lambda s: store.backlog() == 1, HANG)
     assert [seq for seq, _ in store.unsent(10)] == [alert["seq"]]
 
 
@@ -478,7 +479,7 @@ def test_a_caregiver_follows_its_device_with_clinic_watch(shipped, tls_files, tm
     config.chmod(0o600)
     devices = {device: daemon(shipped, tls_files, device, tmp_path, syncs) for device in (A, B)}
     for sync, _ in devices.values():
-        assert sync.wait_connected(10), sync.last_error   # each has retained {"online": true}
+        assert sync.wait_connected(HANG), sync.last_error   # each has retained {"online": true}
     watch = subprocess.Popen([sys.executable, "-m", "dispenser", "clinic", "watch", "--session", CARER,
                               "--count", "2", "--timeout", "30", "--config", str(config)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -486,14 +487,14 @@ def test_a_caregiver_follows_its_device_with_clinic_watch(shipped, tls_files, tm
     reader = threading.Thread(target=lambda: lines.extend(iter(watch.stdout.readline, "")), daemon=True)
     reader.start()
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + HANG
         while not any(f"{A} online" in line for line in lines):   # the retained status: subscribed
             assert time.monotonic() < deadline and watch.poll() is None, (lines, watch.stderr.read())
             time.sleep(0.05)
         for sync, store in devices.values():
             append(store, 4, alert_every=2)   # dose.due, alert, dose.due, alert
             sync.notify()
-            assert sync.wait_idle(10), sync.last_error
+            assert sync.wait_idle(HANG), sync.last_error
         assert watch.wait(timeout=40) == 0, (lines, watch.stderr.read())
         reader.join(5)
     finally:
@@ -509,7 +510,7 @@ def test_the_clinic_pushes_a_schedule_with_the_real_command(shipped, tls_files, 
     from support import DEMO
     received: list[bytes] = []
     sync_a, _ = daemon(shipped, tls_files, A, tmp_path, syncs, received)
-    assert sync_a.wait_connected(10)
+    assert sync_a.wait_connected(HANG)
     client_cert, client_key = cert(tls_files, "clinic")
     config = tmp_path / "clinic.toml"
     config.write_text(
@@ -520,7 +521,7 @@ def test_the_clinic_pushes_a_schedule_with_the_real_command(shipped, tls_files, 
                              "--device", A, "--allow-unsigned", "--config", str(config)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert sync_a.wait_for(lambda s: len(received) == 1, 10)
+    assert sync_a.wait_for(lambda s: len(received) == 1, HANG)
     assert json.loads(received[0])["version"] == json.loads((DEMO / "schedule.json").read_text())["version"]
 
 

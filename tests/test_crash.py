@@ -11,6 +11,7 @@ import time
 from datetime import datetime, timezone
 
 from support import daily, schedule
+from waiting import HANG
 
 
 def dispenser(*args, **kwargs):
@@ -44,7 +45,7 @@ def test_sigkill_during_a_release_is_uncertain_at_the_next_start_and_never_repea
     try:
         daemon.stdin.write("press\n")
         daemon.stdin.flush()
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + HANG
         while not open_intents(db):
             assert time.monotonic() < deadline, "the release intent never appeared"
             assert daemon.poll() is None, daemon.stderr.read()

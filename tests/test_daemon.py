@@ -13,6 +13,7 @@ from dispenser.engine import Engine
 from dispenser.hardware import build_sim_hardware
 from dispenser.store import Store
 from support import contract_schedule, local
+from waiting import HANG
 
 OPEN_DUTY, CLOSED_DUTY = 0.075, 0.05  # 90 and 0 degrees at 50 Hz, 1.0-2.0 ms
 
@@ -77,8 +78,8 @@ class Device:
         return [e for e in self.store.events() if e["type"] == kind]
 
 
-def wait_for(predicate, seconds: float = 2.0) -> bool:
-    """gpiozero runs blink patterns on its own thread, in real time: wait for them briefly."""
+def wait_for(predicate, seconds: float = HANG) -> bool:
+    """gpiozero runs blink patterns on its own thread, in real time: wait for them (HANG bounds a hang)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if predicate():

@@ -13,6 +13,7 @@ import pytest
 from broker import Clinic
 from dispenser.signing import generate_keypair, sign_document
 from support import contract_schedule
+from waiting import HANG
 
 DEVICE = "disp-0001"
 BASE = f"pilldispenser/{DEVICE}"
@@ -36,7 +37,7 @@ def setup(tmp_path, broker):
     daemon = subprocess.Popen([sys.executable, "-m", "dispenser", "run", "--config", str(config)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        online = clinic.wait_for(lambda: any(json.loads(p).get("online") for p in clinic.on(f"{BASE}/status")), 20)
+        online = clinic.wait_for(lambda: any(json.loads(p).get("online") for p in clinic.on(f"{BASE}/status")), HANG)
         assert online, daemon.stderr.read() if daemon.poll() is not None else "the daemon never came online"
         yield clinic, private, daemon, config
     finally:
@@ -58,7 +59,7 @@ def events(clinic: Clinic) -> list[dict]:
 def answer(clinic: Clinic, count: int) -> list[dict]:
     """Wait until `count` schedule answers arrived, and return them in order."""
     kinds = ("schedule.applied", "schedule.rejected")
-    assert clinic.wait_for(lambda: len([e for e in events(clinic) if e["type"] in kinds]) >= count, 20)
+    assert clinic.wait_for(lambda: len([e for e in events(clinic) if e["type"] in kinds]) >= count, HANG)
     return [e for e in events(clinic) if e["type"] in kinds]
 
 
@@ -122,7 +123,7 @@ def test_schedules_from_the_clinic_are_applied_or_refused_with_the_reason(setup)
 
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(20) == 0
-    assert clinic.wait_for(lambda: json.loads(clinic.on(f"{BASE}/status")[-1]) .get("online") is False, 10)
+    assert clinic.wait_for(lambda: json.loads(clinic.on(f"{BASE}/status")[-1]) .get("online") is False, HANG)
 
 
 def test_clinic_push_wait_reports_the_devices_answer(setup, tmp_path):
@@ -170,7 +171,7 @@ def test_the_real_daemon_waits_for_ntp_then_tells_the_clinic_its_clock_is_set(tm
             payloads = clinic.on(f"{BASE}/state")
             return json.loads(payloads[-1]) if payloads else {}
 
-        assert clinic.wait_for(lambda: state().get("clock_trusted") is False, 20), \
+        assert clinic.wait_for(lambda: state().get("clock_trusted") is False, HANG), \
             daemon.stderr.read() if daemon.poll() is not None else state()
         assert [e["type"] for e in events(clinic)][:2] == ["clock.unsynchronized", "device.started"]
         marker.touch()  # NTP answers; the next input finds it
@@ -180,7 +181,7 @@ def test_the_real_daemon_waits_for_ntp_then_tells_the_clinic_its_clock_is_set(tm
         kinds = [e["type"] for e in events(clinic)]
         assert applied["type"] == "schedule.applied"
         assert kinds.index("clock.synchronized") < kinds.index("schedule.applied")
-        assert clinic.wait_for(lambda: state().get("clock_trusted") is True, 20)
+        assert clinic.wait_for(lambda: state().get("clock_trusted") is True, HANG)
         status = subprocess.run([sys.executable, "-m", "dispenser", "status", "--config", str(config)],
                                 capture_output=True, text=True, timeout=60)
         assert "clock         synchronised by NTP" in status.stdout

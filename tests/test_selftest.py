@@ -8,6 +8,7 @@ import time
 
 from dispenser.hardware import build_sim_hardware
 from dispenser.selftest import run_selftest
+from waiting import HANG
 
 
 def test_selftest_moves_every_compartment_and_waits_for_a_press():
@@ -25,7 +26,7 @@ def test_selftest_moves_every_compartment_and_waits_for_a_press():
         pin.drive_high()
 
     threading.Thread(target=press_soon, daemon=True).start()
-    assert run_selftest(build, said.append, wait_s=5, sleep=lambda s: None)
+    assert run_selftest(build, said.append, wait_s=HANG, sleep=lambda s: None)  # returns at the press
     assert [line for line in said if line.startswith("ok    compartment")] == [
         f"ok    compartment {c} opens and closes" for c in (1, 2, 3)]
     assert "ok    button" in said and said[-1] == "self-test passed"

@@ -17,6 +17,7 @@ import pytest
 
 from dispenser import service
 from dispenser.service import Notifier, install_steps, render_unit, unit_template
+from waiting import HANG
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "systemd" / "dispenser.service"
@@ -251,7 +252,7 @@ def notify_socket(tmp_path, monkeypatch):
     path = tmp_path / "notify"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(path))
-    sock.settimeout(2)
+    sock.settimeout(HANG)
     monkeypatch.setenv("NOTIFY_SOCKET", str(path))
     monkeypatch.delenv("WATCHDOG_USEC", raising=False)
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
@@ -287,7 +288,7 @@ def test_notifier_abstract_socket(monkeypatch):
     name = f"dispenser-test-{os.getpid()}"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind("\0" + name)
-    sock.settimeout(2)
+    sock.settimeout(HANG)
     monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
     try:
         Notifier().ready()
@@ -391,16 +392,16 @@ def test_the_daemon_runs_under_the_units_system_call_filter(tmp_path, notify_soc
                                   env=dict(os.environ, WATCHDOG_USEC="2000000"))
     try:
         seen: list[str] = []
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + HANG
         while not {"READY=1", "WATCHDOG=1"} <= set(seen):
             assert time.monotonic() < deadline and daemon.poll() is None, (seen, stderr.read_text())
             try:
                 seen += _receive(notify_socket).split("\n")
             except socket.timeout:
                 pass
-        assert clinic.wait_for(lambda: any(p["online"] for p in clinic.json_on("pilldispenser/disp-0001/status")), 10)
+        assert clinic.wait_for(lambda: any(p["online"] for p in clinic.json_on("pilldispenser/disp-0001/status")), HANG)
         daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(timeout=20) == 0, stderr.read_text()
+        assert daemon.wait(timeout=HANG) == 0, stderr.read_text()
     finally:
         if daemon.poll() is None:
             daemon.kill()

@@ -6,34 +6,36 @@ things on 15 kills so that a change that breaks crash safety fails the test suit
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import torture  # noqa: E402
+from waiting import wait_until  # noqa: E402
 
 
 def test_fifteen_random_sigkills_break_nothing(tmp_path):
     tally = torture.run(kills=15, jobs=1, seed=3, folder=tmp_path, cli_every=5, quiet=True)
     assert tally.violations == []
     assert tally.kills == 15
-    assert tally.checks > 200
+    # Every kill was checked (how many checks beyond that depends on where the kills fell, which
+    # the machine's speed decides): each check_after_kill runs at least 9, the final one too.
+    assert tally.checks >= (15 + 1) * 9
 
 
 def test_a_sigkill_inside_an_as_needed_release_is_reported_once_and_the_device_starts_again(tmp_path):
     """An as-needed release has no scheduled dose: its uncertain report must still fold at the next start."""
     worker = torture.Worker(tmp_path, seed=1, cli_every=1)
+    # The longest dwell there is: the intent stays open for seconds, so that a slow machine
+    # still sees it open; the kill follows at once, the test does not wait for the dwell.
+    worker.config.write_text(worker.config.read_text().replace(f"dwell_ms = {torture.DWELL_MS}", "dwell_ms = 5000"))
     before = torture.max_seq(worker.db)
     proc = worker.spawn()
     try:
         assert worker.wait_started(proc, before), worker.tally.violations
         started = torture.max_seq(worker.db)
         worker.send(proc, [f"hold {torture.PRN_FREE[0]}"])
-        for _ in range(1000):
-            if torture.open_intents(worker.db, started):
-                break
-            time.sleep(0.002)
+        assert wait_until(lambda: torture.open_intents(worker.db, started), interval=0.002)
         [intent] = torture.open_intents(worker.db, started)
         proc.kill()  # SIGKILL while the servo is open
     finally:
