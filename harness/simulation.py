@@ -1,46 +1,28 @@
 """Prove it cannot hurt anyone: the randomized safety simulation (`bench/safety.py`, the tests).
 
-Two parts, both importable so that the tests and `bench/safety.py` share them:
-
-- `LogChecker` reads an event log (in `seq` order, fed incrementally or at once) and
-  reports every `Violation` of the safety rules: a release outside its window (per the
-  schedule in force when it was logged), a dose released twice, and CONTRACT section 6
-  judged per ingredient (summed across ids, strengths and compartments) with the
-  schedule in force at each release: more released for a local day than that schedule
-  plans, two releases closer than the minimum gap, a release within a separation of
-  another ingredient, an as-needed interval or rolling maximum broken across ids, a
-  release from a compartment not loaded with that medication (or holding too few),
-  two doses merged into one release; a `dose.held` without a known reason or released
-  after a permanent one; a dose whose window closed without exactly one final state
-  (released, missed, skipped, or held for a permanent reason; a withdrawn dose whose
-  window had not opened needs none), a final state logged at the wrong moment, a
-  broken hash chain, a gap in `seq`, or an `at` that goes back. It is pure: events and
-  a schedule loader in, violations out. It is written from the contract, not from the
-  rules' code: where they disagree, the checker says so.
-
-- `Simulation` runs one random patient through the REAL `Engine`, `DoseRules` and
-  `Store` (SQLite, in memory or on a file) on a virtual clock: random schedules (several
-  medications, titration, `h` and weekly entries, `dayOfWeek`, `when` codes, as-needed
-  ones with random limits; section 6's ingredients shared between products, strengths,
-  doses in mg, `min_gap_h`, `separate_from`) in several time zones (Lord Howe's
-  30-minute DST and Santiago's at midnight among them), starting near DST changes;
-  random presses, holds, refills, servo faults, power cuts (also in the middle of a
-  release) with random downtime of minutes to days, wall-clock jumps (an hour forward
-  and back, as NTP after a boot with no RTC) and frequent regimen changes: a product or
-  strength switch, a dose moved after it was given, a corrected time zone, compartments
-  swapped or moved (each followed by a refill naming the new load at once, later, or
-  not at all), date-only titration, a separation or minimum gap added, medications
-  added and removed. The device's clock is trusted as on a Pi with
-  systemd-timesyncd: the real `ClockTrust` watches the simulated wall and steady clocks
-  and the simulated synchronisation marker (emptied at each boot, touched at each NTP
-  synchronisation, a few minutes to two hours after a boot or a step), and the engine is
-  given the daemon's clock (`TrustedClock`: after a boot's first synchronisation, a step
-  is not believed). After every
-  simulated day it feeds the new events to a `LogChecker`, and it checks what only the
-  harness can see: that no event is lost across a power cut, that nothing is released
-  while the wall clock is behind the log (the rules' clamped time is not a real time),
-  and that by the TRUE clock no dose is released outside its window nor logged missed
-  before its window closed.
+`Simulation` runs one random patient through the REAL `Engine`, `DoseRules` and
+`Store` (SQLite, in memory or on a file) on a virtual clock: random schedules (several
+medications, titration, `h` and weekly entries, `dayOfWeek`, `when` codes, as-needed
+ones with random limits; section 6's ingredients shared between products, strengths,
+doses in mg, `min_gap_h`, `separate_from`) in several time zones (Lord Howe's
+30-minute DST and Santiago's at midnight among them), starting near DST changes;
+random presses, holds, refills, servo faults, power cuts (also in the middle of a
+release) with random downtime of minutes to days, wall-clock jumps (an hour forward
+and back, as NTP after a boot with no RTC) and frequent regimen changes: a product or
+strength switch, a dose moved after it was given, a corrected time zone, compartments
+swapped or moved (each followed by a refill naming the new load at once, later, or
+not at all), date-only titration, a separation or minimum gap added, medications
+added and removed. The device's clock is trusted as on a Pi with
+systemd-timesyncd: the real `ClockTrust` watches the simulated wall and steady clocks
+and the simulated synchronisation marker (emptied at each boot, touched at each NTP
+synchronisation, a few minutes to two hours after a boot or a step), and the engine is
+given the daemon's clock (`TrustedClock`: after a boot's first synchronisation, a step
+is not believed). After every
+simulated day it feeds the new events to `dispenser.logcheck.LogChecker`, and it checks what only the
+harness can see: that no event is lost across a power cut, that nothing is released
+while the wall clock is behind the log (the rules' clamped time is not a real time),
+and that by the TRUE clock no dose is released outside its window nor logged missed
+before its window closed.
 
     >>> result = Simulation(seed=1, days=30).run()      # doctest: +SKIP
     >>> result.violations
