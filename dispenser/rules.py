@@ -232,8 +232,16 @@ def _fold_catch_up(state: State, kind: str, data: dict, at: datetime, event_id: 
 
 def forget_old(state: State, now: datetime) -> None:
     """Drop final dose records long past and old as-needed history, as of `now` (a catch-up
-    slice passes its own end, a replay of the log the time it has judged up to)."""
-    cutoff = now - KEEP_FINAL
+    slice passes its own end, a replay of the log the time it has judged up to).
+
+    Never a record whose window ends after the last judged moment: a catch-up still to
+    come (after days with the clock untrusted) must find a dose already given as given,
+    or it would judge it missed.
+    """
+    judged = now if state.settled_until is None else min(now, state.settled_until)
+    if state.unjudged is not None:
+        judged = min(judged, state.unjudged[0])
+    cutoff = judged - KEEP_FINAL
     for key in [k for k, r in state.doses.items() if r.window_end < cutoff
                 and (r.status in FINAL or r.status == "released")]:
         del state.doses[key]
@@ -991,6 +999,8 @@ class DoseRules:
                 [f"compartment {c}: the device has {self.compartments}" for c in missing]))
         outcome.schedule_document = schedule.document
         open_before = [r for r in self.state.doses.values() if r.status == "pending" and r.due_logged]
+        # As the schedule in force defines them now: a `dose.due` may have announced another window.
+        defined = {d.key: d for d in self._live_doses(now)}
         self._pending_schedules[schedule.version] = schedule
         signed = source == "mqtt"
         applied = self._emit(outcome, "schedule.applied", {
@@ -1003,7 +1013,8 @@ class DoseRules:
                         f"The schedule was changed at the dispenser, not by the clinic (version {schedule.version}, "
                         f"unsigned, sha256 {digest}). The clinic's next schedule replaces it.", [applied], now)
         still = {d.key for d in self._live_doses(now)}
-        skipped = [self._emit(outcome, "dose.skipped", dose_data(record, reason="schedule_changed"), now)
+        skipped = [self._emit(outcome, "dose.skipped",
+                              dose_data(defined.get(record.key, record), reason="schedule_changed"), now)
                    for record in open_before if record.key not in still]
         if skipped:  # the person was being told to take them: never silent
             times = ", ".join(f"{self._local(r.scheduled_at)} (compartment {r.compartment})"

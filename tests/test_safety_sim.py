@@ -526,3 +526,12 @@ def test_two_doses_merged_into_one_release_are_caught():
     log = Log().apply("06:00", med6("a", 1, ["08:00"])).refill("06:00", "a")
     log.release("08:00", "a", "08:00", quantity=2)
     assert "doses_merged" in log.kinds()
+
+
+@pytest.mark.parametrize("seed", [4257, 2174])
+def test_the_patients_the_100000_day_run_found_are_safe_now(seed):
+    """4257: a dose given, then days with the clock untrusted; its record was forgotten before
+    the catch-up judged its window, which then logged it missed as well. 2174: a dose withdrawn
+    by a schedule change was logged skipped with the window an older schedule had announced."""
+    result = Simulation(seed, 30).run()
+    assert result.violations == [], "\n".join(str(v) for v in result.violations)
