@@ -89,6 +89,8 @@ class State:
     doses: dict[tuple[str, datetime], DoseRecord] = field(default_factory=dict)
     # What each compartment was loaded with; `stock` is its view per medication in force.
     loads: dict[int, Load] = field(default_factory=dict)
+    # Compartments whose missing load the clinic has heard of since their last refill or schedule change.
+    unloaded_told: set[int] = field(default_factory=set)
     stock: dict[str, int] = field(default_factory=dict)
     stock_low: set[str] = field(default_factory=set)
     stock_empty: set[str] = field(default_factory=set)
@@ -271,6 +273,8 @@ def _fold_dose(state: State, kind: str, data: dict, at: datetime, event_id: str 
         record.due_logged = True
     elif kind == "dose.held":
         record.held = record.held | {data["reason"]}
+        if data["reason"] == UNLOADED:
+            state.unloaded_told.add(data.get("compartment", record.compartment))
         if Hold(data["reason"]).final:
             record.status = "held"
     elif kind == "dose.reminder":
@@ -320,6 +324,7 @@ def _load(state: State, medication_id: str, compartment: int | None, count: int)
     medication = _medication(state, medication_id)
     if medication is not None and compartment is not None:
         state.loads[compartment] = Load(medication.id, medication.substance, medication.strength, count)
+        state.unloaded_told.discard(compartment)
     state.stock_low.discard(medication_id)
     state.stock_empty.discard(medication_id)
     _stock_view(state)
@@ -332,6 +337,7 @@ def _unload_reassigned(state: State) -> None:
         load = state.loads.get(medication.compartment)
         if load is not None and not load.holds(medication):
             del state.loads[medication.compartment]
+    state.unloaded_told.clear()
     _stock_view(state)
 
 
@@ -503,11 +509,13 @@ class DoseRules:
         if record is not None and hold.reason in record.held:
             return
         first = record is None or not record.held
+        # A compartment waiting for its refill holds every dose from it: the clinic hears once.
+        told = hold.reason == UNLOADED and dose.compartment in self.state.unloaded_told
         extra = {"reason": hold.reason}
         if hold.allowed_at is not None:
             extra["allowed_at"] = format_utc(hold.allowed_at)
         draft = self._emit(outcome, "dose.held", dose_data(dose, **extra), now)
-        if first:
+        if first and not told:
             self._alert(outcome, "dose_held", "warning",
                         f"The {self._local(dose.scheduled_at)} dose from compartment {dose.compartment} "
                         f"was held back: {HELD_TEXT[hold.reason]}.", [draft], now)

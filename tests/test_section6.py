@@ -266,3 +266,23 @@ def test_a_separation_declared_on_one_product_holds_every_product_of_the_ingredi
     rig.press("2026-11-24T08:01:00")
     outcome = rig.press("2026-11-24T10:00:00")
     assert outcome.feedback == "held" and outcome.detail["reason"] == "separation"
+
+
+def test_a_compartment_waiting_for_its_refill_is_told_once_not_at_every_dose():
+    first = schedule(daily("sertraline", 1, ["08:00", "20:00"]), daily("lithium", 2, ["08:00", "20:00"]))
+    rig = Rig(first, "2026-11-24T06:00:00", stock={"sertraline": 10, "lithium": 10})
+    swapped = schedule(daily("sertraline", 2, ["08:00", "20:00"]), daily("lithium", 1, ["08:00", "20:00"]), version=2)
+    rig.engine.apply_schedule(rig.now, swapped, "local")
+    for day in ("24", "25", "26"):
+        rig.press(f"2026-11-{day}T08:05:00")
+        rig.press(f"2026-11-{day}T20:05:00")
+    assert len([h for h in held(rig) if h[2] == "unloaded"]) == 12  # every dose held, and logged
+    alerts = [e["data"] for e in rig.events("alert.raised") if e["data"]["kind"] == "dose_held"]
+    assert sorted(a["message"].split("compartment ")[1][0] for a in alerts) == ["1", "2"]  # once each
+    rig.engine.refill(rig.now, "sertraline", 5)
+    rig.engine.apply_schedule(rig.now, schedule(daily("sertraline", 2, ["08:00", "20:00"]),
+                                                daily("lithium", 1, ["08:00", "20:00"]),
+                                                daily("folate", 3, ["08:00"]), version=3), "local")
+    rig.press("2026-11-27T08:05:00")  # compartment 1 still waits: the new schedule tells it again, once
+    alerts = [e["data"] for e in rig.events("alert.raised") if e["data"]["kind"] == "dose_held"]
+    assert len(alerts) == 4 and rig.released()[-1][0] == "sertraline"
