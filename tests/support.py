@@ -117,3 +117,16 @@ class Rig:
     def released(self) -> list[tuple[str, str]]:
         return [(e["data"]["medication_id"], e["data"].get("scheduled_at", "prn"))
                 for e in self.events("dose.released", "prn.released")]
+
+
+class Memory:
+    """The log's meta for one boot, as clocktrust.StoreMemory keeps it, without SQLite."""
+
+    def __init__(self):
+        self.saved = None
+
+    def recall(self):
+        return self.saved
+
+    def remember(self, anchor):
+        self.saved = anchor

@@ -10,6 +10,7 @@ import os
 import pytest
 
 from dispenser.clocktrust import ClockTrust, marker_mtime
+from support import Memory
 
 HOUR = 3600.0
 
@@ -178,19 +179,6 @@ def test_slewing_is_followed_and_a_step_beyond_it_is_not():
     believed = trust.now()
     pi.step(5.0)
     assert trust.check() and trust.now() == believed and trust.stepped_away == 5.0
-
-
-class Memory:
-    """The log's meta for one boot (StoreMemory without SQLite)."""
-
-    def __init__(self):
-        self.saved = None
-
-    def recall(self):
-        return self.saved
-
-    def remember(self, anchor):
-        self.saved = anchor
 
 
 def test_a_restarted_daemon_keeps_the_anchor_of_this_boot():

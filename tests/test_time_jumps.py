@@ -19,7 +19,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from dispenser.clocktrust import ClockTrust, TrustedClock
-from support import NY, Rig, as_needed, daily, local, schedule
+from support import NY, Memory, Rig, as_needed, daily, local, schedule
 
 HOUR = timedelta(hours=1)
 
@@ -236,19 +236,6 @@ class NoRtcPi:
         self.rig.now, self.skew = true + clock_error, clock_error
         self._watch()
         self.rig.restart()
-
-
-class Memory:
-    """The log's meta for one boot, as clocktrust.StoreMemory keeps it."""
-
-    def __init__(self):
-        self.saved = None
-
-    def recall(self):
-        return self.saved
-
-    def remember(self, anchor):
-        self.saved = anchor
 
 
 def press(rig: Rig):
