@@ -1,4 +1,4 @@
-"""The clinic's view of its devices: pure logic, no MQTT (that is in clinic_cli.py).
+"""The clinic's view of its devices: pure logic, no MQTT (that is in cli/clinic.py).
 
 Delivery from a device is at least once (contract section 4): an event may arrive twice
 after a reconnect, and every `alert.raised` arrives on both the events and the alerts

@@ -10,35 +10,17 @@ import logging
 import signal
 from datetime import datetime, timezone
 from importlib import resources
-from pathlib import Path
 
 from .config import Config
 from .daemon import Daemon
-from .engine import Engine
 from .journal import EventLines
-from .store import Store, StoreError
+from .opening import StartError, open_engine, open_store
+from .store import Store
 
 log = logging.getLogger("dispenser")
 UTC = timezone.utc
 
 DEMO_STOCK = {"sertraline": 28, "multivitamin": 60, "hydroxyzine": 10}
-
-
-class StartError(Exception):
-    """The dispenser cannot start; one line saying why."""
-
-
-def open_store(config: Config, db: str | None) -> Store:
-    path = db or config.db_path
-    if path != ":memory:":
-        try:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise StartError(f"{path}: cannot create its folder ({error.strerror})") from None
-    try:
-        return Store.open(path, config.device_id)
-    except StoreError as error:
-        raise StartError(str(error)) from None
 
 
 def demo_schedule() -> dict:
@@ -81,12 +63,9 @@ def build_sync(config: Config, daemon_put, outbox_path: str, suffix: str | None 
 def build_daemon(config: Config, db: str | None, *, simulated: bool, demo: bool = False, notifier=None,
                  on_move=None, with_sync: bool = True) -> Daemon:
     """Everything a running dispenser needs, wired together but not started."""
-    from .clocktrust import trust_for
     store = open_store(config, db)
     # The one owner of clock trust: the engine asks it at every input, the daemon how long it waits.
-    trust = trust_for(config, log_trusted=store.clock_logged_trusted(), simulated=simulated, store=store)
-    engine = Engine(store, config.compartments, config.timezone, clinic_public_key=config.clinic_public_key,
-                    clinic_keys=config.clinic_keys, clock_trusted=trust.check)
+    engine, trust = open_engine(config, store, simulated=simulated)
     engine.listeners.append(EventLines(engine))  # one system-log line per committed event
     if demo and engine.view.schedule_version is None:
         now = datetime.now(UTC)

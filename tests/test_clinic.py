@@ -482,7 +482,7 @@ def test_the_module_examples_hold():
 
 
 def test_a_message_the_watcher_fails_on_is_named_and_the_watch_goes_on():
-    from dispenser.clinic_cli import _lines
+    from dispenser.cli.clinic import _lines
 
     class Broken(Watcher):
         def handle(self, topic, payload):

@@ -1,4 +1,4 @@
-"""The `dispenser` command. Bad input: one line on stderr, exit 2, nothing changed."""
+"""The device's commands: the daemon, the simulator, schedules, refills, the log, reports, status."""
 from __future__ import annotations
 
 import argparse
@@ -7,34 +7,20 @@ import os
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any, Callable
 
-from . import __version__, docjson
-from .config import Config, ConfigError, load_config
-from .schedule import Schedule, ScheduleError, load_schedule_file, parse_schedule
-from .scheduler import doses_between
-from .store import StoreError
-from .timeutil import format_utc, parse_utc
+from ..config import Config, load_config
+from ..schedule import load_schedule_file, parse_schedule
+from ..scheduler import doses_between
+from ..timeutil import format_utc, parse_utc
+from .common import (UserError, config_of, moment as parse_moment, now as wall_now, open_engine, open_log,
+                     positive, read_json, reader_gone, schedule_in_force)
 
 UTC = timezone.utc
 
 
-class UserError(Exception):
-    """Something the person typed or pointed at is wrong; the text is the whole story."""
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="PATH", help="the TOML configuration file")
-    common.add_argument("--db", metavar="PATH", help="the SQLite log (default: the config's [storage] db)")
-
-    parser = argparse.ArgumentParser(prog="dispenser", description="A supervised smart pill dispenser.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Callable[[argparse.Namespace], int]]:
+    """Add the device's commands to the `dispenser` subparsers; return {name: handler}."""
     daemon = argparse.ArgumentParser(add_help=False)
     daemon.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
                         help="the system log's level (default: the config's [logging] level, else info)")
@@ -73,9 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("status", parents=[common], help="next dose, stock, backlog, schedule version")
 
-    from .clinic_cli import add_commands
-    COMMANDS.update(add_commands(sub, common))
-
     install = sub.add_parser("install-service", parents=[common],
                              help="install the systemd unit (as root); --config is copied to /etc/dispenser")
     install.add_argument("--venv-bin", help="the folder holding this venv's `dispenser` (default: this one's)")
@@ -85,139 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     selftest.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the button")
     selftest.add_argument("--yes", action="store_true", help="the compartments are empty: move them "
                           "(on the simulated device: and do not wait for a press)")
-    return parser
-
-
-def private_umask() -> None:
-    """Whatever this process creates (the log and its -wal/-shm, keys, signed schedules)
-    is its user's alone: the medication record and the clinic's key are no one else's.
-    Only tightens: a stricter umask (the unit's UMask=0077) stays."""
-    os.umask(os.umask(0o077) | 0o077)
-
-
-def main(argv: list[str] | None = None) -> int:
-    private_umask()
-    try:
-        try:
-            args = build_parser().parse_args(argv)
-            return COMMANDS[args.command](args)
-        finally:
-            if sys.stdout is not None:
-                sys.stdout.flush()  # a reader gone (`| head -1`) shows here, not as an error at exit
-    except BrokenPipeError:
-        return reader_gone()
-    except (UserError, ConfigError, StoreError) as error:
-        from .journal import under_journal
-        # Under systemd the line that stops the service is an error (<3>) to `journalctl -p err`.
-        print(f"{'<3>' if under_journal() else ''}dispenser: {error}", file=sys.stderr)
-        return 2
-    except ScheduleError as error:
-        for problem in error.problems:
-            print(problem, file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-
-
-def reader_gone() -> int:
-    """The reader of stdout closed it (`dispenser log --json | head -1`): stop quietly.
-
-    What was left unwritten goes to /dev/null, so Python's own flush at exit cannot fail
-    again; 141 (128 + SIGPIPE) is what a shell reports for a program stopped by a closed pipe.
-    """
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError, AttributeError):
-        pass
-    return 141
-
-
-# -- helpers ---------------------------------------------------------------------------------
-
-
-def _config(args) -> Config:
-    return load_config(getattr(args, "config", None))
-
-
-def _store(args, config: Config, create: bool = True):
-    """Open the log, or say in one line why not (a corrupt file is never silently replaced)."""
-    from .store import Store, StoreError
-    path = args.db or config.db_path
-    if not create and path != ":memory:" and not Path(path).exists():
-        raise UserError(f"{path}: no log yet (the dispenser has not run with this database)")
-    if create and path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return Store.open(path, config.device_id)
-    except StoreError as error:
-        raise UserError(str(error)) from None
-
-
-def _engine(args, config: Config):
-    """The engine and the time to give it: (engine, now)."""
-    from .clocktrust import TrustedClock, trust_for
-    from .engine import Engine
-    store = _store(args, config)
-    # A one-shot command cannot see a step the daemon saw: the log's word on the clock counts too,
-    # and the daemon's anchor of this boot, so a wall clock pushed ahead is not logged here either.
-    trust = trust_for(config, log_trusted=store.clock_logged_trusted(), store=store)
-    engine = Engine(store, config.compartments, config.timezone, clinic_public_key=config.clinic_public_key,
-                    clinic_keys=config.clinic_keys, clock_trusted=trust.check)
-    return engine, (TrustedClock(trust).now() if trust.mode == "synchronized" else _now())
-
-
-def _schedule_in_force(args, config: Config) -> Schedule:
-    store = _store(args, config, create=False)
-    try:
-        version = store.current_schedule_version()
-        if version is None:
-            raise UserError("no schedule is in force yet (use `dispenser schedule apply FILE`)")
-        return parse_schedule(store.schedule_document(version), config.timezone)
-    finally:
-        store.close()
-
-
-def _read_json(path: str):
-    try:
-        return docjson.loads(Path(path).read_text(encoding="utf-8"))  # a duplicated key is refused
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"{path}: cannot be read ({error})") from None
-    except json.JSONDecodeError as error:
-        raise UserError(f"{path}: not valid JSON ({error})") from None
-    except RecursionError:
-        raise UserError(f"{path}: not valid JSON (nested too deeply)") from None
-
-
-def _moment(text: str | None, tz, default: datetime) -> datetime:
-    """An ISO time from the command line; one without an offset is local to `tz`."""
-    if text is None:
-        return default
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise UserError(f"{text!r} is not an ISO date and time") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=tz)
-    return moment.astimezone(UTC)
-
-
-def _positive(value: int, name: str, limit: int) -> int:
-    if not 1 <= value <= limit:
-        raise UserError(f"--{name} must be from 1 to {limit}")
-    return value
+    return COMMANDS
 
 
 # -- commands ----------------------------------------------------------------------------------
 
 
 def cmd_run(args) -> int:
-    from .runner import StartError, build_daemon, run_daemon, stop_on_signals
-    from .service import Notifier
-    config = _config(args)
+    from ..runner import StartError, build_daemon, run_daemon, stop_on_signals
+    from ..service import Notifier
+    config = config_of(args)
     _system_log(args, config)
     try:
         daemon = build_daemon(config, args.db, simulated=False, notifier=Notifier())
@@ -230,7 +90,7 @@ def cmd_run(args) -> int:
 
 def _system_log(args, config: Config) -> None:
     """The daemon's lines on stderr, for the journal (journal.py): once, where it starts."""
-    from .journal import configure
+    from ..journal import configure
     configure(args.log_level or config.log_level)
 
 
@@ -241,12 +101,12 @@ def cmd_simulate(args) -> int:
 
 
 def simulate_live(args) -> int:
-    from .daemon import ScaledClock
-    from .live import Terminal, run_live
-    from .runner import StartError, build_daemon, stop_on_signals
+    from ..daemon import ScaledClock
+    from ..live import Terminal, run_live
+    from ..runner import StartError, build_daemon, stop_on_signals
     if not args.speed > 0:
         raise UserError("--speed must be more than 0")
-    config = _config(args)
+    config = config_of(args)
     _system_log(args, config)
     holder = []
     try:
@@ -254,7 +114,7 @@ def simulate_live(args) -> int:
                               on_move=lambda c, state: holder and holder[0].on_move(c, state))
     except StartError as error:
         raise UserError(str(error)) from None
-    clock = ScaledClock(_now(), args.speed)
+    clock = ScaledClock(wall_now(), args.speed)
     terminal = Terminal(daemon, clock, args.speed)
     holder.append(terminal)
     stop_on_signals(daemon)
@@ -263,8 +123,8 @@ def simulate_live(args) -> int:
 
 
 def simulate_scenario(args) -> int:
-    from .scenario import ScenarioError, ScenarioRun, load_scenario
-    config = _config(args) if args.config or args.db else Config()
+    from ..scenario import ScenarioError, ScenarioRun, load_scenario
+    config = config_of(args) if args.config or args.db else Config()
     try:
         scenario = load_scenario(args.scenario, config.timezone)
     except ScenarioError as error:
@@ -288,7 +148,7 @@ def cmd_schedule(args) -> int:
 
 
 def schedule_validate(args) -> int:
-    config = _config(args) if args.config else Config()
+    config = config_of(args) if args.config else Config()
     schedule = load_schedule_file(args.file, config.timezone)
     meds = len(schedule.medications)
     print(f"{args.file}: valid, version {schedule.version}, {meds} medication{'s' * (meds != 1)}, "
@@ -297,13 +157,13 @@ def schedule_validate(args) -> int:
 
 
 def schedule_show(args) -> int:
-    config = _config(args) if args.config or not args.file else Config()
+    config = config_of(args) if args.config or not args.file else Config()
     if args.file:
         schedule = load_schedule_file(args.file, config.timezone)
     else:
-        schedule = _schedule_in_force(args, config)
-    days = _positive(args.days, "days", 3660)
-    start = _moment(args.start, schedule.tz, _now())
+        schedule = schedule_in_force(args, config)
+    days = positive(args.days, "days", 3660)
+    start = parse_moment(args.start, schedule.tz, wall_now())
     try:
         local_start = start.astimezone(schedule.tz)
         local_end = (local_start.replace(tzinfo=None) + timedelta(days=days)).replace(tzinfo=schedule.tz)
@@ -329,10 +189,10 @@ def schedule_show(args) -> int:
 
 
 def schedule_apply(args) -> int:
-    config = _config(args)
-    document = _read_json(args.file)
+    config = config_of(args)
+    document = read_json(args.file)
     parse_schedule(document, config.timezone)  # a bad file changes nothing, not even the log
-    engine, now = _engine(args, config)
+    engine, now = open_engine(args, config)
     try:
         engine.tick(now)  # a long catch-up first, slice by slice (RULES.md, Downtime)
         outcome = engine.apply_schedule(now, document, "local")
@@ -346,10 +206,10 @@ def schedule_apply(args) -> int:
 
 
 def cmd_refill(args) -> int:
-    config = _config(args)
+    config = config_of(args)
     if not 0 <= args.count <= 1000:
         raise UserError("COUNT must be from 0 to 1000")
-    engine, now = _engine(args, config)
+    engine, now = open_engine(args, config)
     try:
         model = engine.view
         medication = model.medication(args.medication)
@@ -368,8 +228,8 @@ def cmd_refill(args) -> int:
 
 def _verify_rules(store, config: Config) -> int:
     """The log judged by the checker written from the contract, not by the rules that wrote it."""
-    from .logcheck import check_store
-    violations = check_store(store, until=_now(), default_timezone=config.timezone)
+    from ..logcheck import check_store
+    violations = check_store(store, until=wall_now(), default_timezone=config.timezone)
     for violation in violations[:20]:
         print(f"log verify --rules: {violation}", file=sys.stderr)
     if violations:
@@ -380,10 +240,10 @@ def _verify_rules(store, config: Config) -> int:
 
 
 def cmd_log(args) -> int:
-    config = _config(args)
+    config = config_of(args)
     if args.rules and not args.verify:
         raise UserError("--rules goes with `dispenser log verify`")
-    store = _store(args, config, create=False)
+    store = open_log(args, config, create=False)
     try:
         if args.verify:
             ok, seq, reason = store.verify()
@@ -394,7 +254,7 @@ def cmd_log(args) -> int:
                 return _verify_rules(store, config)
             print(f"log verified: {store.event_count()} events, hash chain intact")
             return 0
-        since = _moment(args.since, UTC, datetime.min.replace(tzinfo=UTC)) if args.since else None
+        since = parse_moment(args.since, UTC, datetime.min.replace(tzinfo=UTC)) if args.since else None
         for event in store.events():
             if since is not None and parse_utc(event["at"]) < since:
                 continue
@@ -415,10 +275,10 @@ def _log_line(event: dict) -> str:
 
 
 def cmd_report(args) -> int:
-    from .report import OUTCOMES, adherence, checkin_trend
-    config = _config(args)
-    days = _positive(args.days, "days", 3660)
-    store = _store(args, config, create=False)
+    from ..report import OUTCOMES, adherence, checkin_trend
+    config = config_of(args)
+    days = positive(args.days, "days", 3660)
+    store = open_log(args, config, create=False)
     try:
         events = list(store.events())
         version = store.current_schedule_version()
@@ -427,7 +287,7 @@ def cmd_report(args) -> int:
     finally:
         store.close()
     from zoneinfo import ZoneInfo
-    end = _now()
+    end = wall_now()
     start = end - timedelta(days=days)
     reports = adherence(events, start, end, ZoneInfo(tz_name))
     trend = checkin_trend(events, start, end)
@@ -454,14 +314,12 @@ def cmd_report(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from .clocktrust import trust_for
-    from .engine import Engine
-    config = _config(args)
-    store = _store(args, config, create=False)
+    from ..opening import open_engine as build_engine, trusted_now
+    config = config_of(args)
+    store = open_log(args, config, create=False)
     try:
-        trust = trust_for(config, log_trusted=store.clock_logged_trusted(), store=store)
-        engine = Engine(store, config.compartments, config.timezone, clock_trusted=trust.check)
-        now = datetime.fromtimestamp(trust.now(), UTC) if trust.mode == "synchronized" else _now()
+        engine, trust = build_engine(config, store)
+        now = trusted_now(trust)
         model = engine.look(now)  # logs nothing: status only reads
         version = model.schedule_version
         print(f"device        {config.device_id} ({config.backend}, {config.compartments} compartments)")
@@ -491,7 +349,7 @@ def cmd_install_service(args) -> int:
     import pwd
     import subprocess
     import tempfile
-    from .service import DEFAULT_CONFIG, DEFAULT_VENV_BIN, install_steps, render_unit
+    from ..service import DEFAULT_CONFIG, DEFAULT_VENV_BIN, install_steps, render_unit
     here = str(Path(sys.executable).parent)
     # Through the symlink when it leads here, so that switching it (INSTALL.md, section 8) switches the service.
     same = os.path.realpath(DEFAULT_VENV_BIN) == os.path.realpath(here)
@@ -557,9 +415,9 @@ def _temporary_folder(path: str) -> str | None:
 
 def cmd_selftest(args) -> int:
     import contextlib
-    from .runner import StartError, build_hardware_for
-    from .selftest import keys_as_button, run_selftest
-    config = _config(args)
+    from ..runner import StartError, build_hardware_for
+    from ..selftest import keys_as_button, run_selftest
+    config = config_of(args)
     if config.backend == "pi" and not args.yes:
         raise UserError("every compartment opens once: empty them all, then run `dispenser selftest --yes`")
     simulated = config.backend == "sim"
@@ -575,7 +433,7 @@ def cmd_selftest(args) -> int:
     def say(line: str) -> None:
         print(line, flush=True)
 
-    from .clocktrust import trust_for
+    from ..clocktrust import trust_for
     if simulated:
         why = ("no configuration (--config, $DISPENSER_CONFIG, /etc/dispenser/config.toml)"
                if config.source == "built-in defaults" else f'{config.source}: [hardware] backend = "sim"')

@@ -1,9 +1,8 @@
 """`dispenser sync` and `dispenser clinic ...`: one-shot sync and the clinic's side.
 
-cli.py wires these in with `COMMANDS.update(clinic_cli.add_commands(sub, common))`.
-The decisions (dedup, what a line says) are in clinic.py; this is the MQTT I/O.
-Handlers raise `dispenser.cli.UserError` for bad input (one line, exit 2), return 1
-when the broker could not be reached or did not take everything, 0 otherwise.
+The decisions (dedup, what a line says) are in dispenser/clinic.py; this is the MQTT I/O.
+Handlers raise UserError for bad input (one line, exit 2), return 1 when the broker
+could not be reached or did not take everything, 0 otherwise.
 """
 from __future__ import annotations
 
@@ -17,6 +16,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Callable
+
+from .common import UserError, config_of, open_log, read_json_object
 
 KEY_FILE, PUB_FILE = "clinic.key", "clinic.pub"
 DEFAULT_KEY_ID = "clinic"
@@ -73,33 +74,15 @@ def cmd_clinic(args) -> int:
 # -- shared helpers -------------------------------------------------------------------
 
 
-def _user_error(message: str) -> Exception:
-    from .cli import UserError
-    return UserError(message)
-
-
-def _load_config(args):
-    from .config import load_config
-    return load_config(getattr(args, "config", None))
-
-
 def _mqtt_settings(config):
     """The `[mqtt]` table as MqttSettings, or one line saying why not."""
-    from .mqtt_settings import MqttSettings
+    from ..mqtt_settings import MqttSettings
     if not config.mqtt:
-        raise _user_error(f"{config.source}: no [mqtt] table: there is no broker to talk to")
+        raise UserError(f"{config.source}: no [mqtt] table: there is no broker to talk to")
     try:
         return MqttSettings.from_config(config.mqtt)
     except ValueError as error:
-        raise _user_error(f"{config.source}: {error}") from None
-
-
-def _read_json(path: str) -> dict:
-    from .cli import _read_json as read
-    document = read(path)
-    if not isinstance(document, dict):
-        raise _user_error(f"{path}: not a JSON object")
-    return document
+        raise UserError(f"{config.source}: {error}") from None
 
 
 def _fail(message: str) -> int:
@@ -135,15 +118,15 @@ class _CountingOutbox:
 
 def cmd_sync(args) -> int:
     """Push the outbox as `{device_id}-sync`: no Will, clean session, never the daemon's id."""
-    from .store import Store
-    from .sync import Sync
-    config = _load_config(args)
+    from ..store import Store
+    from ..sync import Sync
+    config = config_of(args)
     settings = _mqtt_settings(config)
     if args.timeout is not None and not args.once:
-        raise _user_error("--timeout goes with --once")
+        raise UserError("--timeout goes with --once")
     timeout = SYNC_TIMEOUT_S if args.timeout is None else args.timeout
     if not timeout > 0:
-        raise _user_error("--timeout must be more than 0")
+        raise UserError("--timeout must be more than 0")
     path = args.db or config.db_path
     before = _backlog(args, config)
     counter: list[_CountingOutbox] = []
@@ -161,8 +144,7 @@ def cmd_sync(args) -> int:
 
 def _backlog(args, config) -> int:
     """Open the log as the other commands do (a missing or foreign file: one line)."""
-    from .cli import _store
-    store = _store(args, config, create=False)
+    store = open_log(args, config, create=False)
     try:
         return store.backlog()
     finally:
@@ -222,14 +204,14 @@ def _sync_follow(sync, where: str, sent: Callable[[], int]) -> int:
 
 def clinic_keygen(args) -> int:
     """Write clinic.key (0600) and clinic.pub; never overwrite a key someone may rely on."""
-    from .signing import generate_keypair
+    from ..signing import generate_keypair
     out = Path(args.out_dir)
     if not out.is_dir():
-        raise _user_error(f"{out}: no such directory")
+        raise UserError(f"{out}: no such directory")
     key_path, pub_path = out / KEY_FILE, out / PUB_FILE
     for path in (key_path, pub_path):
         if path.exists():
-            raise _user_error(f"{path} already exists: not overwriting a key (move it away first)")
+            raise UserError(f"{path} already exists: not overwriting a key (move it away first)")
     private, public = generate_keypair()
     _write_new(key_path, private + "\n", 0o600)
     _write_new(pub_path, public + "\n", 0o644)
@@ -246,26 +228,26 @@ def _write_new(path: Path, text: str, mode: int) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     except FileExistsError:
-        raise _user_error(f"{path} already exists: not overwriting a key (move it away first)") from None
+        raise UserError(f"{path} already exists: not overwriting a key (move it away first)") from None
     except OSError as error:
-        raise _user_error(f"{path}: cannot write ({error.strerror})") from None
+        raise UserError(f"{path}: cannot write ({error.strerror})") from None
     with os.fdopen(fd, "w", encoding="ascii") as file:
         file.write(text)
     os.chmod(path, mode)  # the umask may have taken bits from the public key's mode
 
 
 def _private_key(path: str) -> str:
-    from .signing import load_private_key
+    from ..signing import load_private_key
     try:
         text = Path(path).read_text(encoding="ascii").strip()
     except FileNotFoundError:
-        raise _user_error(f"{path}: no such file") from None
+        raise UserError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as error:
-        raise _user_error(f"{path}: cannot be read ({error})") from None
+        raise UserError(f"{path}: cannot be read ({error})") from None
     try:
         load_private_key(text)
     except ValueError as error:
-        raise _user_error(f"{path}: not a clinic key ({error})") from None
+        raise UserError(f"{path}: not a clinic key ({error})") from None
     return text
 
 
@@ -274,28 +256,28 @@ def _validate(document: dict) -> None:
 
     A document without `timezone` takes the device's; UTC stands in for it here.
     """
-    from .schedule import parse_schedule
+    from ..schedule import parse_schedule
     parse_schedule(document, default_timezone="UTC")
 
 
 def clinic_sign(args) -> int:
-    from .signing import CanonicalFormError, sign_document
-    document = _read_json(args.file)
+    from ..signing import CanonicalFormError, sign_document
+    document = read_json_object(args.file)
     _validate(document)
     key = _private_key(args.key)
     if not args.key_id.strip():
-        raise _user_error("--key-id must not be empty")
+        raise UserError("--key-id must not be empty")
     _bind(args, document)
     _validate(document)
     try:
         signed = sign_document(document, key, args.key_id)  # over its RFC 8785 form
     except CanonicalFormError as error:
-        raise _user_error(f"{args.file}: cannot be signed ({error})") from None
+        raise UserError(f"{args.file}: cannot be signed ({error})") from None
     out = Path(args.out) if args.out else _signed_name(Path(args.file))
     try:
         out.write_text(json.dumps(signed, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     except OSError as error:
-        raise _user_error(f"{out}: cannot write ({error.strerror})") from None
+        raise UserError(f"{out}: cannot write ({error.strerror})") from None
     print(f"signed schedule version {signed['version']} with key id {args.key_id!r}: {out}")
     return 0
 
@@ -308,16 +290,16 @@ def _bind(args, document) -> None:
     named = document.get("device_id")
     if args.device is not None:
         if not args.device.strip():
-            raise _user_error("--device must not be empty")
+            raise UserError("--device must not be empty")
         if named is not None and named != args.device:
-            raise _user_error(f"{args.file} names device_id {named!r}, not --device {args.device!r}")
+            raise UserError(f"{args.file} names device_id {named!r}, not --device {args.device!r}")
         document["device_id"] = args.device
     elif named is None:
-        raise _user_error(f"{args.file} names no device_id: pass --device ID (a device refuses a schedule "
+        raise UserError(f"{args.file} names no device_id: pass --device ID (a device refuses a schedule "
                           "from the clinic that does not name it: wrong_device)")
     if args.expires_in is not None:
         if not 0 < args.expires_in <= 24 * 366:
-            raise _user_error("--expires-in must be more than 0 and at most a year of hours (8784)")
+            raise UserError("--expires-in must be more than 0 and at most a year of hours (8784)")
         from datetime import datetime, timedelta, timezone
         expires = datetime.now(timezone.utc) + timedelta(hours=args.expires_in)
         document["expires_at"] = expires.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -358,7 +340,7 @@ class _Link:
             try:  # the server certificate and host name are checked
                 self.client.tls_set(ca_certs=settings.tls_ca, certfile=settings.tls_cert, keyfile=settings.tls_key)
             except (OSError, ValueError) as error:
-                raise _user_error(f"mqtt: cannot use the TLS files: {error}") from None
+                raise UserError(f"mqtt: cannot use the TLS files: {error}") from None
         self.client.reconnect_delay_set(1, 30)
         self.client.on_connect = self._on_connect
         self.client.on_connect_fail = self._on_connect_fail
@@ -376,7 +358,7 @@ class _Link:
         """Connect (and subscribe); False with `failure` set when that did not happen in time."""
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
-        from .sync import SESSION_EXPIRY_S
+        from ..sync import SESSION_EXPIRY_S
         options = {}
         if self.settings.protocol == "5":
             options["clean_start"] = self.session is None
@@ -451,22 +433,22 @@ class _Link:
 
 def clinic_push(args) -> int:
     """Publish a schedule to one device's schedule/set (QoS 1, not retained); wait for the PUBACK."""
-    from .sync import MAX_SCHEDULE_BYTES
-    config = _load_config(args)
+    from ..sync import MAX_SCHEDULE_BYTES
+    config = config_of(args)
     settings = _mqtt_settings(config)
     topic = _topics(settings, args.device).schedule_set
-    document = _read_json(args.file)
+    document = read_json_object(args.file)
     _validate(document)
     if isinstance(document.get("device_id"), str) and document["device_id"] != args.device:
-        raise _user_error(f"{args.file} is for device {document['device_id']!r}, not {args.device!r}; "
+        raise UserError(f"{args.file} is for device {document['device_id']!r}, not {args.device!r}; "
                           "that device would refuse it (wrong_device)")
     _check_signature(args, document, config.clinic_public_key, config.clinic_keys)
     payload = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     if len(payload) > MAX_SCHEDULE_BYTES:
-        raise _user_error(f"{args.file}: {len(payload)} bytes; the device refuses more than "
+        raise UserError(f"{args.file}: {len(payload)} bytes; the device refuses more than "
                           f"{MAX_SCHEDULE_BYTES} (too_large)")
     if args.wait is not None and not args.wait > 0:
-        raise _user_error("--wait must be more than 0")
+        raise UserError("--wait must be more than 0")
     # With --wait, listen to the device's events before sending, so its answer cannot slip by.
     events_topic = [_topics(settings, args.device).events] if args.wait else []
     link = _Link(settings, "push", events_topic)
@@ -513,19 +495,19 @@ def _await_answer(link: _Link, device: str, version, wait_s: float) -> int:
 
 
 def _topics(settings, device: str):
-    from .mqtt_settings import Topics
+    from ..mqtt_settings import Topics
     try:
         return Topics(settings.topic_prefix, device)
     except ValueError as error:
-        raise _user_error(str(error)) from None
+        raise UserError(str(error)) from None
 
 
 def _check_signature(args, document: dict, public_key: str | None, keys: dict | None = None) -> None:
     """The device refuses an unsigned or wrongly signed schedule from MQTT: say so here."""
-    from .signing import KeyFormatError, SignatureError, verify_with_keys
+    from ..signing import KeyFormatError, SignatureError, verify_with_keys
     if "signature" not in document:
         if not args.allow_unsigned:
-            raise _user_error(f"{args.file} is not signed, and a device refuses unsigned schedules from MQTT "
+            raise UserError(f"{args.file} is not signed, and a device refuses unsigned schedules from MQTT "
                               "(sign it with `dispenser clinic sign`, or send it anyway with --allow-unsigned)")
         return
     if public_key is None and not keys:
@@ -533,9 +515,9 @@ def _check_signature(args, document: dict, public_key: str | None, keys: dict | 
     try:
         verify_with_keys(document, keys or {}, public_key)
     except KeyFormatError as error:
-        raise _user_error(f"[clinic] key: {error}") from None
+        raise UserError(f"[clinic] key: {error}") from None
     except SignatureError as error:
-        raise _user_error(f"{args.file}: {error} (checked against the [clinic] keys); the device would "
+        raise UserError(f"{args.file}: {error} (checked against the [clinic] keys); the device would "
                           "refuse it") from None
 
 
@@ -555,19 +537,19 @@ def _push_result(reason_code, topic: str, document: dict) -> int:
 
 def clinic_watch(args) -> int:
     """Follow events, alerts, status and state; each event once (dedup on event_id)."""
-    from .clinic import Watcher
-    config = _load_config(args)
+    from ..clinic import Watcher
+    config = config_of(args)
     settings = _mqtt_settings(config)
     if args.count is not None and args.count < 1:
-        raise _user_error("--count must be at least 1")
+        raise UserError("--count must be at least 1")
     if args.timeout is not None and not args.timeout > 0:
-        raise _user_error("--timeout must be more than 0")
+        raise UserError("--timeout must be more than 0")
     device = _topics(settings, args.device).device_id if args.device else "+"
     base = f"{settings.topic_prefix}/{device}"
     watcher = Watcher(settings.topic_prefix, json_lines=args.json)
     if args.session is not None and not (args.session.replace("-", "").replace("_", "").isalnum()
                                          and len(args.session) <= 40):
-        raise _user_error("--session may hold only letters, digits, - and _ (at most 40)")
+        raise UserError("--session may hold only letters, digits, - and _ (at most 40)")
     link = _Link(settings, "watch", [f"{base}/{kind}" for kind in ("events", "alerts", "status", "state")],
                  session=args.session)
     if hasattr(sys.stdout, "reconfigure"):  # a device's name in UTF-8 never stops a watch on an ASCII terminal
@@ -605,5 +587,5 @@ def _lines(watcher, topic: str, payload: bytes) -> list[str]:
     try:
         return watcher.handle(topic, payload)
     except Exception as error:  # noqa: BLE001 - the watch outlives any one message
-        from .clinic import printable
+        from ..clinic import printable
         return [printable(f"?? {topic[:200]}: could not be read ({type(error).__name__})")]
