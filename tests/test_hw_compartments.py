@@ -7,7 +7,7 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 from dispenser.hardware import build_hardware, build_sim_hardware, parse_hardware_config
 from dispenser.hardware.compartments import Compartments, build_servos
 from dispenser.hardware.errors import HardwareConfigError, ServoFault
-from dispenser.hardware.fake_i2c import FakeI2C, Pcf8574Chip
+from fake_i2c import FakeI2C, Pcf8574Chip
 from dispenser.hardware.hd44780 import HD44780
 
 PINS = [12, 13, 18, 19]

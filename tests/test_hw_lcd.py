@@ -6,7 +6,7 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from dispenser.hardware import lcd as lcd_module
 from dispenser.hardware.errors import LcdFault
-from dispenser.hardware.fake_i2c import FakeI2C, Mcp23008Chip, Pcf8574Chip
+from fake_i2c import FakeI2C, Mcp23008Chip, Pcf8574Chip
 from dispenser.hardware.hd44780 import CUSTOM_PLACEHOLDER, HD44780
 from dispenser.hardware.lcd import NullLcd, encode, gpio_lcd, mcp23008_lcd, no_sleep, pcf8574_lcd, sim_lcd
 

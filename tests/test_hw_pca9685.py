@@ -11,7 +11,7 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from dispenser.hardware import build_hardware, parse_hardware_config
 from dispenser.hardware.errors import HardwareConfigError, HardwareError, ServoFault
-from dispenser.hardware.fake_i2c import FakeI2C, Pca9685Chip, Pcf8574Chip
+from fake_i2c import FakeI2C, Pca9685Chip, Pcf8574Chip
 from dispenser.hardware.hd44780 import HD44780
 
 PI = {"backend": "pi", "compartments": 4, "servo_driver": "pca9685", "lcd": "none", "dwell_ms": 300}

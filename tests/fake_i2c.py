@@ -12,7 +12,7 @@ methods the Adafruit libraries call.
 """
 from __future__ import annotations
 
-from .hd44780 import HD44780
+from dispenser.hardware.hd44780 import HD44780
 
 
 class FakeI2C:
