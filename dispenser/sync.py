@@ -33,20 +33,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import ssl
 import threading
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Protocol
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from .mqtt_client import TlsFilesError, build_client, connect_async
 from .mqtt_settings import MqttSettings, Topics
 from .timeutil import format_utc
 
@@ -57,14 +55,12 @@ log = logging.getLogger(__name__)
 MAX_SCHEDULE_BYTES = 64 * 1024
 # The Maximum Packet Size counts the whole PUBLISH (header, topic, properties), so leave room.
 MAX_PACKET_BYTES = MAX_SCHEDULE_BYTES + 4096
-SESSION_EXPIRY_S = 7 * 24 * 3600   # a schedule sent while the device is off waits a week
 INFLIGHT_WINDOW = 20               # outbox rows awaiting PUBACK at once
 RETRY_AFTER_REFUSAL_S = 30.0       # a broker that refuses a row (ACL?) is not hammered
 UNDELIVERED_BACKOFF_MAX_S = 600.0  # a row answered 0x10 "no matching subscribers": again after 30 s, doubling to 10 min
 NO_MATCHING_SUBSCRIBERS = 0x10
 RECEIVE_MAXIMUM = 10               # MQTT 5: schedule/set messages the broker may have unacknowledged with us
 MAX_UNACKED = 100                  # coalesced messages awaiting their ack (3.1.1 has no Receive Maximum)
-RECONNECT_MIN_S, RECONNECT_MAX_S = 1, 60
 ALERT_TYPE = "alert.raised"
 
 
@@ -322,18 +318,10 @@ class Sync:
         if self.unusable:
             self._connection_failed(self.unusable)
             return
-        properties = None
-        clean_start: bool = not self.is_daemon
-        if self._v5:
-            properties = Properties(PacketTypes.CONNECT)
-            properties.MaximumPacketSize = MAX_PACKET_BYTES
-            if self.is_daemon:
-                properties.SessionExpiryInterval = SESSION_EXPIRY_S
-            if self.inbox is not None:  # the broker sends at most this many unacknowledged
-                properties.ReceiveMaximum = RECEIVE_MAXIMUM
-        self._client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive,
-                                   clean_start=clean_start if self._v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
-                                   properties=properties)
+        properties = {"MaximumPacketSize": MAX_PACKET_BYTES}
+        if self.inbox is not None:  # the broker sends at most this many unacknowledged
+            properties["ReceiveMaximum"] = RECEIVE_MAXIMUM
+        connect_async(self._client, self.settings, persistent=self.is_daemon, **properties)
         self._client.loop_start()
         self._worker.start()
 
@@ -412,27 +400,18 @@ class Sync:
     # ------------------------------------------------------------ the client
 
     def _make_client(self) -> mqtt.Client:
-        protocol = MQTTProtocolVersion.MQTTv5 if self._v5 else MQTTProtocolVersion.MQTTv311
-        options = {} if self._v5 else {"clean_session": not self.is_daemon}
-        # manual_ack: a schedule/set is acknowledged only once the daemon has logged its answer.
-        client = _BoundedClient(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=protocol,
-                                manual_ack=self.inbox is not None, **options)
-        if self.settings.username is not None:
-            client.username_pw_set(self.settings.username, self.settings.password)
-        if self.settings.tls:
-            try:  # certificate and host name are checked; tls_insecure_set is never used
-                for key in ("tls_ca", "tls_cert", "tls_key"):
-                    path = getattr(self.settings, key)
-                    if path is not None and not os.path.isfile(path):
-                        raise FileNotFoundError(f"mqtt.{key}: no such file {path}")
-                client.tls_set(ca_certs=self.settings.tls_ca, certfile=self.settings.tls_cert,
-                               keyfile=self.settings.tls_key)
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                self.unusable = " ".join(f"mqtt: cannot use the TLS files: {exc}".split())
-                self.last_error = self.unusable
-                log.error("%s; running offline", self.unusable)
+        try:
+            # manual_ack: a schedule/set is acknowledged only once the daemon has logged its answer.
+            client = build_client(self.settings, self.client_id, persistent=self.is_daemon,
+                                  client_class=_BoundedClient, manual_ack=self.inbox is not None)
+        except TlsFilesError as error:
+            self.unusable = str(error)
+            self.last_error = self.unusable
+            log.error("%s; running offline", self.unusable)
+            # A client that never connects (start() sees `unusable`), so stop() has one to stop.
+            client = build_client(replace(self.settings, tls=False), self.client_id, persistent=self.is_daemon,
+                                  client_class=_BoundedClient, manual_ack=self.inbox is not None)
         client.max_inflight_messages_set(2 * self._window + 4)  # alerts take two; status, state
-        client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
         if self.is_daemon:
             client.will_set(self.topics.status, json.dumps({"online": False}), qos=1, retain=True)
         client.on_connect = self._on_connect

@@ -318,8 +318,7 @@ class _Link:
 
     def __init__(self, settings, role: str, topics: list[str] = (), session: str | None = None):
         """`session`: a named, persistent session; the broker keeps what arrives while away."""
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+        from ..mqtt_client import TlsFilesError, build_client
         self.settings = settings
         self.session = session
         self.topics = list(topics)
@@ -329,19 +328,11 @@ class _Link:
         self.messages: queue.Queue = queue.Queue()
         self.subscribed = False
         self._cond = threading.Condition()
-        v5 = settings.protocol == "5"
-        protocol = MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311
-        options = {} if v5 else {"clean_session": session is None}
         client_id = f"clinic-{role}-{session}" if session else f"clinic-{role}-{secrets.token_hex(4)}"
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, **options)
-        if settings.username is not None:
-            self.client.username_pw_set(settings.username, settings.password)
-        if settings.tls:
-            try:  # the server certificate and host name are checked
-                self.client.tls_set(ca_certs=settings.tls_ca, certfile=settings.tls_cert, keyfile=settings.tls_key)
-            except (OSError, ValueError) as error:
-                raise UserError(f"mqtt: cannot use the TLS files: {error}") from None
-        self.client.reconnect_delay_set(1, 30)
+        try:
+            self.client = build_client(settings, client_id, persistent=session is not None, reconnect_max_s=30)
+        except TlsFilesError as error:
+            raise UserError(str(error)) from None
         self.client.on_connect = self._on_connect
         self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
@@ -356,17 +347,9 @@ class _Link:
 
     def connect(self, timeout: float) -> bool:
         """Connect (and subscribe); False with `failure` set when that did not happen in time."""
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.properties import Properties
-        from ..sync import SESSION_EXPIRY_S
-        options = {}
-        if self.settings.protocol == "5":
-            options["clean_start"] = self.session is None
-            if self.session:
-                options["properties"] = Properties(PacketTypes.CONNECT)
-                options["properties"].SessionExpiryInterval = SESSION_EXPIRY_S
+        from ..mqtt_client import connect_async
         try:
-            self.client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive, **options)
+            connect_async(self.client, self.settings, persistent=self.session is not None)
         except ValueError as error:
             self.failure = str(error)
             return False

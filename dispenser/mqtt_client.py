@@ -1,0 +1,78 @@
+"""The one way this project builds and connects a paho client, from MqttSettings.
+
+The device's sync, its one-shot commands and the clinic's tools all need the same
+things done the same way: the protocol the config asks for, a clean or a persistent
+session (MQTT 5 and 3.1.1 say it differently), the account, TLS with the server's
+certificate and host name checked (never `tls_insecure_set`), and reconnect pacing.
+Only the callbacks and what is subscribed differ; those stay with the caller.
+"""
+from __future__ import annotations
+
+import os
+import ssl
+from typing import Any, TypeVar
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from .mqtt_settings import MqttSettings
+
+SESSION_EXPIRY_S = 7 * 24 * 3600   # a persistent session (and what waits in it) is kept a week
+RECONNECT_MIN_S, RECONNECT_MAX_S = 1, 60
+
+ClientT = TypeVar("ClientT", bound=mqtt.Client)
+
+
+class TlsFilesError(ValueError):
+    """The TLS files the settings name cannot be used; the text is one line."""
+
+
+def build_client(settings: MqttSettings, client_id: str, *, persistent: bool,
+                 client_class: type[ClientT] = mqtt.Client,  # type: ignore[assignment]  # the default is the bound
+                 reconnect_max_s: int = RECONNECT_MAX_S, **options: Any) -> ClientT:
+    """A paho client for `settings`, not yet connected; `options` go to paho's constructor.
+
+    `persistent`: the broker keeps the session (subscriptions, messages for us) while we
+    are away. Raises TlsFilesError when TLS is asked for and its files cannot be used.
+    """
+    v5 = settings.protocol == "5"
+    protocol = MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311
+    if not v5:
+        options["clean_session"] = not persistent
+    client = client_class(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, **options)
+    if settings.username is not None:
+        client.username_pw_set(settings.username, settings.password)
+    if settings.tls:
+        try:
+            for key in ("tls_ca", "tls_cert", "tls_key"):
+                path = getattr(settings, key)
+                if path is not None and not os.path.isfile(path):
+                    raise FileNotFoundError(f"mqtt.{key}: no such file {path}")
+            client.tls_set(ca_certs=settings.tls_ca, certfile=settings.tls_cert, keyfile=settings.tls_key)
+        except (OSError, ssl.SSLError, ValueError) as error:
+            raise TlsFilesError(" ".join(f"mqtt: cannot use the TLS files: {error}".split())) from None
+    client.reconnect_delay_set(RECONNECT_MIN_S, reconnect_max_s)
+    return client
+
+
+def connect_async(client: mqtt.Client, settings: MqttSettings, *, persistent: bool,
+                  **properties: int) -> None:
+    """Start connecting in the background (then `client.loop_start()`).
+
+    `properties`: MQTT 5 CONNECT properties by name (`MaximumPacketSize=...`); a persistent
+    session also asks the broker to keep it SESSION_EXPIRY_S. Ignored on 3.1.1, whose
+    session kind was fixed when the client was built.
+    """
+    if settings.protocol != "5":
+        client.connect_async(settings.host, settings.port, settings.keepalive,
+                             clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY)
+        return
+    connect = Properties(PacketTypes.CONNECT)
+    if persistent:
+        connect.SessionExpiryInterval = SESSION_EXPIRY_S
+    for name, value in properties.items():
+        setattr(connect, name, value)
+    client.connect_async(settings.host, settings.port, settings.keepalive,
+                         clean_start=not persistent, properties=connect)
