@@ -27,6 +27,7 @@ from .engine import Engine, Mover
 from .hardware import build_sim_hardware
 from .schedule import ScheduleError, load_schedule_file
 from .store import Store
+from .virtual import VirtualDevice
 
 ACTIONS = {"press", "hold", "refill", "power_cut", "apply_schedule"}
 STEP_KEYS = {"at", "do", "medication", "count", "file", "for_min"}
@@ -164,6 +165,7 @@ class ScenarioRun:
         self.hardware = None
         self.sync = None
         self._new_id: Callable[[], str] | None = None
+        self.device: VirtualDevice | None = None
 
     def _boot(self, now: datetime) -> None:
         """Open the database and start the daemon from what is on disk, as after a reboot."""
@@ -183,6 +185,8 @@ class ScenarioRun:
         if self.mover is not None:
             self.engine.mover = self.mover
         self.daemon.start(now)
+        if self.device is not None:
+            self.device.running = self.daemon
 
     def _power_off(self) -> None:
         self.hardware.close()
@@ -205,37 +209,21 @@ class ScenarioRun:
 
     def _run(self) -> None:
         scenario = self.scenario
-        now = scenario.start
-        self._boot(now)
+        device = VirtualDevice(scenario.start, boot=lambda: self._boot(device.true))
+        self.device = device
+        self._boot(scenario.start)
         if self.sync is not None:
             self.sync.start()  # after the first boot: the log file exists before its second reader
-        self._apply_file(now, scenario.schedule_file, stock=scenario.stock)  # filled as it applies
-        pending = list(scenario.steps)
-        back_at: datetime | None = None
-        while True:
-            moments = [scenario.until]
-            if self.daemon is not None:
-                moments.append(self.daemon.wakeup_at(now))
-            else:
-                moments.append(back_at)
-            if pending:
-                moments.append(pending[0].at)
-            now = max(now, min(moments))
-            if now >= scenario.until:
-                break
-            if self.daemon is None and now >= back_at:
-                self._boot(now)
-            if self.daemon is not None:
-                self.daemon.on_time(now)
-            while pending and pending[0].at <= now:
-                step = pending.pop(0)
-                if self.daemon is None:
-                    continue  # the device is off: nobody can press it
-                back_at = self._do(step, now)
+        self._apply_file(scenario.start, scenario.schedule_file, stock=scenario.stock)  # filled as it applies
+        for step in scenario.steps:
+            device.advance(step.at)
+            if self.daemon is not None:  # the device is off: nobody can press it
+                self._do(step, device.true)
+        device.advance(scenario.until, tick_at_target=False)  # the run covers [start, until)
         if self.store is not None:
             self._power_off()
 
-    def _do(self, step: Step, now: datetime) -> datetime | None:
+    def _do(self, step: Step, now: datetime) -> None:
         daemon = self.daemon
         if step.do == "press":
             daemon.handle("press", now)
@@ -247,11 +235,7 @@ class ScenarioRun:
             self._apply_file(now, step.file)
         elif step.do == "power_cut":
             self._power_off()
-            if step.for_min == 0:
-                self._boot(now)
-                return None
-            return now + timedelta(minutes=step.for_min)
-        return None
+            self.device.power_cut(timedelta(minutes=step.for_min))
 
     def _apply_file(self, now: datetime, path: Path, stock: dict[str, int] | None = None) -> None:
         try:

@@ -47,6 +47,7 @@ from dispenser.schedule import Schedule, ScheduleError, parse_schedule
 from dispenser.scheduler import doses_between
 from dispenser.store import Store
 from dispenser.timeutil import UTC, format_at, parse_utc, truncate_ms
+from dispenser.virtual import EngineTicks, VirtualDevice
 
 # ---------------------------------------------------------------------------------------
 # Random schedules
@@ -575,7 +576,9 @@ class Simulation:
         else:
             day = date(2026, 1, 1) + timedelta(days=rng.randrange(0, 700))
         local_start = datetime(day.year, day.month, day.day, rng.randrange(0, 24), rng.choice([0, 15, 30, 45]))
-        self.true = local_start.replace(tzinfo=self.tz).astimezone(UTC)
+        # The true time and the power: the one virtual-device loop the scenario runner uses too.
+        self.device = VirtualDevice(local_start.replace(tzinfo=self.tz).astimezone(UTC), boot=self._boot,
+                                    offset=lambda: self.given() - self.true)
         self.offset = timedelta(0)  # the wall clock is `true + offset`
         self.maker = ScheduleMaker(rng, self.timezone)
         self.document = self.maker.document(self.true)
@@ -587,7 +590,6 @@ class Simulation:
         self.store = Store.open(db, "disp-sim", id_factory=self.new_id)
         self.checker = LogChecker(store_loader(self.store, self.timezone), context=f"seed {seed}")
         self.engine: Engine | None = None
-        self.back_at: datetime | None = None  # while the power is off: when it comes back (true time)
         self.fed_seq = 0
         self.release_walls: dict[str, tuple[datetime, datetime]] = {}
         self.true_at: dict[str, datetime] = {}  # event_id of a dose.missed: the true time it was logged
@@ -599,6 +601,15 @@ class Simulation:
         self._later: list[tuple[datetime, str, int]] = []  # refills after a change: (true time, id, count)
 
     # -- clocks -------------------------------------------------------------------------------
+
+    @property
+    def true(self) -> datetime:
+        """The true time (the wall clock is `true + offset`)."""
+        return self.device.true
+
+    @true.setter
+    def true(self, moment: datetime) -> None:
+        self.device.true = moment
 
     def wall(self) -> datetime:
         return self.true + self.offset
@@ -645,6 +656,7 @@ class Simulation:
         self.engine = Engine(self.store, 8, self.timezone, mover=self._mover, new_id=self.new_id,
                              clock_trusted=self.trust.check, read_model=False)
         self.engine.listeners.append(self._listen)
+        self.device.running = EngineTicks(self.engine, call=lambda act: self._call(lambda wall: act()))
         self._call(lambda wall: self.engine.start(wall))
         self.counts["boots"] += 1
 
@@ -674,10 +686,7 @@ class Simulation:
                 self.counts["wrong_clock_boots"] += 1
             delay = timedelta(minutes=self.rng.choice([1, 1, 2, 5, 15, 60, 119]))
             self._pending_fix = [self.true + downtime + delay]
-        self.back_at = self.true + downtime
-        if downtime == timedelta(0):
-            self.back_at = None
-            self._boot()
+        self.device.power_cut(downtime)
 
     def _call(self, action: Callable[[datetime], object]) -> object:
         """Run one engine call at the daemon clock's time; a power cut inside it ends the device."""
@@ -703,24 +712,7 @@ class Simulation:
 
     def _advance(self, target: datetime) -> None:
         """Move the true clock to `target`, ticking at every moment the engine asks for."""
-        while True:
-            if self.engine is None:
-                if self.back_at is not None and self.back_at <= target:
-                    self.true = max(self.true, self.back_at)
-                    self.back_at = None
-                    self._boot()
-                    continue
-                self.true = max(self.true, target)
-                return
-            given = self.given()
-            wakeup = self.engine.next_wakeup(given)
-            if wakeup is None or wakeup - (given - self.true) > target:
-                break
-            self.true = max(self.true, wakeup - (given - self.true))
-            self._call(lambda wall: self.engine.tick(wall))
-            self.counts["ticks"] += 1
-        self.true = max(self.true, target)
-        self._call(lambda wall: self.engine.tick(wall))
+        self.device.advance(target)
 
     # -- a day ------------------------------------------------------------------------------
 

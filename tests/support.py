@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from dispenser.engine import Engine
 from dispenser.store import Store
+from dispenser.virtual import EngineTicks, VirtualDevice
 
 EXAMPLES = Path(__file__).resolve().parent / "data" / "examples"  # the contract's, in v2 meaning
 DEMO = Path(__file__).resolve().parents[1] / "dispenser" / "demo"
@@ -72,6 +73,8 @@ class Rig:
         self.store = Store.open(db, "disp-test")
         self.clock_trusted = lambda: True  # a test may swap in a ClockTrust's check
         self.engine = self._engine()
+        self.device = VirtualDevice(self.now, boot=lambda: None)
+        self.device.running = EngineTicks(self.engine)
         self.engine.start(self.now)
         outcome = self.engine.apply_schedule(self.now, document, "local")
         assert outcome.feedback == "applied", outcome.detail
@@ -85,15 +88,10 @@ class Rig:
     def at(self, text: str) -> datetime:
         """Move the clock to a local time, ticking through every moment that matters on the way."""
         target = local(text, self.tz)
-        assert target >= self.now, "tests move the clock forward with at(); use jump() to go back"
-        while True:
-            wakeup = self.engine.next_wakeup(self.now)
-            if wakeup is None or wakeup > target:
-                break
-            self.now = wakeup
-            self.engine.tick(self.now)
-        self.now = target
-        self.engine.tick(self.now)
+        assert target >= self.now, "tests move the clock forward with at(); restart() may go back"
+        self.device.true = self.now
+        self.device.advance(target)
+        self.now = self.device.true
         return self.now
 
     def press(self, text: str):
@@ -109,6 +107,7 @@ class Rig:
         if text is not None:
             self.now = local(text, self.tz)
         self.engine = self._engine()
+        self.device.running = EngineTicks(self.engine)
         return self.engine.start(self.now)
 
     def events(self, *types: str) -> list[dict]:
