@@ -15,16 +15,16 @@ import queue
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from .engine import Engine
 from .store import StoreError
 from .rules import Outcome
 from .screens import MOODS, SIDE_EFFECTS, View, screen
+from .timeutil import UTC
 
 log = logging.getLogger("dispenser")
-UTC = timezone.utc
 
 FEEDBACK_FOR = timedelta(seconds=30)
 MISSED_FOR = timedelta(minutes=10)
@@ -476,7 +476,7 @@ class Daemon:
 def device_state(engine: Engine, now: datetime) -> dict:
     """The retained `state` snapshot for the clinic: next dose, stock, 7-day adherence, backlog."""
     from .report import adherence
-    from .timeutil import format_utc
+    from .timeutil import UTC, format_utc
     model = engine.view
     upcoming = model.next_dose
     week = now - timedelta(days=7)

@@ -21,12 +21,10 @@ from . import docjson
 from .events import GENESIS, canonical, event_hash
 from .readmodel import DoseView, ReadModel, StockView
 from .rules import DoseRules, Outcome, Release, State, fold, forget_old
-from .schedule import Schedule, ScheduleError, parse_schedule
+from .schedule import MAX_SCHEDULE_BYTES, MAX_VERSION, Schedule, ScheduleError, parse_schedule
 from .store import Store, StoreError
 from .timeutil import format_utc, parse_utc
 
-MAX_SCHEDULE_BYTES = 64 * 1024
-MAX_VERSION = 2 ** 63 - 1  # the log keeps versions as SQLite INTEGERs
 CLOCK_SKEW = timedelta(minutes=5)  # a schedule from the clinic issued later than this is from the future
 FORGET_EVERY = 1000  # events folded at start between two forgettings of old dose records
 

@@ -9,7 +9,6 @@ Apart from sync.py so that the config loader can check `[mqtt]` without importin
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from pathlib import Path
 from typing import Any
 
 PROTOCOLS = ("5", "3.1.1")

@@ -7,15 +7,15 @@ and the engine given both. Doing it in one place keeps them from drifting apart.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from .clocktrust import ClockTrust, TrustedClock, trust_for
 from .config import Config
 from .engine import Engine
 from .store import Store, StoreError
+from .timeutil import UTC
 
-UTC = timezone.utc
 
 
 class StartError(Exception):

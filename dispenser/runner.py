@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
-from datetime import datetime, timezone
+from datetime import datetime
 from importlib import resources
 
 from .config import Config
@@ -16,9 +16,9 @@ from .daemon import Daemon
 from .journal import EventLines
 from .opening import StartError, open_engine, open_store
 from .store import Store
+from .timeutil import UTC
 
 log = logging.getLogger("dispenser")
-UTC = timezone.utc
 
 DEMO_STOCK = {"sertraline": 28, "multivitamin": 60, "hydroxyzine": 10}
 

@@ -68,6 +68,7 @@ _NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
 _UNIT_HOURS = {"h": Fraction(1), "d": Fraction(24), "wk": Fraction(24 * 7)}
 
 MAX_VERSION = 2**63 - 1  # SQLite's largest integer: the log keeps the version
+MAX_SCHEDULE_BYTES = 64 * 1024  # a document's encoded size: bigger ones are refused unread (too_large)
 _TOP_KEYS = ("schema", "version", "issued_at", "timezone", "routine", "medications", "signature",
              "device_id", "expires_at")
 _MEDICATION_KEYS = ("id", "name", "compartment", "window", "dosage", "ingredient", "strength",

@@ -46,13 +46,13 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from .mqtt_client import TlsFilesError, build_client, connect_async
 from .mqtt_settings import MqttSettings, Topics
+from .schedule import MAX_SCHEDULE_BYTES
 from .timeutil import format_utc
 
 __all__ = ["MqttSettings", "Topics", "Sync", "Outbox", "Inbound", "ScheduleInbox", "MAX_SCHEDULE_BYTES"]
 
 log = logging.getLogger(__name__)
 
-MAX_SCHEDULE_BYTES = 64 * 1024
 # The Maximum Packet Size counts the whole PUBLISH (header, topic, properties), so leave room.
 MAX_PACKET_BYTES = MAX_SCHEDULE_BYTES + 4096
 INFLIGHT_WINDOW = 20               # outbox rows awaiting PUBACK at once

@@ -8,7 +8,7 @@ from broker import Clinic
 from dispenser.mqtt_settings import MqttSettings
 from dispenser.store import Store
 from dispenser.sync import Sync
-from support import EXAMPLES
+from support import DEMO
 from waiting import HANG
 
 DEVICE = "disp-0001"
@@ -25,8 +25,8 @@ def test_a_day_offline_then_everything_arrives_once_and_in_order(tmp_path, broke
     db = tmp_path / "d.db"
     config = tmp_path / "c.toml"
     config.write_text(f'[device]\nid = "{DEVICE}"\n[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\ntls = false\n')
-    (tmp_path / "schedule.json").write_text((EXAMPLES / "schedule.json").read_text())
-    day1 = EXAMPLES / "first-day.toml"
+    (tmp_path / "schedule.json").write_text((DEMO / "schedule.json").read_text())
+    day1 = DEMO / "first-day.toml"
     day2 = tmp_path / "second-day.toml"  # the device restarted: the next day, same log
     day2.write_text(day1.read_text().replace("2026-11-25", "2026-11-26").replace("2026-11-24", "2026-11-25"))
     broker.stop()
@@ -54,7 +54,7 @@ def test_a_scenario_with_mqtt_publishes_as_the_daemon_does(tmp_path, broker):
     config = tmp_path / "c.toml"
     config.write_text(f'[device]\nid = "{DEVICE}"\n[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\ntls = false\n')
     clinic = Clinic(broker).connect(f"pilldispenser/{DEVICE}/#")
-    printed = simulate(EXAMPLES / "first-day.toml", config, tmp_path / "d.db")
+    printed = simulate(DEMO / "first-day.toml", config, tmp_path / "d.db")
     received = clinic.json_on(f"pilldispenser/{DEVICE}/events")  # drained before simulate exited
     assert [e["seq"] for e in received] == list(range(1, len(printed) + 1))
     alerts = clinic.json_on(f"pilldispenser/{DEVICE}/alerts")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from support import DEMO, EXAMPLES
+from support import DEMO
 
 
 def run(*args: str, env_config: Path | None = None, **kwargs) -> subprocess.CompletedProcess:
@@ -42,12 +42,12 @@ def one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
 
 
 def test_schedule_validate_accepts_the_contract_example():
-    result = run("schedule", "validate", str(EXAMPLES / "schedule.json"))
+    result = run("schedule", "validate", str(DEMO / "schedule.json"))
     assert result.returncode == 0 and "valid, version 12" in result.stdout
 
 
 def test_schedule_validate_names_each_problem_with_its_path(tmp_path):
-    document = json.loads((EXAMPLES / "schedule.json").read_text())
+    document = json.loads((DEMO / "schedule.json").read_text())
     document["medications"][1]["dosage"][0]["timing"]["repeat"]["periodUnit"] = "mo"
     document["medications"][0]["compartment"] = 0
     path = tmp_path / "bad.json"
@@ -69,7 +69,7 @@ def test_schedule_validate_missing_or_broken_file(tmp_path, content, needle):
 
 
 def test_schedule_show_json_matches_the_contract_shape():
-    result = run("schedule", "show", "--file", str(EXAMPLES / "schedule.json"), "--from", "2026-11-24T00:00:00",
+    result = run("schedule", "show", "--file", str(DEMO / "schedule.json"), "--from", "2026-11-24T00:00:00",
                  "--days", "1", "--json")
     assert result.returncode == 0, result.stderr
     doses = json.loads(result.stdout)
@@ -83,7 +83,7 @@ def test_schedule_show_json_matches_the_contract_shape():
 
 def test_schedule_show_counts_local_days_across_a_dst_change():
     """7 days from the Saturday before the fall-back Sunday still end at the same local time."""
-    result = run("schedule", "show", "--file", str(EXAMPLES / "schedule.json"), "--from", "2026-10-31T08:30:00",
+    result = run("schedule", "show", "--file", str(DEMO / "schedule.json"), "--from", "2026-10-31T08:30:00",
                  "--days", "7", "--json")
     doses = json.loads(result.stdout)
     sertraline = [d["scheduled_at"] for d in doses if d["medication_id"] == "sertraline"]
@@ -92,14 +92,14 @@ def test_schedule_show_counts_local_days_across_a_dst_change():
 
 
 def test_schedule_show_at_the_edges_of_time_answers_in_one_line():
-    far = run("schedule", "show", "--file", str(EXAMPLES / "schedule.json"), "--from", "9999-12-31T00:00:00")
+    far = run("schedule", "show", "--file", str(DEMO / "schedule.json"), "--from", "9999-12-31T00:00:00")
     one_line_error(far, "reach past the year 9999")
-    early = run("schedule", "show", "--file", str(EXAMPLES / "schedule.json"), "--from", "0001-01-01T00:00:00")
+    early = run("schedule", "show", "--file", str(DEMO / "schedule.json"), "--from", "0001-01-01T00:00:00")
     assert early.returncode == 0 and early.stdout == "no doses in that time\n", early.stderr
 
 
 def test_schedule_validate_names_both_overlapping_entries(tmp_path):
-    document = json.loads((EXAMPLES / "schedule.json").read_text())
+    document = json.loads((DEMO / "schedule.json").read_text())
     document["medications"][1]["dosage"][0]["timing"]["repeat"]["boundsPeriod"]["end"] = "2026-11-27"
     (tmp_path / "v1.json").write_text(json.dumps(document))
     result = run("schedule", "validate", str(tmp_path / "v1.json"))
@@ -181,9 +181,9 @@ def test_log_verify_names_the_first_tampered_row(device, column, value):
 
 def test_report_counts_a_scenario(tmp_path):
     db = tmp_path / "d.db"
-    (tmp_path / "schedule.json").write_text((EXAMPLES / "schedule.json").read_text())
+    (tmp_path / "schedule.json").write_text((DEMO / "schedule.json").read_text())
     # The worked example, moved to a day in the past so that "the last N days" holds it.
-    text = (EXAMPLES / "first-day.toml").read_text().replace("2026-11-25", "2026-11-22").replace(
+    text = (DEMO / "first-day.toml").read_text().replace("2026-11-25", "2026-11-22").replace(
         "2026-11-24", "2026-11-21")
     (tmp_path / "past.toml").write_text(text)
     assert run("simulate", "--scenario", str(tmp_path / "past.toml"), "--db", str(db)).returncode == 0
@@ -198,7 +198,7 @@ def test_report_counts_a_scenario(tmp_path):
 
 def test_report_says_which_misses_the_dispenser_could_not_have_given(tmp_path):
     db = tmp_path / "d.db"
-    (tmp_path / "schedule.json").write_text((EXAMPLES / "schedule.json").read_text())
+    (tmp_path / "schedule.json").write_text((DEMO / "schedule.json").read_text())
     (tmp_path / "off.toml").write_text(
         'start = "2026-11-01T06:00:00"\nuntil = "2026-11-01T12:00:00"\nschedule = "schedule.json"\n'
         '[stock]\nsertraline = 28\nnaltrexone = 2\n'
@@ -246,7 +246,7 @@ def test_a_corrupt_database_is_refused_and_left_alone(tmp_path, content):
 
 def test_python_dash_m_and_the_console_script_are_the_same_command():
     script = Path(sys.executable).parent / "dispenser"
-    result = subprocess.run([str(script), "schedule", "validate", str(EXAMPLES / "schedule.json")],
+    result = subprocess.run([str(script), "schedule", "validate", str(DEMO / "schedule.json")],
                             capture_output=True, text=True)
     assert result.returncode == 0
 
@@ -271,7 +271,7 @@ def test_schedule_apply_tells_the_clinic_and_refuses_an_expired_file_in_one_line
 @pytest.mark.parametrize("command", ["validate", "apply"])
 def test_a_schedule_with_a_duplicated_key_is_refused_in_one_line(tmp_path, command):
     """A decoy first, the real value last: readers disagree on which counts, so neither does."""
-    text = (EXAMPLES / "schedule.json").read_text()
+    text = (DEMO / "schedule.json").read_text()
     path = tmp_path / "decoy.json"
     path.write_text(text.replace('"version"', '"version": 99, "version"', 1))
     config = tmp_path / "config.toml"

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from broker import Clinic
+from support import DEMO
 from waiting import HANG, wait_until
 from dispenser.chainwatch import BoundedMap
 from dispenser.clinic import Watcher, alert_line, event_line, split_topic, status_line
@@ -25,7 +26,6 @@ from dispenser.signing import sign_document, verify_document
 from dispenser.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = Path(__file__).resolve().parent / "data" / "examples"
 DEVICE = "disp-0001"
 BASE = f"pilldispenser/{DEVICE}"
 
@@ -87,7 +87,7 @@ def simulated_db(tmp_path) -> Path:
     alert that the schedule was applied locally)."""
     db = tmp_path / "device.db"
     offline = write_config(tmp_path / "offline.toml", db)
-    result = dispenser("simulate", "--scenario", EXAMPLES / "first-day.toml", "--config", offline, "--db", db)
+    result = dispenser("simulate", "--scenario", DEMO / "first-day.toml", "--config", offline, "--db", db)
     assert result.returncode == 0, result.stderr
     return db
 
@@ -524,7 +524,7 @@ def keys(tmp_path) -> tuple[Path, str]:
 def test_sign_writes_a_signed_copy_the_device_accepts(tmp_path, keys):
     key, public = keys
     source = tmp_path / "schedule.json"
-    source.write_text((EXAMPLES / "schedule.json").read_text())
+    source.write_text((DEMO / "schedule.json").read_text())
     result = dispenser("clinic", "sign", source, "--key", key, "--key-id", "clinic-2026", "--device", DEVICE)
     assert result.returncode == 0, result.stderr
     assert "version 12" in result.stdout and "clinic-2026" in result.stdout
@@ -538,10 +538,10 @@ def test_sign_writes_a_signed_copy_the_device_accepts(tmp_path, keys):
 def test_sign_binds_the_schedule_to_one_device_and_may_set_its_expiry(tmp_path, keys):
     key, public = keys
     out = tmp_path / "out.json"
-    unbound = dispenser("clinic", "sign", EXAMPLES / "schedule.json", "--key", key, "--out", out)
+    unbound = dispenser("clinic", "sign", DEMO / "schedule.json", "--key", key, "--out", out)
     assert unbound.returncode == 2 and unbound.stderr.count("\n") == 1 and "--device" in unbound.stderr
     assert not out.exists()
-    result = dispenser("clinic", "sign", EXAMPLES / "schedule.json", "--key", key, "--out", out,
+    result = dispenser("clinic", "sign", DEMO / "schedule.json", "--key", key, "--out", out,
                        "--device", DEVICE, "--expires-in", "48")
     assert result.returncode == 0, result.stderr
     signed = json.loads(out.read_text())
@@ -554,7 +554,7 @@ def test_sign_binds_the_schedule_to_one_device_and_may_set_its_expiry(tmp_path, 
 
 def test_sign_refuses_an_invalid_schedule_naming_the_field(tmp_path, keys):
     key, _ = keys
-    document = json.loads((EXAMPLES / "schedule.json").read_text())
+    document = json.loads((DEMO / "schedule.json").read_text())
     document["medications"][0]["dosage"][0]["timing"]["repeat"]["periodUnit"] = "mo"
     source = tmp_path / "bad.json"
     source.write_text(json.dumps(document))
@@ -567,7 +567,7 @@ def test_sign_refuses_an_invalid_schedule_naming_the_field(tmp_path, keys):
 
 def test_sign_refuses_a_file_that_is_not_a_key(tmp_path):
     (tmp_path / "k").write_text("not base64!\n")
-    result = dispenser("clinic", "sign", EXAMPLES / "schedule.json", "--key", tmp_path / "k",
+    result = dispenser("clinic", "sign", DEMO / "schedule.json", "--key", tmp_path / "k",
                        "--out", tmp_path / "o.json")
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "not a clinic key" in result.stderr
 
@@ -578,7 +578,7 @@ def test_sign_refuses_a_file_that_is_not_a_key(tmp_path):
 @pytest.fixture
 def signed_schedule(tmp_path, keys) -> Path:
     key, _ = keys
-    assert dispenser("clinic", "sign", EXAMPLES / "schedule.json", "--key", key, "--device", DEVICE,
+    assert dispenser("clinic", "sign", DEMO / "schedule.json", "--key", key, "--device", DEVICE,
                      "--out", tmp_path / "signed.json").returncode == 0
     return tmp_path / "signed.json"
 
@@ -601,10 +601,10 @@ def test_push_refuses_an_unsigned_schedule_unless_told(tmp_path, broker):
     config = write_config(tmp_path / "clinic.toml", tmp_path / "unused.db", broker.port)
     device = Clinic(broker, client_id=DEVICE).connect(f"{BASE}/schedule/set")
     try:
-        refused = dispenser("clinic", "push", EXAMPLES / "schedule.json", "--device", DEVICE, "--config", config)
+        refused = dispenser("clinic", "push", DEMO / "schedule.json", "--device", DEVICE, "--config", config)
         assert refused.returncode == 2 and refused.stderr.count("\n") == 1
         assert "not signed" in refused.stderr and "--allow-unsigned" in refused.stderr
-        allowed = dispenser("clinic", "push", EXAMPLES / "schedule.json", "--device", DEVICE,
+        allowed = dispenser("clinic", "push", DEMO / "schedule.json", "--device", DEVICE,
                             "--config", config, "--allow-unsigned")
         assert allowed.returncode == 0, allowed.stderr
         assert device.wait_for(lambda: device.messages) and len(device.messages) == 1
@@ -615,7 +615,7 @@ def test_push_refuses_an_unsigned_schedule_unless_told(tmp_path, broker):
 def test_push_to_a_device_nobody_listens_for_fails(tmp_path, broker, keys):
     config = write_config(tmp_path / "clinic.toml", tmp_path / "unused.db", broker.port)
     signed = tmp_path / "for-9999.json"
-    assert dispenser("clinic", "sign", EXAMPLES / "schedule.json", "--key", keys[0], "--device", "disp-9999",
+    assert dispenser("clinic", "sign", DEMO / "schedule.json", "--key", keys[0], "--device", "disp-9999",
                      "--out", signed).returncode == 0
     result = dispenser("clinic", "push", signed, "--device", "disp-9999", "--config", config)
     assert result.returncode == 1 and "no device is subscribed" in result.stderr
@@ -838,7 +838,7 @@ def test_sign_makes_an_rfc_8785_signature_any_language_can_check(tmp_path, keys)
     import rfc8785
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     key, public = keys
-    document = json.loads((EXAMPLES / "schedule.json").read_text())
+    document = json.loads((DEMO / "schedule.json").read_text())
     document["medications"][2]["dosage"][0]["timing"]["repeat"]["period"] = 0.5
     source = tmp_path / "half.json"
     source.write_text(json.dumps(document))

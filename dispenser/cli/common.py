@@ -16,13 +16,13 @@ from zoneinfo import ZoneInfo
 
 from .. import docjson
 from ..config import Config, load_config
+from ..timeutil import UTC
 
 if TYPE_CHECKING:
     from ..engine import Engine
     from ..schedule import Schedule
     from ..store import Store
 
-UTC = timezone.utc
 
 
 class UserError(Exception):

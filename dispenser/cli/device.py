@@ -5,18 +5,17 @@ import argparse
 import json
 import os
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable
 
 from ..config import Config, load_config
 from ..schedule import load_schedule_file, parse_schedule
 from ..scheduler import doses_between
-from ..timeutil import format_utc, parse_utc
+from ..timeutil import UTC, format_utc, parse_utc
 from .common import (UserError, config_of, moment as parse_moment, now as wall_now, open_engine, open_log,
                      positive, read_json, reader_gone, schedule_in_force)
 
-UTC = timezone.utc
 
 
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Callable[[argparse.Namespace], int]]:
