@@ -164,6 +164,17 @@ def test_hardware_md_wiring_table_names_the_right_header_pins():
     assert checked >= 8
 
 
+def test_build_md_wires_the_sample_to_the_pins_of_the_table():
+    """docs/BUILD.md's wiring steps name each pin of the documented build where the table has it."""
+    steps = markdown_section((ROOT / "docs" / "BUILD.md").read_text(encoding="utf-8"), "## Wiring")
+    table = pin_table(parse_hardware_config(SAMPLE))
+    servos = [use.header for use in table if use.owner.startswith("servo")]
+    assert "header pins " + ", ".join(map(str, servos)) + ")" in " ".join(steps.split())
+    for use in table:
+        if not use.owner.startswith("servo"):
+            assert f"pin {use.header} (GPIO{use.bcm})" in steps, use
+
+
 def test_the_command_writes_and_checks_the_diagram(tmp_path, capsys):
     out = tmp_path / "wiring.svg"
     assert main(["--out", str(out)]) == 0
