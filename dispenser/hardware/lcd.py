@@ -134,6 +134,14 @@ class Lcd:
         shown = self._shown
         return list(shown) if shown is not None else [" " * self.cols] * self.rows
 
+    def glass(self) -> list[str] | None:
+        """What the glass shows now: the emulated controller's DDRAM as its rows, read
+        between two `show()`s (never a half-written row); None for a real display."""
+        if self.emulator is None:
+            return None
+        with self._lock:
+            return self.emulator.lines()
+
     def fit(self, lines: list[str]) -> list[str]:
         """Exactly `rows` rows of exactly `cols` encoded characters."""
         if isinstance(lines, str):
@@ -230,6 +238,9 @@ class NullLcd:
     size = Lcd.size
     text = Lcd.text
     fit = Lcd.fit
+
+    def glass(self) -> list[str] | None:
+        return None
 
     def show(self, lines: list[str]) -> bool:
         wanted = self.fit(lines)
