@@ -113,6 +113,15 @@ def test_the_frame_is_the_ddram_not_the_daemons_text(live_device, size):
     assert device.ddram()[:2] == ["06:10 Next 08:00".ljust(size[0]), name.ljust(size[0])]
 
 
+def test_what_is_drawn_comes_from_the_controller_whatever_wrote_it(live_device):
+    device = live_device()
+    device.terminal.draw()
+    device.hw.lcd.show(["written past the", "daemon \\ caf\u00e9 and far too long"])  # not the daemon's text
+    device.terminal.draw()
+    assert device.drawn_glass() == ["written past the", "daemon ? caf? an"]  # as the ROM draws it, cut
+    assert device.daemon._shown != device.drawn_glass()
+
+
 def test_keys_go_in_and_the_frame_follows_the_glass(live_device):
     """Real keys through a pseudo-terminal: `h` asks for the as-needed dose, space presses."""
     main, side = os.openpty()
