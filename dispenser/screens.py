@@ -51,10 +51,6 @@ class View:
     choices: list[str] = field(default_factory=list)
 
 
-def hhmm(moment: datetime | None) -> str:
-    return moment.strftime("%H:%M") if moment else "--:--"
-
-
 def when(moment: datetime | None, now: datetime) -> str:
     """A moment as short as it can be read without doubt: "20:00" within a day of now,
     "Wed 08:00" within a week, else the date "03 Jan"."""
