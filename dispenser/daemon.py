@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 from .engine import Engine
 from .store import StoreError
 from .rules import Outcome
-from .screens import MOODS, SIDE_EFFECTS, View, screen
+from .screens import MOODS, SIDE_EFFECTS, View, screen, screen_feedback, screen_name
 from .timeutil import UTC
 
 log = logging.getLogger("dispenser")
@@ -359,7 +359,7 @@ class Daemon:
             names = tuple(outcome.detail["medications"])
             self.screen_state = Screen(mode="menu", choices=names, until=now + MENU_SILENCE)
         elif outcome.feedback:
-            self.screen_state = Screen(mode="feedback", feedback=outcome.feedback, detail=outcome.detail,
+            self.screen_state = Screen(mode="feedback", feedback=screen_feedback(outcome), detail=outcome.detail,
                                        until=now + FEEDBACK_FOR)
 
     # -- carrying out ---------------------------------------------------------------------------
@@ -444,18 +444,18 @@ class Daemon:
                   for key, value in (state.detail or {}).items()}
         return View(
             now=now.astimezone(tz), mode="storage_error" if self.storage_error else state.mode, feedback=state.feedback, detail=detail,
-            due=[dose.name for dose in model.due],
-            waiting=[dose.name for dose in model.awaiting],
-            next_name=upcoming.name if upcoming else None,
+            due=[screen_name(model, dose.medication_id) for dose in model.due],
+            waiting=[screen_name(model, dose.medication_id) for dose in model.awaiting],
+            next_name=screen_name(model, upcoming.medication_id) if upcoming else None,
             next_at=upcoming.scheduled_at.astimezone(tz) if upcoming else None,
             low=low, offline=self.sync is not None and not self.sync.connected,
             clock_unknown=not model.clock_trusted,
-            choice=state.choice, choices=[model.name(c) for c in state.choices],
+            choice=state.choice, choices=[screen_name(model, c) for c in state.choices],
         )
 
     def render(self, now: datetime) -> None:
         lcd = self.hardware.lcd
-        lines = screen(self.view(now), rows=getattr(lcd, "rows", 2))
+        lines = screen(self.view(now), rows=getattr(lcd, "rows", 2), cols=getattr(lcd, "cols", 16))
         self._shown = lines
         self._safely("lcd", lambda: lcd.show(lines), now)
 

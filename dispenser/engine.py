@@ -228,7 +228,8 @@ class Engine:
             awaiting=tuple(dose(r) for r in self.rules.awaiting_confirmation(now)) if timed else (),
             next_dose=dose(upcoming) if upcoming else None,
             stock=tuple(StockView(m.id, m.name, m.compartment, state.stock.get(m.id, 0),
-                                  m.id in state.stock_low, m.id in state.stock_empty, m.as_needed is not None)
+                                  m.id in state.stock_low, m.id in state.stock_empty, m.as_needed is not None,
+                                  m.display)
                         for m in medications),
             clock_trusted=clock_trusted,
         )

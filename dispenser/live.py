@@ -1,5 +1,6 @@
-"""The live simulator's terminal: the LCD as it would look, the LED, the buzzer, the servos,
-and the keyboard as the button.
+"""The live simulator's terminal: the LCD as its glass shows it (the emulated HD44780's
+DDRAM, at the configured 16x2 or 20x4, never the daemon's text), the LED, the buzzer, the
+servos, and the keyboard as the button.
 
 In a terminal it redraws in place; with stdin and stdout not a terminal (a pipe, a test)
 it reads one command a line (`press`, `hold`, `hold MEDICATION`, `quit`) and prints the
@@ -11,22 +12,32 @@ import contextlib
 import sys
 import threading
 import time
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 from .daemon import Daemon
+
+if TYPE_CHECKING:
+    from .hardware.lcd import Lcd, NullLcd
 
 KEYS = {" ": "press", "\r": "press", "\n": "press", "h": "hold", "q": "stop"}
 HELP = "keys: space/enter = press   h = hold (as needed)   q = quit"
 
 
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
 class Terminal:
     """Draws the simulated device and feeds keys to the daemon."""
 
-    def __init__(self, daemon: Daemon, clock, speed: float, out=sys.stdout, inp=sys.stdin):
+    def __init__(self, daemon: Daemon, clock: Clock, speed: float, out: TextIO = sys.stdout,
+                 inp: TextIO = sys.stdin) -> None:
         self.daemon, self.clock, self.speed = daemon, clock, speed
         self.out, self.inp = out, inp
         self.interactive = out.isatty() and inp.isatty()
         self.moves: list[str] = []
-        self._last = None
+        self._last: object = None
         self._done = threading.Event()
         self.unread = False  # stdout was closed by its reader
 
@@ -85,28 +96,30 @@ class Terminal:
             self.daemon.put("stop")  # nobody reads the screen any more (`| head`): stop as `q` would
 
     def draw(self) -> None:
-        """Runs on the draw thread: reads only what the daemon's thread replaces whole
-        (the lines shown, the engine's read model), never the rules' state."""
+        """Runs on the draw thread: draws what the glass shows (the emulated HD44780's
+        DDRAM, read under the display's lock) and the read model's time, never the rules'
+        state. Redrawn whenever any of it changes, the clock's second included, so the
+        clock never stands still."""
         hw = self.daemon.hardware
-        lines = list(self.daemon._shown) or [""]
+        rows = glass_rows(hw.lcd)  # the emulator keeps its DDRAM after the device closes
         try:
             led, buzzer = hw.led.is_on, hw.buzzer.is_on
-        except Exception:  # the pins are closed: the device is shutting down
+        except Exception:  # the pins are closed: the device has stopped, its last screen stays
+            led = buzzer = False
+        if not self.interactive:
+            if rows != self._last:
+                self._last = rows
+                print("LCD | " + " | ".join(row.rstrip() for row in rows), file=self.out, flush=True)
             return
-        frame = (tuple(lines),) if not self.interactive else (tuple(lines), led, buzzer, tuple(self.moves))
+        now = self.clock.now().astimezone(self.daemon.timezone())  # the read model: safe on this thread
+        clock = f"{now:%a %d %b %H:%M:%S}  (x{self.speed:g})"
+        frame = (rows, led, buzzer, tuple(self.moves), clock)
         if frame == self._last:
             return
         self._last = frame
-        if not self.interactive:
-            print("LCD | " + " | ".join(line.rstrip() for line in lines), file=self.out, flush=True)
-            return
-        width = max(len(line) for line in lines)
-        now = self.clock.now().astimezone(self.daemon.timezone())  # the read model: safe on this thread
-        box = ["+" + "-" * width + "+"] + [f"|{line:<{width}}|" for line in lines] + ["+" + "-" * width + "+"]
         status = (f"LED {'*' if led else '.'}   buzzer {'BEEP' if buzzer else '-'}   "
                   f"{'  '.join(self.moves)}")
-        clock = f"{now:%a %d %b %H:%M:%S}  (x{self.speed:g})"
-        text = "\x1b[H\x1b[2J" + "\n".join(["dispenser (simulated)", "", *box, "", status, clock, "", HELP])
+        text = "\x1b[H\x1b[2J" + "\n".join(["dispenser (simulated)", "", *boxed(rows), "", status, clock, "", HELP])
         self.out.write(text + "\n")
         self.out.flush()
 
@@ -115,7 +128,20 @@ class Terminal:
         self.draw()
 
 
-def run_live(daemon: Daemon, clock, speed: float, terminal: Terminal) -> None:
+def glass_rows(lcd: Lcd | NullLcd) -> tuple[str, ...]:
+    """The rows the display's glass shows; a note when no display is fitted (`lcd = "none"`)."""
+    rows = lcd.glass()
+    return tuple(rows) if rows is not None else ("(no LCD fitted)",)
+
+
+def boxed(rows: tuple[str, ...]) -> list[str]:
+    """The glass in a frame exactly as wide as the display."""
+    width = max(len(row) for row in rows)
+    edge = "+" + "-" * width + "+"
+    return [edge, *(f"|{row:<{width}}|" for row in rows), edge]
+
+
+def run_live(daemon: Daemon, clock: Clock, speed: float, terminal: Terminal) -> None:
     """The daemon on the main thread; keys and drawing on two helpers."""
     from .runner import run_daemon
     threading.Thread(target=terminal.read_keys, daemon=True, name="keys").start()

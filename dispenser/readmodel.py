@@ -42,6 +42,7 @@ class StockView:
     low: bool
     empty: bool
     as_needed: bool
+    display: str | None = None  # the schedule's name for the LCD, when it gives one
 
 
 @dataclass(frozen=True)

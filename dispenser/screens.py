@@ -1,25 +1,44 @@
 """What the LCD says. Pure: a `View` of the moment in, text lines out.
 
-Short words a tired person reads at a glance; the second line always says what the
-button does now. Written for 16 columns; a 20x4 display gets the clock and status on
-its extra rows.
+Short words a tired person reads at a glance; the second line says what the button does
+now, or that nothing needs pressing. Every line is written for the glass it goes to,
+16 or 20 columns: times, counts and instructions always fit whole, and a medication's
+name is its `display` or its `name` shortened by the rule in `lcd_fit` (docs/SCHEDULE.md),
+so the display never cuts what a person must read. A 4-row display adds the date and
+time and a status row.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+
+from typing import TYPE_CHECKING
+
+from .lcd_fit import first_fitting, fit_name, labelled
+
+if TYPE_CHECKING:
+    from .readmodel import ReadModel
+    from .rules import Outcome
 
 MOODS = ["1 very bad", "2 bad", "3 okay", "4 good", "5 very good"]
 SIDE_EFFECTS = ["none", "mild", "strong"]
 
+# Every mode and feedback the daemon can put on the screen (tests render each of them).
+MODES = ("idle", "feedback", "menu", "checkin_mood", "checkin_side", "storage_error")
+FEEDBACKS = ("released", "prn_released", "confirmed", "too_early", "nothing_due", "empty", "held",
+             "denied", "no_as_needed", "missed", "release_failed", "checkin_saved")
+
 
 @dataclass
 class View:
-    """Everything a screen may show, gathered by the daemon at one moment (local times)."""
+    """Everything a screen may show, gathered by the daemon at one moment (local times).
+
+    Names are what the screen should call a medication: its `display`, else its `name`.
+    """
 
     now: datetime
-    mode: str = "idle"          # idle | feedback | menu | checkin_mood | checkin_side | storage_error
-    feedback: str = ""          # the last outcome's feedback while it is shown
+    mode: str = "idle"          # one of MODES
+    feedback: str = ""          # the last outcome's feedback while it is shown (FEEDBACKS)
     detail: dict = field(default_factory=dict)
     due: list[str] = field(default_factory=list)        # names of doses a press would release
     waiting: list[str] = field(default_factory=list)    # released, waiting for confirmation
@@ -32,21 +51,31 @@ class View:
     choices: list[str] = field(default_factory=list)
 
 
-def hhmm(moment: datetime | None) -> str:
-    return moment.strftime("%H:%M") if moment else "--:--"
+def when(moment: datetime | None, now: datetime) -> str:
+    """A moment as short as it can be read without doubt: "20:00" within a day of now,
+    "Wed 08:00" within a week, else the date "03 Jan"."""
+    if moment is None:
+        return "--:--"
+    apart = abs(moment - now)
+    if apart < timedelta(hours=24):
+        return f"{moment:%H:%M}"
+    if apart < timedelta(days=7):
+        return f"{moment:%a %H:%M}"
+    return f"{moment:%d %b}"
 
 
-def screen(view: View, rows: int = 2) -> list[str]:
-    """The lines to show, most important state first."""
-    lines = _main(view)
+def screen(view: View, rows: int = 2, cols: int = 16) -> list[str]:
+    """The lines to show, most important state first; none longer than `cols`."""
+    lines = _main(view, cols)
     if rows >= 4:
-        status = "offline" if view.offline else ""
-        when = "Time not set yet" if view.clock_unknown else f"{view.now:%a %d %b %H:%M}"
-        lines += [when, status or _refill_line(view)]
+        if view.mode == "menu":
+            return lines + ["Press: next one", "Hold: ask for it"]
+        when_line = "Time not set yet" if view.clock_unknown else f"{view.now:%a %d %b %H:%M}"
+        lines = lines + [when_line, "offline" if view.offline else _refill_line(view, cols)]
     return lines
 
 
-def _main(view: View) -> list[str]:
+def _main(view: View, cols: int) -> list[str]:
     if view.mode == "storage_error":  # nothing can be logged, so nothing is given out
         return ["Storage problem", "Call your clinic"]
     if view.mode == "checkin_mood":
@@ -54,36 +83,48 @@ def _main(view: View) -> list[str]:
     if view.mode == "checkin_side":
         return ["Side effects?", f"< {SIDE_EFFECTS[view.choice]} >"]
     if view.mode == "menu":
-        return ["As needed: hold", f"> {view.choices[view.choice]}"]
+        name = view.choices[view.choice] if view.choices else "?"
+        return [labelled("> ", name, cols), first_fitting(["Press=next Hold=yes", "Hold to choose"], cols)]
     if view.mode == "feedback":
-        lines = _feedback(view)
+        lines = _feedback(view, cols)
         if lines:
             return lines
     if view.waiting:
         return ["Take your pill" if len(view.waiting) == 1 else "Take your pills", "Press when taken"]
     if view.due:
-        what = view.due[0] if len(view.due) == 1 else f"{len(view.due)} medicines"
-        return [f"Due: {what}", "Press to release"]
+        if len(view.due) == 1:
+            return [labelled("Due: ", view.due[0], cols), "Press to release"]
+        return [f"{len(view.due)} medicines due", "Press to release"]
     if view.clock_unknown:  # its clock may be wrong, so the device shows no time and gives nothing
         return ["Setting clock...", "Doses on hold"]
-    top = f"{view.now:%H:%M}" + (" offline" if view.offline else "")
-    if view.low:
-        return [top, _refill_line(view)]
-    if view.next_at is not None:
-        return [top, f"Next {hhmm(view.next_at)} {view.next_name or ''}".rstrip()]
-    return [top, "No doses planned"]
+    clock = f"{view.now:%H:%M}"
+    if view.next_at is None:
+        top = first_fitting([f"{clock} offline" if view.offline else clock, clock], cols)
+        return [top, _refill_line(view, cols) or "No doses planned"]
+    at = when(view.next_at, view.now)
+    top = first_fitting([f"{clock} Next {at}", f"Next {at}"], cols)
+    return [top, _refill_line(view, cols) or fit_name(view.next_name or "", cols)]
 
 
-def _refill_line(view: View) -> str:
-    return f"Refill box {','.join(str(c) for c in view.low)}" if view.low else ""
+def _refill_line(view: View, cols: int) -> str:
+    if not view.low:
+        return ""
+    boxes = ",".join(str(c) for c in view.low)
+    return first_fitting([f"Refill box {boxes}", f"Refill {boxes}", f"Refill {len(view.low)} boxes"], cols)
 
 
-def _feedback(view: View) -> list[str] | None:
+def _feedback(view: View, cols: int) -> list[str] | None:
     detail = view.detail
     kind = view.feedback
+
+    def at(key: str) -> str:
+        return when(detail.get(key), view.now)
+
     if kind == "released":
         count = len(detail.get("medications", []))
         return ["Take your pills" if count > 1 else "Take your pill", "Press when taken"]
+    if kind == "prn_released":  # an as-needed dose is logged as given: no confirmation is asked
+        return ["Take your pill", "No need to press"]
     if kind == "confirmed":
         return ["Thank you!", "Dose recorded"]
     if detail.get("reason") == "clock_behind":  # the clock was set back: wait until it passes the log
@@ -91,26 +132,49 @@ def _feedback(view: View) -> list[str] | None:
     if detail.get("reason") == "clock_unsynchronized":
         return ["Setting clock...", "Please wait"]
     if kind == "too_early":
-        return ["Too early", f"Opens at {hhmm(detail.get('opens_at'))}"]
+        return ["Too early", first_fitting([f"Opens at {at('opens_at')}", f"Opens {at('opens_at')}"], cols)]
     if kind == "nothing_due":
-        return ["Nothing due now", f"Next {hhmm(view.next_at)}" if view.next_at else ""]
+        return ["Nothing due now", f"Next {when(view.next_at, view.now)}" if view.next_at else ""]
     if kind == "empty":
         return ["Box is empty", "Ask for a refill"]
     if detail.get("reason") == "unloaded":  # the schedule changed what the box holds
         return ["Box needs refill", "Clinic informed"]
     if kind == "held":  # section 6: too soon after the last dose, or kept apart from another
-        allowed = detail.get("allowed_at")
-        return ["Dose on hold", f"Wait until {hhmm(allowed)}" if allowed else "Clinic informed"]
+        if not detail.get("allowed_at"):
+            return ["Dose on hold", "Clinic informed"]
+        return ["Dose on hold", first_fitting([f"Wait until {at('allowed_at')}", f"Until {at('allowed_at')}"], cols)]
     if kind == "denied":
         if detail.get("reason") == "empty":
             return ["As-needed box", "is empty"]
-        return ["As-needed locked", f"until {hhmm(detail.get('allowed_at'))}"]
+        if not detail.get("allowed_at"):
+            return ["As-needed locked", "Ask your clinic"]
+        return ["As-needed locked", f"until {at('allowed_at')}"]
     if kind == "no_as_needed":
         return ["No as-needed", "medicine set"]
     if kind == "missed":
-        return [f"Missed: {hhmm(detail.get('scheduled_at'))}", "Clinic informed"]
+        return [first_fitting([f"Missed: {at('scheduled_at')}", f"Missed {at('scheduled_at')}"], cols),
+                "Clinic informed"]
     if kind == "release_failed":
         return ["Dispenser fault", "Help is informed"]
     if kind == "checkin_saved":
         return ["Thank you!", "Answer saved"]
     return None
+
+
+# -- from the daemon's world to the screen's ----------------------------------------------------
+
+def screen_name(model: ReadModel, medication_id: str) -> str:
+    """What the screen calls a medication: its `display` when the schedule gives one."""
+    item = model.medication(medication_id)
+    if item is None:
+        return medication_id
+    return item.display or item.name
+
+
+def screen_feedback(outcome: Outcome) -> str:
+    """The feedback to show for an outcome: an as-needed release needs no confirming press,
+    so it is not the scheduled dose's "Press when taken"."""
+    if outcome.feedback == "released" and any(d.type == "prn.released" for d in outcome.drafts) \
+            and not any(d.type == "dose.released" for d in outcome.drafts):
+        return "prn_released"
+    return outcome.feedback

@@ -90,9 +90,9 @@ def wait_for(predicate, seconds: float = HANG) -> bool:
 
 def test_a_day_as_the_person_sees_it():
     device = Device()
-    assert device.lcd() == ["06:00", "Next 08:00 Sertr"]
+    assert device.lcd() == ["06:00 Next 08:00", "Sertraline 50 mg"]
     assert device.press("2026-11-24T07:10:00") == ["Too early", "Opens at 07:30"]
-    assert device.at("2026-11-24T07:30:00") == ["Due: Sertraline", "Press to release"]
+    assert device.at("2026-11-24T07:30:00") == ["Sertraline 50 mg", "Press to release"]
     assert device.hw.led.is_on  # the window is open: a quiet light, no sound yet
     assert not device.hw.buzzer.is_on
 
@@ -104,9 +104,9 @@ def test_a_day_as_the_person_sees_it():
 
     assert device.press("2026-11-24T07:46:00") == ["Thank you!", "Dose recorded"]
     assert device.at("2026-11-24T07:46:20")[0] == "Thank you!"  # for half a minute
-    assert device.at("2026-11-24T08:20:00") == ["08:20", "Next 09:00 Naltr"]
+    assert device.at("2026-11-24T08:20:00") == ["08:20 Next 09:00", "Naltrexone 25 mg"]
 
-    assert device.hold("2026-11-24T13:00:00") == ["Take your pill", "Press when taken"]
+    assert device.hold("2026-11-24T13:00:00") == ["Take your pill", "No need to press"]  # as needed: no confirming
     assert device.duties(3)[-3:] == [OPEN_DUTY, CLOSED_DUTY, 0.0]
     assert device.hold("2026-11-24T14:00:00") == ["As-needed locked", "until 19:00"]
     assert device.events("dose.missed")[0]["data"]["medication_id"] == "naltrexone"
@@ -130,7 +130,7 @@ def test_an_empty_compartment_says_so_and_nothing_moves():
     before = device.duties(1)
     assert device.press("2026-11-24T07:45:00") == ["Box is empty", "Ask for a refill"]
     assert device.duties(1) == before
-    assert device.at("2026-11-24T07:46:00")[0] == "Due: Sertraline"
+    assert device.at("2026-11-24T07:46:00")[0] == "Sertraline 50 mg"
 
 
 def test_checkin_after_a_confirmed_dose():
@@ -187,7 +187,7 @@ def test_a_failing_servo_is_a_failed_release_and_the_device_goes_on():
 def test_both_display_sizes(size):
     device = Device(lcd_size=size)
     lines = device.at("2026-11-24T07:30:00")
-    due = "Due: Sertraline 50 mg"[: size[0]].rstrip()
+    due = "Sertraline 50 mg"  # "Due: " is left out before a name is shortened
     if size[1] == 2:
         assert lines == [due, "Press to release"]
     else:
@@ -243,7 +243,7 @@ def test_an_unsynchronised_clock_holds_doses_says_so_and_alerts_once_after_half_
     assert device.duties(1) == before and device.events("dose.released") == []
 
     marker[0] = device.now.timestamp()  # NTP answers
-    assert device.at("2026-11-24T07:46:00") == ["Due: Sertraline", "Press to release"]
+    assert device.at("2026-11-24T07:46:00") == ["Sertraline 50 mg", "Press to release"]
     assert device.press("2026-11-24T07:47:00") == ["Take your pill", "Press when taken"]
     assert len(device.events("clock.synchronized")) == 1 and len(alerts()) == 1
     assert device_state(device.engine, device.now)["clock_trusted"] is True

@@ -17,7 +17,8 @@ import contextlib
 import sys
 import threading
 import time
-from typing import Callable
+from collections.abc import Iterator
+from typing import Any, Callable
 
 from .errors import LcdFault
 from .hd44780 import HD44780
@@ -56,7 +57,7 @@ class _FreeTime:
     def sleep(_seconds: float) -> None:
         return None
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(time, name)
 
 
@@ -65,7 +66,7 @@ _patch_depth = 0
 
 
 @contextlib.contextmanager
-def no_sleep():
+def no_sleep() -> Iterator[None]:
     """Within this block charlcd does not sleep (about 1 ms a byte otherwise).
 
     It swaps the library modules' `time` reference and restores it on exit; nested
@@ -89,7 +90,7 @@ def no_sleep():
                     sys.modules[name].time = time
 
 
-def _load_library():
+def _load_library() -> tuple[Any, Any]:
     """Import charlcd only when a display is used (it pulls in Blinka)."""
     try:
         from adafruit_character_lcd import character_lcd, character_lcd_i2c
@@ -133,6 +134,14 @@ class Lcd:
         """The rows last shown (as encoded for the display), blank before any."""
         shown = self._shown
         return list(shown) if shown is not None else [" " * self.cols] * self.rows
+
+    def glass(self) -> list[str] | None:
+        """What the glass shows now: the emulated controller's DDRAM as its rows, read
+        between two `show()`s (never a half-written row); None for a real display."""
+        if self.emulator is None:
+            return None
+        with self._lock:
+            return self.emulator.lines()
 
     def fit(self, lines: list[str]) -> list[str]:
         """Exactly `rows` rows of exactly `cols` encoded characters."""
@@ -188,7 +197,7 @@ class Lcd:
             if self._close is not None:
                 self._close()
 
-    def _ready(self):
+    def _ready(self) -> Any:
         """The charlcd object, (re)initialised and cleared when its state is unknown."""
         if self._device is None or self._shown is None:
             self._device = None
@@ -200,7 +209,7 @@ class Lcd:
         return self._device
 
     @contextlib.contextmanager
-    def _guard(self, action: str):
+    def _guard(self, action: str) -> Iterator[None]:
         try:
             if self._fast:
                 with no_sleep():
@@ -231,6 +240,9 @@ class NullLcd:
     text = Lcd.text
     fit = Lcd.fit
 
+    def glass(self) -> list[str] | None:
+        return None
+
     def show(self, lines: list[str]) -> bool:
         wanted = self.fit(lines)
         changed, self._shown = wanted != self._shown, wanted
@@ -251,7 +263,7 @@ class NullLcd:
 
 # -- builders -------------------------------------------------------------------
 
-def gpio_lcd(pins: dict, cols: int = 16, rows: int = 2, *, pin_factory=None,
+def gpio_lcd(pins: dict, cols: int = 16, rows: int = 2, *, pin_factory: Any = None,
              fast: bool = False) -> Lcd:
     """An HD44780 wired directly in 4-bit mode: `pins` maps rs, e, d4..d7 (and
     optionally backlight) to BCM numbers; RW is tied to ground."""
@@ -265,33 +277,33 @@ def gpio_lcd(pins: dict, cols: int = 16, rows: int = 2, *, pin_factory=None,
             line.close()
         raise
 
-    def connect():
+    def connect() -> Any:
         character_lcd, _ = _load_library()
         return character_lcd.Character_LCD_Mono(
             *(lines[name] for name in names), cols, rows, backlight_pin=lines.get("backlight"))
 
-    def close():
+    def close() -> None:
         for line in lines.values():
             line.close()
 
     return Lcd(connect, cols, rows, fast=fast, has_backlight="backlight" in lines, close=close)
 
 
-def mcp23008_lcd(i2c=None, cols: int = 16, rows: int = 2, *, address: int = 0x20,
+def mcp23008_lcd(i2c: Any = None, cols: int = 16, rows: int = 2, *, address: int = 0x20,
                  fast: bool = False) -> Lcd:
     """Adafruit's I2C/SPI backpack (MCP23008, address 0x20 to 0x27).
     `i2c` defaults to the Pi's bus, `board.I2C()`, opened at the first use."""
-    def connect():
+    def connect() -> Any:
         _, character_lcd_i2c = _load_library()
         return character_lcd_i2c.Character_LCD_I2C(i2c or _board_i2c(), cols, rows, address=address)
 
     return Lcd(connect, cols, rows, fast=fast)
 
 
-def pcf8574_lcd(i2c=None, cols: int = 16, rows: int = 2, *, address: int = 0x27,
+def pcf8574_lcd(i2c: Any = None, cols: int = 16, rows: int = 2, *, address: int = 0x27,
                 fast: bool = False) -> Lcd:
     """The common PCF8574 backpack (address 0x27, or 0x3F on PCF8574A boards)."""
-    def connect():
+    def connect() -> Any:
         character_lcd, _ = _load_library()
         expander = Pcf8574(i2c or _board_i2c(), address)
         expander.write(0x00)  # all lines low, RW (P1) low for writing; fails fast if absent
@@ -307,7 +319,7 @@ def sim_lcd(cols: int = 16, rows: int = 2) -> Lcd:
     """The real charlcd code on an emulated controller, without its sleeps."""
     screen = HD44780(cols, rows)
 
-    def connect():
+    def connect() -> Any:
         character_lcd, _ = _load_library()
         return character_lcd.Character_LCD_Mono(
             screen.rs, screen.enable, screen.d4, screen.d5, screen.d6, screen.d7,
@@ -316,7 +328,7 @@ def sim_lcd(cols: int = 16, rows: int = 2) -> Lcd:
     return Lcd(connect, cols, rows, fast=True, emulator=screen)
 
 
-def _board_i2c():
+def _board_i2c() -> Any:
     import board  # Blinka: only on the Pi, only for an I2C display
 
     return board.I2C()
