@@ -25,6 +25,7 @@ from .events import Draft
 from .limits import KEEP_EXACT, UNLOADED, Hold, Limits, Load, Mark, compact, mark
 from .schedule import Medication, Schedule
 from .scheduler import Dose, doses_between
+from .tamper import TAMPER_ALERT, UNSEEN_REASONS, LidState, fold_lid, opened_during, tamper_due_at
 from .timeutil import format_at, format_utc, parse_utc, truncate_ms
 
 CONFIRM_AFTER = timedelta(minutes=15)
@@ -113,6 +114,8 @@ class State:
     unjudged: tuple[datetime, datetime] | None = None
     # Doses missed while the device could not give them, not yet in an alert.
     missed_together: "MissedTogether | None" = None
+    # The lid switch, releases and refills, as far as a tamper alert needs them (tamper.py).
+    lid: LidState = field(default_factory=LidState)
 
 
 @dataclass
@@ -201,6 +204,23 @@ def fold(state: State, event: dict, schedule_loader: Callable[[int], Schedule | 
         state.stock_low.add(data["medication_id"])
     elif kind == "stock.empty":
         state.stock_empty.add(data["medication_id"])
+    if kind == "dose.release_failed" and data.get("reason") in UNSEEN_REASONS:
+        _unseen(state, data["compartment"])
+    fold_lid(state.lid, kind, data, at, event.get("event_id"))
+
+
+def _unseen(state: State, compartment: int) -> None:
+    """A release whose pill the drop sensor did not see: the compartment's count is not
+    believed any more. It holds 0 until a person refills it (docs/RULES.md, "The lid and
+    the drop sensor"); the failure's alert already said so, so no stock.empty follows."""
+    load = state.loads.get(compartment)
+    if load is None:
+        return
+    state.loads[compartment] = Load(load.medication_id, load.substance, load.strength, 0)
+    _stock_view(state)
+    for medication in state.schedule.medications if state.schedule else ():
+        if medication.compartment == compartment:
+            state.stock_empty.add(medication.id)
 
 
 def _fold_catch_up(state: State, kind: str, data: dict, at: datetime, event_id: str | None) -> None:
@@ -540,6 +560,7 @@ class DoseRules:
         outcome = self.catch_up(now)
         while self.catching_up(now):
             outcome.extend(self.catch_up(now))
+        self._tamper(outcome, now)
         return outcome
 
     _more = False  # the last step stopped short of `now` (its slice was full)
@@ -762,6 +783,9 @@ class DoseRules:
         for record in self.state.doses.values():
             if record.status == "released" and not record.unconfirmed_logged:
                 moments.append(record.released_at + CONFIRM_AFTER)
+        tamper = tamper_due_at(self.state.lid)
+        if tamper is not None:
+            moments.append(max(tamper, now + timedelta(milliseconds=1)))  # overdue: the next tick tells it
         future = [moment for moment in moments if moment > now]
         return min(future) if future else None
 
@@ -1102,6 +1126,64 @@ class DoseRules:
             data["scheduled_at"] = format_utc(record.scheduled_at)
         draft = self._emit(outcome, kind, data, now)
         self._alert(outcome, alert_kind, "critical", message, [draft], now)
+        return outcome
+
+    def release_unseen(self, now: datetime, release: Release, seen: int) -> Outcome:
+        """The drop sensor saw fewer pills than the release gave: `dose.release_failed`.
+
+        `reason` is what the device can tell: `empty` when the compartment's count says it
+        gave its last pills, else `jam`. As after a servo fault the dose is not tried again
+        and the release still counts for section 6 (the pill may have fallen unseen, or may
+        fall later); the compartment's count drops to 0 until a person refills it.
+        docs/RULES.md, "The lid and the drop sensor".
+        """
+        load = self.state.loads.get(release.compartment)
+        reason = "empty" if load is None or load.count == 0 else "jam"
+        what = "empty" if reason == "empty" else "jammed"
+        return self._release_trouble(
+            now, release, "dose.release_failed", "release_failed",
+            {"reason": reason, "seen": seen, "release_event_id": release.event_id},
+            f"Compartment {release.compartment} opened to release a dose but no pill was seen falling: "
+            f"it looks {what}. The dose will not be released again, and the compartment gives nothing "
+            f"more until it is refilled. Please check the compartment and the chute, and whether the "
+            f"person got the pill.")
+
+    def lid(self, now: datetime, opened: bool) -> Outcome:
+        """The lid switch changed: `lid.opened` (with `during` when a release or a refill explains
+        it) or `lid.closed`; an unexplained opening becomes a tamper alert later (`_tamper`)."""
+        outcome = self.tick(now)
+        now = self.log_time(now)
+        lid = self.state.lid
+        if opened == lid.open:
+            return outcome  # no change the log does not know (a bounce, the shut lid at start)
+        if opened:
+            during = opened_during(lid, now)
+            self._emit(outcome, "lid.opened", {"during": during} if during else {}, now)
+        else:
+            self._emit(outcome, "lid.closed", {}, now)
+        return outcome
+
+    def _tamper(self, outcome: Outcome, now: datetime) -> None:
+        """An opening no release or refill explained, its grace over: the caregiver hears."""
+        due = tamper_due_at(self.state.lid)
+        if due is None or now < due or self.time_unknown(now):
+            return
+        event_id, opened, shut = self.state.lid.unexplained
+        still = "" if shut is not None else " and is still open"
+        self._emit(outcome, "alert.raised", {
+            "alert_id": self.new_id(), "kind": TAMPER_ALERT, "severity": "warning",
+            "message": f"The dispenser's lid was opened at {self._local(opened)}{still}, when no dose was "
+                       f"being released and no refill followed. Please check that no pills are missing.",
+            "events": [event_id]}, self.log_time(now))
+
+    def pill_outside_release(self, now: datetime, count: int) -> Outcome:
+        """The drop sensor saw pills no release gave (one falling late from a jam, two for one)."""
+        outcome = self.tick(now)
+        now = self.log_time(now)
+        draft = self._emit(outcome, "pill.unexpected", {"count": count}, now)
+        self._alert(outcome, "pill_unexpected", "warning",
+                    f"The dispenser saw {count} pill(s) fall that no release gave (a pill stuck earlier, "
+                    f"or more than one at once). Please check what the person received.", [draft], now)
         return outcome
 
     def fault(self, now: datetime, component: str, error: str) -> Outcome:
