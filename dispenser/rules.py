@@ -25,7 +25,7 @@ from .events import Draft
 from .limits import KEEP_EXACT, UNLOADED, Hold, Limits, Load, Mark, compact, mark
 from .schedule import Medication, Schedule
 from .scheduler import Dose, doses_between
-from .tamper import TAMPER_ALERT, UNSEEN_REASONS, LidState, fold_lid, opened_during, tamper_due_at
+from .sensor_rules import TAMPER_ALERT, UNSEEN_REASONS, LidState, fold_lid, opened_during, tamper_due_at
 from .timeutil import format_at, format_utc, parse_utc, truncate_ms
 
 CONFIRM_AFTER = timedelta(minutes=15)
@@ -114,7 +114,7 @@ class State:
     unjudged: tuple[datetime, datetime] | None = None
     # Doses missed while the device could not give them, not yet in an alert.
     missed_together: "MissedTogether | None" = None
-    # The lid switch, releases and refills, as far as a tamper alert needs them (tamper.py).
+    # The lid switch, releases and refills, as far as a tamper alert needs them (sensor_rules.py).
     lid: LidState = field(default_factory=LidState)
 
 
@@ -205,19 +205,25 @@ def fold(state: State, event: dict, schedule_loader: Callable[[int], Schedule | 
     elif kind == "stock.empty":
         state.stock_empty.add(data["medication_id"])
     if kind == "dose.release_failed" and data.get("reason") in UNSEEN_REASONS:
-        _unseen(state, data["compartment"])
+        _unseen(state, data)
     fold_lid(state.lid, kind, data, at, event.get("event_id"))
 
 
-def _unseen(state: State, compartment: int) -> None:
-    """A release whose pill the drop sensor did not see: the compartment's count is not
-    believed any more. It holds 0 until a person refills it (docs/RULES.md, "The lid and
-    the drop sensor"); the failure's alert already said so, so no stock.empty follows."""
+def _unseen(state: State, data: dict) -> None:
+    """A release whose pill the drop sensor did not see (docs/RULES.md, "The lid and the drop
+    sensor"). Its dose is open again in its window, and its release keeps counting for
+    section 6 (the pill may have fallen unseen): a press asks section 6 again with it counted.
+    The compartment's count is not believed any more: it holds 0 until a person refills it.
+    The failure's alert said so: no stock.empty follows."""
+    compartment = data["compartment"]
+    if "scheduled_at" in data:
+        record = state.doses.get((data["medication_id"], parse_utc(data["scheduled_at"])))
+        if record is not None:
+            record.status = "pending"
     load = state.loads.get(compartment)
-    if load is None:
-        return
-    state.loads[compartment] = Load(load.medication_id, load.substance, load.strength, 0)
-    _stock_view(state)
+    if load is not None:
+        state.loads[compartment] = Load(load.medication_id, load.substance, load.strength, 0)
+        _stock_view(state)
     for medication in state.schedule.medications if state.schedule else ():
         if medication.compartment == compartment:
             state.stock_empty.add(medication.id)
@@ -521,7 +527,13 @@ class DoseRules:
         medication = self.state.schedule.medication(dose.medication_id) if limits else None
         if medication is None:
             return None
-        return limits.scheduled_hold(dose, medication, self.state.releases, self.state.loads, now)
+        hold = limits.scheduled_hold(dose, medication, self.state.releases, self.state.loads, now)
+        record = self._record(dose)
+        if hold is None and record is not None and record.released_at is not None:
+            # Released once already, its pill not seen: that release may have given the pill, so
+            # the minimum gap runs from it too (not only from other doses' releases).
+            hold = limits.spacing_hold(medication, self.state.releases, now)
+        return hold
 
     def _held(self, outcome: Outcome, dose: Dose | DoseRecord, hold: Hold, now: datetime) -> None:
         """Log a hold once per dose and reason; the clinic hears of the dose once."""
@@ -1132,9 +1144,10 @@ class DoseRules:
         """The drop sensor saw fewer pills than the release gave: `dose.release_failed`.
 
         `reason` is what the device can tell: `empty` when the compartment's count says it
-        gave its last pills, else `jam`. As after a servo fault the dose is not tried again
-        and the release still counts for section 6 (the pill may have fallen unseen, or may
-        fall later); the compartment's count drops to 0 until a person refills it.
+        gave its last pills, else `jam`. The dose stays releasable in its window, but its
+        release keeps counting for section 6 (the pill may have fallen unseen, or may fall
+        later), so a second pill goes out only where section 6 allows it on top of the
+        first; and the compartment gives nothing until a person refills it.
         docs/RULES.md, "The lid and the drop sensor".
         """
         load = self.state.loads.get(release.compartment)
@@ -1144,9 +1157,9 @@ class DoseRules:
             now, release, "dose.release_failed", "release_failed",
             {"reason": reason, "seen": seen, "release_event_id": release.event_id},
             f"Compartment {release.compartment} opened to release a dose but no pill was seen falling: "
-            f"it looks {what}. The dose will not be released again, and the compartment gives nothing "
-            f"more until it is refilled. Please check the compartment and the chute, and whether the "
-            f"person got the pill.")
+            f"it looks {what}. It gives nothing more until it is refilled. The dispenser counts the pill "
+            f"as given and will not give a second one beyond the day's plan: please check the compartment, "
+            f"the chute and whether the person got the pill.")
 
     def lid(self, now: datetime, opened: bool) -> Outcome:
         """The lid switch changed: `lid.opened` (with `during` when a release or a refill explains

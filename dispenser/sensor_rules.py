@@ -1,5 +1,11 @@
-"""Pure: the lid's story as the log tells it, and when an opening becomes a tamper alert.
+"""Pure: what the lid switch and the pill-drop sensor mean for the dose rules.
 
+The drop sensor: a release whose pills were not all seen is `dose.release_failed` with
+`reason` jam or empty (UNSEEN_REASONS); rules.py opens its dose again, keeps counting the
+release for section 6 and empties the compartment until a refill. docs/RULES.md, "The
+lid and the drop sensor".
+
+The lid:
 A lid opened during a release (within RELEASE_GRACE of one) or around a refill
 (within REFILL_GRACE before it, or a refill logged within REFILL_GRACE after the lid
 shut) is a person doing what the device asked. Any other opening becomes a
@@ -11,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
 
 RELEASE_GRACE = timedelta(minutes=2)
 REFILL_GRACE = timedelta(minutes=15)
