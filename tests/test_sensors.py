@@ -392,3 +392,20 @@ def test_a_timer_of_an_earlier_press_does_not_make_the_next_press_a_hold():
     finally:
         button.close()
         factory.close()
+
+
+def test_the_live_simulator_s_lid_and_jam_commands_move_the_simulated_parts():
+    import io
+
+    from dispenser.live import HELP, Terminal
+    device = Device(*once_a_day())
+    terminal = Terminal(device.daemon, clock=None, speed=1, out=io.StringIO(), inp=io.StringIO("lid\njam\nlid\n"))
+    terminal.read_keys()
+    queued = []
+    while not device.daemon.inputs.empty():
+        queued.append(device.daemon.inputs.get_nowait())
+    from dispenser.inputs import LidClosed, LidOpened, Stop
+    assert queued == [LidOpened(), LidClosed(), Stop()]
+    assert "l = lid" in HELP and "j = jam" in HELP
+    device.press("2026-11-24T08:00:00")  # `jam`: the next release drops nothing
+    assert [e["data"]["reason"] for e in device.events("dose.release_failed")] == ["jam"]
