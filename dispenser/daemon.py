@@ -310,7 +310,7 @@ class Daemon:
         except StoreError:
             raise  # the log cannot be written: _logging says so, and nothing is acknowledged
         except Exception as error:  # noqa: BLE001
-            kind = type(item).__name__
+            kind = "schedule" if isinstance(item, ScheduleMessage) else type(item).__name__.lower()
             log.exception("handling the input %s failed", kind)  # the engine rebuilt its rules from the log
             last = self._input_faults.get(kind)
             if last is None or not timedelta(0) <= now - last < INPUT_FAULT_EVERY:
