@@ -29,7 +29,8 @@ from .settings import HardwareConfig, parse_hardware_config
 __all__ = [
     "Hardware", "build_hardware", "build_sim_hardware", "parse_hardware_config", "HardwareConfig",
     "HardwareError", "HardwareConfigError", "PinFactoryError", "LcdFault", "ServoFault",
-    "Lcd", "NullLcd", "Compartments", "Button", "Sensor", "Buzzer", "Led", "make_pin_factory",
+    "Lcd", "NullLcd", "Compartments", "Button", "Sensor", "DropSensor", "SimulatedChute", "Buzzer", "Led",
+    "make_pin_factory",
 ]
 
 # Pins of the simulated device (mock pins; any free BCM numbers would do).
