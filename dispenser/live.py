@@ -16,7 +16,7 @@ from .daemon import Daemon
 from .inputs import Hold, Press, Stop
 
 KEYS = {" ": Press(), "\r": Press(), "\n": Press(), "h": Hold(), "q": Stop()}
-HELP = "keys: space/enter = press   h = hold (as needed)   l = lid open/shut   j = jam next release   q = quit"
+HELP = "keys: space/enter = press  h = hold (as needed)  l = lid  j = jam next release  q = quit"
 
 
 class Terminal:
