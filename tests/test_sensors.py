@@ -409,3 +409,12 @@ def test_the_live_simulator_s_lid_and_jam_commands_move_the_simulated_parts():
     assert "l = lid" in HELP and "j = jam" in HELP
     device.press("2026-11-24T08:00:00")  # `jam`: the next release drops nothing
     assert [e["data"]["reason"] for e in device.events("dose.release_failed")] == ["jam"]
+
+
+def test_the_simulated_device_with_its_sensors_runs_no_thread_while_idle():
+    """What the daemon's idle wake-ups were made of: gpiozero's hold thread (10 a second)."""
+    before = set(threading.enumerate())
+    hw = build_sim_hardware(lambda item: None, compartments=8, sleep=lambda s: None)
+    OPENED.append(hw)
+    assert hw.lid is not None and hw.drop is not None and hw.lid.is_active  # shut at start
+    assert set(threading.enumerate()) - before == set()
