@@ -16,9 +16,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import assert_never
 from zoneinfo import ZoneInfo
 
 from .engine import Engine
+from .inputs import (ConnectionChanged, Hold, Input, LidClosed, LidOpened, PillNotSeen, PillSeen, Press, Refill,
+                     ScheduleMessage, Stop, Tick, UnknownInput, as_input)
 from .store import StoreError
 from .rules import Outcome
 from .screens import MOODS, SIDE_EFFECTS, View, screen, screen_feedback, screen_name
@@ -123,7 +126,7 @@ class Daemon:
     """Feeds inputs and time to the engine and shows the outcome on the hardware.
 
         >>> daemon = Daemon(engine, hardware)
-        >>> daemon.start(now); daemon.handle("press", now)    # what the loop does
+        >>> daemon.start(now); daemon.handle(Press(), now)    # what the loop does
     """
 
     def __init__(self, engine: Engine, hardware, *, timezone_name: str = "UTC", checkin: bool = False,
@@ -153,9 +156,13 @@ class Daemon:
 
     # -- the queue ------------------------------------------------------------------------
 
-    def put(self, item) -> None:
-        """Thread-safe: the only thing callbacks from other threads may do."""
-        self.inputs.put(item)
+    def put(self, item: Input | str | tuple) -> None:
+        """Thread-safe: the only thing callbacks from other threads may do. An `Input`
+        (dispenser/inputs.py); the older strings and tuples are turned into one here."""
+        try:
+            self.inputs.put(as_input(item))
+        except UnknownInput as error:
+            log.warning("%s", error)  # a caller's bug: said, never the end of the loop
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -173,7 +180,7 @@ class Daemon:
                 item = self.inputs.get(timeout=timeout)
             except queue.Empty:
                 continue
-            if item == "stop":
+            if isinstance(item, Stop):
                 break
             self.handle(item, clock.now())
         self.stop(clock.now())
@@ -191,6 +198,9 @@ class Daemon:
     def start(self, now: datetime) -> None:
         self._last_now = now
         self._started = self._logging(lambda: self.engine.start(now))
+        lid = getattr(self.hardware, "lid", None)
+        if lid is not None:  # the lid as it is now: shut while the device was off is logged shut
+            self._logging(lambda: self.engine.lid(now, opened=not lid.is_active))
         self.on_time(now)
 
     _started = False
@@ -272,14 +282,21 @@ class Daemon:
 
     _last_now: datetime | None = None
 
-    def handle(self, item, now: datetime) -> None:
-        """One input: "press", "hold", ("hold", medication), ("schedule", payload), ..."""
+    def handle(self, item: Input | str | tuple, now: datetime) -> None:
+        """One input (dispenser/inputs.py): Press(), Hold(medication), ScheduleMessage(payload), ..."""
         self._last_now = now
         self.limiter.now = now
+        try:
+            item = as_input(item)
+        except UnknownInput as error:
+            log.warning("%s", error)
+            return
         logged = self._logging(lambda: self._handle_safely(item, now))
-        if isinstance(item, tuple) and item[0] == "schedule" and hasattr(item[1], "done"):
+        if self._uncounted:
+            self._logging(lambda: self._stray_pills(now))
+        if isinstance(item, ScheduleMessage) and hasattr(item.payload, "done"):
             try:  # its answer is in the log now: the broker may forget it (contract 4, v2)
-                item[1].done(logged=logged)
+                item.payload.done(logged=logged)
             except Exception:  # noqa: BLE001
                 log.exception("acknowledging a schedule/set failed")
         self._signal(now)
@@ -293,7 +310,7 @@ class Daemon:
         except StoreError:
             raise  # the log cannot be written: _logging says so, and nothing is acknowledged
         except Exception as error:  # noqa: BLE001
-            kind = str(item[0] if isinstance(item, tuple) else item)[:40]
+            kind = "schedule" if isinstance(item, ScheduleMessage) else type(item).__name__.lower()
             log.exception("handling the input %s failed", kind)  # the engine rebuilt its rules from the log
             last = self._input_faults.get(kind)
             if last is None or not timedelta(0) <= now - last < INPUT_FAULT_EVERY:
@@ -301,33 +318,40 @@ class Daemon:
                 message = " ".join(f"{kind}: {type(error).__name__}: {error}".split())[:300]
                 self.engine.fault(now, "daemon", message)
 
-    def _handle(self, item, now: datetime) -> None:
-        kind = item[0] if isinstance(item, tuple) else item
+    def _handle(self, item: Input, now: datetime) -> None:
+        """Every kind of input has its case: `assert_never` makes mypy refuse a forgotten one."""
         mode = self.screen_state.mode
-        if kind == "press":
-            self._press(now) if mode not in ("menu", "checkin_mood", "checkin_side") else self._cycle(now)
-        elif kind == "hold":
-            medication = item[1] if isinstance(item, tuple) else None
-            if mode == "menu":
-                self._show(self.engine.hold(now, self.screen_state.choices[self.screen_state.choice]), now)
-            elif mode == "checkin_mood":
-                self._ask_side_effects(now)
-            elif mode == "checkin_side":
-                self._save_checkin(now, self.screen_state.mood, SIDE_EFFECTS[self.screen_state.choice])
-            else:
-                self._show(self.engine.hold(now, medication), now)
-        elif kind == "schedule":
-            inbound = item[1]
-            if hasattr(inbound, "done"):  # sync.Inbound: bytes, or only the size when too large
-                self.engine.apply_schedule_payload(now, inbound.payload, "mqtt", size=inbound.size)
-            else:
-                self.engine.apply_schedule_payload(now, inbound, "mqtt")
-        elif kind == "refill":
-            self.engine.refill(now, item[1], item[2])
-        elif kind == "connection":
-            pass  # the sync's state changed; the redraw below shows it
-        else:
-            log.info("ignored input %r", item)
+        match item:
+            case Press():
+                self._press(now) if mode not in ("menu", "checkin_mood", "checkin_side") else self._cycle(now)
+            case Hold(medication=medication):
+                if mode == "menu":
+                    self._show(self.engine.hold(now, self.screen_state.choices[self.screen_state.choice]), now)
+                elif mode == "checkin_mood":
+                    self._ask_side_effects(now)
+                elif mode == "checkin_side":
+                    self._save_checkin(now, self.screen_state.mood, SIDE_EFFECTS[self.screen_state.choice])
+                else:
+                    self._show(self.engine.hold(now, medication), now)
+            case ScheduleMessage(payload=inbound):
+                if hasattr(inbound, "done"):  # sync.Inbound: bytes, or only the size when too large
+                    self.engine.apply_schedule_payload(now, inbound.payload, "mqtt", size=inbound.size)
+                else:
+                    self.engine.apply_schedule_payload(now, inbound, "mqtt")
+            case Refill(medication=medication, count=count):
+                self.engine.refill(now, medication, count)
+            case LidOpened():
+                self.engine.lid(now, opened=True)
+            case LidClosed():
+                self.engine.lid(now, opened=False)
+            case PillSeen():
+                self._stray_pills(now)
+            case ConnectionChanged() | Tick():
+                pass  # the sync's state changed, or only time passed: the redraw below shows it
+            case Stop():
+                pass  # the loop ends on it; handled here it changes nothing
+            case _:
+                assert_never(item)
 
     # -- the button -----------------------------------------------------------------------------
 
@@ -365,8 +389,43 @@ class Daemon:
     # -- carrying out ---------------------------------------------------------------------------
 
     def _move(self, compartment: int, quantity: int) -> None:
-        """The engine's mover: the intent is already logged when this runs."""
+        """The engine's mover: the intent is already logged when this runs.
+
+        With a drop sensor, the release counts its pills: those seen during its cycles,
+        and up to `drop_timeout_s` after the last one. Fewer than it gave raises
+        `PillNotSeen`, which the engine hands to the rules (jam or empty). Without one,
+        a release is as it always was: the servo's word.
+        """
+        drop = getattr(self.hardware, "drop", None)
+        before = drop.count if drop is not None else 0
+        if drop is not None:
+            self._uncounted += max(0, before - self._pills_counted)  # fell before this release began
         self.hardware.compartments.release(compartment, quantity, sleep=self.sleep)
+        if drop is None:
+            return
+        seen = drop.count - before
+        if seen < quantity and self.drop_waits:
+            seen = drop.wait_for(before + quantity, getattr(self.hardware, "drop_timeout_s", 1.0)) - before
+        self._pills_counted = drop.count
+        if seen < quantity:
+            raise PillNotSeen(compartment, quantity, seen)
+        self._uncounted += seen - quantity  # more fell than were given: told after this input
+
+    drop_waits = True  # a headless scenario's chute drops at once: no real time to wait for a pill
+    _pills_counted = 0  # the drop sensor's count that releases and reports have accounted for
+    _uncounted = 0  # pills seen beyond what releases gave, not yet told
+
+    def _stray_pills(self, now: datetime) -> None:
+        """Pills the releases did not account for (one falling late from a jam, two for one
+        release, a hand in the chute): told to the rules, which log them for the clinic."""
+        drop = getattr(self.hardware, "drop", None)
+        if drop is None:
+            return
+        stray = self._uncounted + max(0, drop.count - self._pills_counted)
+        self._uncounted, self._pills_counted = 0, max(self._pills_counted, drop.count)
+        if stray:
+            log.warning("the drop sensor saw %d pill(s) that no release gave", stray)
+            self.engine.pill_outside_release(now, stray)
 
     def _on_events(self, events: list[dict]) -> None:
         self._state_dirty = True

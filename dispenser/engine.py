@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from . import __version__
 from . import docjson
 from .events import GENESIS, canonical, event_hash
+from .inputs import PillNotSeen
 from .readmodel import DoseView, ReadModel, StockView
 from .rules import DoseRules, Outcome, Release, State, fold, forget_old
 from .schedule import MAX_SCHEDULE_BYTES, MAX_VERSION, Schedule, ScheduleError, parse_schedule
@@ -191,6 +192,10 @@ class Engine:
     def _carry_out(self, release: Release, now: datetime) -> bool:
         try:
             self.mover(release.compartment, release.quantity)
+        except PillNotSeen as unseen:  # the drop sensor's word: the rules say jam or empty
+            self._decide(now, lambda: self.rules.release_unseen(now, release, unseen.seen),
+                         closing={release.event_id: "failed"})
+            return False
         except Exception as error:  # a servo fault must not stop the device
             message = f"{type(error).__name__}: {error}"
             self._decide(now, lambda: self.rules.release_failed(now, release, message),
@@ -290,6 +295,14 @@ class Engine:
 
     def clock_unsynchronized(self, now: datetime, minutes: int) -> Outcome:
         return self._decide(now, lambda: self.rules.clock_unsynchronized(now, minutes))
+
+    def lid(self, now: datetime, opened: bool) -> Outcome:
+        """The lid switch changed (docs/RULES.md, "The lid and the drop sensor")."""
+        return self._decide(now, lambda: self.rules.lid(now, opened))
+
+    def pill_outside_release(self, now: datetime, count: int) -> Outcome:
+        """The drop sensor saw pills no release gave."""
+        return self._decide(now, lambda: self.rules.pill_outside_release(now, count))
 
     def next_wakeup(self, now: datetime) -> datetime | None:
         """For the owning thread's loop: the next moment a tick would log something."""

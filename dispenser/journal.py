@@ -42,6 +42,7 @@ EVENT_LEVELS = {
     "device.fault": logging.WARNING,
     "dose.release_failed": logging.ERROR,
     "dose.release_uncertain": logging.ERROR,
+    "pill.unexpected": logging.WARNING,
 }
 ALERT_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "critical": logging.ERROR}
 

@@ -3,8 +3,8 @@ DDRAM, at the configured 16x2 or 20x4, never the daemon's text), the LED, the bu
 servos, and the keyboard as the button.
 
 In a terminal it redraws in place; with stdin and stdout not a terminal (a pipe, a test)
-it reads one command a line (`press`, `hold`, `hold MEDICATION`, `quit`) and prints the
-LCD whenever it changes, so the same simulator can be scripted.
+it reads one command a line (`press`, `hold`, `hold MEDICATION`, `lid`, `jam`, `quit`) and
+prints the LCD whenever it changes, so the same simulator can be scripted.
 """
 from __future__ import annotations
 
@@ -16,12 +16,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, TextIO
 
 from .daemon import Daemon
+from .inputs import Hold, Press, Stop
 
 if TYPE_CHECKING:
     from .hardware.lcd import Lcd, NullLcd
 
-KEYS = {" ": "press", "\r": "press", "\n": "press", "h": "hold", "q": "stop"}
-HELP = "keys: space/enter = press   h = hold (as needed)   q = quit"
+KEYS = {" ": Press(), "\r": Press(), "\n": Press(), "h": Hold(), "q": Stop()}
+HELP = "keys: space/enter = press  h = hold (as needed)  l = lid  j = jam next release  q = quit"
 
 
 class Clock(Protocol):
@@ -55,7 +56,20 @@ class Terminal:
             else:
                 self._read_lines()
         finally:
-            self.daemon.put("stop")
+            self.daemon.put(Stop())
+
+    def _sensor_key(self, key: str) -> bool:
+        """`l` moves the simulated lid, `j` jams the next release: the parts' own pins do the
+        rest (their inputs reach the daemon as a real lid's and drop sensor's would)."""
+        hw = self.daemon.hardware
+        if key == "l" and getattr(hw, "lid", None) is not None:
+            pin = hw.lid.device.pin  # the switch pulls low while the lid is shut
+            pin.drive_high() if hw.lid.is_active else pin.drive_low()
+            return True
+        if key == "j" and getattr(hw, "chute", None) is not None:
+            hw.chute.jam_next()
+            return True
+        return False
 
     def _read_raw(self) -> None:
         import termios
@@ -66,10 +80,12 @@ class Terminal:
             tty.setcbreak(fd)
             while not self._done.is_set():
                 key = self.inp.read(1)
-                if not key or KEYS.get(key.lower()) == "stop":
+                if not key or isinstance(KEYS.get(key.lower()), Stop):
                     return
                 if key.lower() in KEYS:
                     self.daemon.put(KEYS[key.lower()])
+                else:
+                    self._sensor_key(key.lower())
         finally:
             termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
@@ -81,9 +97,11 @@ class Terminal:
             if words[0] in ("quit", "q", "stop"):
                 return
             if words[0] == "hold" and len(words) > 1:
-                self.daemon.put(("hold", words[1]))
+                self.daemon.put(Hold(words[1]))
             elif words[0] in ("press", "hold"):
-                self.daemon.put(words[0])
+                self.daemon.put(Press() if words[0] == "press" else Hold())
+            elif words[0] in ("lid", "jam"):
+                self._sensor_key(words[0][0])
 
     # -- output -----------------------------------------------------------------------------
 
@@ -93,7 +111,7 @@ class Terminal:
                 self.draw()
         except BrokenPipeError:
             self.unread = True
-            self.daemon.put("stop")  # nobody reads the screen any more (`| head`): stop as `q` would
+            self.daemon.put(Stop())  # nobody reads the screen any more (`| head`): stop as `q` would
 
     def draw(self) -> None:
         """Runs on the draw thread: draws what the glass shows (the emulated HD44780's

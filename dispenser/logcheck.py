@@ -351,11 +351,21 @@ class LogChecker:
                                                     f"names {data.get('scheduled_at')}", seq)
 
     def _on_failed(self, seq: int, at: datetime, data: dict) -> None:
+        unseen = data.get("reason") in ("jam", "empty")  # the drop sensor saw no pill (docs/RULES.md)
+        if unseen and "compartment" in data:  # its count is not believed: nothing more until a refill
+            holds, _ = self._loads.get(data["compartment"], (None, 0))
+            self._loads[data["compartment"]] = (holds, 0)
         if "scheduled_at" not in data:
             return  # an as-needed release that failed: it still counts against the limits
         key = self._key(data)
         if key not in self._released:
             self._violate("failed_unreleased", f"{_name(key)} release failed but it was never released", seq)
+        elif unseen:
+            # The dose may be released again in its window; the unseen release keeps counting
+            # for section 6 (it stays in `_given`), so a second one is judged with it.
+            del self._released[key]
+            if self._finals.get(key) == "released":
+                del self._finals[key]
 
     # -- as needed ---------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from .events import Draft
 from .limits import KEEP_EXACT, UNLOADED, Hold, Limits, Load, Mark, compact, mark
 from .schedule import Medication, Schedule
 from .scheduler import Dose, doses_between
+from .sensor_rules import TAMPER_ALERT, UNSEEN_REASONS, LidState, fold_lid, opened_during, tamper_due_at
 from .timeutil import format_at, format_utc, parse_utc, truncate_ms
 
 CONFIRM_AFTER = timedelta(minutes=15)
@@ -113,6 +114,8 @@ class State:
     unjudged: tuple[datetime, datetime] | None = None
     # Doses missed while the device could not give them, not yet in an alert.
     missed_together: "MissedTogether | None" = None
+    # The lid switch, releases and refills, as far as a tamper alert needs them (sensor_rules.py).
+    lid: LidState = field(default_factory=LidState)
 
 
 @dataclass
@@ -201,6 +204,29 @@ def fold(state: State, event: dict, schedule_loader: Callable[[int], Schedule | 
         state.stock_low.add(data["medication_id"])
     elif kind == "stock.empty":
         state.stock_empty.add(data["medication_id"])
+    if kind == "dose.release_failed" and data.get("reason") in UNSEEN_REASONS:
+        _unseen(state, data)
+    fold_lid(state.lid, kind, data, at, event.get("event_id"))
+
+
+def _unseen(state: State, data: dict) -> None:
+    """A release whose pill the drop sensor did not see (docs/RULES.md, "The lid and the drop
+    sensor"). Its dose is open again in its window, and its release keeps counting for
+    section 6 (the pill may have fallen unseen): a press asks section 6 again with it counted.
+    The compartment's count is not believed any more: it holds 0 until a person refills it.
+    The failure's alert said so: no stock.empty follows."""
+    compartment = data["compartment"]
+    if "scheduled_at" in data:
+        record = state.doses.get((data["medication_id"], parse_utc(data["scheduled_at"])))
+        if record is not None:
+            record.status = "pending"
+    load = state.loads.get(compartment)
+    if load is not None:
+        state.loads[compartment] = Load(load.medication_id, load.substance, load.strength, 0)
+        _stock_view(state)
+    for medication in state.schedule.medications if state.schedule else ():
+        if medication.compartment == compartment:
+            state.stock_empty.add(medication.id)
 
 
 def _fold_catch_up(state: State, kind: str, data: dict, at: datetime, event_id: str | None) -> None:
@@ -501,7 +527,13 @@ class DoseRules:
         medication = self.state.schedule.medication(dose.medication_id) if limits else None
         if medication is None:
             return None
-        return limits.scheduled_hold(dose, medication, self.state.releases, self.state.loads, now)
+        hold = limits.scheduled_hold(dose, medication, self.state.releases, self.state.loads, now)
+        record = self._record(dose)
+        if hold is None and record is not None and record.released_at is not None:
+            # Released once already, its pill not seen: that release may have given the pill, so
+            # the minimum gap runs from it too (not only from other doses' releases).
+            hold = limits.spacing_hold(medication, self.state.releases, now)
+        return hold
 
     def _held(self, outcome: Outcome, dose: Dose | DoseRecord, hold: Hold, now: datetime) -> None:
         """Log a hold once per dose and reason; the clinic hears of the dose once."""
@@ -540,6 +572,7 @@ class DoseRules:
         outcome = self.catch_up(now)
         while self.catching_up(now):
             outcome.extend(self.catch_up(now))
+        self._tamper(outcome, now)
         return outcome
 
     _more = False  # the last step stopped short of `now` (its slice was full)
@@ -762,6 +795,9 @@ class DoseRules:
         for record in self.state.doses.values():
             if record.status == "released" and not record.unconfirmed_logged:
                 moments.append(record.released_at + CONFIRM_AFTER)
+        tamper = tamper_due_at(self.state.lid)
+        if tamper is not None:
+            moments.append(max(tamper, now + timedelta(milliseconds=1)))  # overdue: the next tick tells it
         future = [moment for moment in moments if moment > now]
         return min(future) if future else None
 
@@ -1102,6 +1138,65 @@ class DoseRules:
             data["scheduled_at"] = format_utc(record.scheduled_at)
         draft = self._emit(outcome, kind, data, now)
         self._alert(outcome, alert_kind, "critical", message, [draft], now)
+        return outcome
+
+    def release_unseen(self, now: datetime, release: Release, seen: int) -> Outcome:
+        """The drop sensor saw fewer pills than the release gave: `dose.release_failed`.
+
+        `reason` is what the device can tell: `empty` when the compartment's count says it
+        gave its last pills, else `jam`. The dose stays releasable in its window, but its
+        release keeps counting for section 6 (the pill may have fallen unseen, or may fall
+        later), so a second pill goes out only where section 6 allows it on top of the
+        first; and the compartment gives nothing until a person refills it.
+        docs/RULES.md, "The lid and the drop sensor".
+        """
+        load = self.state.loads.get(release.compartment)
+        reason = "empty" if load is None or load.count == 0 else "jam"
+        what = "empty" if reason == "empty" else "jammed"
+        return self._release_trouble(
+            now, release, "dose.release_failed", "release_failed",
+            {"reason": reason, "seen": seen, "release_event_id": release.event_id},
+            f"Compartment {release.compartment} opened to release a dose but no pill was seen falling: "
+            f"it looks {what}. It gives nothing more until it is refilled. The dispenser counts the pill "
+            f"as given and will not give a second one beyond the day's plan: please check the compartment, "
+            f"the chute and whether the person got the pill.")
+
+    def lid(self, now: datetime, opened: bool) -> Outcome:
+        """The lid switch changed: `lid.opened` (with `during` when a release or a refill explains
+        it) or `lid.closed`; an unexplained opening becomes a tamper alert later (`_tamper`)."""
+        outcome = self.tick(now)
+        now = self.log_time(now)
+        lid = self.state.lid
+        if opened == lid.open:
+            return outcome  # no change the log does not know (a bounce, the shut lid at start)
+        if opened:
+            during = opened_during(lid, now)
+            self._emit(outcome, "lid.opened", {"during": during} if during else {}, now)
+        else:
+            self._emit(outcome, "lid.closed", {}, now)
+        return outcome
+
+    def _tamper(self, outcome: Outcome, now: datetime) -> None:
+        """An opening no release or refill explained, its grace over: the caregiver hears."""
+        due = tamper_due_at(self.state.lid)
+        if due is None or now < due or self.time_unknown(now):
+            return
+        event_id, opened, shut = self.state.lid.unexplained
+        still = "" if shut is not None else " and is still open"
+        self._emit(outcome, "alert.raised", {
+            "alert_id": self.new_id(), "kind": TAMPER_ALERT, "severity": "warning",
+            "message": f"The dispenser's lid was opened at {self._local(opened)}{still}, when no dose was "
+                       f"being released and no refill followed. Please check that no pills are missing.",
+            "events": [event_id]}, self.log_time(now))
+
+    def pill_outside_release(self, now: datetime, count: int) -> Outcome:
+        """The drop sensor saw pills no release gave (one falling late from a jam, two for one)."""
+        outcome = self.tick(now)
+        now = self.log_time(now)
+        draft = self._emit(outcome, "pill.unexpected", {"count": count}, now)
+        self._alert(outcome, "pill_unexpected", "warning",
+                    f"The dispenser saw {count} pill(s) fall that no release gave (a pill stuck earlier, "
+                    f"or more than one at once). Please check what the person received.", [draft], now)
         return outcome
 
     def fault(self, now: datetime, component: str, error: str) -> Outcome:

@@ -25,12 +25,13 @@ from .config import Config
 from .daemon import Daemon
 from .engine import Engine, Mover
 from .hardware import build_sim_hardware
+from .inputs import Hold, Input, Press, Refill
 from .schedule import ScheduleError, load_schedule_file
 from .store import Store
 from .virtual import VirtualDevice
 
-ACTIONS = {"press", "hold", "refill", "power_cut", "apply_schedule"}
-STEP_KEYS = {"at", "do", "medication", "count", "file", "for_min"}
+ACTIONS = {"press", "hold", "refill", "power_cut", "apply_schedule", "lid_open", "lid_close", "jam"}
+STEP_KEYS = {"at", "do", "medication", "count", "file", "for_min", "compartment"}
 
 
 class ScenarioError(Exception):
@@ -45,6 +46,7 @@ class Step:
     count: int | None = None
     file: Path | None = None
     for_min: int = 0
+    compartment: int | None = None  # `jam`: whose next release drops nothing
 
 
 @dataclass
@@ -136,7 +138,12 @@ def _step(item, index: int, tz: ZoneInfo, path: Path, start: datetime, until: da
     for_min = item.get("for_min", 0)
     if not isinstance(for_min, int) or isinstance(for_min, bool) or for_min < 0:
         raise ScenarioError(f"{where}.for_min: must be a whole number of minutes")
-    return Step(at, do, medication, count, file, for_min)
+    compartment = item.get("compartment")
+    if do == "jam" and (not isinstance(compartment, int) or isinstance(compartment, bool) or compartment < 1):
+        raise ScenarioError(f"{where}.compartment: a jam names its compartment (a whole number from 1)")
+    if do != "jam" and compartment is not None:
+        raise ScenarioError(f"{where}.compartment: only a jam names a compartment")
+    return Step(at, do, medication, count, file, for_min, compartment)
 
 
 def seeded_ids(seed_text: str) -> Callable[[], str]:
@@ -178,10 +185,12 @@ class ScenarioRun:
         self.engine.listeners.append(lambda events: [self.emit(e) for e in events])
         if self.sync is not None:
             self.engine.listeners.append(lambda events: self.sync.notify())
-        self.hardware = build_sim_hardware(lambda item: None, self.config.compartments, sleep=lambda s: None)
+        # The simulated lid and drop sensor put their inputs on the daemon's queue (`_drain`).
+        self.hardware = build_sim_hardware(self._put, self.config.compartments, sleep=lambda s: None)
         # The scenario's button is the contract's: a press confirms or releases, so no check-in.
         self.daemon = Daemon(self.engine, self.hardware, timezone_name=self.config.timezone,
                              sleep=lambda s: None, clock_display=False)
+        self.daemon.drop_waits = False  # the simulated chute drops at once, on the virtual clock
         if self.mover is not None:
             self.engine.mover = self.mover
         self.daemon.start(now)
@@ -223,14 +232,32 @@ class ScenarioRun:
         if self.store is not None:
             self._power_off()
 
+    def _put(self, item: Input) -> None:
+        if self.daemon is not None:
+            self.daemon.put(item)
+
+    def _drain(self, now: datetime) -> None:
+        """Handle what the simulated sensors put on the queue during a step, at the step's time."""
+        while self.daemon is not None and not self.daemon.inputs.empty():
+            self.daemon.handle(self.daemon.inputs.get_nowait(), now)
+
     def _do(self, step: Step, now: datetime) -> None:
+        self._act(step, now)
+        self._drain(now)
+
+    def _act(self, step: Step, now: datetime) -> None:
         daemon = self.daemon
         if step.do == "press":
-            daemon.handle("press", now)
+            daemon.handle(Press(), now)
         elif step.do == "hold":
-            daemon.handle(("hold", step.medication) if step.medication else "hold", now)
+            daemon.handle(Hold(step.medication), now)
         elif step.do == "refill":
-            daemon.handle(("refill", step.medication, step.count), now)
+            daemon.handle(Refill(step.medication, step.count), now)
+        elif step.do in ("lid_open", "lid_close"):
+            pin = self.hardware.lid.device.pin  # the lid switch pulls low while the lid is shut
+            pin.drive_high() if step.do == "lid_open" else pin.drive_low()
+        elif step.do == "jam":
+            self.hardware.chute.jam(step.compartment)
         elif step.do == "apply_schedule":
             self._apply_file(now, step.file)
         elif step.do == "power_cut":

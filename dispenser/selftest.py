@@ -13,6 +13,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from .inputs import Press
+
 PATTERN = "0123456789ABCDEFGHIJ"
 
 
@@ -25,7 +27,7 @@ def run_selftest(build: Callable[[Callable[[str], None]], object], say: Callable
     device, `--yes`) the press is not waited for and counts as skipped, not failed.
     """
     pressed = threading.Event()
-    hardware = build(lambda item: item == "press" and pressed.set())
+    hardware = build(lambda item: item in ("press", Press()) and pressed.set())
     ok = True
 
     def check(name: str, action: Callable[[], object]) -> None:

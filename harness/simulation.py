@@ -42,6 +42,7 @@ from zoneinfo import ZoneInfo
 
 from dispenser.clocktrust import ClockTrust
 from dispenser.engine import Engine
+from dispenser.inputs import PillNotSeen
 from dispenser.logcheck import DAY, MAX_REACH, LogChecker, Violation, store_loader
 from dispenser.schedule import Schedule, ScheduleError, parse_schedule
 from dispenser.scheduler import doses_between
@@ -561,8 +562,10 @@ class Simulation:
     """One random patient for `days` days on the real engine and store, on a virtual clock."""
 
     def __init__(self, seed: int, days: int, db: str = ":memory:", *, jumps: bool = True,
-                 changes: bool = True, long_outages: bool = True):
+                 changes: bool = True, long_outages: bool = True, unseen: float = 0.0):
+        """`unseen`: the share of releases whose pill the drop sensor does not see (a jam)."""
         self.seed = seed
+        self.unseen = unseen
         self.days = days
         self.db = db
         self.rng = random.Random(seed)
@@ -635,6 +638,9 @@ class Simulation:
             raise RuntimeError("servo stalled")
         if roll < 0.025:
             raise PowerCut()
+        if roll < 0.025 + self.unseen:
+            self.counts["unseen_releases"] += 1
+            raise PillNotSeen(compartment, quantity, 0)
 
     def _listen(self, events: list[dict]) -> None:
         wall = truncate_ms(self.given())

@@ -12,6 +12,7 @@ from dispenser.hardware.errors import PinFactoryError
 from dispenser.hardware.inputs import Button, drop_sensor, lid_switch
 from dispenser.hardware.outputs import Buzzer, Led
 from dispenser.hardware.pins import make_pin_factory
+from dispenser.inputs import Hold, LidClosed, LidOpened, PillSeen, Press
 from waiting import HANG
 
 WAIT = HANG  # bounds a hang only; a passing test never waits this long
@@ -24,7 +25,7 @@ def factory():
     made.close()
 
 
-def drain(inputs: queue.Queue) -> list[str]:
+def drain(inputs: queue.Queue) -> list:
     out = []
     while True:
         try:
@@ -41,7 +42,7 @@ def test_a_short_press_is_reported_on_release(factory, bounce_s):
     pin.drive_low()
     assert button.is_pressed and drain(inputs) == []  # nothing until it is let go
     pin.drive_high()
-    assert inputs.get(timeout=WAIT) == "press"
+    assert inputs.get(timeout=WAIT) == Press()
     assert drain(inputs) == [] and not button.is_pressed
     button.close()
 
@@ -51,7 +52,7 @@ def test_a_hold_is_only_a_hold(factory):
     button = Button(17, inputs.put, hold_s=0.01, pin_factory=factory)
     pin = factory.pin(17)
     pin.drive_low()
-    assert inputs.get(timeout=WAIT) == "hold"  # gpiozero's hold thread, after 10 ms
+    assert inputs.get(timeout=WAIT) == Hold()  # the press's hold timer, after 10 ms
     pin.drive_high()
     assert drain(inputs) == []
     button.close()
@@ -63,8 +64,8 @@ def test_a_late_hold_after_release_is_ignored(factory):
     pin = factory.pin(17)
     pin.drive_low()
     pin.drive_high()
-    button._on_held()  # the hold thread losing the race with the release
-    assert drain(inputs) == ["press"]
+    button._on_held()  # the hold timer losing the race with the release
+    assert drain(inputs) == [Press()]
     button.close()
 
 
@@ -74,7 +75,7 @@ def test_active_high_button_without_pull_up(factory):
     pin = factory.pin(5)
     pin.drive_high()
     pin.drive_low()
-    assert inputs.get(timeout=WAIT) == "press"
+    assert inputs.get(timeout=WAIT) == Press()
     button.close()
 
 
@@ -83,12 +84,12 @@ def test_lid_switch_and_drop_sensor(factory):
     lid = lid_switch(23, inputs.put, pin_factory=factory, bounce_s=None)
     drop = drop_sensor(24, inputs.put, pin_factory=factory)
     factory.pin(23).drive_low()
-    assert inputs.get(timeout=WAIT) == "lid_closed" and lid.is_active
+    assert inputs.get(timeout=WAIT) == LidClosed() and lid.is_active
     factory.pin(23).drive_high()
-    assert inputs.get(timeout=WAIT) == "lid_open"
+    assert inputs.get(timeout=WAIT) == LidOpened()
     factory.pin(24).drive_low()
     factory.pin(24).drive_high()
-    assert inputs.get(timeout=WAIT) == "pill_drop"
+    assert inputs.get(timeout=WAIT) == PillSeen()
     assert drain(inputs) == [] and not drop.is_active
     lid.close()
     drop.close()

@@ -1,8 +1,8 @@
 """The hardware layer: drivers for the dispenser's parts, real or simulated.
 
 Drivers do what they are told and report what happens; they never decide whether
-a dose may go out (that is `dispenser.rules`). Input callbacks only `put` a string
-on the daemon's queue: "press", "hold", "lid_open", "lid_closed", "pill_drop".
+a dose may go out (that is `dispenser.rules`). Input callbacks only `put` an input
+(`dispenser.inputs`) on the daemon's queue: Press, Hold, LidOpened, LidClosed, PillSeen.
 
     >>> hw = build_hardware(config.hardware, queue.put)       # [hardware] table
     >>> hw.lcd.show(["Next dose", "08:00 Sertraline"])
@@ -18,16 +18,19 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from .compartments import Compartments, build_servos
 from .errors import HardwareConfigError, HardwareError, LcdFault, PinFactoryError, ServoFault
-from .inputs import Button, Sensor, drop_sensor, lid_switch
+from .inputs import Button, DropSensor, Sensor, drop_sensor, lid_switch
+from .sim_chute import SimulatedChute
 from .lcd import Lcd, NullLcd, _board_i2c, gpio_lcd, mcp23008_lcd, pcf8574_lcd, sim_lcd
 from .outputs import Buzzer, Led
 from .pins import make_pin_factory
+from ..inputs import Input
 from .settings import HardwareConfig, parse_hardware_config
 
 __all__ = [
     "Hardware", "build_hardware", "build_sim_hardware", "parse_hardware_config", "HardwareConfig",
     "HardwareError", "HardwareConfigError", "PinFactoryError", "LcdFault", "ServoFault",
-    "Lcd", "NullLcd", "Compartments", "Button", "Sensor", "Buzzer", "Led", "make_pin_factory",
+    "Lcd", "NullLcd", "Compartments", "Button", "Sensor", "DropSensor", "SimulatedChute", "Buzzer", "Led",
+    "make_pin_factory",
 ]
 
 # Pins of the simulated device (mock pins; any free BCM numbers would do).
@@ -44,9 +47,11 @@ class Hardware:
     buzzer: Buzzer
     led: Led
     lid: Sensor | None = None
-    drop: Sensor | None = None
+    drop: DropSensor | None = None
     pin_factory: object = None
     simulated: bool = False
+    drop_timeout_s: float = 1.0  # how long after a release's last cycle its pills may still be seen
+    chute: SimulatedChute | None = None  # the simulated device's: `chute.jam(c)`
 
     def close(self) -> None:
         """Release every pin (servos detach, outputs go off)."""
@@ -59,7 +64,7 @@ class Hardware:
                     pass  # closing must go on for the other parts
 
 
-def build_hardware(hw_config: dict | HardwareConfig | None, put: Callable[[str], None],
+def build_hardware(hw_config: dict | HardwareConfig | None, put: Callable[[Input], None],
                    pin_factory=None, sleep: Callable[[float], None] = time.sleep, *,
                    i2c=None, on_move: Callable[[int, str], None] | None = None) -> Hardware:
     """The device described by a `[hardware]` table.
@@ -75,7 +80,7 @@ def build_hardware(hw_config: dict | HardwareConfig | None, put: Callable[[str],
     if cfg.backend == "sim":
         return build_sim_hardware(put, cfg.compartments, (cfg.lcd_cols, cfg.lcd_rows), sleep=sleep,
                                   dwell_ms=cfg.dwell_ms, hold_s=cfg.hold_s, on_move=on_move,
-                                  lcd=cfg.lcd != "none")
+                                  lcd=cfg.lcd != "none", drop_timeout_s=cfg.drop_timeout_ms / 1000)
     factory = pin_factory if pin_factory is not None else make_pin_factory(cfg.pin_factory)
     if cfg.servo_driver == "pca9685" and i2c is None:
         i2c = _open_i2c()  # one bus object for the servo board and the LCD
@@ -115,7 +120,7 @@ def build_hardware(hw_config: dict | HardwareConfig | None, put: Callable[[str],
             thing.close()
         raise
     return Hardware(lcd=lcd, compartments=servos, button=button, buzzer=buzzer, led=led,
-                    lid=lid, drop=drop, pin_factory=factory)
+                    lid=lid, drop=drop, pin_factory=factory, drop_timeout_s=cfg.drop_timeout_ms / 1000)
 
 
 def _build_servos(cfg: HardwareConfig, factory, i2c) -> list:
@@ -147,18 +152,29 @@ def _build_lcd(cfg: HardwareConfig, factory, i2c):
     return NullLcd(*size)
 
 
-def build_sim_hardware(put: Callable[[str], None], compartments: int = 8,
+def build_sim_hardware(put: Callable[[Input], None], compartments: int = 8,
                        lcd_size: tuple[int, int] = (16, 2), *,
                        sleep: Callable[[float], None] = time.sleep, dwell_ms: int = 500,
                        hold_s: float = 2.0, on_move: Callable[[int, str], None] | None = None,
-                       lcd: bool = True, lid: bool = False, drop: bool = False) -> Hardware:
+                       lcd: bool = True, lid: bool = True, drop: bool = True,
+                       drop_timeout_s: float = 1.0) -> Hardware:
     """The simulated device: the same drivers on gpiozero mock pins, the LCD on the
-    HD44780 emulator (`hw.lcd.emulator.lines()` draws it).
+    HD44780 emulator (`hw.lcd.emulator.lines()` draws it), a lid switch (closed at
+    start) and a pill-drop sensor fed by a simulated chute (`hw.chute.jam(c)`).
 
     The simulator presses the button with `hw.button.device.pin.drive_low()` /
-    `drive_high()`, or puts "press" / "hold" itself.
+    `drive_high()`, opens the lid with `hw.lid.device.pin.drive_high()`, or puts
+    inputs itself.
     """
     factory = MockFactory(pin_class=MockPWMPin)
+    chute = SimulatedChute(factory.pin(SIM_DROP)) if drop else None
+
+    def moved(compartment: int, state: str) -> None:
+        if chute is not None:
+            chute.on_move(compartment, state)
+        if on_move is not None:
+            on_move(compartment, state)
+
     # The servos get mock factories of their own so that up to 32 compartments fit:
     # 24 pins each, GPIO4-27 (GPIO2/3 have pull-ups, 0/1 are reserved).
     servos = []
@@ -166,14 +182,20 @@ def build_sim_hardware(put: Callable[[str], None], compartments: int = 8,
         count = min(24, compartments - start)
         servos += build_servos(range(4, 4 + count), pin_factory=MockFactory(pin_class=MockPWMPin))
     box = Compartments(servos, [90.0] * compartments, [0.0] * compartments,
-                       dwell_s=dwell_ms / 1000, sleep=sleep, on_move=on_move)
+                       dwell_s=dwell_ms / 1000, sleep=sleep, on_move=moved)
+    lid_sensor = None
+    if lid:
+        built = False
+        lid_sensor = lid_switch(SIM_LID, lambda item: built and put(item), pin_factory=factory, bounce_s=None)
+        lid_sensor.device.pin.drive_low()  # the lid starts shut, and saying so is no input
+        built = True
     return Hardware(
         lcd=sim_lcd(*lcd_size) if lcd else NullLcd(*lcd_size),
         compartments=box,
         button=Button(SIM_BUTTON, put, hold_s=hold_s, pin_factory=factory),
         buzzer=Buzzer(SIM_BUZZER, pin_factory=factory),
         led=Led(SIM_LED, pin_factory=factory),
-        lid=lid_switch(SIM_LID, put, pin_factory=factory) if lid else None,
+        lid=lid_sensor,
         drop=drop_sensor(SIM_DROP, put, pin_factory=factory) if drop else None,
-        pin_factory=factory, simulated=True,
+        pin_factory=factory, simulated=True, drop_timeout_s=drop_timeout_s, chute=chute,
     )

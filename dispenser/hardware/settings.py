@@ -26,7 +26,7 @@ KEYS = {
     "servo_closed_angle", "servo_min_pulse_ms", "servo_max_pulse_ms", "dwell_ms",
     "button_pin", "button_pull_up", "hold_s", "bounce_ms", "buzzer_pin", "led_pin",
     "lcd", "lcd_cols", "lcd_rows", "lcd_address", "lcd_pins", "lid_pin", "drop_pin",
-    "servo_driver", "pca9685_address",
+    "servo_driver", "pca9685_address", "drop_timeout_ms",
 }
 
 
@@ -58,6 +58,7 @@ class HardwareConfig:
     lcd_pins: dict = field(default_factory=lambda: dict(DEFAULT_LCD_PINS))
     lid_pin: int | None = None
     drop_pin: int | None = None
+    drop_timeout_ms: int = 1000
 
 
 def parse_hardware_config(table: dict | None) -> HardwareConfig:
@@ -112,6 +113,7 @@ def parse_hardware_config(table: dict | None) -> HardwareConfig:
         bounce_ms=_int(table, "bounce_ms", 0, 0, 500),
         buzzer_pin=buzzer, led_pin=led, lcd=lcd, lcd_cols=cols, lcd_rows=rows,
         lcd_address=address, lcd_pins=lcd_pins, lid_pin=lid, drop_pin=drop,
+        drop_timeout_ms=_int(table, "drop_timeout_ms", 1000, 100, 10000),
     )
 
 
