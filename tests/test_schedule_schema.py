@@ -26,7 +26,7 @@ from dispenser import schedule as validator
 from dispenser.schedule import ScheduleError, parse_schedule
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "tests" / "data" / "examples" / "schedule.json"
+EXAMPLE = ROOT / "dispenser" / "demo" / "schedule.json"  # the contract's example
 SCHEDULE_MD = ROOT / "docs" / "SCHEDULE.md"
 SCHEMA = json.loads(importlib.resources.files("dispenser").joinpath("schedule.schema.json")
                     .read_text(encoding="utf-8"))
@@ -374,7 +374,7 @@ def _doc_blocks() -> list[tuple[str, Any]]:
     return found
 
 
-EXAMPLE_FILES = [EXAMPLE, *sorted((ROOT / "dispenser" / "demo").glob("*.json"))]
+EXAMPLE_FILES = sorted((ROOT / "dispenser" / "demo").glob("*.json"))
 
 
 @pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda p: str(p.relative_to(ROOT)))
