@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .clinic_cli import add_commands
     COMMANDS.update(add_commands(sub, common))
+    from .fhir_cli import add_commands as add_fhir_commands  # schedule from-fhir, export fhir
+    COMMANDS.update(add_fhir_commands(sub, schedule_sub, common))
 
     install = sub.add_parser("install-service", parents=[common],
                              help="install the systemd unit (as root); --config is copied to /etc/dispenser")
@@ -284,6 +286,9 @@ def simulate_scenario(args) -> int:
 
 
 def cmd_schedule(args) -> int:
+    if args.action == "from-fhir":
+        from .fhir_cli import cmd_schedule_from_fhir
+        return cmd_schedule_from_fhir(args)
     return {"validate": schedule_validate, "show": schedule_show, "apply": schedule_apply}[args.action](args)
 
 
