@@ -143,18 +143,24 @@ class _Converter:
         products: dict[str, _Product] = {}
         for path, request in requests:
             self.request(path, request, products)
-        if self.problems:
-            raise FhirError(self.problems)
+        self.one_person(requests)
         if compartments is not None and len(products) > compartments:
-            raise FhirError([f"{root}: {len(products)} medications need {len(products)} compartments; "
-                             f"the device has {compartments}"])
-        document, mapping = self.document(products, issued_at, timezone, device_id)
+            self.problem(root, f"{len(products)} medications need {len(products)} compartments; "
+                               f"the device has {compartments}")
+        # Checked by the schedule's parser too, so every problem is named in one round trip;
+        # a medication none of whose dosages could be read is left out of that check.
+        document, mapping = self.document({k: p for k, p in products.items() if p.dosages}, issued_at,
+                                          timezone, device_id)
         if root == "Bundle":
             mapping["issued_at"] = "Bundle.timestamp"
         try:
             parse_schedule(document)
         except ScheduleError as error:
-            raise FhirError([self.where(problem, mapping) for problem in error.problems]) from None
+            for problem in error.problems:
+                path, _, message = self.where(problem, mapping).partition(": ")
+                self.problem(path, message)
+        if self.problems:
+            raise FhirError(self.problems)
         return document
 
     @staticmethod
@@ -193,6 +199,23 @@ class _Converter:
         if not requests and not self.problems:
             self.problem("Bundle.entry", "holds no MedicationRequest")
         return requests, issued_at, "Bundle"
+
+    def one_person(self, requests: list[tuple[str, dict]]) -> None:
+        """One dispenser is one person's: prescriptions for another subject are refused."""
+        first: tuple[str, str] | None = None
+        for path, request in requests:
+            subject = request.get("subject")
+            if not isinstance(subject, dict):
+                continue
+            reference = subject.get("reference")
+            # Patient/sam and the urn:uuid fullUrl of the Bundle's entry for Sam are one person.
+            who = f"entry {self.index[reference][0]}" if isinstance(reference, str) and reference in self.index \
+                else json.dumps(reference or subject.get("identifier"), sort_keys=True)
+            if first is None:
+                first = (path, who)
+            elif who != first[1]:
+                self.problem(f"{path}.subject", f"is another person than {first[0]}.subject: "
+                                                "a dispenser holds one person's medications")
 
     def request(self, path: str, request: dict, products: dict[str, _Product]) -> None:
         self.modifiers(path, request)

@@ -388,3 +388,17 @@ def test_from_fhir_bad_arguments_are_one_line(tmp_path, args, expected):
                  env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip().splitlines() == [result.stderr.strip()] and expected in result.stderr
+
+
+def test_every_problem_is_named_in_one_round_trip():
+    request = load("lithium-bid")
+    request["status"] = "on-hold"
+    request["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"] = {"value": 450, "unit": "mg"}
+    assert [p.split(":")[0] for p in refusals(request)] == [f"{L}.status", f"{D}.doseAndRate[0].doseQuantity.value"]
+
+
+def test_prescriptions_for_two_people_are_refused():
+    bundle = load("regimen")
+    bundle["entry"][3]["resource"]["subject"] = {"reference": "Patient/alex"}  # lithium, for someone else
+    assert refusals(bundle) == ["Bundle.entry[3].resource.subject: is another person than "
+                                "Bundle.entry[2].resource.subject: a dispenser holds one person's medications"]
