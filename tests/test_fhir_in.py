@@ -402,3 +402,11 @@ def test_prescriptions_for_two_people_are_refused():
     bundle["entry"][3]["resource"]["subject"] = {"reference": "Patient/alex"}  # lithium, for someone else
     assert refusals(bundle) == ["Bundle.entry[3].resource.subject: is another person than "
                                 "Bundle.entry[2].resource.subject: a dispenser holds one person's medications"]
+
+
+def test_the_documented_table_is_the_one_in_force():
+    from dispenser.fhir_in import ROUTINE, TIMING_CODES
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "FHIR.md").read_text()
+    assert all(f"`{code}`" in doc for code in TIMING_CODES)
+    assert all(f"`{code}`" in doc for code in ROUTINE)
+    assert all(time in doc for time in ROUTINE.values())

@@ -260,3 +260,10 @@ def test_export_fhir_bad_input_is_one_line(tmp_path, args, expected):
     assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and expected in result.stderr
     assert not (tmp_path / "none.db").exists()  # nothing made
+
+
+def test_the_device_side_never_imports_the_fhir_models():
+    code = ("import sys, dispenser.cli, dispenser.fhir_in, dispenser.fhir_out; dispenser.cli.build_parser(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('fhir', 'fhir_core', 'pydantic')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr
