@@ -109,6 +109,11 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _list(value: Any) -> list:
+    """A FHIR array, or nothing where the input put something else (the checks name it)."""
+    return value if isinstance(value, list) else []
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:64].strip("-")
 
@@ -304,7 +309,7 @@ class _Converter:
             self.problem(f"{path}.status", f"is {_show(medication['status'])}: not a medication to give")
         form = medication.get("form")
         if isinstance(form, dict):
-            words = [form.get("text", "")] + [str(c.get(k, "")) for c in form.get("coding", [])
+            words = [str(form.get("text", ""))] + [str(c.get(k, "")) for c in _list(form.get("coding"))
                                               if isinstance(c, dict) for k in ("code", "display")]
             if not any(_SOLID_FORM.search(word) for word in words if word):
                 label = form.get("text") or next((w for w in words if w), "")
@@ -314,7 +319,7 @@ class _Converter:
         coding, coding_path = self.coding(f"{path}.code", code)
         paths = {"": request_path, "ingredient": coding_path}
         strength = None
-        ingredients = [(n, item) for n, item in enumerate(medication.get("ingredient", []))
+        ingredients = [(n, item) for n, item in enumerate(_list(medication.get("ingredient")))
                        if isinstance(item, dict) and item.get("isActive", True) is not False]
         if len(ingredients) == 1:
             number, ingredient = ingredients[0]
@@ -380,7 +385,7 @@ class _Converter:
                                                                 "(asNeeded[x] is one of them)")
                 return None
             entry["asNeededBoolean"] = True  # a reason to take it implies: as needed
-            reason = (concept.get("text") or next((c.get("display") for c in concept.get("coding", [])
+            reason = (concept.get("text") or next((c.get("display") for c in _list(concept.get("coding"))
                                                    if isinstance(c, dict) and c.get("display")), None)) \
                 if isinstance(concept, dict) else None
             entry.setdefault("text", f"as needed for {reason}" if reason else "as needed")
@@ -401,10 +406,10 @@ class _Converter:
     def from_code(self, path: str, timing: dict, as_needed: bool) -> dict | None:
         """timing.code -> the repeat it stands for; a repeat beside it must agree with it."""
         code = timing["code"]
-        codings = code.get("coding", []) if isinstance(code, dict) else []
-        names = {c.get("code") for c in codings if isinstance(c, dict) and c.get("system") == GTS_SYSTEM}
-        names |= {c.get("code") for c in codings if isinstance(c, dict) and c.get("code") in TIMING_CODES
-                  and "system" not in c}
+        codings = _list(code.get("coding")) if isinstance(code, dict) else []
+        coded = [c for c in codings if isinstance(c, dict) and isinstance(c.get("code"), str)]
+        names = {c["code"] for c in coded if c.get("system") == GTS_SYSTEM or
+                 ("system" not in c and c["code"] in TIMING_CODES)}
         if not names:
             text = code.get("text") if isinstance(code, dict) else None
             self.problem(f"{path}.code", f"{_show(text or code)} has no coding of {GTS_SYSTEM}: "
@@ -421,6 +426,7 @@ class _Converter:
             return None
         repeat = timing.get("repeat", {})
         if not isinstance(repeat, dict):
+            self.problem(f"{path}.repeat", "must be an object")
             return None
         stands_for = {"frequency": known.frequency, "period": known.period, "periodUnit": known.unit}
         agree = True

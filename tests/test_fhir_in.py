@@ -410,3 +410,38 @@ def test_the_documented_table_is_the_one_in_force():
     assert all(f"`{code}`" in doc for code in TIMING_CODES)
     assert all(f"`{code}`" in doc for code in ROUTINE)
     assert all(time in doc for time in ROUTINE.values())
+
+
+# -- any input: a schedule that validates, or problems; never a traceback -----------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-5, 500) | st.floats(allow_nan=False) |
+                    st.sampled_from(["", "BID", "mg", "d", "active", "#lithium-300", "09:00:00", "2026-11-20"]),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+                        st.sampled_from(["code", "coding", "repeat", "value", "unit", "text", "system", "reference"]),
+                        inner, max_size=3), max_leaves=8)
+
+
+def paths(value, here=()):
+    yield here
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        yield from paths(item, here + (key,))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(["lithium-bid", "regimen", "hydroxyzine-prn"]), pick=st.integers(0, 10_000),
+       value=JSON)
+def test_a_broken_prescription_is_refused_in_lines_never_a_crash(name, pick, value):
+    resource = load(name)
+    every = list(paths(resource))[1:]
+    path = every[pick % len(every)]
+    _set(resource, list(path), value)
+    try:
+        document = convert(resource)
+    except FhirError as error:
+        assert error.problems and all(": " in p and "\n" not in p for p in error.problems)
+    else:
+        parse_schedule(document)
