@@ -95,7 +95,10 @@ class _Product:
 def schedule_from_fhir(resource: Any, *, now: datetime, timezone: str,
                        device_id: str | None = None, compartments: int | None = None) -> dict:
     """A FHIR Bundle or MedicationRequest -> a valid schedule document, or FhirError."""
-    return _Converter().convert(resource, now, timezone, device_id, compartments)
+    try:
+        return _Converter().convert(resource, now, timezone, device_id, compartments)
+    except RecursionError:
+        raise FhirError(["(document): nested too deeply"]) from None
 
 
 def hourly_times(hours: int) -> list[str]:

@@ -445,3 +445,14 @@ def test_a_broken_prescription_is_refused_in_lines_never_a_crash(name, pick, val
         assert error.problems and all(": " in p and "\n" not in p for p in error.problems)
     else:
         parse_schedule(document)
+
+
+def test_a_document_nested_beyond_reason_is_one_line():
+    request = load("lithium-bid")
+    deep: dict = {}
+    node = deep
+    for _ in range(5000):
+        node["extension"] = [{}]
+        node = node["extension"][0]
+    request["dosageInstruction"][0]["extension"] = [deep]
+    assert refusals(request) == ["(document): nested too deeply"]
