@@ -547,7 +547,7 @@ class _Parser:
         """A FHIR Coding; its `code` is what limits are kept under."""
         if self.object(path, raw) is None:
             return ""
-        self.unknown_keys(path, raw, _CODING_KEYS, "is not supported")
+        self.fhir_keys(path, raw, _CODING_KEYS)  # its id and extension are kept, as FHIR's
         code = raw.get("code")
         if not isinstance(code, str) or not code.strip() or len(code) > 64:
             self.problem(f"{path}.code", "is required (the active ingredient's code, 1..64 characters)"
@@ -562,7 +562,7 @@ class _Parser:
         """How much one unit holds: a positive value and a unit (UCUM `code` wins over `unit`)."""
         if self.object(path, raw) is None:
             return None
-        self.unknown_keys(path, raw, _STRENGTH_KEYS, "is not supported")
+        self.fhir_keys(path, raw, _STRENGTH_KEYS)  # a FHIR Quantity: id and extension kept
         value = _positive_number(raw.get("value"))
         if value is None:
             self.problem(f"{path}.value", f"must be a positive number, not {_show(raw.get('value'))}")

@@ -58,6 +58,9 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Callabl
 
     sub.add_parser("status", parents=[common], help="next dose, stock, backlog, schedule version")
 
+    from .fhir import add_commands as add_fhir_commands  # schedule from-fhir, export fhir
+    COMMANDS.update(add_fhir_commands(sub, schedule_sub, common))
+
     install = sub.add_parser("install-service", parents=[common],
                              help="install the systemd unit (as root); --config is copied to /etc/dispenser")
     install.add_argument("--venv-bin", help="the folder holding this venv's `dispenser` (default: this one's)")
@@ -143,6 +146,9 @@ def simulate_scenario(args) -> int:
 
 
 def cmd_schedule(args) -> int:
+    if args.action == "from-fhir":
+        from .fhir import cmd_schedule_from_fhir
+        return cmd_schedule_from_fhir(args)
     return {"validate": schedule_validate, "show": schedule_show, "apply": schedule_apply}[args.action](args)
 
 
