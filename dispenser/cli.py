@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .clinic_cli import add_commands
     COMMANDS.update(add_commands(sub, common))
+    from .care.cli import add_commands as add_care_commands  # argparse only: the care service is an extra
+    COMMANDS.update(add_care_commands(sub, common))
 
     install = sub.add_parser("install-service", parents=[common],
                              help="install the systemd unit (as root); --config is copied to /etc/dispenser")
