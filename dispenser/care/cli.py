@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 Handler = Callable[[argparse.Namespace], int]
+READY_WAIT_S = 30.0
 
 
 class CareError(Exception):
@@ -100,9 +101,13 @@ def care_serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     service.start()
-    print(f"dispenser care: {args.workers} worker(s) on {config.mqtt.host}:{config.mqtt.port}, "
-          f"database {config.database_url.split('://')[0]}", file=sys.stderr, flush=True)
+    where = f"{config.mqtt.host}:{config.mqtt.port}"
     try:
+        if service.wait_ready(READY_WAIT_S):
+            print(f"dispenser care: {args.workers} worker(s) subscribed at {where}, database "
+                  f"{config.database_url.split('://')[0]}", file=sys.stderr, flush=True)
+        else:
+            print(f"dispenser care: not subscribed at {where} yet; retrying", file=sys.stderr, flush=True)
         while not stop.wait(1.0):
             pass
     except KeyboardInterrupt:
