@@ -4,6 +4,7 @@ subscription, apprise delivering to a local json:// endpoint, and `dispenser car
 The ladder's clock is driven by the test (escalation never waits 15 real minutes)."""
 from __future__ import annotations
 
+import email
 import json
 import signal
 import socket
@@ -20,6 +21,7 @@ from care_support import Hook, care_toml, database_url, hook, postgres_cluster  
 from dispenser.care.config import load_care_config
 from dispenser.care.database import Database
 from dispenser.care.serve import CareService
+from ports import free_port
 from support import EXAMPLES
 from waiting import HANG, wait_until
 
@@ -93,6 +95,9 @@ def test_a_missed_dose_reaches_the_people_then_the_clinic_until_someone_acks(tmp
         assert wait_until(lambda: stored(database_url) == len(events))
         assert sorted(w.handled for w in service.workers)[0] > 0          # the broker shared them out
         assert sum(w.handled for w in service.workers) == len(events)     # each once to the group
+        with Database(database_url).connect() as conn:                     # two workers, one chain: nothing amiss
+            assert conn.execute("SELECT count(*) FROM alerts WHERE audience = 'clinic'") == [(0,)]
+            assert conn.execute("SELECT gap_since, stored FROM devices") == [(None, len(events))]
 
         assert service.round(clock.advance(seconds=5)) == []             # the burst may not be over
         [people] = service.round(clock.advance(seconds=10))
@@ -175,6 +180,53 @@ def test_the_last_will_says_offline_and_after_offline_after_min_the_people_hear(
         assert service.round(clock.advance(minutes=1)) == []              # one alert, not one per round
     finally:
         service.stop()
+
+
+class Mailbox:
+    """A local SMTP server (aiosmtpd): every message apprise's mailto:// sends, parsed."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+        self.messages: list[email.message.Message] = []
+        box = self
+
+        class Handler:
+            async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+                box.messages.append(email.message_from_bytes(envelope.content))   # type: ignore[attr-defined]
+                return "250 OK"
+
+        self.port = free_port()
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def url(self, to: str) -> str:
+        return f"mailto://127.0.0.1:{self.port}?from=care@example.org&to={to}&mode=insecure"
+
+    def close(self) -> None:
+        self.controller.stop()
+
+
+def test_a_missed_dose_arrives_by_e_mail_through_mailto(tmp_path, broker):
+    mailbox = Mailbox()
+    url = f"sqlite:///{tmp_path / 'care.db'}"
+    config = load_care_config(str(care_toml(tmp_path / "care.toml", database_url=url, port=broker.port,
+                                            notify=[mailbox.url("family@example.org")])))
+    clock = Clock(datetime(2026, 11, 24, 18, 0, tzinfo=timezone.utc))
+    service = CareService(config, workers=1, now=clock, timer=False)
+    service.start()
+    try:
+        assert service.wait_ready(HANG)
+        events, _ = missed_morning(tmp_path, broker)
+        assert wait_until(lambda: stored(url) == len(events))
+        assert len(service.round(clock.advance(minutes=1))) == 1
+        [mail] = mailbox.messages
+        assert mail["To"] == "family@example.org" and mail["Subject"].startswith("Sam: ")
+        body = mail.get_payload(decode=True).decode()
+        assert body.count("a dose was missed: warning") == 2 and "dispenser care ack" in body
+        assert_no_drug({"title": mail["Subject"], "message": body})
+    finally:
+        service.stop()
+        mailbox.close()
 
 
 def online(url: str) -> int | None:

@@ -2,7 +2,8 @@
 
 One schema and one code path: the SQL is written once, with `?` placeholders and
 `INSERT ... ON CONFLICT`, which both speak; the adapter only swaps the placeholder for
-psycopg's `%s` and opens each kind of connection. Times are UTC text in the events'
+psycopg's `%s` (so the SQL never holds a literal `%` or `?` of its own) and opens each
+kind of connection. Times are UTC text in the events'
 own form (`2026-11-21T13:03:12.120Z`), which sorts as it reads.
 
 Each thread opens its own connection (`database.connect()`); a write is one

@@ -135,6 +135,12 @@ class Ingest:
             (device, event["event_id"], seq, event["type"], event["at"], event["hash"], event["prev_hash"],
              canonical(event), stamp))
         self._bookkeep(device, event, first_at_seq, stamp)
+        # Heard again: an offline alert found by silence is over (one found by the Last Will
+        # ends with the retained {"online": true} the device publishes when it is back).
+        self.conn.execute(
+            "UPDATE alerts SET resolved_at = ? WHERE device = ? AND kind = 'device_offline' AND resolved_at IS NULL"
+            " AND acked_at IS NULL AND EXISTS (SELECT 1 FROM devices WHERE device = ? AND online IS NULL)",
+            (stamp, device, device))
         if event["type"] == "alert.raised":
             self._device_alert(device, event, at, now)
         if event["type"] in PATTERN_EVENTS:

@@ -34,9 +34,8 @@ def build_client(settings: MqttSettings, client_id: str, *, manual_ack: bool = F
     """A paho client for `settings` (MQTT 5 or 3.1.1, TLS, account), not yet connected."""
     v5 = settings.protocol == "5"
     protocol = MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311
-    options = {} if v5 else {"clean_session": not persistent}
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
-                         manual_ack=manual_ack, **options)
+                         manual_ack=manual_ack, clean_session=None if v5 else not persistent)
     if settings.username is not None:
         client.username_pw_set(settings.username, settings.password)
     if settings.tls:

@@ -25,7 +25,7 @@ def deliver(urls: tuple[str, ...], title: str, body: str) -> bool:
     sender = apprise.Apprise()
     for url in urls:
         sender.add(url)
-    ok = bool(sender.notify(title=title, body=body))
+    ok = bool(sender.notify(title=title, body=body, body_format=apprise.NotifyFormat.TEXT))  # lines kept in e-mail
     if not ok:
         log.warning("a notification to %d recipient(s) was not delivered; it will be tried again", len(urls))
     return ok

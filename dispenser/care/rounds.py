@@ -86,7 +86,7 @@ def run_ladder(conn: Connection, config: CareConfig, now: datetime, deliver: Del
     sent = []
     for send in plan(now, open_alerts(conn), patients, config.alerts):
         ids = [alert.alert_id for alert in send.alerts]
-        tokens = dict(conn.execute(
+        tokens: dict[str, str] = dict(conn.execute(
             f"SELECT alert_id, ack_token FROM alerts WHERE alert_id IN ({', '.join('?' * len(ids))})", ids))
         title, body = compose(patients[send.device], send, config.public_url, tokens)
         ok = deliver(send.urls, title, body)

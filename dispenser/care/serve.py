@@ -17,13 +17,16 @@ import logging
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Any, Callable
+
+import paho.mqtt.client as mqtt
 
 from .config import CareConfig
 from .database import Connection, Database
 from .ingest import Ingest
 from .link import build_client, connect
 from .notify import deliver as apprise_deliver
+from .ladder import Send
 from .rounds import Deliver, care_round
 
 log = logging.getLogger(__name__)
@@ -68,24 +71,24 @@ class Worker:
         self.client.loop_stop()
         self.conn.close()
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
             log.error("%s: the broker refused the connection: %s", self.client_id, reason_code)
             return
         log.info("%s connected (session present: %s)", self.client_id, flags.session_present)
         client.subscribe([(topic, 1) for topic in self.topics])
 
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:  # type: ignore[no-untyped-def]
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: list[Any], properties: Any) -> None:
         refused = [code for code in reason_codes if code.is_failure]
         if refused:
             log.error("%s: the broker refused the subscription: %s", self.client_id, refused[0])
             return
         self.subscribed.set()
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         self.subscribed.clear()
 
-    def _on_message(self, client, userdata, message) -> None:  # type: ignore[no-untyped-def]
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         for attempt in range(1, STORE_TRIES + 1):
             try:
                 outcome = self.ingest.handle(message.topic, bytes(message.payload), self.now())
@@ -130,7 +133,7 @@ class CareService:
         deadline = time.monotonic() + timeout
         return all(worker.subscribed.wait(max(0.0, deadline - time.monotonic())) for worker in self.workers)
 
-    def round(self, now: datetime | None = None) -> list:
+    def round(self, now: datetime | None = None) -> list[Send]:
         """One timer round now (on a connection of its own); the messages that went out."""
         with self.database.connect() as conn:
             return care_round(conn, self.config, now or self.now(), self.deliver)
