@@ -179,3 +179,20 @@ def test_patterns_side_effects_again_and_again_and_mood_falling(conn):
     kinds = [row[0] for row in alerts(conn)]
     assert kinds.count("pattern_side_effects") == 1      # 3 within 7 days: once, not at every check-in
     assert kinds.count("pattern_mood_falling") == 1      # 4.3 -> 2.3 over 14 days
+
+
+def test_a_transaction_that_fails_leaves_nothing_behind(conn):
+    with pytest.raises(RuntimeError):
+        with conn.transaction():
+            conn.execute("INSERT INTO links (token, device, created) VALUES (?, ?, ?)", ("t", "disp-0001", "now"))
+            raise RuntimeError("the disk is full")
+    assert conn.execute("SELECT count(*) FROM links") == [(0,)]
+    with pytest.raises(RuntimeError, match="do not nest"):
+        with conn.transaction(), conn.transaction():
+            pass
+
+
+def test_a_bad_database_url_is_one_line():
+    from dispenser.care.database import DatabaseError
+    with pytest.raises(DatabaseError, match=r"postgresql://care:\*\*\*@127.0.0.1:1/x: cannot connect"):
+        Database("postgresql://care:secret@127.0.0.1:1/x")

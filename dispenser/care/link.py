@@ -1,7 +1,8 @@
 """A paho client for a service that reads many devices: the builder others may call too.
 
 The device's link (dispenser/sync.py) is one device's client; the clinic's watch has its
-own. The care service needs what neither builds: a persistent MQTT 5 session under a
+own (clinic_cli._Link, which could be built here too). The care service needs what
+neither builds: a persistent MQTT 5 session under a
 fixed client id, acknowledgements sent only once a message is stored (manual_ack), and
 a Maximum Packet Size so that no device can make it read a huge message. The settings,
 TLS rules and topic names are the project's own (mqtt_settings.py).
@@ -19,8 +20,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ..mqtt_settings import MqttSettings
+from ..sync import SESSION_EXPIRY_S   # the device's: what arrives while away waits a week
 
-SESSION_EXPIRY_S = 7 * 24 * 3600   # what arrives while the service is away waits a week
 MAX_PACKET_BYTES = 256 * 1024      # no event comes near it (docs/MQTT.md's broker limit is lower)
 RECEIVE_MAXIMUM = 50               # messages the broker may have unacknowledged with one worker
 
