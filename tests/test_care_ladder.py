@@ -52,6 +52,14 @@ def test_escalation_to_the_clinic_after_escalate_after_min_unacknowledged():
     assert sends(T0 + timedelta(hours=5), replace(told, rung=CLINIC)) == []     # the ladder's top
 
 
+def test_an_escalation_never_waits_for_a_new_burst():
+    told = alert("old", rung=PEOPLE, notified_at=T0)
+    new = alert("new", T0 + timedelta(minutes=15) - timedelta(seconds=2))
+    assert sends(T0 + timedelta(minutes=15), told, new) == [(CLINIC, ("old",))]
+    later = T0 + timedelta(minutes=15, seconds=8)
+    assert sends(later, replace(told, rung=CLINIC), new) == [(PEOPLE, ("new",))]
+
+
 def test_clinic_alerts_and_patients_without_people_go_to_the_clinic_at_once():
     assert sends(T0 + timedelta(seconds=10), alert(audience="clinic")) == [(CLINIC, ("a1",))]
     alone = replace(SAM, notify=())

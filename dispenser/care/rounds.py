@@ -57,11 +57,13 @@ def find_offline(conn: Connection, config: CareConfig, now: datetime) -> None:
 def find_gaps(conn: Connection, config: CareConfig, now: datetime) -> None:
     """A gap in a device's log still open `gap_after_s` after it appeared: a clinic alert."""
     limit = format_at(now - timedelta(seconds=config.alerts.gap_after_s))
+    # A device whose gap already has an open alert since it opened is not looked at again.
     for device, first, top, since in conn.execute(
-            "SELECT device, first_seq, top_seq, gap_since FROM devices WHERE gap_since IS NOT NULL AND gap_since <= ?",
-            (limit,)):
+            "SELECT device, first_seq, top_seq, gap_since FROM devices WHERE gap_since IS NOT NULL AND gap_since <= ?"
+            " AND NOT EXISTS (SELECT 1 FROM alerts WHERE alerts.device = devices.device AND alerts.kind = 'log_gap'"
+            " AND alerts.resolved_at IS NULL AND alerts.received >= devices.gap_since)", (limit,)):
         present = [row[0] for row in conn.execute(
-            "SELECT DISTINCT seq FROM events WHERE device = ? ORDER BY seq", (device,))]
+            "SELECT DISTINCT seq FROM events WHERE device = ? AND seq BETWEEN ? AND ? ORDER BY seq", (device, first, top))]
         runs = chain.missing(first, top, present)
         if not runs:
             continue
