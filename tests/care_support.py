@@ -60,9 +60,9 @@ def payload(event: dict) -> bytes:
 class Hook:
     """A local HTTP endpoint for apprise's json:// : every POST body kept, in order."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
         self.received: list[dict] = []
-        self.port = free_port()
+        self.port = port or free_port()
         self._lock = threading.Lock()
         hook = self
 
