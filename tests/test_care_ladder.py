@@ -113,6 +113,14 @@ def test_a_message_names_the_patient_kind_severity_when_and_how_to_ack_but_no_dr
     assert not [drug for drug in DRUGS if drug.lower() in text.lower()]
 
 
+def test_a_burst_of_hundreds_is_one_message_that_lists_the_first_ten():
+    burst = [alert(f"a{i:03}", T0, kind="log_fork", severity="critical", audience="clinic") for i in range(300)]
+    [send] = plan(T0 + timedelta(seconds=10), burst, {SAM.device: SAM}, SETTINGS)
+    title, body = compose(SAM, send, "https://c", {a.alert_id: "t" for a in burst})
+    assert title == "Sam: 300 alerts, the most severe critical"
+    assert body.count("acknowledge:") == 10 and body.endswith("... and 290 more: `dispenser care status` lists every open alert")
+
+
 def test_the_config_refuses_what_would_silently_tell_nobody(tmp_path):
     base = {"patient": [{"device": "disp-0001", "name": "Sam"}]}
     with pytest.raises(CareConfigError, match="patient\\[0\\].clinic_notfy: unknown key"):

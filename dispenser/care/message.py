@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from .config import Patient
-from .ladder import CLINIC, AlertState, Send
+from .ladder import CLINIC, Send
 
 KINDS = {
     # from the device (contract sections 3, 5, 6)
@@ -45,6 +45,7 @@ KINDS = {
     "pattern_mood_falling": "mood has been falling",
 }
 SEVERITIES = ("info", "warning", "critical")
+MAX_LISTED = 10   # alerts spelled out in one message; a rewritten log can raise hundreds at once
 
 
 def describe(kind: str) -> str:
@@ -78,12 +79,12 @@ def compose(patient: Patient, send: Send, public_url: str, tokens: dict[str, str
     if send.rung == CLINIC and any(a.rung == 1 for a in alerts):
         lines.append(f"Not acknowledged by {patient.name}'s people within {patient.escalate_after_min} minutes.")
     lines.append(f"{patient.name}'s dispenser ({send.device}):")
-    for alert in alerts:
+    for alert in alerts[:MAX_LISTED]:
         lines.append(f"- {describe(alert.kind)}: {severity(alert.severity)}, {when(alert.at, patient)}")
         lines.append(f"  acknowledge: {ack_link(public_url, alert.alert_id, tokens[alert.alert_id])}"
                      f" or `dispenser care ack {alert.alert_id}`")
+    if len(alerts) > MAX_LISTED:
+        lines.append(f"... and {len(alerts) - MAX_LISTED} more: `dispenser care status` lists every open alert")
     return title, "\n".join(lines)
 
 
-def ack_hint(alert: AlertState) -> str:
-    return f"dispenser care ack {alert.alert_id}"
