@@ -134,6 +134,42 @@ def test_a_missed_dose_reaches_the_people_then_the_clinic_until_someone_acks(tmp
         service.stop()
 
 
+def test_a_device_back_after_days_is_told_in_one_message(tmp_path, broker, hook):
+    """Three days with nobody pressing while the broker is away; then the backlog arrives
+    at once (the workers reconnect and subscribe again by themselves): one message."""
+    url = f"sqlite:///{tmp_path / 'care.db'}"
+    config = load_care_config(str(care_toml(tmp_path / "care.toml", database_url=url, port=broker.port,
+                                            notify=[hook.url("people")])))
+    clock = Clock(datetime(2026, 11, 27, 18, 0, tzinfo=timezone.utc))
+    service = CareService(config, workers=2, now=clock, timer=False)
+    service.start()
+    try:
+        assert service.wait_ready(HANG)
+        broker.stop()
+        (tmp_path / "schedule.json").write_text((EXAMPLES / "schedule.json").read_text())
+        scenario = tmp_path / "days.toml"
+        scenario.write_text('start = "2026-11-24T06:00:00"\nuntil = "2026-11-27T06:00:00"\nschedule = "schedule.json"\n'
+                            "[stock]\nsertraline = 28\nnaltrexone = 20\nhydroxyzine = 10\n")
+        device = tmp_path / "device.toml"
+        device.write_text(f'[device]\nid = "{DEVICE}"\n[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\ntls = false\n')
+        result = dispenser("simulate", "--scenario", scenario, "--config", device, "--db", tmp_path / "device.db")
+        assert result.returncode == 0, result.stderr
+        events = result.stdout.splitlines()
+        assert sum('"dose_missed"' in line for line in events) >= 6
+        broker.start()
+        assert service.wait_ready(HANG)
+        sync = dispenser("sync", "--once", "--config", device, "--db", tmp_path / "device.db")
+        assert sync.returncode == 0, sync.stderr
+        assert wait_until(lambda: stored(url) == len(events))
+        assert service.round(clock.advance(seconds=config.alerts.batch_s)) != []
+        [message] = hook.on("people")
+        raised = sum('"alert.raised"' in line for line in events)
+        assert message["title"].startswith(f"Sam: {raised} alerts") and "a dose was missed" in message["message"]
+        assert_no_drug(message)
+    finally:
+        service.stop()
+
+
 def test_events_published_while_the_service_is_away_arrive_when_it_is_back(tmp_path, broker, hook):
     url = f"sqlite:///{tmp_path / 'care.db'}"
     config = load_care_config(str(care_toml(tmp_path / "care.toml", database_url=url, port=broker.port)))
