@@ -73,6 +73,10 @@ def test_bad_input_to_the_commands(tmp_path, config_path):
     with_mqtt = care_toml(tmp_path / "m.toml", database_url=f"sqlite:///{tmp_path / 'm.db'}", port=1,
                           notify=["nosuchscheme://x"])
     one_line_error(dispenser("care", "serve", "--config", with_mqtt), "apprise cannot use the URL nosuchscheme://")
+    tls = tmp_path / "tls.toml"
+    tls.write_text(f'[mqtt]\nhost = "127.0.0.1"\ntls_ca = "{tmp_path / "no-ca.pem"}"\n'
+                   f'[database]\nurl = "sqlite:///{tmp_path / "t.db"}"\n')
+    one_line_error(dispenser("care", "serve", "--config", tls), "mqtt.tls_ca: no such file")
     one_line_error(dispenser("care", "serve", "--workers", "0", "--config",
                              care_toml(tmp_path / "w.toml", database_url=f"sqlite:///{tmp_path / 'w.db'}", port=1)),
                    "--workers must be from 1 to 64")

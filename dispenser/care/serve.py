@@ -24,7 +24,7 @@ import paho.mqtt.client as mqtt
 from .config import CareConfig
 from .database import Connection, Database
 from .ingest import Ingest
-from .link import build_client, connect
+from .link import build_client, connect_async
 from .notify import deliver as apprise_deliver
 from .ladder import Send
 from .rounds import Deliver, care_round
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 SHARE_GROUP = "care"
 STORE_TRIES = 5
+MAX_PACKET_BYTES = 256 * 1024      # no event comes near it; a bigger message never reaches a worker
+RECEIVE_MAXIMUM = 50               # messages the broker may have unacknowledged with one worker
 
 
 def _utc_now() -> datetime:
@@ -57,14 +59,16 @@ class Worker:
             self.topics.append(f"{prefix}/+/status")
         self.handled = 0
         self.subscribed = threading.Event()
-        self.client = build_client(self.settings, self.client_id, manual_ack=True)
+        self.client = build_client(self.settings, self.client_id, persistent=True, manual_ack=True)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
         self.client.on_disconnect = self._on_disconnect
 
     def start(self) -> None:
-        connect(self.client, self.settings)
+        connect_async(self.client, self.settings, persistent=True, MaximumPacketSize=MAX_PACKET_BYTES,
+                      ReceiveMaximum=RECEIVE_MAXIMUM)
+        self.client.loop_start()
 
     def stop(self) -> None:
         self.client.disconnect()
