@@ -193,7 +193,8 @@ class Engine:
         try:
             self.mover(release.compartment, release.quantity)
         except PillNotSeen as unseen:  # the drop sensor's word: the rules say jam or empty
-            self._decide(now, lambda: self.rules.release_unseen(now, release, unseen.seen),
+            seen = unseen.seen
+            self._decide(now, lambda: self.rules.release_unseen(now, release, seen),
                          closing={release.event_id: "failed"})
             return False
         except Exception as error:  # a servo fault must not stop the device

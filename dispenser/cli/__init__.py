@@ -3,6 +3,8 @@
     common.py   what every command shares (errors, config, log, engine, input parsing)
     device.py   the device's commands: run, simulate, schedule, refill, log, report, status...
     clinic.py   `sync` and `clinic ...`: the MQTT tools of the device owner and the clinic
+    fhir.py     `schedule from-fhir` and `export fhir`
+    (`dispenser care ...` registers from dispenser/care/cli.py: the care service is its own extra)
 
 The handlers never import each other; this module only assembles the parser.
 """
@@ -42,6 +44,8 @@ def _assemble() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     handlers: dict[str, Handler] = {}
     handlers.update(device.add_commands(sub, common))
     handlers.update(clinic.add_commands(sub, common))
+    from ..care.cli import add_commands as add_care_commands  # argparse only: the care service is an extra
+    handlers.update(add_care_commands(sub, common))
     return parser, handlers
 
 

@@ -9,7 +9,6 @@ import argparse
 import json
 from collections.abc import Callable
 from datetime import datetime, timezone
-from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..config import load_config

@@ -1,0 +1,222 @@
+"""`dispenser care serve / status / ack / link`: the argparse part, and the handlers.
+
+Imported by the `dispenser` command to register `care`; it imports nothing heavy at the
+top (the daemon's process builds the same parser), and without the `care` extra every
+`care` command says in one line how to install it. Bad input: one line, exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import secrets
+import signal
+import sys
+import threading
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+Handler = Callable[[argparse.Namespace], int]
+READY_WAIT_S = 30.0
+
+
+class CareError(Exception):
+    """Bad input or a database that cannot be used: the text is the whole story."""
+
+
+def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Handler]:
+    """Add `care` to the `dispenser` subparsers; return {"care": handler}."""
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument("--config", metavar="PATH",
+                        help="care.toml (default: $DISPENSER_CARE_CONFIG, else /etc/dispenser/care.toml)")
+    care = sub.add_parser("care", help="the care service: ingest, notify people, acknowledge")
+    actions = care.add_subparsers(dest="action", required=True, metavar="ACTION")
+    serve = actions.add_parser("serve", parents=[config], help="ingest every device's events and notify, until stopped")
+    serve.add_argument("--workers", type=int, default=1, metavar="N", help="ingest clients on the shared subscription")
+    status = actions.add_parser("status", parents=[config], help="devices: online or not, last event, open alerts")
+    status.add_argument("--json", action="store_true")
+    ack = actions.add_parser("ack", parents=[config], help="acknowledge an alert: its escalation stops")
+    ack.add_argument("alert_id", metavar="ALERT_ID")
+    ack.add_argument("--by", metavar="NAME", default=None, help="who acknowledges (default: the login name)")
+    link = actions.add_parser("link", parents=[config], help="the family's read-only link to a patient's page")
+    link.add_argument("device", metavar="DEVICE")
+    link.add_argument("--revoke", action="store_true", help="revoke every link to that patient instead")
+    return {"care": cmd_care}
+
+
+def cmd_care(args: argparse.Namespace) -> int:
+    from . import missing_extra
+    missing = missing_extra()
+    if missing is not None:
+        return _fail(f"`dispenser care` needs the care extra (missing: {missing}): pip install 'dispenser[care]'")
+    from .config import CareConfigError
+    from .database import DatabaseError
+    handlers: dict[str, Handler] = {"serve": care_serve, "status": care_status, "ack": care_ack, "link": care_link}
+    try:
+        return handlers[args.action](args)
+    except (CareError, CareConfigError, DatabaseError) as error:
+        return _fail(str(error))
+
+
+def _fail(message: str) -> int:
+    print(f"dispenser: {message}", file=sys.stderr)
+    return 2
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from .config import load_care_config
+    return load_care_config(args.config)
+
+
+def _connect(config: Any) -> Any:
+    from .database import Database
+    return Database(config.database_url).connect()
+
+
+# -- serve -------------------------------------------------------------------------------
+
+
+def care_serve(args: argparse.Namespace) -> int:
+    """Until SIGTERM or Ctrl-C: the workers, the ladder's timer."""
+    from ..mqtt_client import TlsFilesError
+    from .notify import check_urls
+    from .serve import CareService
+    config = _config(args)
+    if config.mqtt is None:
+        raise CareError(f"{config.source}: no [mqtt] table: there is no broker to ingest from")
+    if not 1 <= args.workers <= 64:
+        raise CareError("--workers must be from 1 to 64")
+    bad = check_urls([url for patient in config.patients for url in (*patient.notify, *patient.clinic_notify)])
+    if bad is not None:
+        raise CareError(f"{config.source}: apprise cannot use the URL {bad.split('://')[0]}://... (see apprise's URL list)")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        service = CareService(config, args.workers)
+    except TlsFilesError as error:
+        raise CareError(str(error)) from None
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    service.start()
+    where = f"{config.mqtt.host}:{config.mqtt.port}"
+    try:
+        if service.wait_ready(READY_WAIT_S):
+            print(f"dispenser care: {args.workers} worker(s) subscribed at {where}, database "
+                  f"{config.database_url.split('://')[0]}", file=sys.stderr, flush=True)
+        else:
+            print(f"dispenser care: not subscribed at {where} yet; retrying", file=sys.stderr, flush=True)
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        service.stop()
+    return 0
+
+
+# -- status ------------------------------------------------------------------------------
+
+
+def status_report(conn: Any, config: Any, now: datetime) -> dict:
+    """Every device heard or configured: online since when, last event, open alerts."""
+    devices: dict[str, dict] = {}
+    for device, online, since, heard, seq, kind, at in conn.execute(
+            "SELECT device, online, status_since, last_heard, last_seq, last_type, last_at FROM devices ORDER BY device"):
+        devices[device] = {"device": device, "online": None if online is None else bool(online),
+                           "since": since, "last_heard": heard,
+                           "last_event": None if seq is None else {"seq": seq, "type": kind, "at": at}}
+    for patient in config.patients:
+        devices.setdefault(patient.device, {"device": patient.device, "online": None, "since": None,
+                                            "last_heard": None, "last_event": None})
+    for entry in devices.values():
+        patient = config.patient(entry["device"])
+        entry["patient"] = patient.name if patient else None
+        entry["open_alerts"] = []
+    for alert_id, device, kind, severity, at, rung, notified, escalated in conn.execute(
+            "SELECT alert_id, device, kind, severity, at, rung, notified_at, escalated_at FROM alerts"
+            " WHERE acked_at IS NULL AND resolved_at IS NULL ORDER BY at, alert_id"):
+        if device in devices:
+            devices[device]["open_alerts"].append({
+                "alert_id": alert_id, "kind": kind, "severity": severity, "at": at,
+                "told": ["nobody yet", "people", "clinic"][min(rung, 2)],
+                "notified_at": notified, "escalated_at": escalated})
+    return {"at": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "devices": list(devices.values())}
+
+
+def care_status(args: argparse.Namespace) -> int:
+    config = _config(args)
+    with _connect(config) as conn:
+        report = status_report(conn, config, _now())
+    if args.json:
+        print(json.dumps(report, indent=1, ensure_ascii=False))
+        return 0
+    if not report["devices"]:
+        print("no devices heard or configured yet")
+    for entry in report["devices"]:
+        state = {True: "online", False: "offline", None: "not heard"}[entry["online"]]
+        if entry["online"] is None and entry["last_heard"]:
+            state = f"heard {entry['last_heard']}"
+        elif entry["since"]:
+            state += f" since {entry['since']}"
+        last = entry["last_event"]
+        last_text = f"last event seq {last['seq']} {last['type']} at {last['at']}" if last else "no event yet"
+        name = f" ({entry['patient']})" if entry["patient"] else " (no [[patient]] in the config)"
+        print(f"{entry['device']}{name}: {state}; {last_text}; {len(entry['open_alerts'])} open alert(s)")
+        for alert in entry["open_alerts"]:
+            print(f"  {alert['alert_id']}  {alert['severity']:<8} {alert['kind']}  at {alert['at']}, "
+                  f"told: {alert['told']}")
+    return 0
+
+
+# -- ack ---------------------------------------------------------------------------------
+
+
+def acknowledge(conn: Any, alert_id: str, by: str, now: datetime) -> tuple[bool, str | None, str | None]:
+    """(found, acked_by, acked_at) after acknowledging; an alert acknowledged before keeps its first ack."""
+    from ..timeutil import format_at
+    with conn.transaction():
+        conn.execute("UPDATE alerts SET acked_at = ?, acked_by = ? WHERE alert_id = ? AND acked_at IS NULL",
+                     (format_at(now), by, alert_id))
+        rows = conn.execute("SELECT acked_by, acked_at FROM alerts WHERE alert_id = ?", (alert_id,))
+    if not rows:
+        return False, None, None
+    return True, rows[0][0], rows[0][1]
+
+
+def care_ack(args: argparse.Namespace) -> int:
+    import getpass
+    config = _config(args)
+    by = args.by if args.by is not None else getpass.getuser()
+    if not by.strip() or len(by) > 100 or not by.isprintable():
+        raise CareError("--by must be a name of 1 to 100 printable characters")
+    now = _now()
+    with _connect(config) as conn:
+        found, acked_by, acked_at = acknowledge(conn, args.alert_id, by, now)
+    if not found:
+        raise CareError(f"no alert {args.alert_id!r} (`dispenser care status` lists the open ones)")
+    print(f"{args.alert_id}: acknowledged by {acked_by} at {acked_at}; its escalation has stopped")
+    return 0
+
+
+# -- link --------------------------------------------------------------------------------
+
+
+def care_link(args: argparse.Namespace) -> int:
+    from ..timeutil import format_at
+    config = _config(args)
+    if config.patient(args.device) is None:
+        raise CareError(f"{args.device!r} is no [[patient]] device in {config.source}")
+    with _connect(config) as conn, conn.transaction():
+        if args.revoke:
+            rows = conn.execute("UPDATE links SET revoked = ? WHERE device = ? AND revoked IS NULL RETURNING token",
+                                (format_at(_now()), args.device))
+            print(f"{args.device}: {len(rows)} link(s) revoked")
+            return 0
+        token = secrets.token_urlsafe(24)
+        conn.execute("INSERT INTO links (token, device, created) VALUES (?, ?, ?)",
+                     (token, args.device, format_at(_now())))
+    print(f"{config.public_url}/family/{token}")
+    return 0
