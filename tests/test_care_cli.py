@@ -42,7 +42,7 @@ def test_without_the_care_extra_every_care_command_says_how_to_install_it(config
     for action in (["status"], ["serve"], ["ack", "x"], ["link", "disp-0001"]):
         result = dispenser("care", *action, "--config", config_path, code=blocked)
         one_line_error(result, "pip install 'dispenser[care]'", "apprise")
-    assert dispenser("schedule", "validate", ROOT / "tests/data/examples/schedule.json", code=blocked).returncode == 0
+    assert dispenser("schedule", "validate", ROOT / "dispenser/demo/schedule.json", code=blocked).returncode == 0
 
 
 def test_the_daemon_and_the_parser_import_nothing_of_the_care_service():

@@ -21,12 +21,12 @@ from dispenser.care.config import load_care_config
 from dispenser.care.database import Database
 from dispenser.care.serve import CareService
 from ports import free_port
-from support import EXAMPLES
+from support import DEMO
 from waiting import HANG, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE = "disp-0001"
-SCHEDULE = json.loads((EXAMPLES / "schedule.json").read_text())
+SCHEDULE = json.loads((DEMO / "schedule.json").read_text())
 DRUG_WORDS = sorted({m["id"] for m in SCHEDULE["medications"]} | {m["name"] for m in SCHEDULE["medications"]}
                     | {m["name"].split()[0] for m in SCHEDULE["medications"]})
 
@@ -53,7 +53,7 @@ def dispenser(*args: object, timeout: float = 120) -> subprocess.CompletedProces
 def missed_morning(tmp_path: Path, broker) -> tuple[list[dict], Path]:
     """A morning on the contract's schedule with nobody pressing: sertraline (08:00) and
     naltrexone (09:00) are missed. Published as the daemon would; returns its events."""
-    (tmp_path / "schedule.json").write_text((EXAMPLES / "schedule.json").read_text())
+    (tmp_path / "schedule.json").write_text((DEMO / "schedule.json").read_text())
     scenario = tmp_path / "missed.toml"
     scenario.write_text('start = "2026-11-24T06:00:00"\nuntil = "2026-11-24T12:00:00"\nschedule = "schedule.json"\n'
                         "[stock]\nsertraline = 28\nnaltrexone = 20\nhydroxyzine = 10\n")
@@ -145,7 +145,7 @@ def test_a_device_back_after_days_is_told_in_one_message(tmp_path, broker, hook)
     try:
         assert service.wait_ready(HANG)
         broker.stop()
-        (tmp_path / "schedule.json").write_text((EXAMPLES / "schedule.json").read_text())
+        (tmp_path / "schedule.json").write_text((DEMO / "schedule.json").read_text())
         scenario = tmp_path / "days.toml"
         scenario.write_text('start = "2026-11-24T06:00:00"\nuntil = "2026-11-27T06:00:00"\nschedule = "schedule.json"\n'
                             "[stock]\nsertraline = 28\nnaltrexone = 20\nhydroxyzine = 10\n")

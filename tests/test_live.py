@@ -17,6 +17,7 @@ from dispenser.engine import Engine
 from dispenser.hardware import build_sim_hardware
 from dispenser.live import Terminal, boxed
 from dispenser.store import Store
+from dispenser.inputs import Hold, Press, Stop
 from support import as_needed, daily, local, schedule
 from waiting import HANG, finishes, wait_until
 
@@ -69,7 +70,7 @@ class Live:
         while not self.daemon.inputs.empty():
             item = self.daemon.inputs.get()
             items.append(item)
-            if item != "stop":
+            if not isinstance(item, Stop):
                 self.daemon.handle(item, self.clock.at)
         return items
 
@@ -136,7 +137,7 @@ def test_keys_go_in_and_the_frame_follows_the_glass(live_device):
         finishes(reader.join)  # it returns at `q`, and queues "stop" as it ends
         os.close(main)
     device.at("2026-11-24T13:00:00")
-    assert device.handle_queued() == ["hold", "press", "stop"]
+    assert device.handle_queued() == [Hold(), Press(), Stop()]
     device.terminal.draw()
     assert device.drawn_glass() == device.ddram()
     # The press found nothing due (an as-needed dose asks for no confirmation): the glass says so.

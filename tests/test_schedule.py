@@ -21,7 +21,7 @@ from dispenser.schedule import (
 )
 from dispenser.timeutil import UTC
 
-DATA = Path(__file__).parent / "data" / "examples"
+DATA = Path(__file__).resolve().parents[1] / "dispenser" / "demo"  # the contract's example schedule
 DELETE = object()
 
 

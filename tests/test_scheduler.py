@@ -14,7 +14,7 @@ from dispenser.schedule import parse_schedule
 from dispenser.scheduler import Dose, doses_between, occurrences
 from dispenser.timeutil import UTC
 
-DATA = Path(__file__).parent / "data" / "examples"
+DATA = Path(__file__).resolve().parents[1] / "dispenser" / "demo"  # the contract's example schedule
 NY = ZoneInfo("America/New_York")
 LONDON = ZoneInfo("Europe/London")
 H = timedelta(hours=1)
