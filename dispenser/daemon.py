@@ -165,6 +165,7 @@ class Daemon:
         self.start(clock.now())
         if self.notifier:
             self.notifier.ready()
+        self._check_chain()
         while not stop_after():
             now = clock.now()
             self.on_time(now)
@@ -177,6 +178,16 @@ class Daemon:
                 break
             self.handle(item, clock.now())
         self.stop(clock.now())
+
+    chain_check = None
+
+    def _check_chain(self) -> None:
+        """After READY: the whole hash chain on a thread of its own (chaincheck.py)."""
+        store = self.engine.store
+        if store.name != ":memory:":
+            from .chaincheck import ChainCheck
+            self.chain_check = ChainCheck(store.name, store.device_id, self.put)
+            self.chain_check.start()
 
     def _timeout(self, clock, now: datetime) -> float:
         if self.notifier:
@@ -326,6 +337,8 @@ class Daemon:
             self.engine.refill(now, item[1], item[2])
         elif kind == "connection":
             pass  # the sync's state changed; the redraw below shows it
+        elif kind == "chain_broken":  # the background check (chaincheck.py): the clinic must know
+            self.engine.fault(now, "log", f"hash chain broken at seq {item[1]}: {item[2]}"[:300])
         else:
             log.info("ignored input %r", item)
 
