@@ -488,12 +488,12 @@ class Daemon:
 
 def device_state(engine: Engine, now: datetime) -> dict:
     """The retained `state` snapshot for the clinic: next dose, stock, 7-day adherence, backlog."""
-    from .report import adherence
+    from .report import adherence, window_events
     from .timeutil import format_utc
     model = engine.view
     upcoming = model.next_dose
     week = now - timedelta(days=7)
-    events = list(engine.store.events_since(format_utc(week)))
+    events = window_events(engine.store, week)  # the week's part of the log, whatever its age
     reports = adherence(events, week, now, model.timezone or UTC)
     return {
         "device_id": engine.store.device_id,

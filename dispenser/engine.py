@@ -131,6 +131,7 @@ class Engine:
             raise StoreError(f"{self.store.name}: the log is damaged at seq {broken.seq}; "
                              f"not starting on it (see `dispenser log verify`)") from None
         self._folded = state
+        self.tail_folded = self._seen_seq - self._snapshot_seq  # events folded at this start
         live = _copy_state(state)
         kwargs = {"new_id": self._new_id} if self._new_id else {}
         rules = DoseRules(live, self.compartments, self._schedule, **kwargs)

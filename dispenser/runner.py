@@ -35,8 +35,9 @@ def open_store(config: Config, db: str | None) -> Store:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise StartError(f"{path}: cannot create its folder ({error.strerror})") from None
-    try:
-        return Store.open(path, config.device_id)
+    from .clocktrust import boot_id
+    try:  # the whole file read (quick_check) once per boot, not at every start
+        return Store.open(path, config.device_id, boot=boot_id())
     except StoreError as error:
         raise StartError(str(error)) from None
 
