@@ -775,8 +775,7 @@ def _open_file(path: Path, device_id: str, boot: str | None = None) -> Database:
         _migrate(db)
         _check_tables(db, path)
         if boot is not None and not checked:
-            with db.atomic():
-                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [QUICK_CHECK_KEY, boot])
+            _record_check(db, boot)
     except StoreError:
         db.close()
         raise
@@ -784,6 +783,15 @@ def _open_file(path: Path, device_id: str, boot: str | None = None) -> Database:
         db.close()
         raise StoreError(f"{path}: cannot open ({_one_line(error)})") from error
     return db
+
+
+def _record_check(db: Database, boot: str) -> None:
+    """Note in the log's meta that the file passed quick_check in this boot."""
+    try:
+        with db.atomic():
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [QUICK_CHECK_KEY, boot])
+    except sqlite3.Error:
+        pass  # a full disk: the next start checks again, and the daemon shows the storage problem
 
 
 def _checked_this_boot(db: Database) -> bool:
