@@ -8,7 +8,8 @@ building only): a person with four scheduled medications (08:00 two, 09:00, 20:0
 released within minutes and confirmed, some late, unconfirmed or missed, a check-in after
 about half the confirmations, refills every four weeks, a clean restart every ten days
 and a power cut (no stop) every month. Copies are taken at 1 and 3 years as it grows, as
-a device would have them then: ending wherever the last snapshot left its tail.
+a device would have them then: ending wherever the last snapshot left its tail, the
+outbox sent (a device that reaches its broker).
 
 Then for each age, each in fresh processes on a fresh copy, at a moment a minute after the log's end:
 - start to READY: `dispenser run`'s own code (runner.build_daemon, run_daemon, simulated
@@ -154,10 +155,19 @@ class Patient:
     def copy(self, target: Path) -> datetime:
         """A consistent copy of the log as it is now; returns the moment a minute after it."""
         self.advance(self.now + timedelta(hours=self.rng.randrange(1, 5)))  # a tail after the last snapshot
+        drained(self.store.db.conn, self.now)
         destination = sqlite3.connect(target)
         self.store.db.conn.backup(destination)
         destination.close()
         return self.now + timedelta(minutes=1)
+
+
+def drained(conn: sqlite3.Connection, now: datetime) -> None:
+    """The outbox as on a device that reaches its broker: everything sent (the sync's own
+    bench, bench/outbox_drain.py, measures a backlog)."""
+    from dispenser.timeutil import format_at
+    with conn:
+        conn.execute("UPDATE outbox SET sent_at = ? WHERE sent_at IS NULL", [format_at(now)])
 
 
 def build(folder: Path, years: list[int]) -> dict[int, tuple[Path, datetime, int]]:
@@ -330,6 +340,10 @@ def main() -> None:
     index = folder / "logs.json"
     if index.exists():
         logs = {int(k): (Path(p), datetime.fromisoformat(a), n) for k, (p, a, n) in json.loads(index.read_text()).items()}
+        for path, at, _ in logs.values():  # logs kept from an earlier run
+            conn = sqlite3.connect(path)
+            drained(conn, at)
+            conn.close()
     else:
         began = time.perf_counter()
         logs = build(folder, sorted(args.years))

@@ -225,11 +225,6 @@ class SnapshotRow:
     state: str
 
 
-class _Unreadable(Exception):
-    def __init__(self, seq: int, reason: str):
-        self.seq, self.reason = seq, reason
-
-
 _EVENT_COLUMNS = "seq, event_id, schema, type, at, data, prev_hash, hash"
 
 
@@ -663,13 +658,11 @@ class Store:
 
     # --- helpers -------------------------------------------------------------------------
 
-    def _event(self, row: tuple, strict: bool = False) -> dict:
+    def _event(self, row: tuple) -> dict:
         seq, event_id, schema, type_, at, data, prev_hash, hash_ = row
         try:
             parsed = json.loads(data)
         except (TypeError, ValueError):
-            if strict:
-                raise _Unreadable(seq, "data is not valid JSON") from None
             raise StoreError(f"{self.name}: event {seq} is damaged (data is not valid JSON)") from None
         return {"schema": schema, "event_id": event_id, "device_id": self.device_id, "seq": seq,
                 "type": type_, "at": at, "data": parsed, "prev_hash": prev_hash, "hash": hash_}
