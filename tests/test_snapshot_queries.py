@@ -125,3 +125,18 @@ def test_parsed_schedules_of_the_past_are_not_kept(tmp_path):
     rig.engine.stop(rig.at("2026-12-01 13:00"))
     assert len(rig.engine._schedules) <= 2
     assert len(Engine(rig.store, 8, "America/New_York")._schedules) == 1
+
+
+def test_log_since_reads_from_its_first_seq_and_prints_what_it_printed(simulated, tmp_path, capsys):
+    import json
+
+    from dispenser import cli
+    path, _ = simulated
+    config = tmp_path / "config.toml"
+    config.write_text(f'[device]\nid = "{DEVICE}"\n')
+    with Store.open(path, DEVICE) as store:
+        events = list(store.events())
+    for moment in (events[0]["at"], events[len(events) // 2]["at"], events[-1]["at"], "2000-01-01T00:00:00Z"):
+        assert cli.main(["log", "--since", moment, "--json", "--config", str(config), "--db", str(path)]) == 0
+        printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert printed == [e for e in events if parse_utc(e["at"]) >= parse_utc(moment)]
