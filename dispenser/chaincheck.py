@@ -61,6 +61,7 @@ class ChainCheck:
             return self.result
         try:
             conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute("PRAGMA cache_size=-256")  # one pass in order: a page cache would only take memory
             result = verify_rows(conn, self.device_id, lambda seq: time.sleep(self.pause_s))
         finally:
             conn.close()
