@@ -20,8 +20,8 @@ from typing import assert_never
 from zoneinfo import ZoneInfo
 
 from .engine import Engine
-from .inputs import (ConnectionChanged, Hold, Input, LidClosed, LidOpened, PillNotSeen, PillSeen, Press, Refill,
-                     ScheduleMessage, Stop, Tick, UnknownInput, as_input)
+from .inputs import (ChainCheckFailed, ConnectionChanged, Hold, Input, LidClosed, LidOpened, PillNotSeen, PillSeen,
+                     Press, Refill, ScheduleMessage, Stop, Tick, UnknownInput, as_input)
 from .store import StoreError
 from .rules import Outcome
 from .screens import MOODS, SIDE_EFFECTS, View, screen, screen_feedback, screen_name
@@ -172,6 +172,7 @@ class Daemon:
         self.start(clock.now())
         if self.notifier:
             self.notifier.ready()
+        self._check_chain()
         while not stop_after():
             now = clock.now()
             self.on_time(now)
@@ -184,6 +185,16 @@ class Daemon:
                 break
             self.handle(item, clock.now())
         self.stop(clock.now())
+
+    chain_check = None
+
+    def _check_chain(self) -> None:
+        """After READY: the whole hash chain on a thread of its own (chaincheck.py)."""
+        store = self.engine.store
+        if store.name != ":memory:":
+            from .chaincheck import ChainCheck
+            self.chain_check = ChainCheck(store.name, store.device_id, self.put)
+            self.chain_check.start()
 
     def _timeout(self, clock, now: datetime) -> float:
         if self.notifier:
@@ -346,6 +357,8 @@ class Daemon:
                 self.engine.lid(now, opened=False)
             case PillSeen():
                 self._stray_pills(now)
+            case ChainCheckFailed(seq=seq, reason=reason):  # the background check (chaincheck.py): the clinic must know
+                self.engine.fault(now, "log", f"hash chain broken at seq {seq}: {reason}"[:300])
             case ConnectionChanged() | Tick():
                 pass  # the sync's state changed, or only time passed: the redraw below shows it
             case Stop():
@@ -534,12 +547,12 @@ class Daemon:
 
 def device_state(engine: Engine, now: datetime) -> dict:
     """The retained `state` snapshot for the clinic: next dose, stock, 7-day adherence, backlog."""
-    from .report import adherence
-    from .timeutil import UTC, format_utc
+    from .report import adherence, window_events
+    from .timeutil import format_utc
     model = engine.view
     upcoming = model.next_dose
     week = now - timedelta(days=7)
-    events = list(engine.store.events_since(format_utc(week)))
+    events = window_events(engine.store, week)  # the week's part of the log, whatever its age
     reports = adherence(events, week, now, model.timezone or UTC)
     return {
         "device_id": engine.store.device_id,

@@ -12,22 +12,28 @@ The rules' state belongs to the engine's thread. After every input the engine pu
 """
 from __future__ import annotations
 
+import copy
+import json
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 
 from . import __version__
 from . import docjson
-from .events import GENESIS, canonical, event_hash
+from . import snapshot
+from .events import GENESIS, canonical
 from .inputs import PillNotSeen
 from .readmodel import DoseView, ReadModel, StockView
 from .rules import DoseRules, Outcome, Release, State, fold, forget_old
 from .schedule import MAX_SCHEDULE_BYTES, MAX_VERSION, Schedule, ScheduleError, parse_schedule
-from .store import Store, StoreError
+from .store import ChainBroken, SnapshotRow, Store, StoreError
 from .timeutil import format_utc, parse_utc
 
 CLOCK_SKEW = timedelta(minutes=5)  # a schedule from the clinic issued later than this is from the future
 FORGET_EVERY = 1000  # events folded at start between two forgettings of old dose records
+# A snapshot of the folded state is written with the commit that takes the log this many
+# events past the last one (and at every stop): a start folds at most this many events.
+SNAPSHOT_EVERY = 250
 
 Mover = Callable[[int, int], None]  # (compartment, quantity): raises when the servo fails
 Listener = Callable[[list[dict]], None]
@@ -53,9 +59,11 @@ class Engine:
     def __init__(self, store: Store, compartments: int, default_timezone: str = "UTC",
                  mover: Mover = no_mover, new_id: Callable[[], str] | None = None,
                  clinic_public_key: str | None = None, clock_trusted: Callable[[], bool] = lambda: True,
-                 clinic_keys: Mapping[str, str] | None = None, read_model: bool = True):
+                 clinic_keys: Mapping[str, str] | None = None, read_model: bool = True,
+                 snapshots: bool = True):
         """`read_model=False`: a headless harness that never reads `view` (the safety
-        simulation) saves computing it after every input; `view` then stays as built."""
+        simulation) saves computing it after every input; `view` then stays as built.
+        `snapshots=False` folds the whole log and writes no snapshot (tests compare the two)."""
         self.store = store
         self._publishing = read_model
         self.compartments = compartments
@@ -69,6 +77,7 @@ class Engine:
         self.commit_filter: Callable[[Outcome], Outcome] | None = None
         self._schedules: dict[int, Schedule] = {}  # by the seq of the `schedule.applied` that applied it
         self._new_id = new_id
+        self._snapshots = snapshots
         self.rules = self._load_rules()  # the engine's own: everything else reads `view`
         # Before the first input: what the log says, nothing that depends on the time.
         self.view = self._read_model(None, self.rules.state.clock_trusted)
@@ -76,16 +85,19 @@ class Engine:
     # -- state ---------------------------------------------------------------------------
 
     def _schedule(self, version: int) -> Schedule | None:
-        """The schedule the `schedule.applied` of `version` being folded put in force.
+        """The schedule the `schedule.applied` of `version` being folded put in force (the
+        event after the last folded, `_seen_seq + 1`)."""
+        return self._schedule_at(version, self._seen_seq + 1)
+
+    def _schedule_at(self, version: int, seq: int) -> Schedule | None:
+        """The schedule the `schedule.applied` of `version` at `seq` put in force.
 
         A version may be applied twice (a local apply, then the clinic's signed schedule
-        under the same number): the one meant is the last applied at or before the event
-        being folded, the one after the last folded (`_seen_seq + 1`).
+        under the same number): the one meant is the last applied at or before `seq`.
         """
-        damaged = (f"{self.store.name}: the log is damaged: the schedule version {version} applied at seq "
-                   f"{self._seen_seq + 1}")
+        damaged = f"{self.store.name}: the log is damaged: the schedule version {version} applied at seq {seq}"
         try:
-            row = self.store.schedule_row(version, self._seen_seq + 1)
+            row = self.store.schedule_row(version, seq)
             if row is None:  # saved in the same transaction as its event: a lost page, not a choice
                 raise StoreError(f"{damaged} has no saved document; not starting on it")
             applied_seq, document = row
@@ -96,32 +108,118 @@ class Engine:
         return self._schedules[applied_seq]
 
     def _load_rules(self) -> DoseRules:
-        """The state is the fold of the whole log: what is on disk is what the device knows.
+        """The state is the fold of the log: what is on disk is what the device knows.
 
-        The hash chain is checked on the way: a damaged event (a bad sector, an edit behind
-        the triggers) stops the start with one line; it must never become what the device
-        believes about the doses it gave.
+        From the snapshot when one matches the log's chain and this code (snapshot.py),
+        folding only the events after it; else from the first event. The events folded are
+        checked to chain (a damaged event, an edit behind the triggers, stops the start with
+        one line): what the device believes about the doses it gave must never come from a
+        broken log. The whole chain is checked by `dispenser log verify` and, in the
+        background, by the daemon (chaincheck.py).
+
+        The fold (with old records forgotten every FORGET_EVERY seqs) is kept aside as
+        `_folded`: a snapshot written later is that fold, never the rules' live state, so
+        snapshot + events after it is the same fold as the whole log, by construction.
         """
-        state = State()
-        self._seen_seq, self._last_type, prev_hash = 0, None, GENESIS
+        self._schedules = {}
+        state, self._seen_seq, self._last_type, self._head = self._from_snapshot()
+        self._snapshot_seq = self._seen_seq
         try:
-            for event in self.store.events():
-                if event["seq"] != self._seen_seq + 1 or event["prev_hash"] != prev_hash \
-                        or event_hash(prev_hash, event) != event["hash"]:
-                    raise StoreError(f"{self.store.name}: the log is damaged at seq {self._seen_seq + 1}; "
-                                     f"not starting on it (see `dispenser log verify`)")
-                fold(state, event, self._schedule)
-                self._seen_seq, self._last_type, prev_hash = event["seq"], event["type"], event["hash"]
-                if self._seen_seq % FORGET_EVERY == 0:  # years of log fold in bounded memory
-                    forget_old(state, min(state.last_at, state.settled_until or state.last_at))
-        except sqlite3.Error as error:
-            raise StoreError(f"{self.store.name}: the log is damaged after seq {self._seen_seq} "
-                             f"({type(error).__name__}); not starting on it") from None
+            self._fold_logged(state, self.store.chained(self._seen_seq, self._head))
+        except ChainBroken as broken:
+            raise StoreError(f"{self.store.name}: the log is damaged at seq {broken.seq}; "
+                             f"not starting on it (see `dispenser log verify`)") from None
+        self._folded = state
+        self.tail_folded = self._seen_seq - self._snapshot_seq  # events folded at this start
+        live = _copy_state(state)
         kwargs = {"new_id": self._new_id} if self._new_id else {}
-        rules = DoseRules(state, self.compartments, self._schedule, **kwargs)
-        if state.last_at is not None:
-            rules._forget_old(state.last_at)
+        rules = DoseRules(live, self.compartments, self._schedule, **kwargs)
+        if live.last_at is not None:
+            rules._forget_old(live.last_at)
+        self._keep_schedules_in_use(live)
         return rules
+
+    def _from_snapshot(self) -> tuple[State, int, str | None, str]:
+        """(state, its seq, the type of that event, its hash) from the snapshot, or the empty log's.
+
+        `snapshot_note` says which, and why a snapshot was not used.
+        """
+        empty = State(), 0, None, GENESIS
+        if not self._snapshots:
+            self.snapshot_note = "not used"
+            return empty
+        row = self.store.snapshot()
+        if row is None:
+            self.snapshot_note = "none"
+            return empty
+        reason = self._stale(row)
+        if reason:
+            self.snapshot_note = f"ignored: {reason}"
+            return empty
+        try:
+            data = json.loads(row.state)
+            state = snapshot.restore(data, lambda seq: self._applied_by(seq))
+            last_type = data.get("last_type")
+        except (snapshot.SnapshotError, StoreError, ValueError, RecursionError, sqlite3.Error) as error:
+            self.snapshot_note = f"ignored: {error}"
+            self._schedules = {}
+            return empty
+        self.snapshot_note = f"seq {row.seq}"
+        return state, row.seq, last_type, row.hash
+
+    def _stale(self, row: SnapshotRow) -> str | None:
+        """Why a stored snapshot may not be believed, or None."""
+        if row.code != snapshot.code_version():
+            return "written by other code"
+        if snapshot.text_digest(row.state) != row.digest:
+            return "its text is damaged"
+        if not self.store.holds_head(row.seq, row.hash):
+            return f"seq {row.seq} with its hash is not in the log"
+        return None
+
+    def _applied_by(self, seq: int) -> Schedule:
+        """The schedule the `schedule.applied` at `seq` put in force (a snapshot names it so)."""
+        row = self.store.db.execute("SELECT version FROM schedules WHERE applied_seq = ?", [seq]).fetchone()
+        if row is None:
+            raise snapshot.SnapshotError(f"no schedule was applied at seq {seq}")
+        schedule = self._schedule_at(row[0], seq)
+        if schedule is None:
+            raise snapshot.SnapshotError(f"no schedule was applied at seq {seq}")
+        return schedule
+
+    def _fold_logged(self, state: State, events: Iterable[dict]) -> None:
+        """Fold logged events as a start does, forgetting old records every FORGET_EVERY seqs."""
+        for event in events:
+            seq = event["seq"]
+            fold(state, event, lambda version, seq=seq: self._schedule_at(version, seq))
+            self._seen_seq, self._last_type, self._head = seq, event["type"], event["hash"]
+            if seq % FORGET_EVERY == 0:  # years of log fold in bounded memory
+                forget_old(state, min(state.last_at, state.settled_until or state.last_at))
+
+    def _keep_schedules_in_use(self, state: State) -> None:
+        """Parsed schedules of the past are not kept: only the ones the states still use."""
+        using = {id(state.schedule), id(self._folded.schedule)}
+        self._schedules = {seq: s for seq, s in self._schedules.items() if id(s) in using}
+
+    def _snapshot_due(self, stopping: bool) -> bool:
+        return self._snapshots and self._seen_seq > self._snapshot_seq and (
+            stopping or self._seen_seq - self._snapshot_seq >= SNAPSHOT_EVERY)
+
+    def _write_snapshot(self) -> None:
+        """The fold up to the last event, saved inside the input's transaction."""
+        state = self._folded
+        applied = next((seq for seq, s in self._schedules.items() if s is state.schedule), None) \
+            if state.schedule is not None else None
+        try:
+            data = snapshot.dump(state, applied)
+        except snapshot.SnapshotError:  # never a reason to refuse an input: the next start folds more
+            return
+        data["last_type"] = self._last_type
+        text = snapshot.encode(data)
+        self.store.save_snapshot(SnapshotRow(self._seen_seq, self._head, snapshot.code_version(),
+                                             state.clock_trusted, snapshot.text_digest(text), text))
+        self._snapshot_seq = self._seen_seq
+        self._keep_schedules_in_use(self.rules.state)
 
     @property
     def last_seq(self) -> int:
@@ -132,7 +230,7 @@ class Engine:
         """Fold what another process appended since this engine last looked."""
         for event in self.store.events(since_seq=self._seen_seq):
             fold(self.rules.state, event, self._schedule)
-            self._seen_seq, self._last_type = event["seq"], event["type"]
+            self._fold_logged(self._folded, [event])
 
     def _ask_clock(self, now: datetime) -> Outcome:
         """Ask the clock's owner once for this input: the rules decide with its answer.
@@ -146,7 +244,8 @@ class Engine:
 
     # -- deciding and committing ---------------------------------------------------------
 
-    def _decide(self, now: datetime, decide: Decision, closing: dict[str, str] | None = None) -> Outcome:
+    def _decide(self, now: datetime, decide: Decision, closing: dict[str, str] | None = None,
+                stopping: bool = False) -> Outcome:
         """One input: fold, ask the clock, decide and append under one write lock; then act.
 
         `closing` ends release intents ({event_id: outcome}) in that same transaction; it
@@ -160,6 +259,8 @@ class Engine:
                 if self.commit_filter is not None:  # the daemon's rate limit on repeated refusals
                     outcome = self.commit_filter(outcome)
                 events = self._append(outcome, now, closing)
+                if self._snapshot_due(stopping):
+                    self._write_snapshot()
         except BaseException:
             self._rebuild(now)
             raise
@@ -186,7 +287,7 @@ class Engine:
                                    complete_releases=closing)
         if events[0]["seq"] != self._seen_seq + 1:  # cannot happen under the lock; never log a stale decision
             raise StoreError(f"{self.store.name}: another writer appended during a decision")
-        self._seen_seq, self._last_type = events[-1]["seq"], events[-1]["type"]
+        self._fold_logged(self._folded, events)  # as a start would fold them, for the next snapshot
         return events
 
     def _carry_out(self, release: Release, now: datetime) -> bool:
@@ -272,7 +373,8 @@ class Engine:
             self._decide(now, lambda: self.rules.catch_up(now))
 
     def stop(self, now: datetime) -> Outcome:
-        return self._decide(now, lambda: self.rules.stop(now))
+        """The last input before a stop: a snapshot goes with it, so the next start folds little."""
+        return self._decide(now, lambda: self.rules.stop(now), stopping=True)
 
     def tick(self, now: datetime) -> Outcome:
         self._catch_up(now)
@@ -412,6 +514,11 @@ class Engine:
             return "from_the_future", [f"issued_at: {format_utc(schedule.issued_at)} is more than "
                                        f"{CLOCK_SKEW.seconds // 60} minutes after the device clock ({format_utc(now)})"]
         return None
+
+
+def _copy_state(state: State) -> State:
+    """An independent copy of a folded state; the parsed schedule (immutable) is shared."""
+    return copy.deepcopy(state, {id(state.schedule): state.schedule})
 
 
 def document_digest(document: dict) -> str:

@@ -75,12 +75,20 @@ class PillSeen:
 
 
 @dataclass(frozen=True)
+class ChainCheckFailed:
+    """The background check of the whole log (chaincheck.py) found the hash chain broken."""
+
+    seq: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class Tick:
     """Nothing happened but time: the loop wakes, lets the rules tick and redraws."""
 
 
 Input: TypeAlias = (Press | Hold | Stop | ScheduleMessage | Refill | ConnectionChanged
-                    | LidOpened | LidClosed | PillSeen | Tick)
+                    | LidOpened | LidClosed | PillSeen | ChainCheckFailed | Tick)
 
 _WORDS: dict[str, Input] = {
     "press": Press(), "hold": Hold(), "stop": Stop(), "connection": ConnectionChanged(),
@@ -101,7 +109,7 @@ def as_input(item: object) -> Input:
         Press()
     """
     if isinstance(item, (Press, Hold, Stop, ScheduleMessage, Refill, ConnectionChanged,
-                         LidOpened, LidClosed, PillSeen, Tick)):
+                         LidOpened, LidClosed, PillSeen, ChainCheckFailed, Tick)):
         return item
     if isinstance(item, str) and item in _WORDS:
         return _WORDS[item]

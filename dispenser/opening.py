@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from .clocktrust import ClockTrust, TrustedClock, trust_for
+from .clocktrust import ClockTrust, TrustedClock, boot_id, trust_for
 from .config import Config
 from .engine import Engine
 from .store import Store, StoreError
@@ -22,11 +22,12 @@ class StartError(Exception):
     """The log or the parts cannot be opened; one line saying why (exit 2 on the command line)."""
 
 
-def open_store(config: Config, db: str | None = None, *, create: bool = True) -> Store:
+def open_store(config: Config, db: str | None = None, *, create: bool = True, daemon: bool = False) -> Store:
     """The log at `db` (default: the config's), created with its folder when `create`.
 
     Without `create`, a missing file is refused: a query on a path mistyped must not
-    leave an empty log behind.
+    leave an empty log behind. The daemon reads the whole file (quick_check) once per
+    boot, not at every start: it gives the boot's id.
     """
     path = db or config.db_path
     if path != ":memory:":
@@ -37,7 +38,7 @@ def open_store(config: Config, db: str | None = None, *, create: bool = True) ->
         except OSError as error:
             raise StartError(f"{path}: cannot create its folder ({error.strerror})") from None
     try:
-        return Store.open(path, config.device_id)
+        return Store.open(path, config.device_id, boot=boot_id() if daemon else None)
     except StoreError as error:
         raise StartError(str(error)) from None
 

@@ -24,11 +24,18 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from .timeutil import parse_utc
 
+if TYPE_CHECKING:
+    from .store import Store
+
 ON_TIME = timedelta(minutes=30)
+# Every event about a dose is logged at or after its window opened, at most a day before the
+# dose (scheduler.py): a report from `start` reads the log from this long before it, no more.
+REACH = timedelta(days=2)
 CONFIRM_AFTER = timedelta(minutes=15)  # as rules.CONFIRM_AFTER: a release waits this long for its press
 OUTCOMES = ("on_time", "late", "confirmed_late", "unconfirmed", "missed", "skipped", "failed")
 TAKEN = ("on_time", "late")
@@ -63,6 +70,15 @@ class CheckinTrend:
     count: int = 0
     mood_mean: float | None = None
     side_effects: dict = field(default_factory=dict)
+
+
+def window_events(store: "Store", start: datetime) -> list[dict]:
+    """The events a report from `start` needs: those logged from REACH before it on.
+
+    `at` never decreases along the log, so the index on `at` gives the first seq and the
+    rest is read by seq: the cost is the window's, not the log's.
+    """
+    return list(store.events(since_seq=store.first_seq_at(start - REACH) - 1))
 
 
 def adherence(events: list[dict], start: datetime, end: datetime, tz: ZoneInfo) -> dict[str, MedicationReport]:

@@ -63,7 +63,7 @@ def build_sync(config: Config, daemon_put, outbox_path: str, suffix: str | None 
 def build_daemon(config: Config, db: str | None, *, simulated: bool, demo: bool = False, notifier=None,
                  on_move=None, with_sync: bool = True) -> Daemon:
     """Everything a running dispenser needs, wired together but not started."""
-    store = open_store(config, db)
+    store = open_store(config, db, daemon=True)
     # The one owner of clock trust: the engine asks it at every input, the daemon how long it waits.
     engine, trust = open_engine(config, store, simulated=simulated)
     engine.listeners.append(EventLines(engine))  # one system-log line per committed event

@@ -18,6 +18,7 @@ its read to its append (`with store.writing():`), so no other process can append
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import sqlite3
@@ -30,13 +31,15 @@ from urllib.parse import quote
 
 from sqlite_utils import Database, Migrations
 
-from .events import GENESIS, Draft, build_event, canonical, new_event_id, verify_chain
+from .events import GENESIS, Draft, build_event, canonical, new_event_id
+from .events import _problem as event_problem  # verify_chain's judgement of one event
 from .timeutil import format_at, parse_utc, truncate_ms
 
 APP = "dispenser"
 RELEASE_TYPES = frozenset({"dose.released", "prn.released"})
 OUTCOMES = frozenset({"done", "failed", "uncertain"})
 TABLES = ("meta", "events", "outbox", "schedules", "releases")
+QUICK_CHECK_KEY = "quick_check_boot"  # meta: the boot id in which the file last passed quick_check
 RESERVED_META = frozenset({"app", "device_id"})
 
 
@@ -127,6 +130,23 @@ def _m0003_schedules_per_apply(db: Database) -> None:
     ])
 
 
+@_migration("0004_snapshot")
+def _m0004_snapshot(db: Database) -> None:
+    """The folded state at one head of the chain (snapshot.py), so a start folds only the
+    events after it; and the open release intents found without reading every release."""
+    _run(db, [
+        """CREATE TABLE snapshot (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            seq INTEGER NOT NULL,
+            hash TEXT NOT NULL,
+            code TEXT NOT NULL,
+            clock_trusted INTEGER NOT NULL,
+            digest TEXT NOT NULL,
+            state TEXT NOT NULL)""",
+        "CREATE INDEX releases_open ON releases(event_id) WHERE outcome IS NULL",
+    ])
+
+
 def _create_file(path: Path, device_id: str, stop_before: str | None = None) -> None:
     """Build a new database beside `path` and link it into place complete.
 
@@ -185,9 +205,24 @@ class _Tail:
     at: str = ""  # as stored: the fixed `at` format sorts as time does
 
 
-class _Unreadable(Exception):
+class ChainBroken(Exception):
+    """The event `seq` does not chain to the one before it (or cannot be read)."""
+
     def __init__(self, seq: int, reason: str):
+        super().__init__(f"seq {seq}: {reason}")
         self.seq, self.reason = seq, reason
+
+
+@dataclass(frozen=True)
+class SnapshotRow:
+    """The stored snapshot (snapshot.py): the state folded up to the event `seq` with `hash`."""
+
+    seq: int
+    hash: str
+    code: str
+    clock_trusted: bool
+    digest: str
+    state: str
 
 
 _EVENT_COLUMNS = "seq, event_id, schema, type, at, data, prev_hash, hash"
@@ -214,8 +249,14 @@ class Store:
 
     @classmethod
     def open(cls, path: str | os.PathLike, device_id: str,
-             id_factory: Callable[[], str] | None = None) -> "Store":
-        """Open (or create) the database at `path`, or `":memory:"`; StoreError if unusable."""
+             id_factory: Callable[[], str] | None = None, *, boot: str | None = None) -> "Store":
+        """Open (or create) the database at `path`, or `":memory:"`; StoreError if unusable.
+
+        The whole file is read (`PRAGMA quick_check`) before it is used, unless the log's
+        meta says it passed that check in this boot. `boot` (the kernel's boot id, given by
+        the daemon) records a passed check, so that a restart or the MQTT thread's own
+        connection in the same boot does not read the whole file again.
+        """
         name = str(path)
         if name == ":memory:":
             db = Database(memory=True)
@@ -223,7 +264,7 @@ class Store:
             _migrate(db)
             _stamp(db, device_id)
         else:
-            db = _open_file(Path(path), device_id)
+            db = _open_file(Path(path), device_id, boot)
         return cls(db, name, device_id, id_factory or new_event_id)
 
     @classmethod
@@ -436,10 +477,39 @@ class Store:
 
     def events_since(self, at_iso: str) -> Iterator[dict]:
         """Events with `at` at or after an ISO time with an offset (`log --since`)."""
-        since = format_at(parse_utc(at_iso))
-        rows = self.db.execute(
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE at >= ? ORDER BY seq", [since])
-        return (self._event(row) for row in rows)
+        return self.events(since_seq=self.first_seq_at(parse_utc(at_iso)) - 1)
+
+    def first_seq_at(self, moment: datetime) -> int:
+        """The seq of the first event logged at or after `moment` (one past the last if none).
+
+        `at` never decreases along the log (an append clamps it), so an event's seq bounds
+        every later one: the index on `at` finds it, and the primary key reads from there.
+        """
+        row = self.db.execute("SELECT seq FROM events WHERE at >= ? ORDER BY at, seq LIMIT 1",
+                              [format_at(_aware(moment))]).fetchone()
+        return row[0] if row is not None else self._read_tail().seq + 1
+
+    def chained(self, since_seq: int, prev_hash: str) -> Iterator[dict]:
+        """Events after `since_seq`, each checked to chain to the one before (whose hash is
+        `prev_hash`) and to hash to its own `hash`; ChainBroken names the first that does not.
+
+        The hash is taken over the stored text as it is (no parsing and re-encoding).
+        """
+        expected = since_seq + 1
+        try:
+            for row in self.db.execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq",
+                                       [since_seq]):
+                if row[0] != expected or row[6] != prev_hash or not self._hash_holds(row):
+                    raise ChainBroken(expected, "does not chain to the event before it")
+                event = self._event(row)
+                yield event
+                expected, prev_hash = expected + 1, row[7]
+        except sqlite3.Error as error:
+            raise ChainBroken(expected, f"cannot be read ({type(error).__name__})") from None
+
+    def _hash_holds(self, row: tuple) -> bool:
+        """Whether the stored hash is that of the stored columns, hashed as stored."""
+        return _stored_hash(row, self.device_id) == row[7]
 
     def last_event(self) -> dict | None:
         row = self.db.execute(f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY seq DESC LIMIT 1").fetchone()
@@ -478,16 +548,67 @@ class Store:
 
     def clock_logged_trusted(self) -> bool:
         """What the log last said about the clock: False after a `clock.unsynchronized` that no
-        `clock.synchronized` followed. A new ClockTrust starts from it (clocktrust.py)."""
-        row = self.db.execute("SELECT type FROM events WHERE type IN ('clock.synchronized', "
-                              "'clock.unsynchronized') ORDER BY seq DESC LIMIT 1").fetchone()
-        return row is None or row[0] == "clock.synchronized"
+        `clock.synchronized` followed. A new ClockTrust starts from it (clocktrust.py).
+
+        Only the events after a snapshot whose head is in the log are read: the snapshot
+        keeps the answer up to there (without one, a log with no clock event is read whole).
+        """
+        snapshot = self.snapshot()
+        since = snapshot.seq if snapshot is not None and self.holds_head(snapshot.seq, snapshot.hash) else 0
+        row = self.db.execute("SELECT type FROM events WHERE seq > ? AND type IN ('clock.synchronized', "
+                              "'clock.unsynchronized') ORDER BY seq DESC LIMIT 1", [since]).fetchone()
+        if row is None:
+            return snapshot.clock_trusted if since else True
+        return row[0] == "clock.synchronized"
+
+    # --- the snapshot of the folded state (snapshot.py) -----------------------------------
+
+    def snapshot(self) -> SnapshotRow | None:
+        """The stored snapshot, or None (also when it cannot be read: the log is folded whole)."""
+        try:
+            row = self.db.execute(
+                "SELECT seq, hash, code, clock_trusted, digest, state FROM snapshot WHERE id = 1").fetchone()
+        except sqlite3.Error:
+            return None
+        if row is None or not all(isinstance(v, t) for v, t in zip(row, (int, str, str, int, str, str))):
+            return None
+        return SnapshotRow(row[0], row[1], row[2], bool(row[3]), row[4], row[5])
+
+    def holds_head(self, seq: int, hash_: str) -> bool:
+        """Whether the event `seq` is in the log with this hash."""
+        try:
+            row = self.db.execute("SELECT hash FROM events WHERE seq = ?", [seq]).fetchone()
+        except sqlite3.Error:
+            return False
+        return row is not None and row[0] == hash_
+
+    def save_snapshot(self, row: SnapshotRow) -> None:
+        """Replace the snapshot; inside `writing()` it commits with the events it reflects."""
+        if not self.holds_head(row.seq, row.hash):  # never a state ahead of, or beside, the log
+            raise StoreError(f"{self.name}: a snapshot at seq {row.seq} does not match the log")
+        try:
+            with self._transaction():
+                self.db.execute(
+                    "INSERT OR REPLACE INTO snapshot (id, seq, hash, code, clock_trusted, digest, state) "
+                    "VALUES (1, ?, ?, ?, ?, ?, ?)",
+                    [row.seq, row.hash, row.code, int(row.clock_trusted), row.digest, row.state])
+        except sqlite3.Error as error:
+            raise self._error("cannot write the snapshot", error) from error
+
+    def drop_snapshot(self) -> None:
+        """Forget the snapshot: the next start folds the whole log."""
+        try:
+            with self._transaction():
+                self.db.execute("DELETE FROM snapshot")
+        except sqlite3.Error as error:
+            raise self._error("cannot drop the snapshot", error) from error
 
     def open_releases(self) -> list[dict]:
         """Release events whose intent has no outcome: the servo may or may not have moved."""
         rows = self.db.execute(
             f"SELECT {', '.join('e.' + c for c in _EVENT_COLUMNS.split(', '))} FROM releases r "
-            "JOIN events e ON e.event_id = r.event_id WHERE r.outcome IS NULL ORDER BY e.seq")
+            # CROSS JOIN: from the few open intents (their partial index), never a scan of the log
+            "CROSS JOIN events e ON e.event_id = r.event_id WHERE r.outcome IS NULL ORDER BY e.seq")
         return [self._event(row) for row in rows]
 
     def meta_get(self, key: str) -> str | None:
@@ -525,31 +646,23 @@ class Store:
 
     # --- integrity -----------------------------------------------------------------------
 
-    def verify(self) -> tuple[bool, int | None, str]:
-        """Check the stored chain from its columns, so edits behind the triggers show."""
-        last = [0]
+    def verify(self, pause: Callable[[int], None] | None = None) -> tuple[bool, int | None, str]:
+        """Check the stored chain from its columns, so edits behind the triggers show.
 
-        def read():
-            for row in self.db.execute(f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY seq"):
-                last[0] = row[0]
-                yield self._event(row, strict=True)
-
-        try:
-            return verify_chain(read())
-        except _Unreadable as bad:
-            return False, bad.seq, bad.reason
-        except sqlite3.Error as error:  # e.g. a damaged byte that is no longer UTF-8 text
-            return False, last[0] + 1, f"cannot be read ({type(error).__name__})"
+        Each row is hashed from its stored text, without parsing and re-encoding it; a row
+        that does not hold is then judged event by event (`verify_chain`'s reasons).
+        `pause(seq)`, if given, is called every few thousand rows (a background check
+        lets the daemon's thread in).
+        """
+        return verify_rows(self.db.conn, self.device_id, pause)
 
     # --- helpers -------------------------------------------------------------------------
 
-    def _event(self, row: tuple, strict: bool = False) -> dict:
+    def _event(self, row: tuple) -> dict:
         seq, event_id, schema, type_, at, data, prev_hash, hash_ = row
         try:
             parsed = json.loads(data)
         except (TypeError, ValueError):
-            if strict:
-                raise _Unreadable(seq, "data is not valid JSON") from None
             raise StoreError(f"{self.name}: event {seq} is damaged (data is not valid JSON)") from None
         return {"schema": schema, "event_id": event_id, "device_id": self.device_id, "seq": seq,
                 "type": type_, "at": at, "data": parsed, "prev_hash": prev_hash, "hash": hash_}
@@ -569,10 +682,69 @@ class Store:
         return StoreError(f"{self.name}: {doing}: {_one_line(error)}")
 
 
+# --- the chain, hashed as stored --------------------------------------------------------
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _stored_hash(row: tuple, device_id: str) -> str:
+    """The event hash (events.event_hash) of a stored row, from its columns as stored.
+
+    The canonical form has sorted keys and `data` is stored in it, so the hashed text is
+    put together from the columns; equal to hashing the re-encoded event for every row the
+    store wrote.
+    """
+    seq, event_id, schema, type_, at, data, prev_hash, _ = row
+    body = (f'{{"at":{_json_text(at)},"data":{data},"device_id":{_json_text(device_id)},'
+            f'"event_id":{_json_text(event_id)},"prev_hash":{_json_text(prev_hash)},'
+            f'"schema":{_json_text(schema)},"seq":{_json_text(seq)},"type":{_json_text(type_)}}}')
+    return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
+
+
+PAUSE_EVERY = 4096  # rows checked between two pauses of a background verify
+
+
+def verify_rows(conn: sqlite3.Connection, device_id: str,
+                pause: Callable[[int], None] | None = None) -> tuple[bool, int | None, str]:
+    """The whole stored chain on one connection: (ok, first bad seq or None, reason)."""
+    expected, prev_hash, prev_at = 1, GENESIS, ""
+    try:
+        for row in conn.execute(f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY seq"):
+            seq, at, stored_prev, hash_ = row[0], row[4], row[6], row[7]
+            holds = (seq == expected and stored_prev == prev_hash and isinstance(at, str) and at >= prev_at
+                     and isinstance(row[5], str) and _stored_hash(row, device_id) == hash_)
+            if not holds:
+                problem = _row_problem(row, device_id, expected, prev_hash, prev_at)
+                if problem is not None:
+                    return False, *problem
+            expected, prev_hash, prev_at = expected + 1, hash_, at
+            if pause is not None and expected % PAUSE_EVERY == 0:
+                pause(expected)
+    except sqlite3.Error as error:  # e.g. a damaged byte that is no longer UTF-8 text
+        return False, expected, f"cannot be read ({type(error).__name__})"
+    count = expected - 1
+    return True, None, f"{count} event{'' if count == 1 else 's'}, chain intact"
+
+
+def _row_problem(row: tuple, device_id: str, expected: int, prev_hash: str,
+                 prev_at: str) -> tuple[int, str] | None:
+    """A row whose stored text does not hash: judged as an event, as verify_chain judges it."""
+    seq, event_id, schema, type_, at, data, stored_prev, hash_ = row
+    try:
+        parsed = json.loads(data)
+    except (TypeError, ValueError):
+        return (seq if isinstance(seq, int) else expected), "data is not valid JSON"
+    event = {"schema": schema, "event_id": event_id, "device_id": device_id, "seq": seq, "type": type_,
+             "at": at, "data": parsed, "prev_hash": stored_prev, "hash": hash_}
+    return event_problem(event, expected, prev_hash, prev_at)
+
+
 # --- opening a file ---------------------------------------------------------------------
 
 
-def _open_file(path: Path, device_id: str) -> Database:
+def _open_file(path: Path, device_id: str, boot: str | None = None) -> Database:
     """Open an existing dispenser database (creating a new one if there is none)."""
     if not path.parent.is_dir():
         raise StoreError(f"{path}: directory {path.parent} does not exist")
@@ -590,10 +762,13 @@ def _open_file(path: Path, device_id: str) -> Database:
     db = Database(conn)
     try:
         db.execute("PRAGMA busy_timeout=5000")
-        _check_identity(db, path, device_id)
+        checked = _checked_this_boot(db)
+        _check_identity(db, path, device_id, quick=not checked)
         _configure(db, str(path), wal=True)
         _migrate(db)
         _check_tables(db, path)
+        if boot is not None and not checked:
+            _record_check(db, boot)
     except StoreError:
         db.close()
         raise
@@ -603,13 +778,35 @@ def _open_file(path: Path, device_id: str) -> Database:
     return db
 
 
-def _check_identity(db: Database, path: Path, device_id: str) -> None:
+def _record_check(db: Database, boot: str) -> None:
+    """Note in the log's meta that the file passed quick_check in this boot."""
+    try:
+        with db.atomic():
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [QUICK_CHECK_KEY, boot])
+    except sqlite3.Error:
+        pass  # a full disk: the next start checks again, and the daemon shows the storage problem
+
+
+def _checked_this_boot(db: Database) -> bool:
+    """Whether the file passed `quick_check` earlier in this boot (the daemon records it)."""
+    from .clocktrust import boot_id
+    boot = boot_id()
+    if boot is None:
+        return False
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = ?", [QUICK_CHECK_KEY]).fetchone()
+    except sqlite3.Error:
+        return False  # not ours, or not readable: the full check says which
+    return row is not None and row[0] == boot
+
+
+def _check_identity(db: Database, path: Path, device_id: str, quick: bool = True) -> None:
     """Refuse, before writing anything, a file that is not this device's intact database."""
     def refuse(reason: str) -> StoreError:
         return StoreError(f"{path}: not a dispenser database ({reason})")
 
     try:
-        problems = [row[0] for row in db.execute("PRAGMA quick_check").fetchall()]
+        problems = [row[0] for row in db.execute("PRAGMA quick_check").fetchall()] if quick else ["ok"]
     except sqlite3.DatabaseError as error:
         if "malformed" in str(error):
             raise StoreError(f"{path}: database is damaged ({_one_line(error)})") from error

@@ -529,7 +529,7 @@ def indexes(db):
 
 def test_a_new_database_gets_every_migration_in_order(path):
     Store.open(path, DEVICE).close()
-    assert applied(path) == MIGRATION_NAMES == ["0001_log", "0002_indexes", "0003_schedules_per_apply"]
+    assert applied(path) == MIGRATION_NAMES == ["0001_log", "0002_indexes", "0003_schedules_per_apply", "0004_snapshot"]
 
 
 def test_an_old_database_is_migrated_keeping_its_log(path):
@@ -538,7 +538,7 @@ def test_an_old_database_is_migrated_keeping_its_log(path):
     with Store.open(path, DEVICE) as old:  # opening it migrates it
         assert {"events_at", "outbox_unsent"} <= indexes(old.db)
         fill(old, 3)
-    assert applied(path) == ["0001_log", "0002_indexes", "0003_schedules_per_apply"]
+    assert applied(path) == ["0001_log", "0002_indexes", "0003_schedules_per_apply", "0004_snapshot"]
     with Store.open(path, DEVICE) as again:
         assert again.event_count() == 3 and again.verify()[0]
 

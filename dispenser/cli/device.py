@@ -260,7 +260,7 @@ def cmd_log(args) -> int:
             print(f"log verified: {store.event_count()} events, hash chain intact")
             return 0
         since = parse_moment(args.since, UTC, datetime.min.replace(tzinfo=UTC)) if args.since else None
-        for event in store.events():
+        for event in store.events(since_seq=store.first_seq_at(since) - 1 if since is not None else 0):
             if since is not None and parse_utc(event["at"]) < since:
                 continue
             print(json.dumps(event, ensure_ascii=False) if args.json else _log_line(event))
@@ -280,20 +280,20 @@ def _log_line(event: dict) -> str:
 
 
 def cmd_report(args) -> int:
-    from ..report import OUTCOMES, adherence, checkin_trend
+    from ..report import OUTCOMES, adherence, checkin_trend, window_events
     config = config_of(args)
     days = positive(args.days, "days", 3660)
     store = open_log(args, config, create=False)
+    end = wall_now()
+    start = end - timedelta(days=days)
     try:
-        events = list(store.events())
+        events = window_events(store, start)  # only its window of the log (report.py)
         version = store.current_schedule_version()
         tz_name = parse_schedule(store.schedule_document(version), config.timezone).timezone \
             if version else config.timezone
     finally:
         store.close()
     from zoneinfo import ZoneInfo
-    end = wall_now()
-    start = end - timedelta(days=days)
     reports = adherence(events, start, end, ZoneInfo(tz_name))
     trend = checkin_trend(events, start, end)
     if args.json:

@@ -1,0 +1,88 @@
+"""The whole hash chain, checked on a thread of its own once the daemon is READY.
+
+A start folds only the events after the snapshot (snapshot.py), so the start no longer
+reads years of log before the first dose can go out. The rest of the chain is still
+checked at every start, here, behind the daemon's back: its own read-only connection,
+the lowest CPU priority for its thread, a pause every few thousand rows so the daemon's
+thread gets the interpreter. A broken chain is reported through the daemon's queue
+(`ChainCheckFailed(seq, reason)`), which logs it as a `device.fault` with an alert, as
+the start-up check refused such a log before.
+
+    >>> check = ChainCheck("/var/lib/dispenser/dispenser.db", "disp-0001", daemon.put)
+    >>> check.start()                                   # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import quote
+
+from .inputs import ChainCheckFailed
+from .store import verify_rows
+
+log = logging.getLogger("dispenser")
+
+PAUSE_S = 0.002  # every few thousand rows: the daemon's thread may need the interpreter
+Report = Callable[[object], None]
+
+
+class ChainCheck:
+    """One background check of a log file's whole chain; `result` once it has run."""
+
+    def __init__(self, path: str, device_id: str, put: Report, pause_s: float = PAUSE_S):
+        self.path, self.device_id, self.put, self.pause_s = path, device_id, put, pause_s
+        self.result: tuple[bool, int | None, str] | None = None
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> threading.Thread:
+        self.thread = threading.Thread(target=self._background, name="chain-check", daemon=True)
+        self.thread.start()
+        return self.thread
+
+    def _background(self) -> None:
+        _lowest_priority()
+        try:
+            self.run()
+        except Exception:  # noqa: BLE001 - a failed check must never stop the daemon
+            log.exception("the background check of the log's chain failed")
+
+    def run(self) -> tuple[bool, int | None, str]:
+        """Check the chain now (on the calling thread); report it to the daemon when broken."""
+        try:
+            conn = sqlite3.connect(f"file:{quote(str(Path(self.path).resolve()))}?mode=ro", uri=True,
+                                   check_same_thread=False)
+        except sqlite3.Error as error:
+            self.result = (True, None, f"not checked: cannot open ({type(error).__name__})")
+            log.warning("the log's chain was not checked: %s", self.result[2])
+            return self.result
+        try:
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute("PRAGMA cache_size=-256")  # one pass in order: a page cache would only take memory
+            result = verify_rows(conn, self.device_id, lambda seq: time.sleep(self.pause_s))
+        finally:
+            conn.close()
+        ok, seq, reason = result
+        if not ok and "OperationalError" in reason:  # busy or gone, not damage: say so, alarm no one
+            self.result = (True, None, f"not checked to the end: {reason}")
+            log.warning("the log's chain was not checked to the end (seq %s: %s)", seq, reason)
+            return self.result
+        self.result = result
+        if ok:
+            log.info("log chain: %s", reason)
+        else:
+            log.error("the log's hash chain is broken at seq %s: %s", seq, reason)
+            self.put(ChainCheckFailed(seq, reason))
+        return result
+
+
+def _lowest_priority() -> None:
+    """Nice 19 for this thread alone (Linux gives each thread its own priority)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):
+        pass
