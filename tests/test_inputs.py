@@ -13,7 +13,7 @@ from dispenser import inputs
 from dispenser.daemon import Daemon
 from dispenser.engine import Engine
 from dispenser.hardware import build_sim_hardware
-from dispenser.inputs import (ConnectionChanged, Hold, Input, LidClosed, LidOpened, PillSeen, Press, Refill,
+from dispenser.inputs import (ChainCheckFailed, ConnectionChanged, Hold, Input, LidClosed, LidOpened, PillSeen, Press, Refill,
                               ScheduleMessage, Stop, Tick, UnknownInput, as_input)
 from dispenser.store import Store
 from support import contract_schedule, local
@@ -37,7 +37,7 @@ def daemon():
 
 def example(kind: type) -> Input:
     """One input of each kind, with plausible fields."""
-    values = {"medication": "hydroxyzine", "count": 3, "payload": b"{}"}
+    values = {"medication": "hydroxyzine", "count": 3, "payload": b"{}", "seq": 7, "reason": "hash mismatch"}
     return kind(**{f.name: values[f.name] for f in dataclasses.fields(kind)})
 
 
@@ -56,7 +56,8 @@ def test_every_kind_of_input_has_its_case_in_the_daemon(daemon, kind, monkeypatc
     faults: list = []
     monkeypatch.setattr(daemon.engine, "fault", lambda now, component, error: faults.append(error))
     daemon._handle(example(kind), local("2026-11-24T07:00:00"))
-    assert faults == []
+    # Only a broken chain is a fault: the clinic must hear of it (chaincheck.py).
+    assert faults == (["hash chain broken at seq 7: hash mismatch"] if kind is ChainCheckFailed else [])
 
 
 def test_a_forgotten_kind_reaches_assert_never(daemon):
