@@ -224,7 +224,7 @@ def test_the_daemon_retains_discovery_that_home_assistant_takes(tmp_path, broker
     ha = Clinic(broker, client_id="home-assistant").connect("homeassistant/#", f"{BASE}/status", f"{BASE}/state")
     daemon = start_daemon(config)
     try:
-        assert ha.wait_for(lambda: len(configs(ha)) == 5 + 7 and ha.on(f"{BASE}/state")), \
+        assert ha.wait_for(lambda: len(configs(ha)) == 4 + 8 and ha.on(f"{BASE}/state")), \
             daemon.stderr.read() if daemon.poll() is not None else configs(ha)
         first = configs(ha)
         live = {topic: check_config(topic, payload) for topic, payload in first.items() if payload}
