@@ -6,7 +6,8 @@
         and `clinic` (asked, or $DYNSEC_ADMIN_PASSWORD / $DYNSEC_CLINIC_PASSWORD); the
         broker must be stopped (it rewrites the file on every change)
     broker/dynsec.py [CONNECTION] add-device DEVICE_ID
-        role device-ID and three accounts, each bound to its client id: ID (the daemon),
+        role device-ID (its own topics, and its Home Assistant discovery configs
+        homeassistant/+/ID/#) and three accounts, each bound to its client id: ID (the daemon),
         ID-sync (`dispenser sync`) and ID-simulate (`dispenser simulate --scenario`),
         all with the device's password (asked, or $DEVICE_PASSWORD)
     broker/dynsec.py [CONNECTION] add-caregiver NAME DEVICE_ID...
@@ -79,10 +80,15 @@ def init(out: Path) -> None:
     print(f"wrote {out} (mode 0600); the broker's user must own it (chown mosquitto: {out})")
 
 
+HA_PREFIX = "homeassistant"           # [homeassistant] discovery_prefix (docs/MQTT.md, "Home Assistant")
+
+
 def device_acls(device: str) -> list[tuple[str, str]]:
     base = f"{PREFIX}/{device}"
     return ([("publishClientSend", f"{base}/{leaf}") for leaf in ("events", "alerts", "status", "state")]
-            + [("subscribeLiteral", f"{base}/schedule/set"), ("publishClientReceive", f"{base}/schedule/set")])
+            + [("subscribeLiteral", f"{base}/schedule/set"), ("publishClientReceive", f"{base}/schedule/set")]
+            # (v2) its own Home Assistant discovery configs, `<prefix>/<component>/<device>/<object>/config`
+            + [("publishClientSend", f"{HA_PREFIX}/+/{device}/#")])
 
 
 def caregiver_acls(devices: list[str]) -> list[tuple[str, str]]:

@@ -25,6 +25,7 @@ KNOWN = {
     "checkin": {"enabled"},
     "clock": {"trust", "marker"},
     "logging": {"level"},
+    "homeassistant": {"enabled", "discovery_prefix", "names"},  # (v2) docs/MQTT.md, "Home Assistant"
 }
 
 
@@ -47,6 +48,7 @@ class Config:
     clock_trust: str = "always"  # the simulator believes its host's clock; see clocktrust.py
     clock_marker: str = "/run/systemd/timesync/synchronized"  # touched at each NTP synchronisation
     log_level: str = "info"  # the daemon's system log (journal.py): debug, info, warning or error
+    homeassistant: dict | None = None  # the [homeassistant] table, checked by homeassistant.py
     source: str = "built-in defaults"
 
 
@@ -167,7 +169,7 @@ def parse_config(raw: dict, source: str = "config") -> Config:
         db_path=_db_path(storage, source),
         checkin=checkin, clock_trust=clock_trust,
         clock_marker=_text(raw.get("clock", {}), "clock.marker", Config.clock_marker, source), source=source,
-        log_level=log_level,
+        log_level=log_level, homeassistant=raw.get("homeassistant"),
     )
 
 
@@ -195,6 +197,12 @@ def _check_parts(raw: dict, source: str) -> None:
     if "mqtt" in raw:
         try:
             MqttSettings.from_config(raw["mqtt"])
+        except ValueError as error:
+            raise ConfigError(f"{source}: {error}") from None
+    if "homeassistant" in raw:
+        from .homeassistant import HomeAssistantSettings
+        try:
+            HomeAssistantSettings.from_config(raw["homeassistant"])
         except ValueError as error:
             raise ConfigError(f"{source}: {error}") from None
     clinic = raw.get("clinic", {})

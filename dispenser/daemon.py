@@ -570,4 +570,57 @@ def device_state(engine: Engine, now: datetime) -> dict:
                          for r in reports.values()},
         "backlog": engine.store.backlog(),
         "clock_trusted": model.clock_trusted,  # False: doses are held until NTP sets the clock
+        **state_extras(engine, now, events, reports),  # (v2) for Home Assistant (docs/MQTT.md)
     }
+
+
+ALERT_OPEN_FOR = timedelta(hours=24)  # the device never hears of acknowledgements: an alert counts a day
+
+
+def state_extras(engine: Engine, now: datetime, events: list[dict], reports: dict) -> dict:
+    """By compartment (no medication ids): count, display name, days of stock; the last
+    event; alerts raised in the last day; the week's share of scheduled doses taken."""
+    from .report import OUTCOMES, TAKEN
+    from .stock_days import days_of_stock
+    from .timeutil import format_utc
+    model = engine.view
+    pace = _daily_use(engine, model.schedule_version, now)
+    due = sum(getattr(r, name) for r in reports.values() for name in OUTCOMES)
+    taken = sum(getattr(r, name) for r in reports.values() for name in TAKEN)
+    since = format_utc(now - ALERT_OPEN_FOR)
+    return {
+        "compartments": {str(item.compartment): {
+            "count": item.count, "display": item.display,
+            "days_of_stock": None if item.as_needed else days_of_stock(item.count, pace.get(item.medication_id))}
+            for item in model.stock},
+        "last_event": None if model.last_event is None else {
+            "type": model.last_event,
+            "at": None if model.last_event_at is None else format_utc(model.last_event_at)},
+        "alerts_open": sum(1 for e in events if e["type"] == "alert.raised" and e["at"][:19] >= since[:19]),
+        "adherence_7d_percent": round(100 * taken / due, 1) if due else None,
+    }
+
+
+_PARSED: dict[str, object] = {}  # the document's text -> its Schedule: parsed once, not per publish
+
+
+def _daily_use(engine: Engine, version: int | None, now: datetime) -> dict[str, float]:
+    """The schedule in force's tablets per day, from its stored document (none: no pace)."""
+    import json
+    from .schedule import Schedule, ScheduleError, parse_schedule
+    from .stock_days import daily_use
+    document = engine.store.schedule_document(version) if version is not None else None
+    if document is None:
+        return {}
+    zone = getattr(engine.view.timezone, "key", None)
+    key = f"{zone}|{json.dumps(document, sort_keys=True)}"
+    schedule = _PARSED.get(key)
+    if not isinstance(schedule, Schedule):
+        try:
+            schedule = parse_schedule(document, default_timezone=zone)
+        except ScheduleError:
+            return {}
+        if len(_PARSED) >= 8:
+            _PARSED.clear()
+        _PARSED[key] = schedule
+    return daily_use(schedule, now)

@@ -57,7 +57,12 @@ def build_sync(config: Config, daemon_put, outbox_path: str, suffix: str | None 
     on_schedule = (lambda payload: daemon_put(("schedule", payload))) if subscribe else None
     if suffix is not None:
         settings = settings.for_command(suffix)
-    return Sync(settings, config.device_id, outbox, on_schedule=on_schedule, client_suffix=suffix)
+    discovery = None
+    if config.homeassistant is not None and suffix is None:  # (v2) the daemon only
+        from .homeassistant import discovery_for
+        discovery = discovery_for(config.homeassistant, config.device_id, settings.topic_prefix, config.compartments)
+    return Sync(settings, config.device_id, outbox, on_schedule=on_schedule, client_suffix=suffix,
+                discovery=discovery)
 
 
 def build_daemon(config: Config, db: str | None, *, simulated: bool, demo: bool = False, notifier=None,

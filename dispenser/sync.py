@@ -260,6 +260,7 @@ class Sync:
         now: Callable[[], datetime] = _utc_now,
         window: int = INFLIGHT_WINDOW,
         retry_after: float = RETRY_AFTER_REFUSAL_S,
+        discovery: Callable[[dict], dict[str, str]] | None = None,
     ):
         self.settings = settings
         self.device_id = device_id
@@ -297,6 +298,10 @@ class Sync:
         self._other_mids: dict[int, str] = {}     # status/state publishes: mid -> topic
         self._sub_mid: int | None = None
         self._pending_state: str | None = None    # newest state while offline
+        # (v2) Home Assistant: state document -> {discovery topic: retained payload} (homeassistant.py)
+        self._discovery = discovery
+        self._discovery_latest: dict[str, str] = {}
+        self._discovery_sent: dict[str, str] = {}
         self._stop_timeout = 5.0
 
         self._client = self._make_client()
@@ -335,11 +340,25 @@ class Sync:
     def publish_state(self, state: dict) -> None:
         """Retain the device's state (next dose, stock, backlog...). Offline: keep the newest."""
         payload = json.dumps(state, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        messages = self._discovery(state) if self._discovery is not None else None
         with self._cond:
+            if messages is not None:
+                self._discovery_latest = messages
             if not self._ready:
                 self._pending_state = payload
                 return
+        self._publish_discovery(everything=False)
         self._publish_other(self.topics.state, payload)
+
+    def _publish_discovery(self, everything: bool) -> None:
+        """Retain the Home Assistant configs that changed (all of them at a connect: a
+        broker that lost its retained messages, or a compartment emptied while offline)."""
+        with self._cond:
+            changed = {topic: payload for topic, payload in self._discovery_latest.items()
+                       if everything or self._discovery_sent.get(topic) != payload}
+            self._discovery_sent.update(changed)
+        for topic, payload in changed.items():
+            self._publish_other(topic, payload)
 
     def wait_connected(self, timeout: float) -> bool:
         """True once connected; False at the timeout or as soon as a connection attempt
@@ -462,6 +481,8 @@ class Sync:
             self._wake = True
             state, self._pending_state = self._pending_state, None
             self._cond.notify_all()
+        if self.is_daemon:
+            self._publish_discovery(everything=True)
         if state is not None:
             self._publish_other(self.topics.state, state)
 

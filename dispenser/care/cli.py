@@ -41,6 +41,11 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Handler
     link = actions.add_parser("link", parents=[config], help="the family's read-only link to a patient's page")
     link.add_argument("device", metavar="DEVICE")
     link.add_argument("--revoke", action="store_true", help="revoke every link to that patient instead")
+    export = actions.add_parser("export", help="a device's stored events in another format")
+    formats = export.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    fhir = formats.add_parser("fhir", parents=[config], help="a FHIR R4 Bundle on stdout (docs/FHIR.md)")
+    fhir.add_argument("--device", required=True, metavar="ID", help="the device whose events")
+    fhir.add_argument("--since", metavar="ISO", help="only what changed at or after this time (UTC without an offset)")
     return {"care": cmd_care}
 
 
@@ -51,10 +56,12 @@ def cmd_care(args: argparse.Namespace) -> int:
         return _fail(f"`dispenser care` needs the care extra (missing: {missing}): pip install 'dispenser[care]'")
     from .config import CareConfigError
     from .database import DatabaseError
-    handlers: dict[str, Handler] = {"serve": care_serve, "status": care_status, "ack": care_ack, "link": care_link}
+    from .fhir_export import ExportError
+    handlers: dict[str, Handler] = {"serve": care_serve, "status": care_status, "ack": care_ack, "link": care_link,
+                                    "export": care_export}
     try:
         return handlers[args.action](args)
-    except (CareError, CareConfigError, DatabaseError) as error:
+    except (CareError, CareConfigError, DatabaseError, ExportError) as error:
         return _fail(str(error))
 
 
@@ -219,4 +226,27 @@ def care_link(args: argparse.Namespace) -> int:
         conn.execute("INSERT INTO links (token, device, created) VALUES (?, ?, ?)",
                      (token, args.device, format_at(_now())))
     print(f"{config.public_url}/family/{token}")
+    return 0
+
+
+# -- export ------------------------------------------------------------------------------
+
+
+def care_export(args: argparse.Namespace) -> int:
+    """`care export fhir --device ID [--since ISO]`: the Bundle on stdout (fhir_export.py)."""
+    from ..fhir_out import parse_since
+    from .fhir_export import export_device
+    try:
+        since = parse_since(args.since) if args.since else None
+    except ValueError:
+        raise CareError(f"--since: {args.since!r} is not an ISO date and time") from None
+    from pathlib import Path
+    from .database import Database
+    config = _config(args)
+    database = Database(config.database_url, create=False)  # a read: nothing made, nothing changed
+    if database.dialect == "sqlite" and not Path(database.path).is_file():
+        raise CareError(f"{database.path}: no care database there (`dispenser care serve` makes it)")
+    with database.connect() as conn:
+        bundle = export_device(conn, config, args.device, since=since, now=_now())
+    print(json.dumps(bundle, indent=1, ensure_ascii=False))
     return 0
