@@ -41,6 +41,9 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Handler
     link = actions.add_parser("link", parents=[config], help="the family's read-only link to a patient's page")
     link.add_argument("device", metavar="DEVICE")
     link.add_argument("--revoke", action="store_true", help="revoke every link to that patient instead")
+    user = actions.add_parser("user", parents=[config], help="staff who log in to the web view")
+    user.add_argument("user_action", choices=["add"], metavar="add")
+    user.add_argument("name", metavar="NAME", help="the password is read from the terminal, or stdin's first line")
     return {"care": cmd_care}
 
 
@@ -51,10 +54,13 @@ def cmd_care(args: argparse.Namespace) -> int:
         return _fail(f"`dispenser care` needs the care extra (missing: {missing}): pip install 'dispenser[care]'")
     from .config import CareConfigError
     from .database import DatabaseError
-    handlers: dict[str, Handler] = {"serve": care_serve, "status": care_status, "ack": care_ack, "link": care_link}
+    from .web.accounts import AccountError
+    from .web.command import WebError
+    handlers: dict[str, Handler] = {"serve": care_serve, "status": care_status, "ack": care_ack, "link": care_link,
+                                    "user": care_user}
     try:
         return handlers[args.action](args)
-    except (CareError, CareConfigError, DatabaseError) as error:
+    except (CareError, CareConfigError, DatabaseError, AccountError, WebError) as error:
         return _fail(str(error))
 
 
@@ -98,6 +104,9 @@ def care_serve(args: argparse.Namespace) -> int:
         service = CareService(config, args.workers)
     except TlsFilesError as error:
         raise CareError(str(error)) from None
+    from .web.command import start_web
+    web = start_web(config, service.database)   # the web view on [web] listen (docs/CARE.md)
+    print(f"dispenser care: web view at {config.public_url} (listening on {config.listen})", file=sys.stderr)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     service.start()
@@ -114,6 +123,7 @@ def care_serve(args: argparse.Namespace) -> int:
         pass
     finally:
         service.stop()
+        web.stop()
     return 0
 
 
@@ -198,6 +208,13 @@ def care_ack(args: argparse.Namespace) -> int:
     if not found:
         raise CareError(f"no alert {args.alert_id!r} (`dispenser care status` lists the open ones)")
     print(f"{args.alert_id}: acknowledged by {acked_by} at {acked_at}; its escalation has stopped")
+    return 0
+
+
+def care_user(args: argparse.Namespace) -> int:
+    """`care user add NAME`: a staff account for the web view."""
+    from .web.command import user_add
+    print(user_add(_config(args), args.name))
     return 0
 
 
