@@ -3,6 +3,7 @@ server inside `care serve`. Errors are `AccountError` / `WebError`: one line, ex
 from __future__ import annotations
 
 import getpass
+import socket
 import sys
 from datetime import datetime, timezone
 
@@ -41,6 +42,11 @@ def start_web(config: CareConfig, database: Database) -> WebServer:
     """The web view listening on `[web] listen`, or WebError when it cannot."""
     from .app import create_app
     host, port = split_listen(config.listen)
+    try:   # asked first, so that a taken port is our one line, not uvicorn's log and exit
+        with socket.create_server((host, port)):
+            pass
+    except OSError as error:
+        raise WebError(f"web.listen: cannot listen on {config.listen} ({error.strerror or error})") from None
     web = WebServer(create_app(config, database), host, port)
     web.start()
     if not web.wait_ready(READY_WAIT_S):
