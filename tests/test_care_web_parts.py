@@ -141,3 +141,12 @@ def test_care_serve_says_in_one_line_when_the_web_port_is_taken(tmp_path):
         text = path.read_text().replace('listen = "127.0.0.1:', f'listen = "127.0.0.1:{port}" #')
         path.write_text(text)
         one_line_error(dispenser("care", "serve", "--config", path), f"web.listen: cannot listen on 127.0.0.1:{port}")
+
+
+def test_the_device_side_never_imports_the_web_view_or_its_libraries():
+    code = ("import sys, dispenser.cli, dispenser.runner, dispenser.daemon; dispenser.cli.build_parser(); "
+            "heavy = [m for m in ('starlette', 'uvicorn', 'jinja2', 'argon2', 'dispenser.care.web') if m in sys.modules]; "
+            "print(heavy)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
