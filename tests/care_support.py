@@ -108,6 +108,7 @@ def care_toml(path: Path, *, database_url: str, port: int | None = None, notify:
     if port is not None:
         text += f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\ntls = false\n'
     text += f'[database]\nurl = "{database_url}"\n[web]\npublic_url = "https://care.example.org"\n'
+    text += f'listen = "127.0.0.1:{free_port()}"\n'   # care serve starts the web view there
     text += extra
     text += ('[[patient]]\ndevice = "disp-0001"\nname = "Sam"\ntimezone = "America/New_York"\n'
              f"notify = {json.dumps(list(notify))}\nclinic_notify = {json.dumps(list(clinic_notify))}\n"

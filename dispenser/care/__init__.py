@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 
-EXTRA_MODULES = ("apprise", "psycopg")
+EXTRA_MODULES = ("apprise", "psycopg", "starlette", "jinja2", "uvicorn", "argon2", "python_multipart")
 
 
 def missing_extra() -> str | None:

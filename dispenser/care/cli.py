@@ -46,6 +46,9 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Handler
     fhir = formats.add_parser("fhir", parents=[config], help="a FHIR R4 Bundle on stdout (docs/FHIR.md)")
     fhir.add_argument("--device", required=True, metavar="ID", help="the device whose events")
     fhir.add_argument("--since", metavar="ISO", help="only what changed at or after this time (UTC without an offset)")
+    user = actions.add_parser("user", parents=[config], help="staff who log in to the web view")
+    user.add_argument("user_action", choices=["add"], metavar="add")
+    user.add_argument("name", metavar="NAME", help="the password is read from the terminal, or stdin's first line")
     return {"care": cmd_care}
 
 
@@ -57,11 +60,13 @@ def cmd_care(args: argparse.Namespace) -> int:
     from .config import CareConfigError
     from .database import DatabaseError
     from .fhir_export import ExportError
+    from .web.accounts import AccountError
+    from .web.command import WebError
     handlers: dict[str, Handler] = {"serve": care_serve, "status": care_status, "ack": care_ack, "link": care_link,
-                                    "export": care_export}
+                                    "export": care_export, "user": care_user}
     try:
         return handlers[args.action](args)
-    except (CareError, CareConfigError, DatabaseError, ExportError) as error:
+    except (CareError, CareConfigError, DatabaseError, ExportError, AccountError, WebError) as error:
         return _fail(str(error))
 
 
@@ -105,6 +110,9 @@ def care_serve(args: argparse.Namespace) -> int:
         service = CareService(config, args.workers)
     except TlsFilesError as error:
         raise CareError(str(error)) from None
+    from .web.command import start_web
+    web = start_web(config, service.database)   # the web view on [web] listen (docs/CARE.md)
+    print(f"dispenser care: web view at {config.public_url} (listening on {config.listen})", file=sys.stderr)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     service.start()
@@ -121,6 +129,7 @@ def care_serve(args: argparse.Namespace) -> int:
         pass
     finally:
         service.stop()
+        web.stop()
     return 0
 
 
@@ -205,6 +214,13 @@ def care_ack(args: argparse.Namespace) -> int:
     if not found:
         raise CareError(f"no alert {args.alert_id!r} (`dispenser care status` lists the open ones)")
     print(f"{args.alert_id}: acknowledged by {acked_by} at {acked_at}; its escalation has stopped")
+    return 0
+
+
+def care_user(args: argparse.Namespace) -> int:
+    """`care user add NAME`: a staff account for the web view."""
+    from .web.command import user_add
+    print(user_add(_config(args), args.name))
     return 0
 
 

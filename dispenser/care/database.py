@@ -82,6 +82,14 @@ SCHEMA = (
         alerts TEXT NOT NULL,
         ok INTEGER NOT NULL,
         title TEXT NOT NULL)""",
+    # The web view (care/web/): staff accounts (argon2 hashes) and the key its session cookies are signed with.
+    """CREATE TABLE IF NOT EXISTS staff (
+        name TEXT PRIMARY KEY,
+        password_hash TEXT NOT NULL,
+        created TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS web_keys (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL)""",
 )
 
 
