@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import logging
 import pkgutil
 from pathlib import Path
 
@@ -39,5 +40,10 @@ def test_the_examples_are_found():
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples_run(name):
     module = importlib.import_module(name)
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    root = logging.getLogger("dispenser")  # journal's example configures it, as the daemon does
+    saved = root.handlers[:], root.level, root.propagate
+    try:
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    finally:
+        root.handlers[:], root.level, root.propagate = saved
     assert result.failed == 0, f"{name}: {result.failed} of {result.attempted} examples failed"
