@@ -67,13 +67,20 @@ def boot_id(path: Path = BOOT_ID) -> str | None:
 class StoreMemory:
     """Keeps a ClockTrust's anchor in the log's meta table, for this boot only.
 
+        >>> from types import SimpleNamespace
         >>> from dispenser.store import Store
         >>> store = Store.open(":memory:", "disp-0001")
-        >>> def trust(boot):            # a daemon started on the boot `boot`, no new sync since
-        ...     return ClockTrust("synchronized", memory=StoreMemory(store, boot), synchronized_at=lambda: None)
-        >>> anchored = ClockTrust("synchronized", memory=StoreMemory(store, "boot-1"), synchronized_at=lambda: 1.0)
-        >>> trust("boot-1").check(), trust("boot-2").check()    # restarted in the same boot; after a reboot
-        (True, False)
+        >>> t = SimpleNamespace(wall=1_800_000_000.0, boot=100.0)     # the clocks, injected
+        >>> def started(boot):          # the daemon's ClockTrust, started in the kernel's boot `boot`
+        ...     return ClockTrust("synchronized", memory=StoreMemory(store, boot), synchronized_at=lambda: 1.0,
+        ...                       wall=lambda: t.wall, steady=lambda: t.boot)
+        >>> started("boot-1").now()     # synchronised: anchored, the anchor kept in the log
+        1800000000.0
+        >>> t.wall += 8 * 3600; t.boot += 60     # a step by hand, and a restart a minute later
+        >>> started("boot-1").now()     # the same boot: the counted time, the step not believed
+        1800000060.0
+        >>> started("boot-2").now()     # another boot anchors afresh, on the wall clock
+        1800028800.0
     """
 
     def __init__(self, store, boot: str | None = None):
