@@ -8,8 +8,21 @@ thread gets the interpreter. A broken chain is reported through the daemon's que
 (`ChainCheckFailed(seq, reason)`), which logs it as a `device.fault` with an alert, as
 the start-up check refused such a log before.
 
-    >>> check = ChainCheck("/var/lib/dispenser/dispenser.db", "disp-0001", daemon.put)
-    >>> check.start()                                   # doctest: +SKIP
+    >>> import tempfile
+    >>> from datetime import datetime, timezone
+    >>> from queue import Queue
+    >>> from dispenser.events import Draft
+    >>> from dispenser.store import Store
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = f"{folder.name}/dispenser.db"          # on a Pi: /var/lib/dispenser/dispenser.db
+    >>> with Store.open(path, "disp-0001") as store:
+    ...     _ = store.append([Draft("device.started", {})], datetime(2026, 11, 24, 6, 0, tzinfo=timezone.utc))
+    >>> daemon_queue = Queue()
+    >>> check = ChainCheck(path, "disp-0001", daemon_queue.put)
+    >>> check.start().join()                          # a thread of its own, at nice 19
+    >>> check.result, daemon_queue.empty()            # intact: nothing for the daemon
+    ((True, None, '1 event, chain intact'), True)
+    >>> folder.cleanup()
 """
 from __future__ import annotations
 

@@ -67,7 +67,20 @@ def boot_id(path: Path = BOOT_ID) -> str | None:
 class StoreMemory:
     """Keeps a ClockTrust's anchor in the log's meta table, for this boot only.
 
-        >>> trust = ClockTrust("synchronized", memory=StoreMemory(store))  # doctest: +SKIP
+        >>> from types import SimpleNamespace
+        >>> from dispenser.store import Store
+        >>> store = Store.open(":memory:", "disp-0001")
+        >>> t = SimpleNamespace(wall=1_800_000_000.0, boot=100.0)     # the clocks, injected
+        >>> def started(boot):          # the daemon's ClockTrust, started in the kernel's boot `boot`
+        ...     return ClockTrust("synchronized", memory=StoreMemory(store, boot), synchronized_at=lambda: 1.0,
+        ...                       wall=lambda: t.wall, steady=lambda: t.boot)
+        >>> started("boot-1").now()     # synchronised: anchored, the anchor kept in the log
+        1800000000.0
+        >>> t.wall += 8 * 3600; t.boot += 60     # a step by hand, and a restart a minute later
+        >>> started("boot-1").now()     # the same boot: the counted time, the step not believed
+        1800000060.0
+        >>> started("boot-2").now()     # another boot anchors afresh, on the wall clock
+        1800028800.0
     """
 
     def __init__(self, store, boot: str | None = None):
@@ -106,9 +119,17 @@ def trust_for(config, *, log_trusted: bool = True, simulated: bool = False, stor
 class ClockTrust:
     """Call `check()` before the rules act on the wall clock; it is cheap (two clock reads, a stat).
 
-        >>> trust = ClockTrust("synchronized")
+        >>> from types import SimpleNamespace
+        >>> t = SimpleNamespace(marker=None, wall=1_800_000_000.0, boot=100.0)   # the clocks, injected
+        >>> trust = ClockTrust("synchronized", synchronized_at=lambda: t.marker,
+        ...                    wall=lambda: t.wall, steady=lambda: t.boot)
         >>> trust.check()            # False until timesyncd has synchronised since boot
-        >>> trust.now()              # the time to give the rules (TrustedClock wraps it)  # doctest: +SKIP
+        False
+        >>> t.marker = t.wall; trust.check()
+        True
+        >>> t.wall += 8 * 3600       # a step by hand afterwards
+        >>> trust.now()              # the time to give the rules (TrustedClock wraps it): not moved
+        1800000000.0
     """
 
     def __init__(self, mode: str = "synchronized", *, log_trusted: bool = True,
@@ -256,8 +277,10 @@ class TrustedClock:
     """The daemon's clock (as daemon.SystemClock) on a Pi with `clock.trust = "synchronized"`:
     the time ClockTrust believes, so a step after the first synchronisation moves nothing.
 
-        >>> clock = TrustedClock(trust_for(config))  # doctest: +SKIP
-        >>> clock.now()                  # aware UTC  # doctest: +SKIP
+        >>> from dispenser.config import Config
+        >>> clock = TrustedClock(trust_for(Config()))
+        >>> clock.now().tzinfo           # aware UTC
+        datetime.timezone.utc
     """
 
     def __init__(self, trust: ClockTrust):

@@ -125,8 +125,21 @@ class Screen:
 class Daemon:
     """Feeds inputs and time to the engine and shows the outcome on the hardware.
 
-        >>> daemon = Daemon(engine, hardware)
+        >>> import json
+        >>> from importlib.resources import files
+        >>> from dispenser.hardware import build_sim_hardware
+        >>> from dispenser.store import Store
+        >>> contract_example = json.loads(files("dispenser").joinpath("demo", "schedule.json").read_text())
+        >>> engine = Engine(Store.open(":memory:", "disp-0001"), 8)
+        >>> hardware = build_sim_hardware(lambda item: None, sleep=lambda s: None)   # the simulated device
+        >>> now = datetime(2026, 11, 24, 12, 45, tzinfo=UTC)     # 07:45 in New York
+        >>> engine.apply_schedule(now, contract_example, stock={"sertraline": 10}).feedback
+        'applied'
+        >>> daemon = Daemon(engine, hardware, timezone_name="America/New_York")
         >>> daemon.start(now); daemon.handle(Press(), now)    # what the loop does
+        >>> hardware.lcd.emulator.lines()
+        ['Take your pill  ', 'Press when taken']
+        >>> hardware.close()
     """
 
     def __init__(self, engine: Engine, hardware, *, timezone_name: str = "UTC", checkin: bool = False,

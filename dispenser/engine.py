@@ -50,10 +50,20 @@ class Engine:
     `clock_trusted` is the one owner of clock trust (a `ClockTrust.check`, clocktrust.py):
     asked once per input, its answer is what the rules decide with.
 
+        >>> from datetime import timezone
+        >>> from importlib.resources import files
+        >>> from dispenser.clocktrust import ClockTrust
+        >>> store, trust = Store.open(":memory:", "disp-0001"), ClockTrust("always")
+        >>> contract_example = json.loads(files("dispenser").joinpath("demo", "schedule.json").read_text())
+        >>> now = datetime(2026, 11, 24, 12, 45, tzinfo=timezone.utc)     # 07:45 in New York
         >>> engine = Engine(store, 8, "Europe/London", clock_trusted=trust.check)
-        >>> engine.start(now); engine.press(now).feedback
+        >>> outcome = engine.start(now)
+        >>> engine.apply_schedule(now, contract_example, stock={"sertraline": 10}).feedback
+        'applied'
+        >>> engine.press(now).feedback
         'released'
-        >>> engine.view.next_dose
+        >>> engine.view.next_dose.name, engine.view.next_dose.scheduled_at
+        ('Naltrexone 25 mg', datetime.datetime(2026, 11, 24, 14, 0, tzinfo=datetime.timezone.utc))
     """
 
     def __init__(self, store: Store, compartments: int, default_timezone: str = "UTC",

@@ -3,6 +3,7 @@
 Pure: no clock, no storage. The store gives a draft its `seq`, `at` and hashes
 through `build_event`; `verify_chain` checks a log read back from anywhere.
 
+    >>> from datetime import timezone
     >>> at = datetime(2026, 11, 21, 13, 3, 12, tzinfo=timezone.utc)
     >>> first = build_event(Draft("device.started", {}, "e-1"), "disp-0001", 1, at, GENESIS)
     >>> verify_chain([first])

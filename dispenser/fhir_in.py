@@ -9,7 +9,15 @@ becomes `asNeededBoolean`. The result is then checked by the schedule's own pars
 its problems are named by where they stand in the FHIR input, so nothing the dispenser
 could not give safely passes.
 
->>> document = schedule_from_fhir(bundle, now=now, timezone="Europe/London")  # doctest: +SKIP
+>>> from datetime import timezone
+>>> request = {"resourceType": "MedicationRequest", "status": "active", "intent": "order",
+...            "medicationCodeableConcept": {"text": "Sertraline 50 mg tablet"},
+...            "dosageInstruction": [{"timing": {"code": {"coding": [{"code": "BID"}]}},
+...                                   "doseAndRate": [{"doseQuantity": {"value": 1}}]}]}
+>>> now = datetime(2026, 11, 19, 17, 0, tzinfo=timezone.utc)
+>>> document = schedule_from_fhir(request, now=now, timezone="Europe/London")   # or a Bundle
+>>> document["routine"], document["medications"][0]["dosage"][0]["timing"]
+({'MORN': '08:00', 'EVE': '20:00'}, {'repeat': {'frequency': 2, 'period': 1, 'periodUnit': 'd', 'when': ['MORN', 'EVE']}})
 """
 from __future__ import annotations
 

@@ -7,7 +7,20 @@ event), every `checkin.recorded` one Observation. Ids are UUIDs derived from tho
 and each entry is a PUT, so exporting again updates the record instead of adding to it.
 The care service calls `export_bundle` on the events it stores (docs/FHIR.md).
 
->>> bundle = export_bundle(store.events(), device_id="disp-0001")   # doctest: +SKIP
+>>> import json
+>>> from importlib.resources import files
+>>> from dispenser.engine import Engine
+>>> from dispenser.store import Store
+>>> contract_example = json.loads(files("dispenser").joinpath("demo", "schedule.json").read_text())
+>>> store = Store.open(":memory:", "disp-0001")
+>>> engine, now = Engine(store, 8), datetime(2026, 11, 24, 12, 45, tzinfo=timezone.utc)   # 07:45 in New York
+>>> engine.apply_schedule(now, contract_example, stock={"sertraline": 10}).feedback
+'applied'
+>>> engine.press(now).feedback, engine.press(now).feedback           # released, then confirmed
+('released', 'confirmed')
+>>> bundle = export_bundle(store.events(), device_id="disp-0001")
+>>> [(entry["resource"]["resourceType"], entry["resource"]["status"]) for entry in bundle["entry"]]
+[('Device', 'active'), ('MedicationAdministration', 'completed')]
 """
 from __future__ import annotations
 

@@ -7,8 +7,14 @@ of them all: the daemon ends its `match` with `typing.assert_never`, so mypy ref
 new kind of input that the daemon forgets to handle (the lid and the drop sensor were
 once dropped as "ignored input" and nobody noticed).
 
+    >>> from dispenser.daemon import Daemon
+    >>> from dispenser.engine import Engine
+    >>> from dispenser.store import Store
+    >>> daemon = Daemon(Engine(Store.open(":memory:", "disp-0001"), 8), hardware=None)
     >>> daemon.put(Press())
     >>> daemon.put(Hold("hydroxyzine"))
+    >>> daemon.inputs.get(), daemon.inputs.get()         # what its loop takes, in order
+    (Press(), Hold(medication='hydroxyzine'))
 
 Older callers put strings or tuples ("press", ("hold", id), ("schedule", payload));
 `as_input` turns them into these, and refuses anything else.

@@ -12,8 +12,14 @@ type, `seq`, compartment and the like), at a level that says how much it matters
 line holds nothing the person would not want on a screen: no medication names, no
 mood, no alert texts; `dispenser log` has the whole event under the same `seq`.
 
-    >>> configure("info")
+    >>> from datetime import datetime, timezone
+    >>> from dispenser.engine import Engine
+    >>> from dispenser.store import Store
+    >>> engine = Engine(Store.open(":memory:", "disp-0001"), 8)
+    >>> handler = configure("info", stream=sys.stdout)    # the daemon's: configure("info"), on stderr
     >>> engine.listeners.append(EventLines(engine))
+    >>> outcome = engine.start(datetime(2026, 11, 24, 12, 45, tzinfo=timezone.utc))
+    20... INFO device.started seq=1 ...
 """
 from __future__ import annotations
 

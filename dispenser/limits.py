@@ -13,7 +13,17 @@ medication ids, strengths and compartments, in the strength's unit where it is k
 4. as needed: the interval since the ingredient's last release, and the rolling maximum;
 5. a compartment gives only what it was loaded with (`Load`).
 
-    >>> limits = Limits(schedule)                               # doctest: +SKIP
+    >>> from importlib.resources import files
+    >>> from dispenser.schedule import load_schedule_file
+    >>> schedule = load_schedule_file(files("dispenser") / "demo" / "schedule.json")   # the contract's example
+    >>> medication = schedule.medication("sertraline")                 # 08:00 in New York
+    >>> now = datetime(2026, 11, 24, 12, 45, tzinfo=UTC)               # 07:45 there
+    >>> [dose] = doses_between(schedule, now, now + timedelta(hours=1))
+    >>> loads = {1: Load("sertraline", medication.substance, medication.strength, count=10)}
+    >>> limits = Limits(schedule)
+    >>> limits.scheduled_hold(dose, medication, {}, loads, now) is None          # it may go
+    True
+    >>> history = {medication.substance: [mark(medication, 1, now, dose.scheduled_at)]}   # given
     >>> limits.scheduled_hold(dose, medication, history, loads, now)
     Hold(reason='already_given', allowed_at=None)
 """

@@ -17,7 +17,16 @@ a schedule loader in, violations out. It is written from the contract, not from 
 rules' code: where they disagree, the checker says so. The randomized simulation that
 drives the real engine through it lives beside the tests (`harness/simulation.py`).
 
-    >>> check_store(store)              # doctest: +SKIP
+    >>> import json
+    >>> from importlib.resources import files
+    >>> from dispenser.engine import Engine
+    >>> contract_example = json.loads(files("dispenser").joinpath("demo", "schedule.json").read_text())
+    >>> store = Store.open(":memory:", "disp-0001")
+    >>> engine, now = Engine(store, 8), datetime(2026, 11, 24, 12, 45, tzinfo=UTC)   # 07:45 in New York
+    >>> outcome = engine.apply_schedule(now, contract_example, stock={"sertraline": 10})
+    >>> engine.press(now).feedback                  # sertraline, in its window
+    'released'
+    >>> check_store(store)
     []
 """
 from __future__ import annotations

@@ -6,6 +6,16 @@ buzzer, the live simulator's draw thread, the clinic's retained `state` and
 input and replaces the old in one assignment, so a reader on any thread sees one whole
 moment, never a half-changed one.
 
+    >>> import json
+    >>> from datetime import timezone
+    >>> from importlib.resources import files
+    >>> from dispenser.engine import Engine
+    >>> from dispenser.store import Store
+    >>> contract_example = json.loads(files("dispenser").joinpath("demo", "schedule.json").read_text())
+    >>> engine = Engine(Store.open(":memory:", "disp-0001"), 8)
+    >>> at_0745 = datetime(2026, 11, 24, 12, 45, tzinfo=timezone.utc)     # in New York
+    >>> engine.apply_schedule(at_0745, contract_example, stock={"sertraline": 10}).feedback
+    'applied'
     >>> model = engine.view                      # any thread, any time
     >>> [dose.name for dose in model.due]
     ['Sertraline 50 mg']

@@ -392,8 +392,19 @@ def dose_data(dose: Dose | DoseRecord, **extra) -> dict:
 class DoseRules:
     """Decides what happens. Every method takes `now` and returns an `Outcome`.
 
+    >>> from datetime import timezone
+    >>> from importlib.resources import files
+    >>> from dispenser.schedule import load_schedule_file
+    >>> schedule = load_schedule_file(files("dispenser") / "demo" / "schedule.json")   # the contract's example
+    >>> now = datetime(2026, 11, 24, 12, 45, tzinfo=timezone.utc)      # 07:45 in New York
     >>> rules = DoseRules(State(), compartments=8)
-    >>> outcome = rules.press(now)     # doctest: +SKIP
+    >>> rules.press(now).feedback                                      # no schedule yet
+    'nothing_due'
+    >>> rules.apply_schedule(now, schedule, "local", stock={"sertraline": 10}).feedback
+    'applied'
+    >>> outcome = rules.press(now)     # sertraline's window (07:30-10:00) is open
+    >>> outcome.feedback, [draft.type for draft in outcome.drafts], outcome.releases[0].compartment
+    ('released', ['dose.released'], 1)
     """
 
     def __init__(

@@ -5,8 +5,9 @@ listing every problem with its field path, so a clinic fixes a document in one r
 trip. Anything that would change when a dose is given and is not understood here is
 rejected, never ignored. Times are resolved once, here: `scheduler.py` only expands.
 
->>> schedule = load_schedule_file("schedule.json")          # doctest: +SKIP
->>> schedule.medication("sertraline").dosages[0].quantity     # doctest: +SKIP
+>>> from importlib.resources import files
+>>> schedule = load_schedule_file(files("dispenser") / "demo" / "schedule.json")   # the contract's example
+>>> schedule.medication("sertraline").dosages[0].quantity
 1
 """
 from __future__ import annotations

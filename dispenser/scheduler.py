@@ -1,7 +1,12 @@
 """Expand a Schedule into doses with windows: pure, no clock, no I/O.
 
->>> doses_between(schedule, start, end)     # doctest: +SKIP
-[Dose(scheduled_at=datetime(2026, 11, 24, 13, 0, tzinfo=UTC), medication_id='sertraline', ...)]
+>>> from importlib.resources import files
+>>> from dispenser.schedule import load_schedule_file
+>>> schedule = load_schedule_file(files("dispenser") / "demo" / "schedule.json")   # the contract's example
+>>> start = datetime(2026, 11, 24, 5, 0, tzinfo=UTC); end = start + timedelta(days=1)
+>>> doses_between(schedule, start, end)
+[Dose(scheduled_at=datetime.datetime(2026, 11, 24, 13, 0, tzinfo=datetime.timezone.utc), medication_id='sertraline', ...),
+ Dose(scheduled_at=datetime.datetime(2026, 11, 24, 14, 0, tzinfo=datetime.timezone.utc), medication_id='naltrexone', ...)]
 
 Wall-clock entries (`d`, `wk`) are placed on local dates and localised with zoneinfo's
 fold=0: a time in the spring-forward gap moves forward by the gap, a time that happens

@@ -12,8 +12,20 @@ It is believed only when everything about it holds, else the whole log is folded
   change to how events fold can never meet a state folded the old way;
 - its text is intact (its sha256 is stored beside it) and restores without error.
 
+    >>> from datetime import timezone
+    >>> from importlib.resources import files
+    >>> from dispenser.rules import DoseRules
+    >>> from dispenser.schedule import load_schedule_file
+    >>> schedule = load_schedule_file(files("dispenser") / "demo" / "schedule.json")   # the contract's example
+    >>> now = datetime(2026, 11, 24, 12, 45, tzinfo=timezone.utc)
+    >>> rules = DoseRules(State(), compartments=8)
+    >>> outcome = rules.apply_schedule(now, schedule, "local", stock={"sertraline": 10})
+    >>> outcome = rules.press(now)                                      # sertraline released
+    >>> state = rules.state
     >>> data = dump(state, schedule_seq=12)
-    >>> restore(data, lambda seq: schedule) == state       # doctest: +SKIP
+    >>> data["loads"]
+    [[1, 'sertraline', 'sertraline', None, 9]]
+    >>> restore(json.loads(json.dumps(data)), lambda seq: schedule) == state
     True
 """
 from __future__ import annotations

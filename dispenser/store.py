@@ -5,6 +5,7 @@ own Store on the same file and only reads the outbox and marks rows sent (WAL le
 both work at once, `busy_timeout` covers the short write locks).
 
     >>> store = Store.open(":memory:", "disp-0001")
+    >>> from datetime import timezone
     >>> now = datetime(2026, 11, 21, 6, 0, tzinfo=timezone.utc)
     >>> [event] = store.append([Draft("device.started", {})], now)
     >>> event["seq"], store.backlog()

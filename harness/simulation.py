@@ -24,7 +24,7 @@ while the wall clock is behind the log (the rules' clamped time is not a real ti
 and that by the TRUE clock no dose is released outside its window nor logged missed
 before its window closed.
 
-    >>> result = Simulation(seed=1, days=30).run()      # doctest: +SKIP
+    >>> result = Simulation(seed=1, days=30).run()      # 30 days of cuts, clock jumps, new schedules
     >>> result.violations
     []
 """

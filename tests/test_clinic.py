@@ -472,15 +472,6 @@ def test_json_mode_gives_each_warning_as_an_object():
 
 
 
-def test_the_module_examples_hold():
-    import doctest
-
-    import dispenser.chainwatch
-    import dispenser.clinic
-    for module in (dispenser.chainwatch, dispenser.clinic):
-        assert doctest.testmod(module).failed == 0, module.__name__
-
-
 def test_a_message_the_watcher_fails_on_is_named_and_the_watch_goes_on():
     from dispenser.cli.clinic import _lines
 

@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import base64
 import copy
-import doctest
 import json
 
 import pytest
 
-from dispenser import signing
 from dispenser.signing import (
     SignatureError,
     canonical_document,
@@ -30,10 +28,6 @@ DOC = {
 @pytest.fixture(scope="module")
 def keys():
     return generate_keypair()
-
-
-def test_doctests():
-    assert doctest.testmod(signing).failed == 0
 
 
 def test_canonical_form_is_the_contracts():

@@ -11,7 +11,7 @@ not verify or a link that does not chain). Gaps are counted from the stored seqs
     >>> first["hash"] = event_hash(GENESIS, first)
     >>> judge("d", first, {}, None)
     (True, [])
-    >>> judge("d", first, {1: (entry(first),)}, entry(first))   # the same event again
+    >>> judge("d", first, {1: (entry(first),)}, entry(first), 1)   # the same event again
     (False, [])
     >>> missing(first=1, top=9, present=[1, 2, 5, 9])
     ((3, 4), (6, 8))

@@ -4,9 +4,15 @@ Drivers do what they are told and report what happens; they never decide whether
 a dose may go out (that is `dispenser.rules`). Input callbacks only `put` an input
 (`dispenser.inputs`) on the daemon's queue: Press, Hold, LidOpened, LidClosed, PillSeen.
 
-    >>> hw = build_hardware(config.hardware, queue.put)       # [hardware] table
+    >>> from queue import Queue
+    >>> queue = Queue()                                              # the daemon's
+    >>> hw = build_hardware({"backend": "sim", "compartments": 2}, queue.put)   # [hardware] table
     >>> hw.lcd.show(["Next dose", "08:00 Sertraline"])
-    >>> hw.compartments.release(1, quantity=1)
+    True
+    >>> hw.compartments.release(1, quantity=1, sleep=lambda s: None)
+    >>> queue.get(timeout=1)          # the simulated chute's pill, seen by the drop sensor
+    PillSeen()
+    >>> hw.close()
 """
 from __future__ import annotations
 

@@ -3,8 +3,12 @@
 This module moves servos when told to; whether a dose may go out is decided by the
 dose rules before `release()` is ever called.
 
-    >>> box = build_compartments([12, 13], pin_factory=MockFactory(pin_class=MockPWMPin))
+    >>> from gpiozero.pins.mock import MockFactory, MockPWMPin
+    >>> servos = build_servos([12, 13], pin_factory=MockFactory(pin_class=MockPWMPin))
+    >>> box = Compartments(servos, open_angles=[90, 90], closed_angles=[0, 0])
     >>> box.release(1, quantity=2, sleep=lambda s: None)
+    >>> servos[0].angle is None       # detached after the release: no hum between doses
+    True
 """
 from __future__ import annotations
 

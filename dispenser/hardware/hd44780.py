@@ -7,9 +7,14 @@ way the chip does: latching on the enable line's falling edge, starting in 8-bit
 mode and following the 4-bit switch of the standard init sequence.
 
     >>> lcd = HD44780(16, 2)
-    >>> # hand lcd.rs, lcd.enable, lcd.d4 .. lcd.d7 to Character_LCD_Mono
     >>> lcd.lines()
     ['                ', '                ']
+    >>> # hand lcd.rs, lcd.enable, lcd.d4 .. lcd.d7 to Character_LCD_Mono
+    >>> from adafruit_character_lcd.character_lcd import Character_LCD_Mono
+    >>> chip = Character_LCD_Mono(lcd.rs, lcd.enable, lcd.d4, lcd.d5, lcd.d6, lcd.d7, 16, 2)
+    >>> chip.message = "Next: 08:00"
+    >>> lcd.lines()
+    ['Next: 08:00     ', '                ']
 
 Timing (busy flag, execution times) is not emulated, and reads (RW high) are
 ignored: the library never reads.

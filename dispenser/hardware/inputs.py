@@ -28,7 +28,13 @@ class Button:
     never also counts as a press. The hold is a `threading.Timer` started at the
     press and cancelled at the release: no thread runs while nobody touches it.
 
+        >>> from queue import Queue
+        >>> from gpiozero.pins.mock import MockFactory
+        >>> queue, factory = Queue(), MockFactory()
         >>> button = Button(17, queue.put, hold_s=2.0, pin_factory=factory)
+        >>> button.device.pin.drive_low(); button.device.pin.drive_high()   # pressed, let go
+        >>> queue.get(timeout=1)
+        Press()
     """
 
     def __init__(self, pin: int, put: Put, *, pull_up: bool = True,

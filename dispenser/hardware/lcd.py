@@ -7,7 +7,8 @@ failure of the display path (an I2C OSError, a missing library) surfaces from
 it, so a display that was unplugged and plugged back recovers by itself.
 
     >>> lcd = sim_lcd(16, 2)
-    >>> lcd.show(["Next: 08:00", "Sertraline"])
+    >>> lcd.show(["Next: 08:00", "Sertraline"])     # True: something was sent
+    True
     >>> lcd.emulator.lines()
     ['Next: 08:00     ', 'Sertraline      ']
 """

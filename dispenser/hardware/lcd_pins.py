@@ -15,8 +15,11 @@ from gpiozero import DigitalOutputDevice
 class GpioLine:
     """A gpiozero `DigitalOutputDevice` seen as a digitalio pin.
 
+        >>> from gpiozero.pins.mock import MockFactory
         >>> rs = GpioLine(25, pin_factory=MockFactory())
         >>> rs.value = True
+        >>> rs.device.pin.state
+        1
     """
 
     def __init__(self, pin: int, pin_factory=None) -> None:

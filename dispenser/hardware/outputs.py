@@ -37,7 +37,10 @@ class _Signal:
 class Buzzer(_Signal):
     """An active buzzer (it sounds when powered), usually through a transistor.
 
-        >>> buzzer.pattern(200, 100, times=3)   # three short beeps
+        >>> from gpiozero.pins.mock import MockFactory
+        >>> buzzer = Buzzer(22, pin_factory=MockFactory())
+        >>> buzzer.pattern(200, 100, times=3)   # three short beeps, timed on gpiozero's thread
+        >>> buzzer.close()                      # (stops them)
     """
 
     def beep(self, ms: int) -> None:
@@ -47,5 +50,9 @@ class Buzzer(_Signal):
 class Led(_Signal):
     """The status LED.
 
+        >>> from gpiozero.pins.mock import MockFactory
+        >>> led = Led(23, pin_factory=MockFactory())
         >>> led.pattern(500, 500, times=None)   # blink until led.off()
+        >>> led.off(); led.is_on
+        False
     """

@@ -6,8 +6,8 @@ already uses. `Pca9685Servo` has what `Compartments` drives: an `angle` setter,
 `detach()` and `close()`. adafruit_pca9685 is imported only here, only for this
 driver, to keep the daemon light on a Pi Zero.
 
-    >>> servos = build_pca9685_servos(i2c, 8, address=0x40)
-    >>> box = Compartments(servos, [90] * 8, [0] * 8)
+    >>> servos = build_pca9685_servos(i2c, 8, address=0x40)   # a Pi's I2C bus  # doctest: +SKIP
+    >>> box = Compartments(servos, [90] * 8, [0] * 8)        # those servos  # doctest: +SKIP
 """
 from __future__ import annotations
 
