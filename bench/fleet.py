@@ -166,7 +166,7 @@ def run(args: argparse.Namespace, workdir: Path, device_dir: Path, url: str, bro
                          f'[database]\nurl = "{url}"\n')
     ready, stop, care_result = spawn.Event(), spawn.Event(), spawn.Queue()
     care = spawn.Process(target=run_care, args=(str(care_toml), args.workers, ready, stop, care_result),
-                         name="care")
+                         name="care", daemon=True)
     care.start()
     if not ready.wait(READY_S):
         care.terminate()
@@ -177,7 +177,7 @@ def run(args: argparse.Namespace, workdir: Path, device_dir: Path, url: str, bro
     report = spawn.Queue()
     began = time.monotonic()
     began_wall = time.time()
-    devices = [spawn.Process(target=run_devices, name=f"devices-{n}",
+    devices = [spawn.Process(target=run_devices, name=f"devices-{n}", daemon=True,  # never outlive the bench
                              args=(indexes, str(device_dir), broker.host, broker.port, args.days, args.seed,
                                    progress[n], report))
                for n, indexes in enumerate(slices) if indexes]
@@ -263,7 +263,7 @@ def report_figures(args: argparse.Namespace, tally: Tally, handled: dict[str, in
           f"care service {args.workers} workers on PostgreSQL")
     print(f"events: {tally.logged} logged by the devices ({tally.logged / args.devices / args.days:.1f} a device a day), "
           f"{tally.stored} stored by the care service")
-    print(f"devices lived the month in {max(generated, default=0):.0f} s; all sent and acknowledged after "
+    print(f"devices lived their {args.days} days in {max(generated, default=0):.0f} s; all sent and acknowledged after "
           f"{lived:.0f} s; the last event stored after {span:.0f} s")
     print(f"end to end: {tally.logged / span:.0f} events/s (first append to last event stored)")
     print(f"lag append -> stored: p50 {percentile(tally.lags, 0.5):.2f} s, p99 {percentile(tally.lags, 0.99):.2f} s, "
