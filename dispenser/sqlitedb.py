@@ -1,7 +1,7 @@
 """The little of sqlite-utils the store uses, over the standard `sqlite3`.
 
 Importing sqlite_utils brings click, dateutil, pluggy, csv and its plugin machinery:
-13.7 MB of a Pi Zero's memory and a third of the daemon's imports, for four names
+about 3 MB of the daemon's resident memory and 60 ms of its imports here, for four names
 (docs/PERFORMANCE.md). This module keeps their behaviour and what they write on disk:
 
 - `Database(conn)` or `Database(memory=True)`: `.conn`, `.execute` (a write outside a
