@@ -126,3 +126,10 @@ def test_the_daemon_imports_neither_sqlite_utils_nor_its_dependencies():
             "print([m for m in ('sqlite_utils', 'click', 'dateutil', 'pluggy', 'csv') if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_the_module_docstring_example_runs():
+    import doctest
+
+    from dispenser import sqlitedb
+    assert doctest.testmod(sqlitedb).failed == 0
