@@ -30,10 +30,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 from urllib.parse import quote
 
-from sqlite_utils import Database, Migrations
-
 from .events import GENESIS, Draft, build_event, canonical, new_event_id
 from .events import _problem as event_problem  # verify_chain's judgement of one event
+from .sqlitedb import Database, Migrations  # sqlite-utils' small API without its imports
 from .timeutil import format_at, parse_utc, truncate_ms
 
 APP = "dispenser"
@@ -232,7 +231,7 @@ _EVENT_COLUMNS = "seq, event_id, schema, type, at, data, prev_hash, hash"
 class Store:
     """The dispenser's database. Open with `Store.open(path, device_id)`.
 
-    `db` is the sqlite-utils `Database`, for tests and tooling; write through the
+    `db` is the `Database` (sqlitedb.py, sqlite-utils' API), for tests and tooling; write through the
     methods only, so that the cached tail of the chain stays true.
     """
 

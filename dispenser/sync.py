@@ -58,6 +58,8 @@ MAX_PACKET_BYTES = MAX_SCHEDULE_BYTES + 4096
 INFLIGHT_WINDOW = 20               # outbox rows awaiting PUBACK at once
 RETRY_AFTER_REFUSAL_S = 30.0       # a broker that refuses a row (ACL?) is not hammered
 UNDELIVERED_BACKOFF_MAX_S = 600.0  # a row answered 0x10 "no matching subscribers": again after 30 s, doubling to 10 min
+RETRY_ROUND = 0.5                  # rows due again within half a retry_after of the first go with it: one round
+NETWORK_WAIT_MAX_S = 15.0          # paho's network thread sleeps at most this long with nothing to read or write
 NO_MATCHING_SUBSCRIBERS = 0x10
 RECEIVE_MAXIMUM = 10               # MQTT 5: schedule/set messages the broker may have unacknowledged with us
 MAX_UNACKED = 100                  # coalesced messages awaiting their ack (3.1.1 has no Receive Maximum)
@@ -117,6 +119,16 @@ class _BoundedClient(mqtt.Client):
     """
 
     oversize: int | None = None
+    network_wait = 1.0  # paho's default; Sync sets network_wait_for(keepalive)
+
+    def loop_forever(self, timeout: float = 1.0, retry_first_connection: bool = False) -> MQTTErrorCode:
+        """loop_start()'s thread, sleeping `network_wait` in select() rather than paho's 1 s.
+
+        Nothing is late for it: a publish from another thread wakes the select at once
+        (paho's socket pair), and so does anything the broker sends; the timeout only paces
+        the keepalive's PINGREQ and the check for a missing PINGRESP (network_wait_for).
+        """
+        return super().loop_forever(self.network_wait, retry_first_connection)
 
     def _packet_read(self) -> MQTTErrorCode:
         packet = getattr(self, "_in_packet", None)
@@ -143,6 +155,21 @@ class _BoundedClient(mqtt.Client):
             return super()._packet_read()  # nothing left to read: paho decodes the head and resets
         finally:
             self.oversize = None
+
+
+def network_wait_for(keepalive: int) -> float:
+    """How long paho's network thread may sleep: a quarter of the keepalive, so a PINGREQ
+    goes at most a quarter late (the broker waits one and a half keepalives), at least 1 s."""
+    return max(1.0, min(keepalive / 4, NETWORK_WAIT_MAX_S))
+
+
+def retry_round(waiting: dict[int, float], now: float, slack: float, room: int, span: int) -> list[int]:
+    """The rows (0x10) to publish again now: those due, and with them those due within
+    `slack`, so that rows answered moments apart go in one round, not a wake each; never a
+    row later than its time. At most `room`, lowest first, within `span` seqs of the first
+    (the outbox is read back over that span)."""
+    due = sorted(seq for seq, when in waiting.items() if when <= now + slack)[:room]
+    return [seq for seq in due if seq - due[0] < span]
 
 
 class Inbound:
@@ -431,6 +458,7 @@ class Sync:
             client = build_client(replace(self.settings, tls=False), self.client_id, persistent=self.is_daemon,
                                   client_class=_BoundedClient, manual_ack=self.inbox is not None)
         client.max_inflight_messages_set(2 * self._window + 4)  # alerts take two; status, state
+        client.network_wait = network_wait_for(self.settings.keepalive)
         if self.is_daemon:
             client.will_set(self.topics.status, json.dumps({"online": False}), qos=1, retain=True)
         client.on_connect = self._on_connect
@@ -698,9 +726,8 @@ class Sync:
                     self._wake = False
                     room = self._window - len(self._inflight)
                     in_flight = set(self._inflight)
-                    now = time.monotonic()
-                    due = sorted(seq for seq, when in self._waiting.items() if when <= now)[:room]
-                    due = [seq for seq in due if seq - due[0] < 10 * self._window]  # read back a short span
+                    due = retry_round(self._waiting, time.monotonic(), self._retry_after * RETRY_ROUND,
+                                      room, 10 * self._window)
                     waiting = set(self._waiting) - set(due)
             empty = self._drain(room, in_flight, pending, due, waiting) if drain else False
             with self._cond:
