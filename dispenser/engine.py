@@ -24,6 +24,7 @@ from .rules import DoseRules, Outcome, Release, State, fold, forget_old
 from .schedule import Schedule, ScheduleError, parse_schedule
 from .store import Store, StoreError
 from .timeutil import format_utc, parse_utc
+from .vocabulary import Feedback, RejectReason, ReleaseOutcome, ScheduleSource
 
 MAX_SCHEDULE_BYTES = 64 * 1024
 MAX_VERSION = 2 ** 63 - 1  # the log keeps versions as SQLite INTEGERs
@@ -168,7 +169,7 @@ class Engine:
             listener(events)
         failed = [release for release in outcome.releases if not self._carry_out(release, now)]
         if failed:
-            outcome.feedback = "release_failed"
+            outcome.feedback = Feedback.RELEASE_FAILED
         self._publish(now)
         return outcome
 
@@ -196,9 +197,9 @@ class Engine:
         except Exception as error:  # a servo fault must not stop the device
             message = f"{type(error).__name__}: {error}"
             self._decide(now, lambda: self.rules.release_failed(now, release, message),
-                         closing={release.event_id: "failed"})
+                         closing={release.event_id: ReleaseOutcome.FAILED})
             return False
-        self.store.complete_release(release.event_id, "done", now)
+        self.store.complete_release(release.event_id, ReleaseOutcome.DONE, now)
         return True
 
     # -- the read model ------------------------------------------------------------------
@@ -253,7 +254,7 @@ class Engine:
                 Release(e["event_id"], e["data"]["medication_id"], e["data"]["compartment"], e["data"]["quantity"])
                 for e in self.store.open_releases()
             ]
-            closing.update({release.event_id: "uncertain" for release in interrupted})
+            closing.update({release.event_id: ReleaseOutcome.UNCERTAIN for release in interrupted})
             return self.rules.start(now, interrupted, __version__)
         outcome = self._decide(now, decide, closing)
         self._catch_up(now)
@@ -296,7 +297,7 @@ class Engine:
         """For the owning thread's loop: the next moment a tick would log something."""
         return self.rules.next_wakeup(now)
 
-    def apply_schedule(self, now: datetime, document, source: str = "local",
+    def apply_schedule(self, now: datetime, document, source: ScheduleSource = ScheduleSource.LOCAL,
                        stock: Mapping[str, int] | None = None) -> Outcome:
         """Check a schedule document (parsed JSON) and apply it, or log why not.
 
@@ -316,8 +317,8 @@ class Engine:
 
         def decide() -> Outcome:
             last_signed = None
-            if source == "mqtt":
-                last = self.store.last_applied("mqtt")
+            if source == ScheduleSource.MQTT:
+                last = self.store.last_applied(ScheduleSource.MQTT)
                 if last is not None:
                     last_signed = (last["version"], parse_utc(last["issued_at"]) if last.get("issued_at") else None)
             return self.rules.apply_schedule(now, checked, source, digest=document_digest(document),
@@ -328,21 +329,21 @@ class Engine:
                         now: datetime) -> tuple[Schedule | tuple[str, list[str]], str | None]:
         """(the parsed schedule, or (reason, problems) to refuse it with; the key_id that signed it)."""
         key_id = None
-        if source == "mqtt":
+        if source == ScheduleSource.MQTT:
             refusal, key_id = self._signature_refusal(document)
             if refusal:
                 return refusal, None
         unstorable = _unstorable(document)
         if unstorable:  # refused here, or the log would refuse its event and the apply would raise
-            return ("invalid_schema", [unstorable]), None
+            return (RejectReason.INVALID_SCHEMA, [unstorable]), None
         try:
             schedule = parse_schedule(document, self.default_timezone)
         except ScheduleError as error:
-            return ("invalid_schema", error.problems), None
+            return (RejectReason.INVALID_SCHEMA, error.problems), None
         except Exception as error:  # a bug in the validator refuses the document, never stops the device
-            return ("invalid_schema", [f"(document): could not be checked ({type(error).__name__})"]), None
+            return (RejectReason.INVALID_SCHEMA, [f"(document): could not be checked ({type(error).__name__})"]), None
         if schedule.version > MAX_VERSION:  # the log could not store it: refuse it, do not raise
-            return ("invalid_schema", [f"version: must be at most {MAX_VERSION}"]), None
+            return (RejectReason.INVALID_SCHEMA, [f"version: must be at most {MAX_VERSION}"]), None
         refusal = self._binding_refusal(schedule, source, now)
         if refusal:
             return refusal, None
@@ -351,34 +352,34 @@ class Engine:
     def _reject(self, now: datetime, version, source: str, reason: str, problems: list[str]) -> Outcome:
         return self._decide(now, lambda: self.rules.reject_schedule(now, version, source, reason, problems))
 
-    def apply_schedule_payload(self, now: datetime, payload: bytes | None, source: str = "mqtt",
+    def apply_schedule_payload(self, now: datetime, payload: bytes | None, source: ScheduleSource = ScheduleSource.MQTT,
                                size: int | None = None) -> Outcome:
         """The clinic's `schedule/set`: refused unparsed when too large (`payload` may then be
         None, `size` saying how large it was), then as a document."""
         size = len(payload) if size is None else size
         if size > MAX_SCHEDULE_BYTES or payload is None:
-            return self._reject(now, None, source, "too_large", [f"payload: {size} bytes, more than 64 KiB"])
+            return self._reject(now, None, source, RejectReason.TOO_LARGE, [f"payload: {size} bytes, more than 64 KiB"])
         try:
             document = docjson.loads(payload.decode("utf-8"))  # a duplicated key is invalid_json
         except RecursionError:  # `[[[[...`: 64 KiB of nesting must not stop the daemon
-            return self._reject(now, None, source, "invalid_json", ["payload: nested too deeply"])
+            return self._reject(now, None, source, RejectReason.INVALID_JSON, ["payload: nested too deeply"])
         except Exception as error:  # noqa: BLE001 - any parse failure (4,401 digits: ValueError) is a refusal
-            return self._reject(now, None, source, "invalid_json", [f"payload: {str(error)[:200]}"])
+            return self._reject(now, None, source, RejectReason.INVALID_JSON, [f"payload: {str(error)[:200]}"])
         return self.apply_schedule(now, document, source)
 
     def _signature_refusal(self, document) -> tuple[tuple[str, list[str]] | None, str | None]:
         """(why it is refused, or None; the key_id that signed it)."""
         if not isinstance(document, dict):
-            return ("invalid_schema", ["(document): must be a JSON object"]), None
+            return (RejectReason.INVALID_SCHEMA, ["(document): must be a JSON object"]), None
         if not self.clinic_public_key and not self.clinic_keys:
-            return ("unsigned", ["signature: no clinic key is configured, so schedules from MQTT are refused"]), None
+            return (RejectReason.UNSIGNED, ["signature: no clinic key is configured, so schedules from MQTT are refused"]), None
         from .signing import SignatureError, verify_with_keys  # cryptography costs 7 MB: load it when needed
         try:
             return None, verify_with_keys(document, self.clinic_keys, self.clinic_public_key)
         except SignatureError as error:
-            return (getattr(error, "reason", "bad_signature"), [f"signature: {error}"]), None
+            return (error.reason, [f"signature: {error}"]), None
         except RecursionError:  # too deep for the canonical form, so it cannot have been signed
-            return ("bad_signature", ["signature: the document is nested too deeply to verify"]), None
+            return (RejectReason.BAD_SIGNATURE, ["signature: the document is nested too deeply to verify"]), None
 
     def _binding_refusal(self, schedule: Schedule, source: str, now: datetime) -> tuple[str, list[str]] | None:
         """(v2) A document is for one device, may expire, and from the clinic is not from the future.
@@ -388,15 +389,15 @@ class Engine:
         """
         document, device = schedule.document, self.store.device_id
         named = document.get("device_id")
-        if named is None and source == "mqtt":
-            return "wrong_device", [f"device_id: is required in a schedule from the clinic (this is {device})"]
+        if named is None and source == ScheduleSource.MQTT:
+            return RejectReason.WRONG_DEVICE, [f"device_id: is required in a schedule from the clinic (this is {device})"]
         if named is not None and named != device:
-            return "wrong_device", [f"device_id: {named[:64]!r} is not this device ({device})"]
+            return RejectReason.WRONG_DEVICE, [f"device_id: {named[:64]!r} is not this device ({device})"]
         if "expires_at" in document and parse_utc(document["expires_at"]) <= now:
-            return "expired", [f"expires_at: {format_utc(parse_utc(document['expires_at']))} has passed "
+            return RejectReason.EXPIRED, [f"expires_at: {format_utc(parse_utc(document['expires_at']))} has passed "
                                f"(device clock {format_utc(now)})"]
-        if source == "mqtt" and schedule.issued_at > now + CLOCK_SKEW:
-            return "from_the_future", [f"issued_at: {format_utc(schedule.issued_at)} is more than "
+        if source == ScheduleSource.MQTT and schedule.issued_at > now + CLOCK_SKEW:
+            return RejectReason.FROM_THE_FUTURE, [f"issued_at: {format_utc(schedule.issued_at)} is more than "
                                        f"{CLOCK_SKEW.seconds // 60} minutes after the device clock ({format_utc(now)})"]
         return None
 

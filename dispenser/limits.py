@@ -28,12 +28,11 @@ from fractions import Fraction
 from .schedule import Medication, Schedule, Strength
 from .scheduler import Dose, doses_between, occurrences
 from .timeutil import UTC
+from .vocabulary import HoldReason, PrnRefusal
 
 # Reasons a scheduled dose is held (`dose.held`). The first two are final for that dose:
 # nothing but a new schedule could change the day's plan. The others pass with time or a refill.
-ALREADY_GIVEN, DAY_LIMIT, MIN_GAP, SEPARATION, UNLOADED = (
-    "already_given", "day_limit", "min_gap", "separation", "unloaded")
-FINAL_HOLDS = frozenset({ALREADY_GIVEN, DAY_LIMIT})
+FINAL_HOLDS = frozenset({HoldReason.ALREADY_GIVEN, HoldReason.DAY_LIMIT})
 # The default minimum gap is read off the plan around the dose: far enough to see a weekly rhythm.
 _PLAN_REACH = timedelta(days=8)
 # A release is at most a day from its dose (a window reaches a day each side), and a local
@@ -73,7 +72,7 @@ class Load:
 class Hold:
     """Why a release may not happen now, and when it could (None: not with time)."""
 
-    reason: str
+    reason: HoldReason
     allowed_at: datetime | None = None
 
     @property
@@ -207,11 +206,11 @@ class Limits:
                      if scheduled_at is None or m.scheduled_at != scheduled_at), None)
         gap = self.min_gap(medication, now)
         if last is not None and gap and now < last.at + gap:
-            return Hold(MIN_GAP, last.at + gap)
+            return Hold(HoldReason.MIN_GAP, last.at + gap)
         for substance, apart in self.separations(medication):
             others = history.get(substance, ())
             if others and now < others[-1].at + apart:
-                return Hold(SEPARATION, others[-1].at + apart)
+                return Hold(HoldReason.SEPARATION, others[-1].at + apart)
         return None
 
     def scheduled_hold(self, dose: Dose, medication: Medication, history: Mapping[str, list[Mark]],
@@ -222,7 +221,7 @@ class Limits:
             return day_hold
         load = loads.get(medication.compartment)
         if load is None or not load.holds(medication):
-            return Hold(UNLOADED)
+            return Hold(HoldReason.UNLOADED)
         return self.spacing_hold(medication, history, now, dose.scheduled_at)
 
     def day_hold(self, dose: Dose, medication: Medication,
@@ -237,11 +236,11 @@ class Limits:
         unit = medication.amount_unit
         planned, released = self.planned_amount(medication.substance, day, unit), total(given, unit)
         if planned is None or released is None:  # amounts that cannot be compared: the safe side
-            return Hold(DAY_LIMIT)
+            return Hold(HoldReason.DAY_LIMIT)
         if released >= planned:
-            return Hold(ALREADY_GIVEN)
+            return Hold(HoldReason.ALREADY_GIVEN)
         if released + medication.amount(dose.quantity) > planned:
-            return Hold(DAY_LIMIT)
+            return Hold(HoldReason.DAY_LIMIT)
         return None
 
     def as_needed_refusal(self, medication: Medication, history: Mapping[str, list[Mark]],
@@ -250,12 +249,12 @@ class Limits:
         prn = medication.as_needed
         own = history.get(medication.substance, ())
         if own and now < own[-1].at + prn.min_interval:
-            return "interval", own[-1].at + prn.min_interval
+            return PrnRefusal.INTERVAL, own[-1].at + prn.min_interval
         in_window = [m for m in _recent(own, now - prn.max_period) if m.at > now - prn.max_period]
         unit, limit = medication.amount_unit, medication.amount(prn.max_units)
         released = total(in_window, unit)
         if released is None or released + medication.amount(prn.quantity) > limit:
-            return "max_per_period", _rolling_allowed_at(in_window, medication, now)
+            return PrnRefusal.MAX_PER_PERIOD, _rolling_allowed_at(in_window, medication, now)
         spacing = self.spacing_hold(medication, history, now)
         if spacing is not None:
             return spacing.reason, spacing.allowed_at

@@ -33,6 +33,7 @@ from .schedule import Medication, Schedule, parse_schedule
 from .scheduler import Dose, doses_between
 from .store import Store
 from .timeutil import UTC, format_at, parse_utc
+from .vocabulary import DoseStatus, EventType, HoldReason
 
 DAY = timedelta(days=1)
 # A window is at most a day before and a day after its dose (schedule.MAX_WINDOW_MIN).
@@ -43,9 +44,9 @@ PRN_KEEP = timedelta(days=367)  # longer than any as-needed interval or rolling 
 # apply and around each release: wide enough for weekly doses and nearby titration steps.
 GAP_REACH = timedelta(days=8)
 
-HELD_REASONS = frozenset({"already_given", "min_gap", "separation", "day_limit", "unloaded"})
+HELD_REASONS = frozenset(HoldReason)
 # A dose held for these will never be given: it needs no other final state.
-PERMANENT_HOLDS = frozenset({"already_given", "day_limit"})
+PERMANENT_HOLDS = frozenset({HoldReason.ALREADY_GIVEN, HoldReason.DAY_LIMIT})
 
 
 # ---------------------------------------------------------------------------------------
@@ -143,7 +144,7 @@ class LogChecker:
         self._applied_at: datetime | None = None
         self._expanded_to: datetime | None = None  # the current schedule's doses with scheduled_at before this are known
         self._expected: dict[tuple[str, datetime], _Expected] = {}
-        self._finals: dict[tuple[str, datetime], str] = {}
+        self._finals: dict[tuple[str, datetime], DoseStatus] = {}
         self._released: dict[tuple[str, datetime], tuple[datetime, datetime]] = {}
         self._taken: set[tuple[str, datetime]] = set()
         self._unconfirmed: set[tuple[str, datetime]] = set()
@@ -188,7 +189,7 @@ class LogChecker:
         at = parse_utc(at_text)
         self._last_at = at
         kind, data = event["type"], event["data"]
-        if kind in ("dose.released", "prn.released"):
+        if kind in (EventType.DOSE_RELEASED, EventType.PRN_RELEASED):
             self._releases[event.get("event_id")] = (kind, data.get("scheduled_at"))
         handler = _HANDLERS.get(kind)
         if handler is not None:
@@ -251,10 +252,10 @@ class LogChecker:
     def _key(data: dict) -> tuple[str, datetime]:
         return data["medication_id"], parse_utc(data["scheduled_at"])
 
-    def _final(self, seq: int, kind: str, key: tuple[str, datetime]) -> None:
-        if self._finals.get(key) == "held":
+    def _final(self, seq: int, kind: DoseStatus, key: tuple[str, datetime]) -> None:
+        if self._finals.get(key) == DoseStatus.HELD:
             # Held for good: missed or skipped may still follow; a release is reported apart.
-            self._finals[key] = kind if kind != "released" else "held"
+            self._finals[key] = kind if kind != DoseStatus.RELEASED else DoseStatus.HELD
         elif key in self._finals:
             self._violate("two_final_states", f"{_name(key)} ended {self._finals[key]} and then {kind}", seq)
         else:
@@ -271,7 +272,7 @@ class LogChecker:
             self._violate("held_twice", f"{_name(key)} held for {reason} twice (the clinic hears once)", seq)
         self._held[key].add(reason)
         if reason in PERMANENT_HOLDS and key not in self._finals:
-            self._finals[key] = "held"
+            self._finals[key] = DoseStatus.HELD
 
     def _on_released(self, seq: int, at: datetime, data: dict) -> None:
         key = self._key(data)
@@ -305,20 +306,20 @@ class LogChecker:
                                               f"dosages gives (two doses merged into one release)", seq)
             self._judge(seq, at, medication, quantity, key[1])
             self._take_from(seq, data.get("compartment", medication.compartment), medication, quantity, at)
-        self._final(seq, "released", key)
+        self._final(seq, DoseStatus.RELEASED, key)
 
     def _on_missed(self, seq: int, at: datetime, data: dict) -> None:
         key = self._key(data)
         if at < parse_utc(data["window_end"]):
             self._violate("missed_early", f"{_name(key)} logged missed at {format_at(at)}, "
                                           f"before its window closed at {data['window_end']}", seq)
-        self._final(seq, "missed", key)
+        self._final(seq, DoseStatus.MISSED, key)
 
     def _on_skipped(self, seq: int, at: datetime, data: dict) -> None:
         key = self._key(data)
         if at >= parse_utc(data["window_end"]):
             self._violate("skipped_late", f"{_name(key)} skipped after its window closed", seq)
-        self._final(seq, "skipped", key)
+        self._final(seq, DoseStatus.SKIPPED, key)
 
     def _on_taken(self, seq: int, at: datetime, data: dict) -> None:
         key = self._key(data)
@@ -346,7 +347,7 @@ class LogChecker:
         if event_id in self._troubled:
             self._violate("uncertain_twice", f"release {event_id} reported uncertain or failed twice", seq)
         self._troubled.add(event_id)
-        if release[0] == "dose.released" and data.get("scheduled_at") != release[1]:
+        if release[0] == EventType.DOSE_RELEASED and data.get("scheduled_at") != release[1]:
             self._violate("uncertain_without_dose", f"release_uncertain of the dose at {release[1]} "
                                                     f"names {data.get('scheduled_at')}", seq)
 
@@ -567,17 +568,17 @@ class LogChecker:
 
 
 _HANDLERS: dict[str, Callable[[LogChecker, int, datetime, dict], None]] = {
-    "schedule.applied": LogChecker._on_applied,
-    "dose.released": LogChecker._on_released,
-    "dose.missed": LogChecker._on_missed,
-    "dose.skipped": LogChecker._on_skipped,
-    "dose.taken": LogChecker._on_taken,
-    "dose.unconfirmed": LogChecker._on_unconfirmed,
-    "dose.release_failed": LogChecker._on_failed,
-    "dose.release_uncertain": LogChecker._on_uncertain,
-    "prn.released": LogChecker._on_prn,
-    "dose.held": LogChecker._on_held,
-    "stock.refilled": LogChecker._on_refilled,
+    EventType.SCHEDULE_APPLIED: LogChecker._on_applied,
+    EventType.DOSE_RELEASED: LogChecker._on_released,
+    EventType.DOSE_MISSED: LogChecker._on_missed,
+    EventType.DOSE_SKIPPED: LogChecker._on_skipped,
+    EventType.DOSE_TAKEN: LogChecker._on_taken,
+    EventType.DOSE_UNCONFIRMED: LogChecker._on_unconfirmed,
+    EventType.DOSE_RELEASE_FAILED: LogChecker._on_failed,
+    EventType.DOSE_RELEASE_UNCERTAIN: LogChecker._on_uncertain,
+    EventType.PRN_RELEASED: LogChecker._on_prn,
+    EventType.DOSE_HELD: LogChecker._on_held,
+    EventType.STOCK_REFILLED: LogChecker._on_refilled,
 }
 
 

@@ -32,10 +32,9 @@ from sqlite_utils import Database, Migrations
 
 from .events import GENESIS, Draft, build_event, canonical, new_event_id, verify_chain
 from .timeutil import format_at, parse_utc, truncate_ms
+from .vocabulary import RELEASE_TYPES, EventType, ReleaseOutcome
 
 APP = "dispenser"
-RELEASE_TYPES = frozenset({"dose.released", "prn.released"})
-OUTCOMES = frozenset({"done", "failed", "uncertain"})
 TABLES = ("meta", "events", "outbox", "schedules", "releases")
 RESERVED_META = frozenset({"app", "device_id"})
 
@@ -373,7 +372,7 @@ class Store:
         if document is None:
             return None
         version = document.get("version")
-        applied = [e for e in events if e["type"] == "schedule.applied"
+        applied = [e for e in events if e["type"] == EventType.SCHEDULE_APPLIED
                    and e["data"].get("version", version) == version]
         if not isinstance(version, int) or not applied:
             raise StoreError(f"{self.name}: a schedule document needs its version and a schedule.applied event")
@@ -401,8 +400,8 @@ class Store:
             raise self._error("cannot complete release", error) from error
 
     def _complete(self, event_id: str, outcome: str, now: datetime) -> None:
-        if outcome not in OUTCOMES:
-            raise StoreError(f"{self.name}: release outcome {outcome!r} is not one of {sorted(OUTCOMES)}")
+        if outcome not in {o.value for o in ReleaseOutcome}:
+            raise StoreError(f"{self.name}: release outcome {outcome!r} is not one of {sorted(o.value for o in ReleaseOutcome)}")
         row = self.db.execute("SELECT outcome FROM releases WHERE event_id = ?", [event_id]).fetchone()
         if row is None:
             raise StoreError(f"{self.name}: no release intent for event {event_id}")
@@ -479,9 +478,9 @@ class Store:
     def clock_logged_trusted(self) -> bool:
         """What the log last said about the clock: False after a `clock.unsynchronized` that no
         `clock.synchronized` followed. A new ClockTrust starts from it (clocktrust.py)."""
-        row = self.db.execute("SELECT type FROM events WHERE type IN ('clock.synchronized', "
-                              "'clock.unsynchronized') ORDER BY seq DESC LIMIT 1").fetchone()
-        return row is None or row[0] == "clock.synchronized"
+        row = self.db.execute("SELECT type FROM events WHERE type IN (?, ?) ORDER BY seq DESC LIMIT 1",
+                              (EventType.CLOCK_SYNCHRONIZED, EventType.CLOCK_UNSYNCHRONIZED)).fetchone()
+        return row is None or row[0] == EventType.CLOCK_SYNCHRONIZED
 
     def open_releases(self) -> list[dict]:
         """Release events whose intent has no outcome: the servo may or may not have moved."""
