@@ -31,8 +31,8 @@ import re
 
 from .chainwatch import MAX_DEVICES, REMEMBER, WINDOW, BoundedMap, ChainWatch, Finding
 from .events import EVENT_KEYS, SCHEMA
+from .vocabulary import EventType
 
-ALERT_TYPE = "alert.raised"
 DEFAULT_REMEMBER = REMEMBER
 KINDS = ("events", "alerts", "status", "state")
 # The `data` keys worth a glance in a one-line summary, in this order.
@@ -301,7 +301,7 @@ class Watcher:
         if self.json_lines:
             return self._event_json(event, findings)
         lines = [printable(finding_line(finding))[:MAX_LINE] for finding in findings]
-        lines.append(alert_line(event, device) if event["type"] == ALERT_TYPE else event_line(event, device))
+        lines.append(alert_line(event, device) if event["type"] == EventType.ALERT_RAISED else event_line(event, device))
         return lines
 
     def _event_json(self, event: dict, findings: list[Finding]) -> list[str]:

@@ -35,7 +35,9 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-MODES = ("synchronized", "always")
+from .vocabulary import ClockTrustMode
+
+MODES = tuple(ClockTrustMode)
 MARKER = Path("/run/systemd/timesync/synchronized")
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 STEP_TOLERANCE_S = 1.0  # far above what NTP slews between two checks, far below a dose window
@@ -98,7 +100,7 @@ def trust_for(config, *, log_trusted: bool = True, simulated: bool = False, stor
     `store`: the log, where the anchor is kept for daemons and commands of the same boot.
     """
     marker = Path(config.clock_marker)
-    return ClockTrust("always" if simulated else config.clock_trust, log_trusted=log_trusted,
+    return ClockTrust(ClockTrustMode.ALWAYS if simulated else config.clock_trust, log_trusted=log_trusted,
                       synchronized_at=lambda: marker_mtime(marker),
                       memory=StoreMemory(store) if store is not None else None)
 
@@ -111,7 +113,7 @@ class ClockTrust:
         >>> trust.now()              # the time to give the rules (TrustedClock wraps it)  # doctest: +SKIP
     """
 
-    def __init__(self, mode: str = "synchronized", *, log_trusted: bool = True,
+    def __init__(self, mode: str = ClockTrustMode.SYNCHRONIZED, *, log_trusted: bool = True,
                  synchronized_at: Callable[[], float | None] = marker_mtime,
                  wall: Callable[[], float] = time.time, steady: Callable[[], float] = steady_seconds,
                  memory=None):
@@ -121,10 +123,10 @@ class ClockTrust:
         this boot across restarts of the daemon."""
         if mode not in MODES:
             raise ValueError(f"clock trust must be one of {', '.join(MODES)}, not {mode!r}")
-        self.mode = mode
+        self.mode = ClockTrustMode(mode)
         self._synchronized_at, self._wall, self._steady = synchronized_at, wall, steady
-        self._memory = memory if mode == "synchronized" else None
-        self._seen_sync = synchronized_at() if mode == "synchronized" else None
+        self._memory = memory if mode == ClockTrustMode.SYNCHRONIZED else None
+        self._seen_sync = synchronized_at() if mode == ClockTrustMode.SYNCHRONIZED else None
         self._offset: float | None = None   # wall - steady at the last check
         self._checked_at = steady()          # steady time of the last check
         self.last_step: float | None = None  # seconds the wall clock last stepped by (+ forward)
@@ -137,9 +139,9 @@ class ClockTrust:
         saved = self._memory.recall() if self._memory is not None else None
         if saved is not None:
             self._restore(saved)
-        self.trusted = mode == "always" or self._anchor is not None or (
+        self.trusted = mode == ClockTrustMode.ALWAYS or self._anchor is not None or (
             self._seen_sync is not None and log_trusted)
-        if mode == "synchronized" and self.trusted and self._anchor is None:
+        if mode == ClockTrustMode.SYNCHRONIZED and self.trusted and self._anchor is None:
             offset = wall() - self._checked_at
             self._anchored(offset, self._checked_at)
         self._untrusted_since = None if self.trusted else self._checked_at
@@ -167,7 +169,7 @@ class ClockTrust:
 
     def check(self) -> bool:
         """Is the time to be believed now? Notices steps and synchronisations since the last call."""
-        if self.mode == "always":
+        if self.mode == ClockTrustMode.ALWAYS:
             return True
         wall, steady, synced = self._wall(), self._steady(), self._synchronized_at()
         offset, elapsed = wall - steady, steady - self._checked_at
@@ -233,7 +235,7 @@ class ClockTrust:
 
     def describe(self) -> str:
         """One line for `selftest` and `status`."""
-        if self.mode == "always":
+        if self.mode == ClockTrustMode.ALWAYS:
             return "trusted as set (clock.trust = \"always\": a battery clock, or the simulator)"
         if self.check():
             if self._off_by is not None:

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from .engine import Engine
 from .store import StoreError
 from .rules import Outcome
+from .vocabulary import EventType, Feedback, ScheduleSource, ScreenMode
 from .screens import MOODS, SIDE_EFFECTS, View, screen
 
 log = logging.getLogger("dispenser")
@@ -80,12 +81,12 @@ class RejectionLimiter:
         self.suppressed: dict[str, int] = {}
 
     def __call__(self, outcome: Outcome) -> Outcome:
-        rejected = next((d for d in outcome.drafts if d.type == "schedule.rejected"
-                         and d.data.get("source") == "mqtt"), None)
+        rejected = next((d for d in outcome.drafts if d.type == EventType.SCHEDULE_REJECTED
+                         and d.data.get("source") == ScheduleSource.MQTT), None)
         if rejected is None or self.now is None:
             return outcome
         reason, now = str(rejected.data.get("reason")), self.now
-        alerts = [d for d in outcome.drafts if d.type == "alert.raised" and rejected.event_id
+        alerts = [d for d in outcome.drafts if d.type == EventType.ALERT_RAISED and rejected.event_id
                   and rejected.event_id in d.data.get("events", [])]
         tokens, since = self._tokens.get(reason, (float(REJECTIONS_BURST), now))
         tokens = min(float(REJECTIONS_BURST), tokens + max((now - since) / REJECTION_EVERY, 0.0))
@@ -109,8 +110,8 @@ class RejectionLimiter:
 class Screen:
     """The daemon's own display state: a mode, and what the last input led to."""
 
-    mode: str = "idle"
-    feedback: str = ""
+    mode: ScreenMode = ScreenMode.IDLE
+    feedback: Feedback = Feedback.NONE
     detail: dict | None = None
     until: datetime | None = None
     choice: int = 0
@@ -237,7 +238,7 @@ class Daemon:
         self._watch_clock(now)
         state = self.screen_state
         if state.until is not None and now >= state.until:
-            if state.mode in ("checkin_mood", "checkin_side") and state.mood is not None:
+            if state.mode in (ScreenMode.CHECKIN_MOOD, ScreenMode.CHECKIN_SIDE) and state.mood is not None:
                 self._save_checkin(now, state.mood, None)  # a mood given, the side effects skipped
             self.screen_state = Screen()
         self._signal(now)
@@ -305,23 +306,24 @@ class Daemon:
         kind = item[0] if isinstance(item, tuple) else item
         mode = self.screen_state.mode
         if kind == "press":
-            self._press(now) if mode not in ("menu", "checkin_mood", "checkin_side") else self._cycle(now)
+            cycling = mode in (ScreenMode.MENU, ScreenMode.CHECKIN_MOOD, ScreenMode.CHECKIN_SIDE)
+            self._press(now) if not cycling else self._cycle(now)
         elif kind == "hold":
             medication = item[1] if isinstance(item, tuple) else None
-            if mode == "menu":
+            if mode == ScreenMode.MENU:
                 self._show(self.engine.hold(now, self.screen_state.choices[self.screen_state.choice]), now)
-            elif mode == "checkin_mood":
+            elif mode == ScreenMode.CHECKIN_MOOD:
                 self._ask_side_effects(now)
-            elif mode == "checkin_side":
+            elif mode == ScreenMode.CHECKIN_SIDE:
                 self._save_checkin(now, self.screen_state.mood, SIDE_EFFECTS[self.screen_state.choice])
             else:
                 self._show(self.engine.hold(now, medication), now)
         elif kind == "schedule":
             inbound = item[1]
             if hasattr(inbound, "done"):  # sync.Inbound: bytes, or only the size when too large
-                self.engine.apply_schedule_payload(now, inbound.payload, "mqtt", size=inbound.size)
+                self.engine.apply_schedule_payload(now, inbound.payload, ScheduleSource.MQTT, size=inbound.size)
             else:
-                self.engine.apply_schedule_payload(now, inbound, "mqtt")
+                self.engine.apply_schedule_payload(now, inbound, ScheduleSource.MQTT)
         elif kind == "refill":
             self.engine.refill(now, item[1], item[2])
         elif kind == "connection":
@@ -334,32 +336,33 @@ class Daemon:
     def _press(self, now: datetime) -> None:
         outcome = self.engine.press(now)
         self._show(outcome, now)
-        if outcome.feedback == "confirmed" and self.checkin_enabled:
-            self.screen_state = Screen(mode="checkin_mood", choice=2, until=now + CHECKIN_SILENCE,
+        if outcome.feedback == Feedback.CONFIRMED and self.checkin_enabled:
+            self.screen_state = Screen(mode=ScreenMode.CHECKIN_MOOD, choice=2, until=now + CHECKIN_SILENCE,
                                        checkin_about=tuple(outcome.detail.get("medications", [])))
 
     def _cycle(self, now: datetime) -> None:
         state = self.screen_state
-        count = {"menu": len(state.choices), "checkin_mood": len(MOODS), "checkin_side": len(SIDE_EFFECTS)}
+        count = {ScreenMode.MENU: len(state.choices), ScreenMode.CHECKIN_MOOD: len(MOODS),
+                 ScreenMode.CHECKIN_SIDE: len(SIDE_EFFECTS)}
         state.choice = (state.choice + 1) % count[state.mode]
-        state.until = now + (MENU_SILENCE if state.mode == "menu" else CHECKIN_SILENCE)
+        state.until = now + (MENU_SILENCE if state.mode == ScreenMode.MENU else CHECKIN_SILENCE)
 
     def _ask_side_effects(self, now: datetime) -> None:
         state = self.screen_state
-        self.screen_state = Screen(mode="checkin_side", choice=0, until=now + CHECKIN_SILENCE,
+        self.screen_state = Screen(mode=ScreenMode.CHECKIN_SIDE, choice=0, until=now + CHECKIN_SILENCE,
                                    mood=state.choice + 1, checkin_about=state.checkin_about)
 
     def _save_checkin(self, now: datetime, mood: int | None, side_effects: str | None) -> None:
         about = list(self.screen_state.checkin_about)
         self.engine.checkin(now, mood, side_effects, about)
-        self.screen_state = Screen(mode="feedback", feedback="checkin_saved", until=now + FEEDBACK_FOR)
+        self.screen_state = Screen(mode=ScreenMode.FEEDBACK, feedback=Feedback.CHECKIN_SAVED, until=now + FEEDBACK_FOR)
 
     def _show(self, outcome: Outcome, now: datetime) -> None:
-        if outcome.feedback == "menu":
+        if outcome.feedback == Feedback.MENU:
             names = tuple(outcome.detail["medications"])
-            self.screen_state = Screen(mode="menu", choices=names, until=now + MENU_SILENCE)
+            self.screen_state = Screen(mode=ScreenMode.MENU, choices=names, until=now + MENU_SILENCE)
         elif outcome.feedback:
-            self.screen_state = Screen(mode="feedback", feedback=outcome.feedback, detail=outcome.detail,
+            self.screen_state = Screen(mode=ScreenMode.FEEDBACK, feedback=outcome.feedback, detail=outcome.detail,
                                        until=now + FEEDBACK_FOR)
 
     # -- carrying out ---------------------------------------------------------------------------
@@ -371,9 +374,9 @@ class Daemon:
     def _on_events(self, events: list[dict]) -> None:
         self._state_dirty = True
         for event in events:
-            if event["type"] == "dose.missed":
+            if event["type"] == EventType.DOSE_MISSED:
                 scheduled = datetime.fromisoformat(event["data"]["scheduled_at"].replace("Z", "+00:00"))
-                self.screen_state = Screen(mode="feedback", feedback="missed",
+                self.screen_state = Screen(mode=ScreenMode.FEEDBACK, feedback=Feedback.MISSED,
                                            detail={"scheduled_at": scheduled},
                                            until=datetime.fromisoformat(event["at"].replace("Z", "+00:00"))
                                            + MISSED_FOR)
@@ -443,7 +446,7 @@ class Daemon:
         detail = {key: value.astimezone(tz) if isinstance(value, datetime) else value
                   for key, value in (state.detail or {}).items()}
         return View(
-            now=now.astimezone(tz), mode="storage_error" if self.storage_error else state.mode, feedback=state.feedback, detail=detail,
+            now=now.astimezone(tz), mode=ScreenMode.STORAGE_ERROR if self.storage_error else state.mode, feedback=state.feedback, detail=detail,
             due=[dose.name for dose in model.due],
             waiting=[dose.name for dose in model.awaiting],
             next_name=upcoming.name if upcoming else None,

@@ -21,6 +21,8 @@ import logging
 import os
 import sys
 
+from .vocabulary import EventType, Severity
+
 LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_LEVEL = "info"
 
@@ -29,21 +31,21 @@ PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.I
 
 # How much each event matters to a technician; any other type is INFO.
 EVENT_LEVELS = {
-    "dose.reminder": logging.DEBUG,
-    "checkin.recorded": logging.DEBUG,
-    "dose.missed": logging.WARNING,
-    "dose.unconfirmed": logging.WARNING,
-    "dose.held": logging.WARNING,
-    "schedule.rejected": logging.WARNING,
-    "stock.low": logging.WARNING,
-    "stock.empty": logging.WARNING,
-    "clock.unsynchronized": logging.WARNING,
-    "clock.behind": logging.WARNING,
-    "device.fault": logging.WARNING,
-    "dose.release_failed": logging.ERROR,
-    "dose.release_uncertain": logging.ERROR,
+    EventType.DOSE_REMINDER: logging.DEBUG,
+    EventType.CHECKIN_RECORDED: logging.DEBUG,
+    EventType.DOSE_MISSED: logging.WARNING,
+    EventType.DOSE_UNCONFIRMED: logging.WARNING,
+    EventType.DOSE_HELD: logging.WARNING,
+    EventType.SCHEDULE_REJECTED: logging.WARNING,
+    EventType.STOCK_LOW: logging.WARNING,
+    EventType.STOCK_EMPTY: logging.WARNING,
+    EventType.CLOCK_UNSYNCHRONIZED: logging.WARNING,
+    EventType.CLOCK_BEHIND: logging.WARNING,
+    EventType.DEVICE_FAULT: logging.WARNING,
+    EventType.DOSE_RELEASE_FAILED: logging.ERROR,
+    EventType.DOSE_RELEASE_UNCERTAIN: logging.ERROR,
 }
-ALERT_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "critical": logging.ERROR}
+ALERT_LEVELS = {Severity.INFO: logging.INFO, Severity.WARNING: logging.WARNING, Severity.CRITICAL: logging.ERROR}
 
 # The event data a line may show: numbers, codes and reasons, never names or free text.
 SHOWN = ("compartment", "quantity", "reminder", "reason", "while", "kind", "severity", "version", "source",
@@ -124,7 +126,7 @@ class EventLines:
 
     @staticmethod
     def level(event: dict) -> int:
-        if event.get("type") == "alert.raised":
+        if event.get("type") == EventType.ALERT_RAISED:
             return ALERT_LEVELS.get(event.get("data", {}).get("severity"), logging.WARNING)
         return EVENT_LEVELS.get(event.get("type"), logging.INFO)
 
@@ -138,7 +140,7 @@ class EventLines:
         parts += [f"{key}={_value(data[key])}" for key in SHOWN if key in data and data[key] is not None]
         if isinstance(data.get("problems"), list):
             parts.append(f"problems={len(data['problems'])}")
-        if isinstance(data.get("events"), list) and event.get("type") == "alert.raised":
+        if isinstance(data.get("events"), list) and event.get("type") == EventType.ALERT_RAISED:
             parts.append(f"about={len(data['events'])}")
         return " ".join(parts)
 

@@ -17,6 +17,7 @@ from .daemon import Daemon
 from .engine import Engine
 from .journal import EventLines
 from .store import Store, StoreError
+from .vocabulary import ClockTrustMode, ScheduleSource
 
 log = logging.getLogger("dispenser")
 UTC = timezone.utc
@@ -90,7 +91,7 @@ def build_daemon(config: Config, db: str | None, *, simulated: bool, demo: bool 
     engine.listeners.append(EventLines(engine))  # one system-log line per committed event
     if demo and engine.view.schedule_version is None:
         now = datetime.now(UTC)
-        engine.apply_schedule(now, demo_schedule(), "local", stock=DEMO_STOCK)  # filled as it applies
+        engine.apply_schedule(now, demo_schedule(), ScheduleSource.LOCAL, stock=DEMO_STOCK)  # filled as it applies
     holder: list[Daemon] = []
     hardware = build_hardware_for(config, lambda item: holder[0].put(item), simulated, on_move)
     sync = build_sync(config, lambda item: holder[0].put(item), store.name) if with_sync else None
@@ -109,7 +110,7 @@ def stop_on_signals(daemon: Daemon) -> None:
 def run_daemon(daemon: Daemon, clock=None) -> None:
     if daemon.sync is not None:
         daemon.sync.start()
-    if clock is None and daemon.clock_trust is not None and daemon.clock_trust.mode == "synchronized":
+    if clock is None and daemon.clock_trust is not None and daemon.clock_trust.mode == ClockTrustMode.SYNCHRONIZED:
         from .clocktrust import TrustedClock
         clock = TrustedClock(daemon.clock_trust)  # the time counted since NTP first set it (clocktrust.py)
     try:

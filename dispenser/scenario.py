@@ -27,6 +27,7 @@ from .engine import Engine, Mover
 from .hardware import build_sim_hardware
 from .schedule import ScheduleError, load_schedule_file
 from .store import Store
+from .vocabulary import ScheduleSource
 
 ACTIONS = {"press", "hold", "refill", "power_cut", "apply_schedule"}
 STEP_KEYS = {"at", "do", "medication", "count", "file", "for_min"}
@@ -258,7 +259,7 @@ class ScenarioRun:
             document = docjson.loads(path.read_text(encoding="utf-8"))  # as `schedule apply` reads it
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ScenarioError(f"{path}: cannot be read as JSON ({error})") from None
-        self.engine.apply_schedule(now, document, "local", stock=stock)
+        self.engine.apply_schedule(now, document, ScheduleSource.LOCAL, stock=stock)
 
     def close(self) -> None:
         if self._tmp is not None:

@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from .vocabulary import Feedback, HoldReason, PrnRefusal, ScreenMode, SideEffects, Unavailable
+
 MOODS = ["1 very bad", "2 bad", "3 okay", "4 good", "5 very good"]
-SIDE_EFFECTS = ["none", "mild", "strong"]
+SIDE_EFFECTS = list(SideEffects)
 
 
 @dataclass
@@ -18,8 +20,8 @@ class View:
     """Everything a screen may show, gathered by the daemon at one moment (local times)."""
 
     now: datetime
-    mode: str = "idle"          # idle | feedback | menu | checkin_mood | checkin_side | storage_error
-    feedback: str = ""          # the last outcome's feedback while it is shown
+    mode: ScreenMode = ScreenMode.IDLE
+    feedback: Feedback = Feedback.NONE  # the last outcome's feedback while it is shown
     detail: dict = field(default_factory=dict)
     due: list[str] = field(default_factory=list)        # names of doses a press would release
     waiting: list[str] = field(default_factory=list)    # released, waiting for confirmation
@@ -47,15 +49,15 @@ def screen(view: View, rows: int = 2) -> list[str]:
 
 
 def _main(view: View) -> list[str]:
-    if view.mode == "storage_error":  # nothing can be logged, so nothing is given out
+    if view.mode == ScreenMode.STORAGE_ERROR:  # nothing can be logged, so nothing is given out
         return ["Storage problem", "Call your clinic"]
-    if view.mode == "checkin_mood":
+    if view.mode == ScreenMode.CHECKIN_MOOD:
         return ["How do you feel?", f"< {MOODS[view.choice]} >"]
-    if view.mode == "checkin_side":
+    if view.mode == ScreenMode.CHECKIN_SIDE:
         return ["Side effects?", f"< {SIDE_EFFECTS[view.choice]} >"]
-    if view.mode == "menu":
+    if view.mode == ScreenMode.MENU:
         return ["As needed: hold", f"> {view.choices[view.choice]}"]
-    if view.mode == "feedback":
+    if view.mode == ScreenMode.FEEDBACK:
         lines = _feedback(view)
         if lines:
             return lines
@@ -81,36 +83,36 @@ def _refill_line(view: View) -> str:
 def _feedback(view: View) -> list[str] | None:
     detail = view.detail
     kind = view.feedback
-    if kind == "released":
+    if kind == Feedback.RELEASED:
         count = len(detail.get("medications", []))
         return ["Take your pills" if count > 1 else "Take your pill", "Press when taken"]
-    if kind == "confirmed":
+    if kind == Feedback.CONFIRMED:
         return ["Thank you!", "Dose recorded"]
-    if detail.get("reason") == "clock_behind":  # the clock was set back: wait until it passes the log
+    if detail.get("reason") == Unavailable.CLOCK_BEHIND:  # the clock was set back: wait until it passes the log
         return ["Clock was reset", "Please wait"]
-    if detail.get("reason") == "clock_unsynchronized":
+    if detail.get("reason") == Unavailable.CLOCK_UNSYNCHRONIZED:
         return ["Setting clock...", "Please wait"]
-    if kind == "too_early":
+    if kind == Feedback.TOO_EARLY:
         return ["Too early", f"Opens at {hhmm(detail.get('opens_at'))}"]
-    if kind == "nothing_due":
+    if kind == Feedback.NOTHING_DUE:
         return ["Nothing due now", f"Next {hhmm(view.next_at)}" if view.next_at else ""]
-    if kind == "empty":
+    if kind == Feedback.EMPTY:
         return ["Box is empty", "Ask for a refill"]
-    if detail.get("reason") == "unloaded":  # the schedule changed what the box holds
+    if detail.get("reason") == HoldReason.UNLOADED:  # the schedule changed what the box holds
         return ["Box needs refill", "Clinic informed"]
-    if kind == "held":  # section 6: too soon after the last dose, or kept apart from another
+    if kind == Feedback.HELD:  # section 6: too soon after the last dose, or kept apart from another
         allowed = detail.get("allowed_at")
         return ["Dose on hold", f"Wait until {hhmm(allowed)}" if allowed else "Clinic informed"]
-    if kind == "denied":
-        if detail.get("reason") == "empty":
+    if kind == Feedback.DENIED:
+        if detail.get("reason") == PrnRefusal.EMPTY:
             return ["As-needed box", "is empty"]
         return ["As-needed locked", f"until {hhmm(detail.get('allowed_at'))}"]
-    if kind == "no_as_needed":
+    if kind == Feedback.NO_AS_NEEDED:
         return ["No as-needed", "medicine set"]
-    if kind == "missed":
+    if kind == Feedback.MISSED:
         return [f"Missed: {hhmm(detail.get('scheduled_at'))}", "Clinic informed"]
-    if kind == "release_failed":
+    if kind == Feedback.RELEASE_FAILED:
         return ["Dispenser fault", "Help is informed"]
-    if kind == "checkin_saved":
+    if kind == Feedback.CHECKIN_SAVED:
         return ["Thank you!", "Answer saved"]
     return None

@@ -49,6 +49,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from .mqtt_settings import MqttSettings, Topics
 from .timeutil import format_utc
+from .vocabulary import EventType
 
 __all__ = ["MqttSettings", "Topics", "Sync", "Outbox", "Inbound", "ScheduleInbox", "MAX_SCHEDULE_BYTES"]
 
@@ -65,7 +66,6 @@ NO_MATCHING_SUBSCRIBERS = 0x10
 RECEIVE_MAXIMUM = 10               # MQTT 5: schedule/set messages the broker may have unacknowledged with us
 MAX_UNACKED = 100                  # coalesced messages awaiting their ack (3.1.1 has no Receive Maximum)
 RECONNECT_MIN_S, RECONNECT_MAX_S = 1, 60
-ALERT_TYPE = "alert.raised"
 
 
 class Outbox(Protocol):
@@ -570,7 +570,7 @@ class Sync:
 
     def _row_topics(self, payload: str) -> list[str]:
         try:
-            is_alert = json.loads(payload).get("type") == ALERT_TYPE
+            is_alert = json.loads(payload).get("type") == EventType.ALERT_RAISED
         except (ValueError, AttributeError):
             is_alert = False
         return [self.topics.events, self.topics.alerts] if is_alert else [self.topics.events]

@@ -47,6 +47,7 @@ from dispenser.schedule import Schedule, ScheduleError, parse_schedule
 from dispenser.scheduler import doses_between
 from dispenser.store import Store
 from dispenser.timeutil import UTC, format_at, parse_utc, truncate_ms
+from dispenser.vocabulary import EventType, Feedback, ScheduleSource
 
 # ---------------------------------------------------------------------------------------
 # Random schedules
@@ -628,9 +629,9 @@ class Simulation:
     def _listen(self, events: list[dict]) -> None:
         wall = truncate_ms(self.given())
         for event in events:
-            if event["type"] in ("dose.released", "prn.released"):
+            if event["type"] in (EventType.DOSE_RELEASED, EventType.PRN_RELEASED):
                 self.release_walls[event["event_id"]] = (wall, self.true)
-            elif event["type"] == "dose.missed":
+            elif event["type"] == EventType.DOSE_MISSED:
                 self.true_at[event["event_id"]] = self.true
 
     def _boot(self) -> None:
@@ -795,10 +796,10 @@ class Simulation:
             self._cut(self._downtime())
         elif kind == "change":
             released_today = [e["data"]["medication_id"] for e in self.store.events(self.fed_seq)
-                              if e["type"] == "dose.released"]
+                              if e["type"] == EventType.DOSE_RELEASED]
             document, what, touched = self.maker.change(self.document, self.given(), released_today)
-            outcome = self._call(lambda wall: engine.apply_schedule(wall, document, "local"))
-            if outcome is not None and outcome.feedback == "applied":
+            outcome = self._call(lambda wall: engine.apply_schedule(wall, document, ScheduleSource.LOCAL))
+            if outcome is not None and outcome.feedback == Feedback.APPLIED:
                 self.document = document
                 self.timezone = document["timezone"]
                 self.counts["schedule_changes"] += 1
@@ -840,19 +841,19 @@ class Simulation:
         self.checker.context = self._context()
         self.violations += self.checker.feed(events)
         for event in events:
-            if event["type"] in ("dose.released", "prn.released"):
+            if event["type"] in (EventType.DOSE_RELEASED, EventType.PRN_RELEASED):
                 wall, true = self.release_walls.pop(event["event_id"], (None, None))
                 if wall is not None and wall < parse_utc(event["at"]):
                     self._violate("released_while_clock_behind",
                                   f"{event['type']} logged at {event['at']} while the wall clock read "
                                   f"{format_at(wall)}: a clamped time, not a real one", event["seq"])
-                if event["type"] == "dose.released" and true is not None and not \
+                if event["type"] == EventType.DOSE_RELEASED and true is not None and not \
                         parse_utc(event["data"]["window_start"]) <= true < parse_utc(event["data"]["window_end"]):
                     self._violate("released_outside_window_by_true_clock",
                                   f"{event['data']['medication_id']} released at true time {format_at(true)}, "
                                   f"outside its window [{event['data']['window_start']}, "
                                   f"{event['data']['window_end']})", event["seq"])
-            elif event["type"] == "dose.missed":
+            elif event["type"] == EventType.DOSE_MISSED:
                 true = self.true_at.pop(event["event_id"], None)
                 if true is not None and true < parse_utc(event["data"]["window_end"]):
                     self._violate("missed_early_by_true_clock",
@@ -869,8 +870,8 @@ class Simulation:
     def run(self) -> SimResult:
         self._boot()
         self._synchronise()  # installed and set up on a network: the clock is right from the start
-        outcome = self._call(lambda wall: self.engine.apply_schedule(wall, self.document, "local"))
-        if outcome is not None and outcome.feedback != "applied":
+        outcome = self._call(lambda wall: self.engine.apply_schedule(wall, self.document, ScheduleSource.LOCAL))
+        if outcome is not None and outcome.feedback != Feedback.APPLIED:
             self._violate("schedule_refused", f"the first schedule was refused: {outcome.detail}")
         for medication in self.document["medications"]:
             count = self.rng.choice([0, 3, 10, 30, 60])
