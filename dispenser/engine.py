@@ -15,13 +15,15 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from . import __version__
 from . import docjson
 from .events import GENESIS, canonical, event_hash
 from .readmodel import DoseView, ReadModel, StockView
-from .rules import DoseRules, Outcome, Release, State, fold, forget_old
+from .rules import DoseRecord, DoseRules, Outcome, Release, State, fold, forget_old
 from .schedule import Schedule, ScheduleError, parse_schedule
+from .scheduler import Dose
 from .store import Store, StoreError
 from .timeutil import format_utc, parse_utc
 from .vocabulary import Feedback, RejectReason, ReleaseOutcome, ScheduleSource
@@ -68,7 +70,6 @@ class Engine:
         self._clock_trusted = clock_trusted  # the one owner of clock trust (clocktrust.py), asked per input
         self.listeners: list[Listener] = []
         self.commit_filter: Callable[[Outcome], Outcome] | None = None  # the daemon's (daemon.RejectionLimiter)
-        self.commit_filter: Callable[[Outcome], Outcome] | None = None
         self._schedules: dict[int, Schedule] = {}  # by the seq of the `schedule.applied` that applied it
         self._new_id = new_id
         self.rules = self._load_rules()  # the engine's own: everything else reads `view`
@@ -114,8 +115,9 @@ class Engine:
                                      f"not starting on it (see `dispenser log verify`)")
                 fold(state, event, self._schedule)
                 self._seen_seq, self._last_type, prev_hash = event["seq"], event["type"], event["hash"]
-                if self._seen_seq % FORGET_EVERY == 0:  # years of log fold in bounded memory
-                    forget_old(state, min(state.last_at, state.settled_until or state.last_at))
+                last = state.last_at
+                if self._seen_seq % FORGET_EVERY == 0 and last is not None:  # years of log fold in bounded memory
+                    forget_old(state, min(last, state.settled_until or last))
         except sqlite3.Error as error:
             raise StoreError(f"{self.store.name}: the log is damaged after seq {self._seen_seq} "
                              f"({type(error).__name__}); not starting on it") from None
@@ -215,20 +217,19 @@ class Engine:
         medications = schedule.medications if schedule else ()
         names = {m.id: m.name for m in medications}
 
-        def dose(item) -> DoseView:
+        def dose(item: Dose | DoseRecord) -> DoseView:
             record = state.doses.get((item.medication_id, item.scheduled_at))
             return DoseView(item.medication_id, names.get(item.medication_id, item.medication_id),
                             item.scheduled_at, item.quantity, item.compartment, item.window_start,
                             item.window_end, record.reminders if record else 0)
 
-        timed = now is not None
-        upcoming = self.rules.upcoming(now) if timed else None
+        upcoming = self.rules.upcoming(now) if now is not None else None
         return ReadModel(
             at=now, seq=self._seen_seq, last_event=self._last_type, last_event_at=state.last_at,
             schedule_version=schedule.version if schedule else None,
             timezone=schedule.tz if schedule else None,
-            due=tuple(dose(d) for d in self.rules.releasable(now)) if timed else (),
-            awaiting=tuple(dose(r) for r in self.rules.awaiting_confirmation(now)) if timed else (),
+            due=tuple(dose(d) for d in self.rules.releasable(now)) if now is not None else (),
+            awaiting=tuple(dose(r) for r in self.rules.awaiting_confirmation(now)) if now is not None else (),
             next_dose=dose(upcoming) if upcoming else None,
             stock=tuple(StockView(m.id, m.name, m.compartment, state.stock.get(m.id, 0),
                                   m.id in state.stock_low, m.id in state.stock_empty, m.as_needed is not None)
@@ -297,7 +298,7 @@ class Engine:
         """For the owning thread's loop: the next moment a tick would log something."""
         return self.rules.next_wakeup(now)
 
-    def apply_schedule(self, now: datetime, document, source: ScheduleSource = ScheduleSource.LOCAL,
+    def apply_schedule(self, now: datetime, document: Any, source: ScheduleSource = ScheduleSource.LOCAL,
                        stock: Mapping[str, int] | None = None) -> Outcome:
         """Check a schedule document (parsed JSON) and apply it, or log why not.
 
@@ -325,8 +326,8 @@ class Engine:
                                              key_id=key_id, last_signed=last_signed, stock=stock)
         return self._decide(now, decide)
 
-    def _check_schedule(self, document, source: str,
-                        now: datetime) -> tuple[Schedule | tuple[str, list[str]], str | None]:
+    def _check_schedule(self, document: Any, source: ScheduleSource,
+                        now: datetime) -> tuple[Schedule | tuple[RejectReason, list[str]], str | None]:
         """(the parsed schedule, or (reason, problems) to refuse it with; the key_id that signed it)."""
         key_id = None
         if source == ScheduleSource.MQTT:
@@ -349,15 +350,16 @@ class Engine:
             return refusal, None
         return schedule, key_id
 
-    def _reject(self, now: datetime, version, source: str, reason: str, problems: list[str]) -> Outcome:
+    def _reject(self, now: datetime, version: int | None, source: ScheduleSource, reason: RejectReason,
+                problems: list[str]) -> Outcome:
         return self._decide(now, lambda: self.rules.reject_schedule(now, version, source, reason, problems))
 
     def apply_schedule_payload(self, now: datetime, payload: bytes | None, source: ScheduleSource = ScheduleSource.MQTT,
                                size: int | None = None) -> Outcome:
         """The clinic's `schedule/set`: refused unparsed when too large (`payload` may then be
         None, `size` saying how large it was), then as a document."""
-        size = len(payload) if size is None else size
-        if size > MAX_SCHEDULE_BYTES or payload is None:
+        size = len(payload) if size is None and payload is not None else size
+        if payload is None or size is None or size > MAX_SCHEDULE_BYTES:
             return self._reject(now, None, source, RejectReason.TOO_LARGE, [f"payload: {size} bytes, more than 64 KiB"])
         try:
             document = docjson.loads(payload.decode("utf-8"))  # a duplicated key is invalid_json
@@ -367,7 +369,7 @@ class Engine:
             return self._reject(now, None, source, RejectReason.INVALID_JSON, [f"payload: {str(error)[:200]}"])
         return self.apply_schedule(now, document, source)
 
-    def _signature_refusal(self, document) -> tuple[tuple[str, list[str]] | None, str | None]:
+    def _signature_refusal(self, document: Any) -> tuple[tuple[RejectReason, list[str]] | None, str | None]:
         """(why it is refused, or None; the key_id that signed it)."""
         if not isinstance(document, dict):
             return (RejectReason.INVALID_SCHEMA, ["(document): must be a JSON object"]), None
@@ -381,7 +383,8 @@ class Engine:
         except RecursionError:  # too deep for the canonical form, so it cannot have been signed
             return (RejectReason.BAD_SIGNATURE, ["signature: the document is nested too deeply to verify"]), None
 
-    def _binding_refusal(self, schedule: Schedule, source: str, now: datetime) -> tuple[str, list[str]] | None:
+    def _binding_refusal(self, schedule: Schedule, source: ScheduleSource,
+                         now: datetime) -> tuple[RejectReason, list[str]] | None:
         """(v2) A document is for one device, may expire, and from the clinic is not from the future.
 
         Judged on the wall clock as given: a device whose clock is not yet set (behind) refuses
@@ -407,7 +410,7 @@ def document_digest(document: dict) -> str:
     return docjson.digest(document)  # RFC 8785, as signed
 
 
-def _unstorable(document) -> str | None:
+def _unstorable(document: Any) -> str | None:
     """Why a document cannot be kept in the log as canonical UTF-8 JSON, or None.
 
     NaN, lone surrogates (`"\\ud800"`) and extreme nesting parse, but the log refuses

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from fractions import Fraction
 
-from .schedule import Medication, Schedule, Strength
+from .schedule import AsNeeded, Medication, Schedule, Strength
 from .scheduler import Dose, doses_between, occurrences
 from .timeutil import UTC
 from .vocabulary import HoldReason, PrnRefusal
@@ -144,13 +144,14 @@ class Limits:
         if key not in self._amounts:
             if len(self._amounts) > 256:
                 self._amounts.clear()
-            amount: Fraction | None = Fraction(0)
+            amount = Fraction(0)
             for dose, medication in self.plan(substance, day):
                 if medication.amount_unit != unit:
-                    amount = None
+                    self._amounts[key] = None
                     break
                 amount += medication.amount(dose.quantity)
-            self._amounts[key] = amount
+            else:
+                self._amounts[key] = amount
         return self._amounts[key]
 
     def min_gap(self, medication: Medication, near: datetime) -> timedelta:
@@ -229,7 +230,7 @@ class Limits:
         """The day rule: already given (nothing of the day's plan is left) or past the day's plan."""
         day = self.local_day(dose.scheduled_at)
         start, end = self.day_bounds(day)
-        given = [m for m in _recent(history.get(medication.substance, ()), dose.scheduled_at - _DAY_REACH)
+        given = [m for m in _recent(history.get(medication.substance, []), dose.scheduled_at - _DAY_REACH)
                  if m.scheduled_at is not None and start <= m.scheduled_at < end]
         if not given:
             return None
@@ -243,18 +244,18 @@ class Limits:
             return Hold(HoldReason.DAY_LIMIT)
         return None
 
-    def as_needed_refusal(self, medication: Medication, history: Mapping[str, list[Mark]],
-                          now: datetime) -> tuple[str, datetime | None] | None:
-        """As needed: the interval and rolling maximum across ids, then gap and separation."""
-        prn = medication.as_needed
-        own = history.get(medication.substance, ())
+    def as_needed_refusal(self, medication: Medication, prn: AsNeeded, history: Mapping[str, list[Mark]],
+                          now: datetime) -> tuple[PrnRefusal | HoldReason, datetime | None] | None:
+        """As needed (`prn`, the medication's as_needed): the interval and rolling maximum across
+        ids, then gap and separation."""
+        own = history.get(medication.substance, [])
         if own and now < own[-1].at + prn.min_interval:
             return PrnRefusal.INTERVAL, own[-1].at + prn.min_interval
         in_window = [m for m in _recent(own, now - prn.max_period) if m.at > now - prn.max_period]
         unit, limit = medication.amount_unit, medication.amount(prn.max_units)
         released = total(in_window, unit)
         if released is None or released + medication.amount(prn.quantity) > limit:
-            return PrnRefusal.MAX_PER_PERIOD, _rolling_allowed_at(in_window, medication, now)
+            return PrnRefusal.MAX_PER_PERIOD, _rolling_allowed_at(in_window, medication, prn, now)
         spacing = self.spacing_hold(medication, history, now)
         if spacing is not None:
             return spacing.reason, spacing.allowed_at
@@ -289,9 +290,8 @@ def _recent_index(marks: list[Mark], since: datetime) -> int:
     return bisect.bisect_left(marks, since, key=lambda m: m.at)
 
 
-def _rolling_allowed_at(in_window: list[Mark], medication: Medication, now: datetime) -> datetime:
+def _rolling_allowed_at(in_window: list[Mark], medication: Medication, prn: AsNeeded, now: datetime) -> datetime:
     """The first moment enough earlier releases have left the rolling window."""
-    prn = medication.as_needed
     limit, unit = medication.amount(prn.max_units), medication.amount_unit
     remaining = list(in_window)
     while remaining:

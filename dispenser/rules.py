@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
 
 from .events import Draft
 from .limits import FINAL_HOLDS, KEEP_EXACT, Hold, Limits, Load, Mark, compact, mark
-from .schedule import Medication, Schedule
+from .schedule import AsNeeded, IntervalDosage, Medication, Schedule
 from .scheduler import Dose, doses_between
 from .timeutil import format_at, format_utc, parse_utc, truncate_ms
 from .vocabulary import (AlertKind, DoseStatus, EventType, Feedback, HoldReason, PrnRefusal, RejectReason,
@@ -59,27 +61,57 @@ HELD_TEXT = {
 }
 
 
+@dataclass(frozen=True)
+class Released:
+    """When the log released a scheduled dose, and the `dose.released` event that did."""
+
+    at: datetime
+    event_id: str | None
+
+
 @dataclass
 class DoseRecord:
-    """What the log says about one scheduled dose."""
+    """What the log says about one scheduled dose: the dose as its events describe it, and where it stands."""
 
-    medication_id: str
-    scheduled_at: datetime
-    quantity: int
-    compartment: int
-    window_start: datetime
-    window_end: datetime
+    dose: Dose
     status: DoseStatus = DoseStatus.PENDING
     due_logged: bool = False
     held: frozenset[str] = frozenset()  # reasons logged as dose.held
     reminders: int = 0
-    released_at: datetime | None = None
-    release_event_id: str | None = None
+    released: Released | None = None  # set as the status becomes released; kept once taken
     unconfirmed_logged: bool = False
+
+    def waiting(self) -> Released | None:
+        """Its release while it waits for a confirming press (status released), else None."""
+        return self.released if self.status == DoseStatus.RELEASED else None
 
     @property
     def key(self) -> tuple[str, datetime]:
-        return (self.medication_id, self.scheduled_at)
+        return self.dose.key
+
+    @property
+    def medication_id(self) -> str:
+        return self.dose.medication_id
+
+    @property
+    def scheduled_at(self) -> datetime:
+        return self.dose.scheduled_at
+
+    @property
+    def quantity(self) -> int:
+        return self.dose.quantity
+
+    @property
+    def compartment(self) -> int:
+        return self.dose.compartment
+
+    @property
+    def window_start(self) -> datetime:
+        return self.dose.window_start
+
+    @property
+    def window_end(self) -> datetime:
+        return self.dose.window_end
 
 
 @dataclass
@@ -124,9 +156,9 @@ class MissedTogether:
     Bounded however long the outage: a count, the span, and at most MISSED_TOGETHER_IDS ids.
     """
 
+    first_end: datetime  # the earliest window end among them
+    last_end: datetime
     count: int = 0
-    first_end: datetime | None = None
-    last_end: datetime | None = None
     event_ids: list[str] = field(default_factory=list)
     compartments: set[int] = field(default_factory=set)
     reasons: set[str] = field(default_factory=set)
@@ -162,7 +194,7 @@ class Outcome:
         return self
 
 
-UNAVAILABLE_TEXT = {
+UNAVAILABLE_TEXT: dict[str, str] = {  # keyed by the `while` of logged events
     Unavailable.DEVICE_OFF: "was off",
     Unavailable.CLOCK_UNSYNCHRONIZED: "was off or waiting for the correct time",
     Unavailable.CLOCK_BEHIND: "was waiting for its clock, set back, to pass the time it had logged",
@@ -212,11 +244,11 @@ def _fold_catch_up(state: State, kind: str, data: dict, at: datetime, event_id: 
     if state.unjudged is not None and at > state.unjudged[1]:
         state.unjudged = None  # the clock has passed the log: the catch-up has taken them on
     if kind == EventType.DOSE_MISSED and data.get("while"):
-        together = state.missed_together = state.missed_together or MissedTogether()
         end = parse_utc(data["window_end"])
+        together = state.missed_together = state.missed_together or MissedTogether(end, end)
         together.count += 1
-        together.first_end = min(together.first_end or end, end)
-        together.last_end = max(together.last_end or end, end)
+        together.first_end = min(together.first_end, end)
+        together.last_end = max(together.last_end, end)
         if event_id and len(together.event_ids) < MISSED_TOGETHER_IDS:
             together.event_ids.append(event_id)
         together.compartments.add(data["compartment"])
@@ -266,11 +298,11 @@ def _fold_dose(state: State, kind: str, data: dict, at: datetime, event_id: str 
     if record is None:
         if "window_start" not in data:
             return  # an event about a dose the log never described: nothing to track
-        record = DoseRecord(
+        record = DoseRecord(Dose(
             medication_id=key[0], scheduled_at=key[1], quantity=data["quantity"],
             compartment=data["compartment"], window_start=parse_utc(data["window_start"]),
             window_end=parse_utc(data["window_end"]),
-        )
+        ))
         state.doses[key] = record
     if kind == EventType.DOSE_DUE:
         record.due_logged = True
@@ -283,14 +315,14 @@ def _fold_dose(state: State, kind: str, data: dict, at: datetime, event_id: str 
     elif kind == EventType.DOSE_REMINDER:
         record.reminders = data["reminder"]
     elif kind == EventType.DOSE_RELEASED:
-        record.status, record.released_at, record.release_event_id = DoseStatus.RELEASED, at, event_id
+        record.status, record.released = DoseStatus.RELEASED, Released(at, event_id)
         # What was released, under the schedule then in force, not what an earlier event of the
         # dose (a dose.due under the schedule before) announced: its quantity, compartment, window.
-        record.quantity = data.get("quantity", record.quantity)
-        record.compartment = data.get("compartment", record.compartment)
+        record.dose = replace(record.dose, quantity=data.get("quantity", record.quantity),
+                              compartment=data.get("compartment", record.compartment))
         if "window_start" in data:
-            record.window_start = parse_utc(data["window_start"])
-            record.window_end = parse_utc(data["window_end"])
+            record.dose = replace(record.dose, window_start=parse_utc(data["window_start"]),
+                                  window_end=parse_utc(data["window_end"]))
         _released(state, record.medication_id, record.compartment, record.quantity, at, record.scheduled_at)
     elif kind == EventType.DOSE_TAKEN:
         record.status = DoseStatus.TAKEN
@@ -315,8 +347,8 @@ def _released(state: State, medication_id: str, compartment: int | None, quantit
     if medication is not None:
         state.releases.setdefault(medication.substance, []).append(
             mark(medication, quantity, at, scheduled_at))
-    load = state.loads.get(compartment if compartment is not None else -1)
-    if load is not None:
+    load = state.loads.get(compartment) if compartment is not None else None
+    if load is not None and compartment is not None:
         state.loads[compartment] = Load(load.medication_id, load.substance, load.strength,
                                         max(0, load.count - quantity))
     _stock_view(state)
@@ -353,7 +385,7 @@ def _stock_view(state: State) -> None:
     state.stock = stock
 
 
-def dose_data(dose: Dose | DoseRecord, **extra) -> dict:
+def dose_data(dose: Dose | DoseRecord, **extra: Any) -> dict[str, Any]:
     """The fields that name and describe a scheduled dose in every dose.* event."""
     return {
         "medication_id": dose.medication_id,
@@ -393,14 +425,14 @@ class DoseRules:
 
     # -- emitting ---------------------------------------------------------------------
 
-    def _emit(self, outcome: Outcome, kind: str, data: dict, now: datetime) -> Draft:
+    def _emit(self, outcome: Outcome, kind: EventType, data: dict, now: datetime) -> Draft:
         draft = Draft(type=kind, data=data, event_id=self.new_id())
         fold(self.state, {"type": kind, "data": data, "at": format_at(now), "event_id": draft.event_id},
              self._load_schedule)
         outcome.drafts.append(draft)
         return draft
 
-    def _alert(self, outcome: Outcome, kind: str, severity: str, message: str,
+    def _alert(self, outcome: Outcome, kind: AlertKind, severity: Severity, message: str,
                about: list[Draft], now: datetime) -> None:
         self._emit(outcome, EventType.ALERT_RAISED, {
             "alert_id": self.new_id(), "kind": kind, "severity": severity,
@@ -466,10 +498,10 @@ class DoseRules:
             reach = self._catch_up_reach()  # windows end within `reach` of their dose
             return doses_between(schedule, since - reach, since + self._catch_up_span() + reach)
         near = self._doses_near(now)
-        schedule, reach = self.state.schedule, self._expansion[1] if self._expansion else now
-        if schedule is None or since is None or since - 2 * MAX_WINDOW_SIDE >= reach:
+        schedule, expanded_from = self.state.schedule, self._expansion[1] if self._expansion else now
+        if schedule is None or since is None or since - 2 * MAX_WINDOW_SIDE >= expanded_from:
             return near
-        return doses_between(schedule, since - 2 * MAX_WINDOW_SIDE, reach) + near
+        return doses_between(schedule, since - 2 * MAX_WINDOW_SIDE, expanded_from) + near
 
     def _live_doses(self, now: datetime, since: datetime | None = None) -> list[Dose]:
         """Doses that exist: window ends after the schedule was applied, not covered by a release.
@@ -500,9 +532,9 @@ class DoseRules:
 
     def hold_for(self, dose: Dose, now: datetime) -> Hold | None:
         """Why section 6 keeps this dose in (see limits.py), or None if it may go out now."""
-        limits = self.limits()
-        medication = self.state.schedule.medication(dose.medication_id) if limits else None
-        if medication is None:
+        limits, schedule = self.limits(), self.state.schedule
+        medication = schedule.medication(dose.medication_id) if limits and schedule else None
+        if medication is None or limits is None:
             return None
         return limits.scheduled_hold(dose, medication, self.state.releases, self.state.loads, now)
 
@@ -514,7 +546,7 @@ class DoseRules:
         first = record is None or not record.held
         # A compartment waiting for its refill holds every dose from it: the clinic hears once.
         told = hold.reason == HoldReason.UNLOADED and dose.compartment in self.state.unloaded_told
-        extra = {"reason": hold.reason}
+        extra: dict[str, str] = {"reason": hold.reason}
         if hold.allowed_at is not None:
             extra["allowed_at"] = format_utc(hold.allowed_at)
         draft = self._emit(outcome, EventType.DOSE_HELD, dose_data(dose, **extra), now)
@@ -574,7 +606,8 @@ class DoseRules:
             per_day, reach = 0.0, MAX_WINDOW_SIDE
             if schedule is not None:
                 dosages = [(m, d) for m in schedule.medications for d in m.dosages]
-                per_day = sum(timedelta(days=1) / d.interval if d.interval else len(d.times) / d.period_days
+                per_day = sum(timedelta(days=1) / d.interval if isinstance(d, IntervalDosage)
+                              else len(d.times) / d.period_days
                               for _, d in dosages)
                 reach = max((max(m.window_before, m.window_after) for m, _ in dosages), default=reach)
             # Whole seconds (a slice's end is logged in `caught_up_to`, with milliseconds), and
@@ -611,10 +644,12 @@ class DoseRules:
         self.state.settled_until, self.state.unjudged = since, None
         span = self._catch_up_span()
         horizon = now if since is None or now - since <= span else since + span
-        closed, open_ = [], []
+        closed: list[tuple[Dose, DoseRecord | None]] = []
+        open_: list[tuple[Dose, DoseRecord | None]] = []
         for dose in self._live_doses(now, since=since):
             record = self._record(dose)
-            if (record.status if record else DoseStatus.PENDING) != DoseStatus.PENDING or dose.window_start > horizon:
+            if (record.status if record else DoseStatus.PENDING) != DoseStatus.PENDING \
+                    or dose.window_start > horizon:
                 continue
             (closed if dose.window_end <= horizon else open_).append((dose, record))
         if len(closed) > CATCH_UP_DOSES:  # a dense schedule: stop at the Nth window's end
@@ -622,19 +657,19 @@ class DoseRules:
             horizon = closed[CATCH_UP_DOSES - 1][0].window_end
             closed = [item for item in closed if item[0].window_end <= horizon]
         happenings: list[tuple[datetime, int, Callable[[], None]]] = [
-            (dose.window_end, 2, lambda d=dose: self._missed(outcome, d, now)) for dose, _ in closed]
+            (dose.window_end, 2, partial(self._missed, outcome, dose, now)) for dose, _ in closed]
         for dose, record in open_ if horizon == now else ():
             if not (record and record.due_logged):
-                happenings.append((dose.window_start, 0, lambda d=dose: self._due(outcome, d, now)))
+                happenings.append((dose.window_start, 0, partial(self._due, outcome, dose, now)))
             reminder = self._reminders_passed(dose, now)
             if reminder > (record.reminders if record else 0):
-                happenings.append((dose.scheduled_at, 1,
-                                   lambda d=dose, n=reminder: self._remind(outcome, d, n, now)))
+                happenings.append((dose.scheduled_at, 1, partial(self._remind, outcome, dose, reminder, now)))
         for record in list(self.state.doses.values()):
-            if record.status == DoseStatus.RELEASED and not record.unconfirmed_logged \
-                    and record.released_at + CONFIRM_AFTER <= horizon:
-                happenings.append((record.released_at + CONFIRM_AFTER, 3,
-                                   lambda r=record: self._unconfirmed(outcome, r, now)))
+            released = record.waiting()
+            if released is not None and not record.unconfirmed_logged \
+                    and released.at + CONFIRM_AFTER <= horizon:
+                happenings.append((released.at + CONFIRM_AFTER, 3,
+                                   partial(self._unconfirmed, outcome, record, released, now)))
         for _, _, happen in sorted(happenings, key=lambda item: (item[0], item[1])):
             happen()
         self._more = horizon < now
@@ -656,7 +691,8 @@ class DoseRules:
         then and forgotten could be judged again.
         """
         applied, last, wall = self.state.schedule_applied_at, self.state.last_at, truncate_ms(now)
-        if not self.clock_trusted or applied is None or wall >= applied or applied < last - KEEP_FINAL:
+        if not self.clock_trusted or applied is None or last is None or wall >= applied \
+                or applied < last - KEEP_FINAL:
             return
         self._emit(outcome, EventType.CLOCK_BEHIND, {"wall": format_at(wall)}, last)
 
@@ -698,6 +734,8 @@ class DoseRules:
         """One alert for the doses missed while the device could not give them: how many, from
         which compartments, over what span (local times), and their events (the first 100)."""
         together = self.state.missed_together
+        if together is None:
+            return
         count, ids = together.count, list(together.event_ids)
         reasons = sorted(together.reasons)
         why = UNAVAILABLE_TEXT[reasons[0] if len(reasons) == 1 else Unavailable.CLOCK_UNSYNCHRONIZED]
@@ -731,11 +769,11 @@ class DoseRules:
             return Unavailable.DEVICE_OFF
         return None
 
-    def _unconfirmed(self, outcome: Outcome, record: DoseRecord, now: datetime) -> None:
+    def _unconfirmed(self, outcome: Outcome, record: DoseRecord, released: Released, now: datetime) -> None:
         draft = self._emit(outcome, EventType.DOSE_UNCONFIRMED, dose_data(record), now)
         self._alert(outcome, AlertKind.DOSE_UNCONFIRMED, Severity.WARNING,
                     f"The {self._local(record.scheduled_at)} dose from compartment {record.compartment} "
-                    f"was released at {self._local(record.released_at)} but nobody confirmed taking it.",
+                    f"was released at {self._local(released.at)} but nobody confirmed taking it.",
                     [draft], now)
 
     def _forget_old(self, now: datetime) -> None:
@@ -763,8 +801,9 @@ class DoseRules:
             if reminder_at < dose.window_end:
                 moments.append(reminder_at)
         for record in self.state.doses.values():
-            if record.status == DoseStatus.RELEASED and not record.unconfirmed_logged:
-                moments.append(record.released_at + CONFIRM_AFTER)
+            released = record.waiting()
+            if released is not None and not record.unconfirmed_logged:
+                moments.append(released.at + CONFIRM_AFTER)
         future = [moment for moment in moments if moment > now]
         return min(future) if future else None
 
@@ -826,8 +865,11 @@ class DoseRules:
 
     def _in_window(self, now: datetime) -> list[Dose]:
         """Pending doses whose window is open at `now`."""
-        return [d for d in self._live_doses(now) if d.window_start <= now < d.window_end
-                and (self._record(d) is None or self._record(d).status == DoseStatus.PENDING)]
+        return [d for d in self._live_doses(now) if d.window_start <= now < d.window_end and self._pending(d)]
+
+    def _pending(self, dose: Dose) -> bool:
+        record = self._record(dose)
+        return record is None or record.status == DoseStatus.PENDING
 
     def awaiting_confirmation(self, now: datetime) -> list[DoseRecord]:
         return self._awaiting_confirmation(self.log_time(now))
@@ -835,64 +877,66 @@ class DoseRules:
     def upcoming(self, now: datetime) -> Dose | None:
         """The next dose whose window has not opened yet."""
         now = self.log_time(now)
-        later = [d for d in self._live_doses(now) if d.window_start > now
-                 and (self._record(d) is None or self._record(d).status == DoseStatus.PENDING)]
+        later = [d for d in self._live_doses(now) if d.window_start > now and self._pending(d)]
         return min(later) if later else None
 
     def _awaiting_confirmation(self, now: datetime) -> list[DoseRecord]:
         """Released doses not yet confirmed, until the medication's next window opens."""
         waiting = []
         for record in self.state.doses.values():
-            if record.status != DoseStatus.RELEASED:
+            released = record.waiting()
+            if released is None:
                 continue
-            if now < self._confirmable_until(record):
+            if now < self._confirmable_until(record, released):
                 waiting.append(record)
         return sorted(waiting, key=lambda r: (r.scheduled_at, r.medication_id))
 
-    def _confirmable_until(self, record: DoseRecord) -> datetime:
-        later = [d.window_start for d in self._doses_near(record.released_at)
+    def _confirmable_until(self, record: DoseRecord, released: Released) -> datetime:
+        later = [d.window_start for d in self._doses_near(released.at)
                  if d.medication_id == record.medication_id and d.scheduled_at > record.scheduled_at]
-        limit = record.released_at + CONFIRM_LIMIT
+        limit = released.at + CONFIRM_LIMIT
         return min([limit, *later])
 
     def _next_window_start(self, now: datetime) -> datetime | None:
-        starts = [d.window_start for d in self._live_doses(now)
-                  if d.window_start > now and (self._record(d) is None or self._record(d).status == DoseStatus.PENDING)]
+        starts = [d.window_start for d in self._live_doses(now) if d.window_start > now and self._pending(d)]
         return min(starts) if starts else None
 
     # -- as needed ---------------------------------------------------------------------
 
     def as_needed_medications(self, now: datetime) -> list[Medication]:
+        return [medication for medication, _ in self._as_needed(now)]
+
+    def _as_needed(self, now: datetime) -> list[tuple[Medication, AsNeeded]]:
         schedule = self.state.schedule
         if schedule is None:
             return []
-        return [m for m in schedule.medications if m.as_needed is not None and _in_bounds(m, now)]
+        return [(m, m.as_needed) for m in schedule.medications
+                if m.as_needed is not None and _in_bounds(m.as_needed, now)]
 
     def hold(self, now: datetime, medication_id: str | None = None) -> Outcome:
         """Ask for an as-needed dose: released, denied, or a menu when several could be meant."""
         outcome = self.tick(now)
         raw_now, now = now, self.log_time(now)
-        choices = self.as_needed_medications(now)
+        choices = self._as_needed(now)
         if medication_id is not None:
-            choices = [m for m in choices if m.id == medication_id]
+            choices = [(m, prn) for m, prn in choices if m.id == medication_id]
         if not choices:
             outcome.feedback = Feedback.NO_AS_NEEDED
             return outcome
         if len(choices) > 1:
-            outcome.feedback, outcome.detail = Feedback.MENU, {"medications": [m.id for m in choices]}
+            outcome.feedback, outcome.detail = Feedback.MENU, {"medications": [m.id for m, _ in choices]}
             return outcome
-        medication = choices[0]
+        medication, prn = choices[0]
         unknown = self.time_unknown(raw_now)
         if unknown:  # not logged: not the person's doing, not a misuse signal
             outcome.feedback, outcome.detail = Feedback.DENIED, {
                 "medication": medication.id, "reason": unknown,
                 "allowed_at": now if unknown == Unavailable.CLOCK_BEHIND else None}
             return outcome
-        reason, allowed_at = self.prn_refusal(medication, now)
+        reason, allowed_at = self.prn_refusal(medication, prn, now)
         if reason:
             self._deny(outcome, medication, reason, allowed_at, now)
             return outcome
-        prn = medication.as_needed
         draft = self._emit(outcome, EventType.PRN_RELEASED, {
             "medication_id": medication.id, "quantity": prn.quantity, "compartment": medication.compartment,
         }, now)
@@ -901,23 +945,26 @@ class DoseRules:
         self._check_stock(outcome, medication.id, medication.compartment, now)
         return outcome
 
-    def prn_refusal(self, medication: Medication, now: datetime) -> tuple[str | None, datetime | None]:
-        """Why an as-needed dose may not go out now, and when it could; (None, None) if it may.
+    def prn_refusal(self, medication: Medication, prn: AsNeeded,
+                    now: datetime) -> tuple[PrnRefusal | HoldReason | None, datetime | None]:
+        """Why an as-needed dose (`prn`, the medication's) may not go out now, and when it could;
+        (None, None) if it may.
 
         The interval and the rolling maximum count every release of the ingredient, across
         ids and strengths (section 6); then the compartment must hold this medication.
         """
-        refusal = self.limits().as_needed_refusal(medication, self.state.releases, now)
+        limits = self.limits()
+        refusal = limits.as_needed_refusal(medication, prn, self.state.releases, now) if limits else None
         if refusal is not None:
             return refusal
         load = self.state.loads.get(medication.compartment)
         if load is None or not load.holds(medication):
             return HoldReason.UNLOADED, None
-        if self.state.stock.get(medication.id, 0) < medication.as_needed.quantity:
+        if self.state.stock.get(medication.id, 0) < prn.quantity:
             return PrnRefusal.EMPTY, None
         return None, None
 
-    def _deny(self, outcome: Outcome, medication: Medication, reason: str,
+    def _deny(self, outcome: Outcome, medication: Medication, reason: PrnRefusal | HoldReason,
               allowed_at: datetime | None, now: datetime) -> None:
         data = {"medication_id": medication.id, "reason": reason}
         if allowed_at is not None:
@@ -987,7 +1034,7 @@ class DoseRules:
 
     # -- schedules ---------------------------------------------------------------------
 
-    def apply_schedule(self, now: datetime, schedule: Schedule, source: str, digest: str | None = None,
+    def apply_schedule(self, now: datetime, schedule: Schedule, source: ScheduleSource, digest: str | None = None,
                        key_id: str | None = None,
                        last_signed: tuple[int, datetime | None] | None = None,
                        stock: Mapping[str, int] | None = None) -> Outcome:
@@ -1038,7 +1085,7 @@ class DoseRules:
         outcome.feedback = Feedback.APPLIED
         return outcome.extend(self.tick(now))
 
-    def _staleness(self, schedule: Schedule, source: str,
+    def _staleness(self, schedule: Schedule, source: ScheduleSource,
                    last_signed: tuple[int, datetime | None] | None) -> list[str]:
         """Why `schedule` is not newer than what it must replace (empty: it is newer)."""
         if source == ScheduleSource.MQTT:
@@ -1057,7 +1104,7 @@ class DoseRules:
             return [f"version: {schedule.version} is not newer than {current.version}, the schedule in force"]
         return []
 
-    def reject_schedule(self, now: datetime, version, source: str, reason: str,
+    def reject_schedule(self, now: datetime, version: int | None, source: ScheduleSource, reason: RejectReason,
                         problems: list[str]) -> Outcome:
         outcome = self.tick(now)  # its events settle time up to now, so time must be caught up first
         now = self.log_time(now)
@@ -1090,11 +1137,11 @@ class DoseRules:
                                      f"{release.compartment}; it will not release that dose again. "
                                      f"Please check whether it was taken.", record)
 
-    def _release_trouble(self, now, release: Release, kind: str, alert_kind: str, extra: dict,
+    def _release_trouble(self, now: datetime, release: Release, kind: EventType, alert_kind: AlertKind, extra: dict,
                          message: str, record: DoseRecord | None = None) -> Outcome:
         if record is None:
             record = next((r for r in self.state.doses.values()
-                           if r.release_event_id == release.event_id), None)  # before a tick may forget it
+                           if r.released and r.released.event_id == release.event_id), None)  # before a tick may forget it
         outcome = self.tick(now)  # at a start: catch up on the downtime before anything settles it
         now = self.log_time(now)
         data = {"medication_id": release.medication_id, "compartment": release.compartment,
@@ -1144,7 +1191,7 @@ class DoseRules:
             "software": software,
             "schedule_version": self.state.schedule.version if self.state.schedule else None}, now)
         # The doses they released, found before the catch-up (in the first report) forgets old records.
-        released = {r.release_event_id: r for r in self.state.doses.values() if r.release_event_id}
+        released = {r.released.event_id: r for r in self.state.doses.values() if r.released and r.released.event_id}
         judged = self.state.settled_until, self.state.unjudged
         self._paused = True
         try:
@@ -1185,8 +1232,7 @@ class DoseRules:
         return moment.astimezone(tz).strftime("%H:%M") if tz else moment.strftime("%H:%M UTC")
 
 
-def _in_bounds(medication: Medication, now: datetime) -> bool:
-    prn = medication.as_needed
+def _in_bounds(prn: AsNeeded, now: datetime) -> bool:
     return (prn.bounds_start is None or prn.bounds_start <= now) and \
         (prn.bounds_end is None or now < prn.bounds_end)
 

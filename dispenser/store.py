@@ -32,7 +32,7 @@ from sqlite_utils import Database, Migrations
 
 from .events import GENESIS, Draft, build_event, canonical, new_event_id, verify_chain
 from .timeutil import format_at, parse_utc, truncate_ms
-from .vocabulary import RELEASE_TYPES, EventType, ReleaseOutcome
+from .vocabulary import RELEASE_TYPES, EventType, ReleaseOutcome, ScheduleSource
 
 APP = "dispenser"
 TABLES = ("meta", "events", "outbox", "schedules", "releases")
@@ -49,7 +49,10 @@ MIGRATIONS = Migrations(APP)
 MIGRATION_NAMES: list[str] = []
 
 
-def _migration(name: str):
+Migration = Callable[[Database], None]
+
+
+def _migration(name: str) -> Callable[[Migration], Migration]:
     """Register a numbered migration; they apply in the order they are defined."""
     MIGRATION_NAMES.append(name)
     return MIGRATIONS(name=name)
@@ -311,12 +314,12 @@ class Store:
 
     _in_write = False
 
-    def _transaction(self):
+    def _transaction(self) -> contextlib.AbstractContextManager[None]:
         """The open `writing()` transaction, or one of its own."""
         return contextlib.nullcontext() if self._in_write else self._writing()
 
     @contextlib.contextmanager
-    def _writing(self):
+    def _writing(self) -> Iterator[None]:
         """A write transaction that takes the write lock first (BEGIN IMMEDIATE).
 
         Every write goes through it: a deferred transaction that read first would fail at
@@ -465,7 +468,7 @@ class Store:
         row = self.db.execute("SELECT version FROM schedules ORDER BY applied_seq DESC LIMIT 1").fetchone()
         return None if row is None else row[0]
 
-    def last_applied(self, source: str) -> dict | None:
+    def last_applied(self, source: ScheduleSource) -> dict | None:
         """The `data` of the last `schedule.applied` from `source` ("mqtt": the clinic's, signed)."""
         rows = self.db.execute(
             "SELECT e.data FROM schedules s JOIN events e ON e.seq = s.applied_seq ORDER BY s.applied_seq DESC")
@@ -528,7 +531,7 @@ class Store:
         """Check the stored chain from its columns, so edits behind the triggers show."""
         last = [0]
 
-        def read():
+        def read() -> Iterator[dict]:
             for row in self.db.execute(f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY seq"):
                 last[0] = row[0]
                 yield self._event(row, strict=True)
