@@ -17,6 +17,7 @@ ignored: the library never reads.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 ROW_OFFSETS = (0x00, 0x40, 0x14, 0x54)
 LINE_LENGTH = 40  # DDRAM characters per line in 2-line mode
@@ -40,7 +41,7 @@ def render(code: int) -> str:
 class EmulatedPin:
     """One input line of the controller, shaped like a digitalio pin."""
 
-    def __init__(self, on_change=None) -> None:
+    def __init__(self, on_change: Callable[[bool], None] | None = None) -> None:
         self._value = False
         self.direction = None
         self._on_change = on_change
@@ -50,12 +51,12 @@ class EmulatedPin:
         return self._value
 
     @value.setter
-    def value(self, level) -> None:
+    def value(self, level: object) -> None:
         old, self._value = self._value, bool(level)
         if self._on_change is not None and old != self._value:
             self._on_change(self._value)
 
-    def switch_to_output(self, value: bool = False, **_ignored) -> None:
+    def switch_to_output(self, value: bool = False, **_ignored: object) -> None:
         self.value = value
 
 
@@ -94,7 +95,7 @@ class HD44780:
             self.cursor_on = False
             self.blink_on = False
             self.shift = 0
-            self._pending = None  # high nibble waiting for its low half (4-bit mode)
+            self._pending: int | None = None  # high nibble waiting for its low half (4-bit mode)
             self.commands = 0  # bytes executed, handy to see that a write was skipped
 
     @property

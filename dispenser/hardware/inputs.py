@@ -10,7 +10,7 @@ import threading
 from typing import Callable
 
 from gpiozero import Button as _GpioButton
-from gpiozero import DigitalInputDevice
+from gpiozero import DigitalInputDevice, Factory
 
 PRESS, HOLD = "press", "hold"
 LID_OPEN, LID_CLOSED, PILL_DROP = "lid_open", "lid_closed", "pill_drop"
@@ -26,7 +26,7 @@ class Button:
     """
 
     def __init__(self, pin: int, put: Callable[[str], None], *, pull_up: bool = True,
-                 bounce_s: float | None = None, hold_s: float = 2.0, pin_factory=None) -> None:
+                 bounce_s: float | None = None, hold_s: float = 2.0, pin_factory: Factory | None = None) -> None:
         self._put = put
         self._lock = threading.Lock()
         self._down = False
@@ -80,7 +80,7 @@ class Sensor:
 
     def __init__(self, pin: int, put: Callable[[str], None], on_active: str | None,
                  on_inactive: str | None = None, *, pull_up: bool = True,
-                 bounce_s: float | None = None, pin_factory=None) -> None:
+                 bounce_s: float | None = None, pin_factory: Factory | None = None) -> None:
         self.device = DigitalInputDevice(pin, pull_up=pull_up, bounce_time=bounce_s,
                                          pin_factory=pin_factory)
         if on_active is not None:
@@ -96,12 +96,12 @@ class Sensor:
         self.device.close()
 
 
-def lid_switch(pin: int, put: Callable[[str], None], *, pin_factory=None,
+def lid_switch(pin: int, put: Callable[[str], None], *, pin_factory: Factory | None = None,
                bounce_s: float | None = 0.05) -> Sensor:
     """A lid switch that closes (pulls low) when the lid is shut."""
     return Sensor(pin, put, LID_CLOSED, LID_OPEN, bounce_s=bounce_s, pin_factory=pin_factory)
 
 
-def drop_sensor(pin: int, put: Callable[[str], None], *, pin_factory=None) -> Sensor:
+def drop_sensor(pin: int, put: Callable[[str], None], *, pin_factory: Factory | None = None) -> Sensor:
     """A break-beam sensor that pulls low while a pill passes; no debounce, pulses are short."""
     return Sensor(pin, put, PILL_DROP, None, pin_factory=pin_factory)
