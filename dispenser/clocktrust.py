@@ -34,8 +34,13 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .vocabulary import ClockTrustMode
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .store import Store
 
 MODES = tuple(ClockTrustMode)
 MARKER = Path("/run/systemd/timesync/synchronized")
@@ -72,7 +77,7 @@ class StoreMemory:
         >>> trust = ClockTrust("synchronized", memory=StoreMemory(store))  # doctest: +SKIP
     """
 
-    def __init__(self, store, boot: str | None = None):
+    def __init__(self, store: Store, boot: str | None = None) -> None:
         self.store, self.boot = store, boot if boot is not None else boot_id()
 
     def recall(self) -> dict | None:
@@ -93,7 +98,8 @@ class StoreMemory:
             pass
 
 
-def trust_for(config, *, log_trusted: bool = True, simulated: bool = False, store=None) -> "ClockTrust":
+def trust_for(config: Config, *, log_trusted: bool = True, simulated: bool = False,
+              store: Store | None = None) -> ClockTrust:
     """The ClockTrust a config asks for (`[clock] trust` and `marker`).
 
     A simulated clock may run faster than the steady one: no step to watch for there.
@@ -116,7 +122,7 @@ class ClockTrust:
     def __init__(self, mode: str = ClockTrustMode.SYNCHRONIZED, *, log_trusted: bool = True,
                  synchronized_at: Callable[[], float | None] = marker_mtime,
                  wall: Callable[[], float] = time.time, steady: Callable[[], float] = steady_seconds,
-                 memory=None):
+                 memory: StoreMemory | None = None) -> None:
         """`log_trusted`: the log's last word on the clock (`store.clock_logged_trusted()`). When it says
         untrusted (a restart before the clock was set), only a synchronisation after this start
         counts, not the marker of an earlier one. `memory` (StoreMemory) keeps the anchor of
@@ -174,17 +180,18 @@ class ClockTrust:
         wall, steady, synced = self._wall(), self._steady(), self._synchronized_at()
         offset, elapsed = wall - steady, steady - self._checked_at
         new_sync = synced is not None and synced != self._seen_sync
-        stepped = self._offset is not None and abs(offset - self._offset) > STEP_TOLERANCE_S + SLEW_PER_S * elapsed
-        if stepped:
-            self.last_step = offset - self._offset
+        previous = self._offset
+        stepped = previous is not None and abs(offset - previous) > STEP_TOLERANCE_S + SLEW_PER_S * elapsed
+        if stepped and previous is not None:
+            self.last_step = offset - previous
         if self._anchor is None:
             # Trusted only by a synchronisation no older than the last check (read on the new
             # clock): timesyncd's own step touches the marker as it steps; a step by hand does not.
-            if new_sync and (not stepped or synced >= wall - elapsed - STEP_TOLERANCE_S):
+            if new_sync and synced is not None and (not stepped or synced >= wall - elapsed - STEP_TOLERANCE_S):
                 self.trusted = True
                 self._anchored(offset, steady)
         else:
-            self._follow(offset, steady)
+            self._follow(offset, steady, self._anchor)
         self._offset, self._checked_at, self._seen_sync = offset, steady, synced
         if self.trusted:
             self._untrusted_since = None
@@ -192,16 +199,16 @@ class ClockTrust:
             self._untrusted_since = steady
         return self.trusted
 
-    def _follow(self, offset: float, steady: float) -> None:
+    def _follow(self, offset: float, steady: float, anchor: tuple[float, float]) -> None:
         """After the anchor: follow the wall clock only within what drift explains."""
-        anchor_offset, anchor_steady = self._anchor
+        anchor_offset, anchor_steady = anchor
         if abs(offset - anchor_offset) <= STEP_TOLERANCE_S + SLEW_PER_S * max(0.0, steady - anchor_steady):
             changed = offset != self._believed or self._reported is not None
             self._believed, self._off_by, self._reported = offset, None, None
             if changed:
                 self._remember()
             return
-        self._off_by = self._believed - offset
+        self._off_by = (self._believed if self._believed is not None else anchor_offset) - offset
         if self._reported is None or abs(offset - self._reported) > STEP_TOLERANCE_S:
             if self._reported is None:  # once per episode; later steps only move last_step
                 ahead = -self._off_by

@@ -11,6 +11,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .vocabulary import ClockTrustMode
@@ -214,7 +215,15 @@ def _check_parts(raw: dict, source: str) -> None:
             raise ConfigError(f"{source}: {dotted} must be the base64 of a raw 32-byte Ed25519 key")
 
 
-def _text(table: dict, dotted: str, default, source: str):
+@overload
+def _text(table: dict, dotted: str, default: str, source: str) -> str: ...
+
+
+@overload
+def _text(table: dict, dotted: str, default: None, source: str) -> str | None: ...
+
+
+def _text(table: dict, dotted: str, default: str | None, source: str) -> str | None:
     value = table.get(dotted.split(".")[-1], default)
     if value is not default and (not isinstance(value, str) or not value):
         raise ConfigError(f"{source}: {dotted} must be a non-empty string")

@@ -15,7 +15,8 @@ import queue
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
+from typing import TYPE_CHECKING, Protocol
 from zoneinfo import ZoneInfo
 
 from .engine import Engine
@@ -23,6 +24,12 @@ from .store import StoreError
 from .rules import Outcome
 from .vocabulary import EventType, Feedback, ScheduleSource, ScreenMode
 from .screens import MOODS, SIDE_EFFECTS, View, screen
+
+if TYPE_CHECKING:  # types only: the daemon does not import what it is given
+    from .clocktrust import ClockTrust
+    from .hardware import Hardware
+    from .service import Notifier
+    from .sync import Sync
 
 log = logging.getLogger("dispenser")
 UTC = timezone.utc
@@ -38,6 +45,14 @@ REJECTIONS_BURST = 5                        # schedule.rejected events per reaso
 REJECTION_EVERY = timedelta(minutes=1)      # ...then one a minute, the next saying how many were not
 REJECTION_ALERT_EVERY = timedelta(hours=1)  # the caregiver hears of one cause once an hour
 INPUT_FAULT_EVERY = timedelta(hours=1)      # an input that raises: one device.fault an hour per kind
+
+
+class Clock(Protocol):
+    """What the loop asks of time: the clock shown and decided with, and how long to sleep."""
+
+    def now(self) -> datetime: ...
+
+    def seconds_until(self, moment: datetime) -> float: ...
 
 
 class SystemClock:
@@ -74,7 +89,7 @@ class RejectionLimiter:
     at most once per REJECTION_ALERT_EVERY. Local applies are never limited.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.now: datetime | None = None
         self._tokens: dict[str, tuple[float, datetime]] = {}
         self._alerted: dict[str, datetime] = {}
@@ -127,9 +142,9 @@ class Daemon:
         >>> daemon.start(now); daemon.handle("press", now)    # what the loop does
     """
 
-    def __init__(self, engine: Engine, hardware, *, timezone_name: str = "UTC", checkin: bool = False,
-                 sleep: Callable[[float], None] = time.sleep, notifier=None, sync=None,
-                 clock_display: bool = True, clock_trust=None):
+    def __init__(self, engine: Engine, hardware: Hardware, *, timezone_name: str = "UTC", checkin: bool = False,
+                 sleep: Callable[[float], None] = time.sleep, notifier: Notifier | None = None,
+                 sync: Sync | None = None, clock_display: bool = True, clock_trust: ClockTrust | None = None):
         self.engine = engine
         self.hardware = hardware
         self.default_tz = ZoneInfo(timezone_name)
@@ -154,13 +169,13 @@ class Daemon:
 
     # -- the queue ------------------------------------------------------------------------
 
-    def put(self, item) -> None:
+    def put(self, item: object) -> None:
         """Thread-safe: the only thing callbacks from other threads may do."""
         self.inputs.put(item)
 
     # -- the loop -------------------------------------------------------------------------
 
-    def run(self, clock=None, stop_after: Callable[[], bool] = lambda: False) -> None:
+    def run(self, clock: Clock | None = None, stop_after: Callable[[], bool] = lambda: False) -> None:
         """The daemon's life: start, then wait for inputs or the next due moment, until "stop"."""
         clock = clock or SystemClock()
         self.start(clock.now())
@@ -179,7 +194,7 @@ class Daemon:
             self.handle(item, clock.now())
         self.stop(clock.now())
 
-    def _timeout(self, clock, now: datetime) -> float:
+    def _timeout(self, clock: Clock, now: datetime) -> float:
         if self.notifier:
             self.notifier.watchdog()
         wakeup = self.wakeup_at(now)
@@ -261,7 +276,7 @@ class Daemon:
 
     def advance(self, to: datetime) -> None:
         """Tests and scenarios: live through every due moment up to `to`, then arrive there."""
-        now = self._last_now
+        now = self._last_now if self._last_now is not None else to
         while True:
             wakeup = self.wakeup_at(now)
             if wakeup > to:
@@ -273,7 +288,7 @@ class Daemon:
 
     _last_now: datetime | None = None
 
-    def handle(self, item, now: datetime) -> None:
+    def handle(self, item: object, now: datetime) -> None:
         """One input: "press", "hold", ("hold", medication), ("schedule", payload), ..."""
         self._last_now = now
         self.limiter.now = now
@@ -287,7 +302,7 @@ class Daemon:
         self.render(now)
         self._publish(now)
 
-    def _handle_safely(self, item, now: datetime) -> None:
+    def _handle_safely(self, item: object, now: datetime) -> None:
         """Any exception from one input is a fault to log, never the end of the daemon."""
         try:
             self._handle(item, now)
@@ -302,7 +317,7 @@ class Daemon:
                 message = " ".join(f"{kind}: {type(error).__name__}: {error}".split())[:300]
                 self.engine.fault(now, "daemon", message)
 
-    def _handle(self, item, now: datetime) -> None:
+    def _handle(self, item: object, now: datetime) -> None:
         kind = item[0] if isinstance(item, tuple) else item
         mode = self.screen_state.mode
         if kind == "press":
@@ -318,13 +333,13 @@ class Daemon:
                 self._save_checkin(now, self.screen_state.mood, SIDE_EFFECTS[self.screen_state.choice])
             else:
                 self._show(self.engine.hold(now, medication), now)
-        elif kind == "schedule":
+        elif kind == "schedule" and isinstance(item, tuple):
             inbound = item[1]
             if hasattr(inbound, "done"):  # sync.Inbound: bytes, or only the size when too large
                 self.engine.apply_schedule_payload(now, inbound.payload, ScheduleSource.MQTT, size=inbound.size)
             else:
                 self.engine.apply_schedule_payload(now, inbound, ScheduleSource.MQTT)
-        elif kind == "refill":
+        elif kind == "refill" and isinstance(item, tuple):
             self.engine.refill(now, item[1], item[2])
         elif kind == "connection":
             pass  # the sync's state changed; the redraw below shows it
@@ -432,7 +447,7 @@ class Daemon:
 
     # -- the screen -------------------------------------------------------------------------------
 
-    def timezone(self):
+    def timezone(self) -> tzinfo:
         """The schedule's time zone, or the config's: safe from any thread."""
         return self.engine.view.timezone or self.default_tz
 

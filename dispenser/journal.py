@@ -20,8 +20,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, TextIO
 
 from .vocabulary import EventType, Severity
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_LEVEL = "info"
@@ -30,7 +35,7 @@ DEFAULT_LEVEL = "info"
 PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
 
 # How much each event matters to a technician; any other type is INFO.
-EVENT_LEVELS = {
+EVENT_LEVELS: dict[str | None, int] = {
     EventType.DOSE_REMINDER: logging.DEBUG,
     EventType.CHECKIN_RECORDED: logging.DEBUG,
     EventType.DOSE_MISSED: logging.WARNING,
@@ -45,7 +50,7 @@ EVENT_LEVELS = {
     EventType.DOSE_RELEASE_FAILED: logging.ERROR,
     EventType.DOSE_RELEASE_UNCERTAIN: logging.ERROR,
 }
-ALERT_LEVELS = {Severity.INFO: logging.INFO, Severity.WARNING: logging.WARNING, Severity.CRITICAL: logging.ERROR}
+ALERT_LEVELS: dict[str, int] = {Severity.INFO: logging.INFO, Severity.WARNING: logging.WARNING, Severity.CRITICAL: logging.ERROR}
 
 # The event data a line may show: numbers, codes and reasons, never names or free text.
 SHOWN = ("compartment", "quantity", "reminder", "reason", "while", "kind", "severity", "version", "source",
@@ -54,7 +59,7 @@ SHOWN = ("compartment", "quantity", "reminder", "reason", "while", "kind", "seve
 log = logging.getLogger("dispenser.events")
 
 
-def under_journal(environ=os.environ, stream=None) -> bool:
+def under_journal(environ: Mapping[str, str] = os.environ, stream: TextIO | None = None) -> bool:
     """True when stderr is the journal's stream: systemd sets $JOURNAL_STREAM to its
     "device:inode" (systemd.exec(5)), so output sent elsewhere gets no prefixes."""
     value = environ.get("JOURNAL_STREAM", "")
@@ -90,7 +95,7 @@ class OnceInARow(logging.Filter):
         return True
 
 
-def configure(level: str = DEFAULT_LEVEL, stream=None) -> logging.Handler:
+def configure(level: str = DEFAULT_LEVEL, stream: TextIO | None = None) -> logging.Handler:
     """Send the `dispenser` loggers' lines at `level` and above to stderr; once per process."""
     stream = stream or sys.stderr
     handler = logging.StreamHandler(stream)
@@ -112,7 +117,7 @@ class EventLines:
     """An engine listener: one line per committed event, e.g.
     `dose.released seq=12 compartment=1 quantity=1` or `dose.missed seq=40 compartment=2`."""
 
-    def __init__(self, engine=None):
+    def __init__(self, engine: Engine | None = None) -> None:
         self.engine = engine  # to find the compartment of an event that names only its medication
 
     def __call__(self, events: list[dict]) -> None:
@@ -145,7 +150,7 @@ class EventLines:
         return " ".join(parts)
 
 
-def _value(value) -> str:
+def _value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):

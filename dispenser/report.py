@@ -23,8 +23,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import datetime, timedelta, tzinfo
 
 from .timeutil import parse_utc
 from .vocabulary import AdherenceOutcome, EventType
@@ -67,7 +66,7 @@ class CheckinTrend:
     side_effects: dict = field(default_factory=dict)
 
 
-def adherence(events: list[dict], start: datetime, end: datetime, tz: ZoneInfo) -> dict[str, MedicationReport]:
+def adherence(events: list[dict], start: datetime, end: datetime, tz: tzinfo) -> dict[str, MedicationReport]:
     """Reports for doses scheduled in [start, end) and as-needed events logged in it."""
     doses: dict[tuple[str, str], dict] = defaultdict(dict)
     reports: dict[str, MedicationReport] = {}
@@ -139,7 +138,8 @@ def confirm_deadline(released: datetime, window_end: datetime | None) -> datetim
 
 def checkin_trend(events: list[dict], start: datetime, end: datetime) -> CheckinTrend:
     """How the person said they felt after doses (1 to 5) and the side effects they reported."""
-    moods, effects = [], defaultdict(int)
+    moods: list[int] = []
+    effects: defaultdict[str, int] = defaultdict(int)
     for event in events:
         if event["type"] != EventType.CHECKIN_RECORDED or not start <= parse_utc(event["at"]) < end:
             continue
