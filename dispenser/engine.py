@@ -354,7 +354,8 @@ class Engine:
                 problems: list[str]) -> Outcome:
         return self._decide(now, lambda: self.rules.reject_schedule(now, version, source, reason, problems))
 
-    def apply_schedule_payload(self, now: datetime, payload: bytes | None, source: ScheduleSource = ScheduleSource.MQTT,
+    def apply_schedule_payload(self, now: datetime, payload: bytes | bytearray | None,
+                               source: ScheduleSource = ScheduleSource.MQTT,
                                size: int | None = None) -> Outcome:
         """The clinic's `schedule/set`: refused unparsed when too large (`payload` may then be
         None, `size` saying how large it was), then as a document."""

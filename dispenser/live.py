@@ -11,8 +11,9 @@ import contextlib
 import sys
 import threading
 import time
+from typing import TextIO
 
-from .daemon import Daemon
+from .daemon import Clock, Daemon
 
 KEYS = {" ": "press", "\r": "press", "\n": "press", "h": "hold", "q": "stop"}
 HELP = "keys: space/enter = press   h = hold (as needed)   q = quit"
@@ -21,12 +22,13 @@ HELP = "keys: space/enter = press   h = hold (as needed)   q = quit"
 class Terminal:
     """Draws the simulated device and feeds keys to the daemon."""
 
-    def __init__(self, daemon: Daemon, clock, speed: float, out=sys.stdout, inp=sys.stdin):
+    def __init__(self, daemon: Daemon, clock: Clock, speed: float, out: TextIO = sys.stdout,
+                 inp: TextIO = sys.stdin) -> None:
         self.daemon, self.clock, self.speed = daemon, clock, speed
         self.out, self.inp = out, inp
         self.interactive = out.isatty() and inp.isatty()
         self.moves: list[str] = []
-        self._last = None
+        self._last: tuple | None = None  # the frame last drawn
         self._done = threading.Event()
         self.unread = False  # stdout was closed by its reader
 
@@ -115,7 +117,7 @@ class Terminal:
         self.draw()
 
 
-def run_live(daemon: Daemon, clock, speed: float, terminal: Terminal) -> None:
+def run_live(daemon: Daemon, clock: Clock, speed: float, terminal: Terminal) -> None:
     """The daemon on the main thread; keys and drawing on two helpers."""
     from .runner import run_daemon
     threading.Thread(target=terminal.read_keys, daemon=True, name="keys").start()

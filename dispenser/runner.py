@@ -11,13 +11,19 @@ import signal
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from .config import Config
-from .daemon import Daemon
+from .daemon import Clock, Daemon
 from .engine import Engine
 from .journal import EventLines
 from .store import Store, StoreError
 from .vocabulary import ClockTrustMode, ScheduleSource
+
+if TYPE_CHECKING:
+    from .hardware import Hardware
+    from .service import Notifier
+    from .sync import Sync
 
 log = logging.getLogger("dispenser")
 UTC = timezone.utc
@@ -46,7 +52,8 @@ def demo_schedule() -> dict:
     return json.loads(resources.files("dispenser").joinpath("demo", "live-schedule.json").read_text())
 
 
-def build_hardware_for(config: Config, put, simulated: bool, on_move=None):
+def build_hardware_for(config: Config, put: Callable[[str], None], simulated: bool,
+                       on_move: Callable[[int, str], None] | None = None) -> Hardware:
     from .hardware import HardwareError, build_hardware, build_sim_hardware
     try:
         if simulated or config.backend == "sim":
@@ -59,7 +66,8 @@ def build_hardware_for(config: Config, put, simulated: bool, on_move=None):
         raise StartError(str(error)) from None
 
 
-def build_sync(config: Config, daemon_put, outbox_path: str, suffix: str | None = None, subscribe: bool = True):
+def build_sync(config: Config, daemon_put: Callable[[object], None], outbox_path: str, suffix: str | None = None,
+               subscribe: bool = True) -> Sync | None:
     """The MQTT side, when the config has an [mqtt] table; None to run offline.
 
     The daemon (`suffix=None`) subscribes to schedule/set; one-shot commands do not.
@@ -79,8 +87,9 @@ def build_sync(config: Config, daemon_put, outbox_path: str, suffix: str | None 
     return Sync(settings, config.device_id, outbox, on_schedule=on_schedule, client_suffix=suffix)
 
 
-def build_daemon(config: Config, db: str | None, *, simulated: bool, demo: bool = False, notifier=None,
-                 on_move=None, with_sync: bool = True) -> Daemon:
+def build_daemon(config: Config, db: str | None, *, simulated: bool, demo: bool = False,
+                 notifier: Notifier | None = None, on_move: Callable[[int, str], None] | None = None,
+                 with_sync: bool = True) -> Daemon:
     """Everything a running dispenser needs, wired together but not started."""
     from .clocktrust import trust_for
     store = open_store(config, db)
@@ -107,7 +116,7 @@ def stop_on_signals(daemon: Daemon) -> None:
         signal.signal(signum, lambda *_: daemon.put("stop"))
 
 
-def run_daemon(daemon: Daemon, clock=None) -> None:
+def run_daemon(daemon: Daemon, clock: Clock | None = None) -> None:
     if daemon.sync is not None:
         daemon.sync.start()
     if clock is None and daemon.clock_trust is not None and daemon.clock_trust.mode == ClockTrustMode.SYNCHRONIZED:

@@ -34,10 +34,11 @@ import copy
 import itertools
 import random
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from fractions import Fraction
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from dispenser.clocktrust import ClockTrust
@@ -48,6 +49,8 @@ from dispenser.scheduler import doses_between
 from dispenser.store import Store
 from dispenser.timeutil import UTC, format_at, parse_utc, truncate_ms
 from dispenser.vocabulary import EventType, Feedback, ScheduleSource
+
+T = TypeVar("T")
 
 # ---------------------------------------------------------------------------------------
 # Random schedules
@@ -224,13 +227,13 @@ class ScheduleMaker:
                     _in_mg(entry, strength)
         return medication
 
-    def scheduled(self, med_id: str, compartment: int, now: datetime, codes: list[str] = ()) -> dict:
+    def scheduled(self, med_id: str, compartment: int, now: datetime, codes: Sequence[str] = ()) -> dict:
         dosage = self.titration(now) if self.rng.random() < 0.25 else [self.entry(now)]
         medication = {"id": med_id, "name": med_id.title(), "compartment": compartment,
                       "window": self.window(), "dosage": dosage}
         return self.dress(medication, self.ingredient(SCHEDULED_INGREDIENTS, list(codes)), SCHEDULED_INGREDIENTS)
 
-    def as_needed(self, med_id: str, compartment: int, codes: list[str] = ()) -> dict:
+    def as_needed(self, med_id: str, compartment: int, codes: Sequence[str] = ()) -> dict:
         medication = {"id": med_id, "name": med_id.title(), "compartment": compartment,
                       "dosage": self.prn_dosage()}
         return self.dress(medication, self.ingredient(PRN_INGREDIENTS, list(codes)), PRN_INGREDIENTS)
@@ -346,13 +349,14 @@ class ScheduleMaker:
             old = rng.choice([m for m in given if "strength" in m] or [m for m in meds if "strength" in m])
             medication = copy.deepcopy(old)
             pool = PRN_INGREDIENTS if _is_prn(old) else SCHEDULED_INGREDIENTS
-            strengths = [s for s in pool[_code(old)][1] if s != old["strength"]["value"]]
-            if not strengths:
+            code = _code(old)
+            strengths = [s for s in pool[code][1] if s != old["strength"]["value"]] if code is not None else []
+            if code is None or not strengths:
                 return new, "reissued", []
             strength = rng.choice(strengths)
             medication["id"] = f"{'p' if _is_prn(old) else 'm'}{next(self._ids)}"
             medication["strength"] = {"value": strength, "unit": "mg"}
-            medication["name"] = f"{pool[_code(old)][0].title()} {strength:g} mg"
+            medication["name"] = f"{pool[code][0].title()} {strength:g} mg"
             for entry in medication["dosage"]:
                 _in_tablets(entry, old["strength"]["value"])
             meds[meds.index(old)] = medication
@@ -643,10 +647,10 @@ class Simulation:
         self.trust = ClockTrust("synchronized" if self.jumps else "always",
                                 synchronized_at=lambda: self.synced_at,
                                 wall=lambda: self.wall().timestamp(), steady=lambda: self.true.timestamp())
-        self.engine = Engine(self.store, 8, self.timezone, mover=self._mover, new_id=self.new_id,
-                             clock_trusted=self.trust.check, read_model=False)
-        self.engine.listeners.append(self._listen)
-        self._call(lambda wall: self.engine.start(wall))
+        engine = self.engine = Engine(self.store, 8, self.timezone, mover=self._mover, new_id=self.new_id,
+                                      clock_trusted=self.trust.check, read_model=False)
+        engine.listeners.append(self._listen)
+        self._call(lambda wall: engine.start(wall))
         self.counts["boots"] += 1
 
     def _cut(self, downtime: timedelta) -> None:
@@ -680,7 +684,7 @@ class Simulation:
             self.back_at = None
             self._boot()
 
-    def _call(self, action: Callable[[datetime], object]) -> object:
+    def _call(self, action: Callable[[datetime], T]) -> T | None:
         """Run one engine call at the daemon clock's time; a power cut inside it ends the device."""
         try:
             return action(self.given())
@@ -713,15 +717,16 @@ class Simulation:
                     continue
                 self.true = max(self.true, target)
                 return
+            engine = self.engine
             given = self.given()
-            wakeup = self.engine.next_wakeup(given)
+            wakeup = engine.next_wakeup(given)
             if wakeup is None or wakeup - (given - self.true) > target:
                 break
             self.true = max(self.true, wakeup - (given - self.true))
-            self._call(lambda wall: self.engine.tick(wall))
+            self._call(lambda wall: engine.tick(wall))
             self.counts["ticks"] += 1
         self.true = max(self.true, target)
-        self._call(lambda wall: self.engine.tick(wall))
+        self._call(lambda wall: engine.tick(wall))
 
     # -- a day ------------------------------------------------------------------------------
 
@@ -731,7 +736,7 @@ class Simulation:
         plan: list[tuple[datetime, int, str, tuple]] = []
         order = itertools.count()
 
-        def at(moment: datetime, kind: str, *args) -> None:
+        def at(moment: datetime, kind: str, *args: object) -> None:
             if day_start <= moment < day_end:
                 plan.append((moment, next(order), kind, args))
 
@@ -816,9 +821,10 @@ class Simulation:
         for medication_id in touched:
             roll = self.rng.random()
             count = self.rng.choice([0, 3, 10, 30])
-            if roll < 0.4 and self.engine is not None:
+            engine = self.engine
+            if roll < 0.4 and engine is not None:
                 self.counts["refills_after_change"] += 1
-                self._call(lambda wall, m=medication_id, c=count: self.engine.refill(wall, m, c))
+                self._call(lambda wall: engine.refill(wall, medication_id, count))  # called at once
             elif roll < 0.7:
                 self._later.append((self.true + timedelta(minutes=self.rng.randrange(1, 600)), medication_id, count))
 
@@ -829,9 +835,10 @@ class Simulation:
                 self._later.remove((moment, medication_id, count))
                 self._fix_clock(moment)
                 self._advance(moment)
-                if self.engine is not None and self.document_has(medication_id):
+                engine = self.engine
+                if engine is not None and self.document_has(medication_id):
                     self.counts["refills_after_change"] += 1
-                    self._call(lambda wall, m=medication_id, c=count: self.engine.refill(wall, m, c))
+                    self._call(lambda wall: engine.refill(wall, medication_id, count))  # called at once
 
     def document_has(self, medication_id: str) -> bool:
         return any(m["id"] == medication_id for m in self.document["medications"])
@@ -864,18 +871,22 @@ class Simulation:
         if self.engine is not None and self.engine.rules.clock_trusted:
             # The engine has ticked at this moment: every window closed by its time has ended
             # (not while its clock is untrusted: windows wait for the synchronisation then).
-            effective = max(truncate_ms(self.given()), parse_utc(self.store.last_event()["at"]))
+            last = self.store.last_event()
+            effective = max(truncate_ms(self.given()), parse_utc(last["at"])) if last else truncate_ms(self.given())
             self.violations += self.checker.settle(effective)
 
     def run(self) -> SimResult:
         self._boot()
         self._synchronise()  # installed and set up on a network: the clock is right from the start
-        outcome = self._call(lambda wall: self.engine.apply_schedule(wall, self.document, ScheduleSource.LOCAL))
+        engine = self.engine
+        if engine is None:
+            raise RuntimeError("the simulated device did not start")
+        outcome = self._call(lambda wall: engine.apply_schedule(wall, self.document, ScheduleSource.LOCAL))
         if outcome is not None and outcome.feedback != Feedback.APPLIED:
             self._violate("schedule_refused", f"the first schedule was refused: {outcome.detail}")
         for medication in self.document["medications"]:
             count = self.rng.choice([0, 3, 10, 30, 60])
-            self._call(lambda wall, m=medication["id"], c=count: self.engine.refill(wall, m, c))
+            self._call(lambda wall: engine.refill(wall, medication["id"], count))  # called at once
         day_start = self.true
         for self.day_index in range(self.days):
             plan = self._plan(day_start)
