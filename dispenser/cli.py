@@ -7,6 +7,7 @@ import os
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import __version__, docjson
 from .config import Config, ConfigError, load_config
@@ -14,6 +15,15 @@ from .schedule import Schedule, ScheduleError, load_schedule_file, parse_schedul
 from .scheduler import doses_between
 from .store import StoreError
 from .timeutil import format_utc, parse_utc
+from .vocabulary import ScheduleSource
+
+if TYPE_CHECKING:
+    from datetime import tzinfo
+
+    from .engine import Engine
+    from .hardware import Hardware
+    from .live import Terminal
+    from .store import Store
 
 UTC = timezone.utc
 
@@ -137,11 +147,11 @@ def reader_gone() -> int:
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def _config(args) -> Config:
+def _config(args: argparse.Namespace) -> Config:
     return load_config(getattr(args, "config", None))
 
 
-def _store(args, config: Config, create: bool = True):
+def _store(args: argparse.Namespace, config: Config, create: bool = True) -> Store:
     """Open the log, or say in one line why not (a corrupt file is never silently replaced)."""
     from .store import Store, StoreError
     path = args.db or config.db_path
@@ -155,7 +165,7 @@ def _store(args, config: Config, create: bool = True):
         raise UserError(str(error)) from None
 
 
-def _engine(args, config: Config):
+def _engine(args: argparse.Namespace, config: Config) -> tuple[Engine, datetime]:
     """The engine and the time to give it: (engine, now)."""
     from .clocktrust import TrustedClock, trust_for
     from .engine import Engine
@@ -168,7 +178,7 @@ def _engine(args, config: Config):
     return engine, (TrustedClock(trust).now() if trust.mode == "synchronized" else _now())
 
 
-def _schedule_in_force(args, config: Config) -> Schedule:
+def _schedule_in_force(args: argparse.Namespace, config: Config) -> Schedule:
     store = _store(args, config, create=False)
     try:
         version = store.current_schedule_version()
@@ -179,7 +189,7 @@ def _schedule_in_force(args, config: Config) -> Schedule:
         store.close()
 
 
-def _read_json(path: str):
+def _read_json(path: str) -> Any:  # whatever the JSON holds
     try:
         return docjson.loads(Path(path).read_text(encoding="utf-8"))  # a duplicated key is refused
     except FileNotFoundError:
@@ -192,7 +202,7 @@ def _read_json(path: str):
         raise UserError(f"{path}: not valid JSON (nested too deeply)") from None
 
 
-def _moment(text: str | None, tz, default: datetime) -> datetime:
+def _moment(text: str | None, tz: tzinfo, default: datetime) -> datetime:
     """An ISO time from the command line; one without an offset is local to `tz`."""
     if text is None:
         return default
@@ -214,7 +224,7 @@ def _positive(value: int, name: str, limit: int) -> int:
 # -- commands ----------------------------------------------------------------------------------
 
 
-def cmd_run(args) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
     from .runner import StartError, build_daemon, run_daemon, stop_on_signals
     from .service import Notifier
     config = _config(args)
@@ -228,19 +238,19 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _system_log(args, config: Config) -> None:
+def _system_log(args: argparse.Namespace, config: Config) -> None:
     """The daemon's lines on stderr, for the journal (journal.py): once, where it starts."""
     from .journal import configure
     configure(args.log_level or config.log_level)
 
 
-def cmd_simulate(args) -> int:
+def cmd_simulate(args: argparse.Namespace) -> int:
     if not args.scenario:
         return simulate_live(args)
     return simulate_scenario(args)
 
 
-def simulate_live(args) -> int:
+def simulate_live(args: argparse.Namespace) -> int:
     from .daemon import ScaledClock
     from .live import Terminal, run_live
     from .runner import StartError, build_daemon, stop_on_signals
@@ -248,10 +258,14 @@ def simulate_live(args) -> int:
         raise UserError("--speed must be more than 0")
     config = _config(args)
     _system_log(args, config)
-    holder = []
+    holder: list[Terminal] = []
+
+    def on_move(compartment: int, state: str) -> None:
+        if holder:
+            holder[0].on_move(compartment, state)
+
     try:
-        daemon = build_daemon(config, args.db, simulated=True, demo=True,
-                              on_move=lambda c, state: holder and holder[0].on_move(c, state))
+        daemon = build_daemon(config, args.db, simulated=True, demo=True, on_move=on_move)
     except StartError as error:
         raise UserError(str(error)) from None
     clock = ScaledClock(_now(), args.speed)
@@ -262,7 +276,7 @@ def simulate_live(args) -> int:
     return reader_gone() if terminal.unread else 0
 
 
-def simulate_scenario(args) -> int:
+def simulate_scenario(args: argparse.Namespace) -> int:
     from .scenario import ScenarioError, ScenarioRun, load_scenario
     config = _config(args) if args.config or args.db else Config()
     try:
@@ -283,11 +297,11 @@ def simulate_scenario(args) -> int:
     return 0
 
 
-def cmd_schedule(args) -> int:
+def cmd_schedule(args: argparse.Namespace) -> int:
     return {"validate": schedule_validate, "show": schedule_show, "apply": schedule_apply}[args.action](args)
 
 
-def schedule_validate(args) -> int:
+def schedule_validate(args: argparse.Namespace) -> int:
     config = _config(args) if args.config else Config()
     schedule = load_schedule_file(args.file, config.timezone)
     meds = len(schedule.medications)
@@ -296,7 +310,7 @@ def schedule_validate(args) -> int:
     return 0
 
 
-def schedule_show(args) -> int:
+def schedule_show(args: argparse.Namespace) -> int:
     config = _config(args) if args.config or not args.file else Config()
     if args.file:
         schedule = load_schedule_file(args.file, config.timezone)
@@ -328,14 +342,14 @@ def schedule_show(args) -> int:
     return 0
 
 
-def schedule_apply(args) -> int:
+def schedule_apply(args: argparse.Namespace) -> int:
     config = _config(args)
     document = _read_json(args.file)
     parse_schedule(document, config.timezone)  # a bad file changes nothing, not even the log
     engine, now = _engine(args, config)
     try:
         engine.tick(now)  # a long catch-up first, slice by slice (RULES.md, Downtime)
-        outcome = engine.apply_schedule(now, document, "local")
+        outcome = engine.apply_schedule(now, document, ScheduleSource.LOCAL)
     finally:
         engine.store.close()
     if outcome.feedback != "applied":
@@ -345,7 +359,7 @@ def schedule_apply(args) -> int:
     return 0
 
 
-def cmd_refill(args) -> int:
+def cmd_refill(args: argparse.Namespace) -> int:
     config = _config(args)
     if not 0 <= args.count <= 1000:
         raise UserError("COUNT must be from 0 to 1000")
@@ -366,7 +380,7 @@ def cmd_refill(args) -> int:
     return 0
 
 
-def _verify_rules(store, config: Config) -> int:
+def _verify_rules(store: Store, config: Config) -> int:
     """The log judged by the checker written from the contract, not by the rules that wrote it."""
     from .logcheck import check_store
     violations = check_store(store, until=_now(), default_timezone=config.timezone)
@@ -379,7 +393,7 @@ def _verify_rules(store, config: Config) -> int:
     return 0
 
 
-def cmd_log(args) -> int:
+def cmd_log(args: argparse.Namespace) -> int:
     config = _config(args)
     if args.rules and not args.verify:
         raise UserError("--rules goes with `dispenser log verify`")
@@ -414,7 +428,7 @@ def _log_line(event: dict) -> str:
     return f"{event['seq']:>6}  {event['at']}  {event['type']:<24} {about}"
 
 
-def cmd_report(args) -> int:
+def cmd_report(args: argparse.Namespace) -> int:
     from .report import OUTCOMES, adherence, checkin_trend
     config = _config(args)
     days = _positive(args.days, "days", 3660)
@@ -441,8 +455,8 @@ def cmd_report(args) -> int:
         + f"{'days all taken':>16}"
     print(header)
     for report in reports.values():
-        days = "-" if report.days_all_taken is None else f"{report.days_all_taken:.0%}"
-        line = f"{report.medication_id:<20}" + "".join(f"{getattr(report, n):>15}" for n in OUTCOMES) + f"{days:>16}"
+        share = "-" if report.days_all_taken is None else f"{report.days_all_taken:.0%}"
+        line = f"{report.medication_id:<20}" + "".join(f"{getattr(report, n):>15}" for n in OUTCOMES) + f"{share:>16}"
         if report.missed_unavailable:
             line += f"   {report.missed_unavailable} missed while the dispenser was off or waiting for the time"
         if report.prn_released or report.prn_denied:
@@ -453,7 +467,7 @@ def cmd_report(args) -> int:
     return 0
 
 
-def cmd_status(args) -> int:
+def cmd_status(args: argparse.Namespace) -> int:
     from .clocktrust import trust_for
     from .engine import Engine
     config = _config(args)
@@ -485,7 +499,7 @@ def cmd_status(args) -> int:
     return 0
 
 
-def cmd_install_service(args) -> int:
+def cmd_install_service(args: argparse.Namespace) -> int:
     """Write the unit, create the service user and enable the service: the steps of docs/INSTALL.md."""
     import os
     import pwd
@@ -555,7 +569,7 @@ def _temporary_folder(path: str) -> str | None:
     return None
 
 
-def cmd_selftest(args) -> int:
+def cmd_selftest(args: argparse.Namespace) -> int:
     import contextlib
     from .runner import StartError, build_hardware_for
     from .selftest import keys_as_button, run_selftest
@@ -563,9 +577,9 @@ def cmd_selftest(args) -> int:
     if config.backend == "pi" and not args.yes:
         raise UserError("every compartment opens once: empty them all, then run `dispenser selftest --yes`")
     simulated = config.backend == "sim"
-    buttons = []
+    buttons: list[Callable[[str], None]] = []
 
-    def build(put):
+    def build(put: Callable[[str], None]) -> Hardware:
         buttons.append(put)
         try:
             return build_hardware_for(config, put, simulated=False)
@@ -581,7 +595,11 @@ def cmd_selftest(args) -> int:
                if config.source == "built-in defaults" else f'{config.source}: [hardware] backend = "sim"')
         say(f"info  {why}: this tests the simulated device, not real hardware")
     say(f"info  clock: {trust_for(config).describe()}")
-    keys = keys_as_button(lambda: buttons and buttons[0]("press")) \
+    def press() -> None:
+        if buttons:
+            buttons[0]("press")
+
+    keys = keys_as_button(press) \
         if simulated and not args.yes else contextlib.nullcontext()
     with keys:
         ok = run_selftest(build, say, wait_s=args.wait,
