@@ -270,7 +270,8 @@ class Watcher:
         self.json_lines = json_lines
         self.chains = ChainWatch(window, max_devices, remember)
         self.events_shown = 0
-        self._last: BoundedMap[tuple[str, str], object] = BoundedMap(2 * max_devices)   # (device, status|state) -> last payload
+        # (device, status|state) -> last payload
+        self._last: BoundedMap[tuple[str, str], object] = BoundedMap(2 * max_devices)
 
     def handle(self, topic: str, payload: bytes) -> list[str]:
         located = split_topic(self.prefix, topic)

@@ -348,7 +348,8 @@ def _signed_name(path: Path) -> Path:
 class _Link:
     """One paho client of the clinic's, with waits on a condition instead of sleeps."""
 
-    def __init__(self, settings: MqttSettings, role: str, topics: Iterable[str] = (), session: str | None = None) -> None:
+    def __init__(self, settings: MqttSettings, role: str, topics: Iterable[str] = (),
+                 session: str | None = None) -> None:
         """`session`: a named, persistent session; the broker keeps what arrives while away."""
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion

@@ -461,7 +461,8 @@ class Daemon:
         detail = {key: value.astimezone(tz) if isinstance(value, datetime) else value
                   for key, value in (state.detail or {}).items()}
         return View(
-            now=now.astimezone(tz), mode=ScreenMode.STORAGE_ERROR if self.storage_error else state.mode, feedback=state.feedback, detail=detail,
+            now=now.astimezone(tz), mode=ScreenMode.STORAGE_ERROR if self.storage_error else state.mode,
+            feedback=state.feedback, detail=detail,
             due=[dose.name for dose in model.due],
             waiting=[dose.name for dose in model.awaiting],
             next_name=upcoming.name if upcoming else None,

@@ -375,7 +375,8 @@ class Engine:
         if not isinstance(document, dict):
             return (RejectReason.INVALID_SCHEMA, ["(document): must be a JSON object"]), None
         if not self.clinic_public_key and not self.clinic_keys:
-            return (RejectReason.UNSIGNED, ["signature: no clinic key is configured, so schedules from MQTT are refused"]), None
+            return (RejectReason.UNSIGNED,
+                    ["signature: no clinic key is configured, so schedules from MQTT are refused"]), None
         from .signing import SignatureError, verify_with_keys  # cryptography costs 7 MB: load it when needed
         try:
             return None, verify_with_keys(document, self.clinic_keys, self.clinic_public_key)

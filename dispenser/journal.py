@@ -50,7 +50,8 @@ EVENT_LEVELS: dict[str | None, int] = {
     EventType.DOSE_RELEASE_FAILED: logging.ERROR,
     EventType.DOSE_RELEASE_UNCERTAIN: logging.ERROR,
 }
-ALERT_LEVELS: dict[str, int] = {Severity.INFO: logging.INFO, Severity.WARNING: logging.WARNING, Severity.CRITICAL: logging.ERROR}
+ALERT_LEVELS: dict[str, int] = {Severity.INFO: logging.INFO, Severity.WARNING: logging.WARNING,
+                               Severity.CRITICAL: logging.ERROR}
 
 # The event data a line may show: numbers, codes and reasons, never names or free text.
 SHOWN = ("compartment", "quantity", "reminder", "reason", "while", "kind", "severity", "version", "source",

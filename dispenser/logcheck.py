@@ -401,7 +401,8 @@ class LogChecker:
         if history[0].at < at - PRN_KEEP:
             history[:] = [g for g in history if g.at >= at - PRN_KEEP]
 
-    def _check_day(self, seq: int | None, schedule: Schedule, ingredient: str, given: _Given, scheduled_at: datetime) -> None:
+    def _check_day(self, seq: int | None, schedule: Schedule, ingredient: str, given: _Given,
+                   scheduled_at: datetime) -> None:
         """Rule 1: a local day's amount within what the schedule in force plans for that day."""
         tz = schedule.tz
         day = scheduled_at.astimezone(tz).date()

@@ -404,7 +404,8 @@ class Store:
 
     def _complete(self, event_id: str, outcome: str, now: datetime) -> None:
         if outcome not in {o.value for o in ReleaseOutcome}:
-            raise StoreError(f"{self.name}: release outcome {outcome!r} is not one of {sorted(o.value for o in ReleaseOutcome)}")
+            known = sorted(o.value for o in ReleaseOutcome)
+            raise StoreError(f"{self.name}: release outcome {outcome!r} is not one of {known}")
         row = self.db.execute("SELECT outcome FROM releases WHERE event_id = ?", [event_id]).fetchone()
         if row is None:
             raise StoreError(f"{self.name}: no release intent for event {event_id}")

@@ -55,10 +55,12 @@ class FakeI2C:
         except KeyError:
             raise OSError(121, "Remote I/O error") from None
 
-    def writeto(self, address: int, buffer: bytes | bytearray | memoryview, *, start: int = 0, end: int | None = None) -> None:
+    def writeto(self, address: int, buffer: bytes | bytearray | memoryview, *, start: int = 0,
+                end: int | None = None) -> None:
         self._chip(address).write(bytes(buffer[start:end]))
 
-    def readfrom_into(self, address: int, buffer: bytearray | memoryview, *, start: int = 0, end: int | None = None) -> None:
+    def readfrom_into(self, address: int, buffer: bytearray | memoryview, *, start: int = 0,
+                      end: int | None = None) -> None:
         end = len(buffer) if end is None else end
         buffer[start:end] = self._chip(address).read(end - start)
 
