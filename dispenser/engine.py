@@ -15,7 +15,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
 
 from . import __version__
 from . import docjson
@@ -298,7 +297,7 @@ class Engine:
         """For the owning thread's loop: the next moment a tick would log something."""
         return self.rules.next_wakeup(now)
 
-    def apply_schedule(self, now: datetime, document: Any, source: ScheduleSource = ScheduleSource.LOCAL,
+    def apply_schedule(self, now: datetime, document: object, source: ScheduleSource = ScheduleSource.LOCAL,
                        stock: Mapping[str, int] | None = None) -> Outcome:
         """Check a schedule document (parsed JSON) and apply it, or log why not.
 
@@ -322,11 +321,11 @@ class Engine:
                 last = self.store.last_applied(ScheduleSource.MQTT)
                 if last is not None:
                     last_signed = (last["version"], parse_utc(last["issued_at"]) if last.get("issued_at") else None)
-            return self.rules.apply_schedule(now, checked, source, digest=document_digest(document),
+            return self.rules.apply_schedule(now, checked, source, digest=document_digest(checked.document),
                                              key_id=key_id, last_signed=last_signed, stock=stock)
         return self._decide(now, decide)
 
-    def _check_schedule(self, document: Any, source: ScheduleSource,
+    def _check_schedule(self, document: object, source: ScheduleSource,
                         now: datetime) -> tuple[Schedule | tuple[RejectReason, list[str]], str | None]:
         """(the parsed schedule, or (reason, problems) to refuse it with; the key_id that signed it)."""
         key_id = None
@@ -370,7 +369,7 @@ class Engine:
             return self._reject(now, None, source, RejectReason.INVALID_JSON, [f"payload: {str(error)[:200]}"])
         return self.apply_schedule(now, document, source)
 
-    def _signature_refusal(self, document: Any) -> tuple[tuple[RejectReason, list[str]] | None, str | None]:
+    def _signature_refusal(self, document: object) -> tuple[tuple[RejectReason, list[str]] | None, str | None]:
         """(why it is refused, or None; the key_id that signed it)."""
         if not isinstance(document, dict):
             return (RejectReason.INVALID_SCHEMA, ["(document): must be a JSON object"]), None
@@ -412,7 +411,7 @@ def document_digest(document: dict) -> str:
     return docjson.digest(document)  # RFC 8785, as signed
 
 
-def _unstorable(document: Any) -> str | None:
+def _unstorable(document: object) -> str | None:
     """Why a document cannot be kept in the log as canonical UTF-8 JSON, or None.
 
     NaN, lone surrogates (`"\\ud800"`) and extreme nesting parse, but the log refuses
