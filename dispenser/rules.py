@@ -21,7 +21,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
 
 from .events import Draft
 from .limits import FINAL_HOLDS, KEEP_EXACT, Hold, Limits, Load, Mark, compact, mark
@@ -385,7 +384,7 @@ def _stock_view(state: State) -> None:
     state.stock = stock
 
 
-def dose_data(dose: Dose | DoseRecord, **extra: Any) -> dict[str, Any]:
+def dose_data(dose: Dose | DoseRecord, **extra: object) -> dict[str, object]:
     """The fields that name and describe a scheduled dose in every dose.* event."""
     return {
         "medication_id": dose.medication_id,
