@@ -15,11 +15,11 @@ import copy
 import json
 import math
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from fractions import Fraction
 from pathlib import Path
-from collections.abc import Collection
 from typing import Any, TypeAlias, TypeGuard
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -801,7 +801,8 @@ class _Parser:
         tablets = amount / per_tablet
         if tablets.denominator != 1:
             self.problem(f"{path}.value", f"must be a whole number of tablets, not {_show(value)}"
-                         if per_tablet == 1 or strength is None else f"{_show(value)} {strength.unit} is not a whole "
+                         if per_tablet == 1 or strength is None
+                         else f"{_show(value)} {strength.unit} is not a whole "
                          f"number of tablets of {_number(strength.value)} {strength.unit}")
             return None
         if tablets > maximum:
