@@ -26,7 +26,7 @@ from functools import lru_cache
 from typing import Iterator
 from zoneinfo import ZoneInfo
 
-from dispenser.schedule import FIRST_YEAR, LAST_YEAR, Medication, Schedule, ScheduledDosage
+from dispenser.schedule import FIRST_YEAR, LAST_YEAR, ClockDosage, IntervalDosage, Medication, Schedule, ScheduledDosage
 from dispenser.timeutil import UTC
 
 EARLIEST = datetime(FIRST_YEAR - 1, 12, 30, tzinfo=UTC)
@@ -85,7 +85,7 @@ def occurrences(dosage: ScheduledDosage, tz: ZoneInfo, start: datetime,
     high = clamped[1] if last is None else min(clamped[1], last)
     if low >= high:
         return []
-    if dosage.interval is not None:
+    if isinstance(dosage, IntervalDosage):
         return _elapsed_times(dosage, low, high)
     return _clock_times(dosage, tz, low, high)
 
@@ -137,7 +137,7 @@ def _medication_doses(medication: Medication, tz: ZoneInfo, start: datetime,
     return doses
 
 
-def _elapsed_times(dosage: ScheduledDosage, low: datetime, high: datetime) -> list[datetime]:
+def _elapsed_times(dosage: IntervalDosage, low: datetime, high: datetime) -> list[datetime]:
     """origin + k*interval in [low, high): arithmetic in UTC, so DST cannot shift it."""
     origin, step = dosage.bounds_start, dosage.interval
     index = -((origin - low) // step)  # ceil((low - origin) / step)
@@ -150,7 +150,7 @@ def _elapsed_times(dosage: ScheduledDosage, low: datetime, high: datetime) -> li
     return moments
 
 
-def _clock_times(dosage: ScheduledDosage, tz: ZoneInfo, low: datetime,
+def _clock_times(dosage: ClockDosage, tz: ZoneInfo, low: datetime,
                  high: datetime) -> list[datetime]:
     """Local dosing days' times in [low, high), sorted (a DST gap can reorder them).
 
@@ -167,13 +167,13 @@ def _clock_times(dosage: ScheduledDosage, tz: ZoneInfo, low: datetime,
     return sorted(moments)
 
 
-def _dosing_days(dosage: ScheduledDosage, first: date, last: date) -> Iterator[date]:
-    """Local dates in [first, last] that carry doses: every period_days from the anchor."""
+def _dosing_days(dosage: ClockDosage, first: date, last: date) -> Iterator[date]:
+    """Local dates in [first, last] that carry doses: every period_days from the start's day."""
     step = dosage.period_days
     day = first
-    if step > 1:
-        behind = (first - dosage.anchor_date).days
-        day = dosage.anchor_date + timedelta(days=max(0, -(-behind // step)) * step)
+    if step > 1 and dosage.start is not None:  # an entry of more than a day always has its start
+        behind = (first - dosage.start.day).days
+        day = dosage.start.day + timedelta(days=max(0, -(-behind // step)) * step)
     one_step = timedelta(days=step)
     while day <= last:
         if dosage.days_of_week is None or day.weekday() in dosage.days_of_week:
@@ -195,22 +195,24 @@ def _entry_end(dosage: ScheduledDosage, tz: ZoneInfo) -> datetime | None:
     A count running past LATEST ends there."""
     if dosage.count is None:
         return dosage.bounds_end
-    if dosage.interval is not None:
+    if isinstance(dosage, IntervalDosage):
         steps = min(dosage.count - 1, (LATEST - dosage.bounds_start) // dosage.interval)
         end = dosage.bounds_start + steps * dosage.interval + _SECOND
         return end if dosage.bounds_end is None else min(end, dosage.bounds_end)
-    return _counted_clock_end(dosage, tz)
+    if dosage.start is None:  # a counted entry always has its start (ClockDosage refuses one without)
+        return dosage.bounds_end
+    return _counted_clock_end(dosage, dosage.start.at, dosage.count, tz)
 
 
-def _counted_clock_end(dosage: ScheduledDosage, tz: ZoneInfo) -> datetime:
+def _counted_clock_end(dosage: ClockDosage, start: datetime, count: int, tz: ZoneInfo) -> datetime:
     """Walk the entry from its start in chunks until `count` doses have been seen."""
     chunk = timedelta(days=dosage.period_days * 512)
     stop = LATEST if dosage.bounds_end is None else min(LATEST, dosage.bounds_end)
-    seen, low = 0, dosage.bounds_start
+    seen, low = 0, start
     while low < stop:
         high = min(low + chunk, stop)
         moments = _clock_times(dosage, tz, low, high)
-        if seen + len(moments) >= dosage.count:
-            return moments[dosage.count - seen - 1] + _SECOND
+        if seen + len(moments) >= count:
+            return moments[count - seen - 1] + _SECOND
         seen, low = seen + len(moments), high
     return stop

@@ -1,0 +1,23 @@
+"""The type check `./dev test` runs first (pyproject.toml, [tool.mypy]) is strict enough to matter."""
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def mypy(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"), *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def test_the_configuration_refuses_what_it_promises_to(tmp_path):
+    """An untyped function, an Optional used as if it were set, an unneeded `type: ignore`."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("def untyped(x):\n    return x\n\n\n"
+                   "def unchecked(y: int | None) -> int:\n    return y + 1\n\n\n"
+                   "z: int = 1  # type: ignore\n")
+    result = mypy("--cache-dir", str(tmp_path / "cache"), str(bad))
+    assert result.returncode == 1, result.stdout + result.stderr
+    for code in ("[no-untyped-def]", "[operator]", "[unused-ignore]"):
+        assert code in result.stdout, result.stdout
