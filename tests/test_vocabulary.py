@@ -13,8 +13,8 @@ from support import DEMO
 from dispenser.events import Draft, canonical, event_hash
 from dispenser.report import OUTCOMES
 from dispenser.store import Store, StoreError
-from dispenser.vocabulary import (AdherenceOutcome, AlertKind, EventType, Feedback, HoldReason, ReleaseOutcome,
-                                  Severity)
+from dispenser.vocabulary import (AdherenceOutcome, AlertKind, EventType, FailReason, Feedback, HoldReason,
+                                  LidDuring, ReleaseOutcome, Severity)
 
 T0 = datetime(2026, 11, 21, 13, 0, 0, tzinfo=timezone.utc)
 CONTRACT = Path(__file__).resolve().parents[2] / "shared" / "CONTRACT.md"
@@ -51,7 +51,54 @@ def test_what_the_worked_example_logs_is_all_in_the_vocabulary():
     assert {a["severity"] for a in alerts} <= {m.value for m in Severity}
 
 
-@pytest.mark.parametrize("member", [*EventType, *AlertKind, *Severity, *HoldReason, *Feedback])
+SENSOR_STEPS = """
+[[step]]
+at = "2026-11-24T07:00:00"
+do = "jam"
+compartment = 1
+[[step]]
+at = "2026-11-24T08:00:00"
+do = "press"
+[[step]]
+at = "2026-11-24T08:01:00"
+do = "lid_open"
+[[step]]
+at = "2026-11-24T08:02:00"
+do = "lid_close"
+[[step]]
+at = "2026-11-24T15:00:00"
+do = "lid_open"
+[[step]]
+at = "2026-11-24T15:03:00"
+do = "lid_close"
+"""
+
+
+def test_what_the_lid_and_the_drop_sensor_log_is_all_in_the_vocabulary(tmp_path):
+    """A jammed release, a lid opened during a release and one opened for nothing: the words
+    the sensors added (lid.opened, lid.closed, jam, release, lid_opened) are members."""
+    (tmp_path / "schedule.json").write_text((DEMO / "schedule.json").read_text())
+    path = tmp_path / "s.toml"
+    path.write_text('start = "2026-11-24T06:00:00"\nuntil = "2026-11-25T06:00:00"\nschedule = "schedule.json"\n'
+                    f"[stock]\nsertraline = 28\nnaltrexone = 5\nhydroxyzine = 10\n{SENSOR_STEPS}")
+    result = subprocess.run([sys.executable, "-m", "dispenser", "simulate", "--scenario", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    types = {e["type"] for e in events}
+    assert {EventType.LID_OPENED, EventType.LID_CLOSED, EventType.DOSE_RELEASE_FAILED} <= types
+    assert types <= {m.value for m in EventType}
+    alerts = [e["data"] for e in events if e["type"] == EventType.ALERT_RAISED]
+    assert AlertKind.LID_OPENED in {a["kind"] for a in alerts}
+    assert {a["kind"] for a in alerts} <= {m.value for m in AlertKind}
+    failed = [e["data"]["reason"] for e in events if e["type"] == EventType.DOSE_RELEASE_FAILED]
+    assert failed == [FailReason.JAM]
+    during = [e["data"].get("during") for e in events if e["type"] == EventType.LID_OPENED]
+    assert during == [LidDuring.RELEASE, None]
+
+
+@pytest.mark.parametrize("member", [*EventType, *AlertKind, *Severity, *HoldReason, *Feedback, *FailReason,
+                                    *LidDuring])
 def test_a_member_is_its_string_in_json(member):
     assert json.dumps(member) == json.dumps(member.value)
     assert json.dumps({member: member}) == json.dumps({member.value: member.value})
@@ -99,3 +146,10 @@ def test_a_release_outcome_outside_the_vocabulary_is_refused_by_name():
 def test_no_feedback_is_falsy_and_every_other_is_not():
     assert not Feedback.NONE
     assert all(member for member in Feedback if member is not Feedback.NONE)
+
+
+def test_the_care_service_has_words_for_every_alert_kind_a_device_raises():
+    """The care service's notification table is keyed by the device's words: a kind added on
+    the device (lid_opened, pill_unexpected) is never notified as "another alert"."""
+    from dispenser.care.message import KINDS
+    assert set(AlertKind) <= set(KINDS)
