@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, TypeAlias, TypeGuard
+from typing import Any, TypeGuard
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dispenser import docjson
+from dispenser.dosage import (FIRST_YEAR, LAST_YEAR, ClockDosage, IntervalDosage, ScheduledDosage, Start,
+                              entry_span)
 from dispenser.timeutil import UTC, parse_utc
 
 SCHEMA = "dispenser.schedule/1"
@@ -46,9 +48,6 @@ MAX_PERIOD_DAYS = 366
 MAX_PERIOD_WEEKS = 52
 MIN_INTERVAL = timedelta(minutes=1)
 MAX_INTERVAL = timedelta(days=366)
-# Dates a document may name. Far from datetime's limits (years 1 and 9999), so no
-# arithmetic on a valid document can overflow; the expander gives no dose outside them.
-FIRST_YEAR, LAST_YEAR = 2000, 2199
 # The most tablets one dose, and one as-needed limit (maxDosePerPeriod), may count: more
 # is a typing error ("1000 tablets"), not a prescription a dispenser should carry out.
 MAX_UNITS_PER_DOSE = 10
@@ -102,68 +101,6 @@ class ScheduleError(Exception):
 
     def __reduce__(self) -> tuple[type[ScheduleError], tuple[list[str]]]:
         return (type(self), (self.problems,))
-
-
-@dataclass(frozen=True)
-class Start:
-    """Where an entry's period starts (`boundsPeriod.start`): the instant, and its local date,
-    from which `count`, `wk` and periods longer than a day count."""
-
-    at: datetime
-    day: date
-
-
-@dataclass(frozen=True)
-class ClockDosage:
-    """A `d` or `wk` entry: doses at local clock times on its dosing days.
-
-    `times` are offsets from local midnight of a dosing day, already including `when` +
-    `offset`, so they may be negative or past 24 h (the dose then falls on the
-    neighbouring day). `period_days` is 1 for daily, 7*period for `wk`; days with a period
-    above 1 count from `start.day`. `bounds_end` is exclusive: the document's inclusive end
-    (FHIR's meaning) plus its last local day or second, so that [bounds_start, bounds_end)
-    is the period. A `count`, `wk` or a period above a day needs a `start`.
-    """
-
-    quantity: int
-    period_unit: str  # "d" or "wk"
-    times: tuple[timedelta, ...]
-    period_days: int = 1
-    days_of_week: frozenset[int] | None = None
-    start: Start | None = None
-    bounds_end: datetime | None = None
-    count: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.start is None and (self.count is not None or self.period_days > 1 or self.period_unit == "wk"):
-            raise ValueError("a counted, weekly or every-N-days entry counts from its start")
-
-    @property
-    def bounds_start(self) -> datetime | None:
-        return self.start.at if self.start else None
-
-    @property
-    def anchor_date(self) -> date | None:
-        return self.start.day if self.start else None
-
-
-@dataclass(frozen=True)
-class IntervalDosage:
-    """An `h` entry: a dose every `interval` of elapsed time (not wall clock) from `bounds_start`.
-
-    `bounds_end` is exclusive, as ClockDosage's; `count` ends it at its count-th dose.
-    """
-
-    quantity: int
-    interval: timedelta
-    bounds_start: datetime
-    bounds_end: datetime | None = None
-    count: int | None = None
-    period_unit: str = "h"
-
-
-# One scheduled dosage entry, its times resolved to plain numbers: clock times or an interval.
-ScheduledDosage: TypeAlias = ClockDosage | IntervalDosage
 
 
 @dataclass(frozen=True)
@@ -711,8 +648,6 @@ class _Parser:
         that never name the same time of day may overlap: that is how FHIR writes a split
         dose ("1 in the morning, 2 at night"), and they cannot double a dose.
         """
-        from dispenser.scheduler import entry_span  # it imports this module
-
         if self.tz is None:
             return  # bounds were not read: the timezone's problem is reported
         spans = {index: entry_span(dosage, self.tz) for index, dosage in dosages.items()}
