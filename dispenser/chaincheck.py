@@ -41,7 +41,7 @@ from .store import verify_rows
 log = logging.getLogger("dispenser")
 
 PAUSE_S = 0.002  # every few thousand rows: the daemon's thread may need the interpreter
-Report = Callable[[object], None]
+Report = Callable[[ChainCheckFailed], None]
 
 
 class ChainCheck:

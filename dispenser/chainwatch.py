@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 from .events import GENESIS, event_hash
 
@@ -62,7 +62,11 @@ class Entry(NamedTuple):
     prev_hash: str
 
 
-class BoundedMap:
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class BoundedMap(Generic[K, V]):
     """A dict that forgets its least recently used key beyond `limit`.
 
     A watcher runs for months and hears whatever anyone writes: every table keyed by
@@ -73,16 +77,16 @@ class BoundedMap:
         if limit < 1:
             raise ValueError("limit must be at least 1")
         self.limit = limit
-        self._items: OrderedDict = OrderedDict()
+        self._items: OrderedDict[K, V] = OrderedDict()
 
-    def get(self, key, default=None):
+    def get(self, key: K, default: V | None = None) -> V | None:
         """The value for `key` (now the most recently used), or `default`."""
         if key not in self._items:
             return default
         self._items.move_to_end(key)
         return self._items[key]
 
-    def put(self, key, value) -> object | None:
+    def put(self, key: K, value: V) -> K | None:
         """Set `key`; returns the key forgotten to make room, or None."""
         self._items[key] = value
         self._items.move_to_end(key)
@@ -163,8 +167,9 @@ class DeviceChain:
         self._trim()
         return True, findings
 
-    def _finding(self, kind: str, seq: int | None, detail: str, **extra) -> Finding:
-        return Finding(kind, self.device, seq, detail, **extra)
+    def _finding(self, kind: str, seq: int | None, detail: str,
+                 missing: tuple[tuple[int, int], ...] = ()) -> Finding:
+        return Finding(kind, self.device, seq, detail, missing)
 
     def _fork(self, seq: int, first: Entry, other: Entry) -> Finding:
         return self._finding("fork", seq, (
@@ -229,8 +234,9 @@ class ChainWatch:
 
     def __init__(self, window: int = WINDOW, max_devices: int = MAX_DEVICES, remember: int = REMEMBER):
         self.window = window
-        self.devices = BoundedMap(max_devices)
-        self.ids = BoundedMap(remember)   # (device, event_id) -> (seq, hash), for old events
+        self.devices: BoundedMap[str, DeviceChain] = BoundedMap(max_devices)
+        # (device, event_id) -> (seq, hash), for old events
+        self.ids: BoundedMap[tuple[str, str], tuple[int, str]] = BoundedMap(remember)
 
     def check(self, device: str, event: dict, on_events_topic: bool = True) -> tuple[bool, list[Finding]]:
         chain, findings = self._chain(device)
@@ -270,7 +276,7 @@ class ChainWatch:
             f"seq {event['seq']}: the event says device_id {claimed!r} but came on {device}'s topic; "
             f"counted as {device}'s"))]
 
-    def _old(self, chain: DeviceChain, event: dict, before) -> tuple[bool, list[Finding]]:
+    def _old(self, chain: DeviceChain, event: dict, before: tuple[int, str] | None) -> tuple[bool, list[Finding]]:
         """An event below the window: a duplicate if its id was heard with this seq and hash."""
         seq = event["seq"]
         if before == (seq, event["hash"]):

@@ -28,11 +28,12 @@ import itertools
 import json
 import math
 import re
+from typing import NoReturn
 
 from .chainwatch import MAX_DEVICES, REMEMBER, WINDOW, BoundedMap, ChainWatch, Finding
 from .events import EVENT_KEYS, SCHEMA
+from .vocabulary import EventType
 
-ALERT_TYPE = "alert.raised"
 DEFAULT_REMEMBER = REMEMBER
 KINDS = ("events", "alerts", "status", "state")
 # The `data` keys worth a glance in a one-line summary, in this order.
@@ -117,7 +118,7 @@ def _float(text: str) -> float:
     return value
 
 
-def _constant(text: str):
+def _constant(text: str) -> NoReturn:
     raise Unreadable(f"{text} is not JSON")
 
 
@@ -192,7 +193,8 @@ def split_topic(prefix: str, topic: str) -> tuple[str, str] | None:
 
 def event_line(event: dict, device: str | None = None) -> str:
     """`seq at device type summary`, aligned like `dispenser log`; `device` is the topic's."""
-    data = event.get("data") if isinstance(event.get("data"), dict) else {}
+    raw = event.get("data")
+    data = raw if isinstance(raw, dict) else {}
     about = " ".join(f"{key}={_field(data[key])}" for key in SUMMARY_KEYS if key in data)
     device = event.get("device_id", "?") if device is None else device
     return printable(f"{_field(event.get('seq', '?')):>6}  {_field(event.get('at', '?'))}  {_field(device)}  "
@@ -201,7 +203,8 @@ def event_line(event: dict, device: str | None = None) -> str:
 
 def alert_line(event: dict, device: str | None = None) -> str:
     """An alert stands out: `!! ALERT [warning] disp-0001: <message>`, then its seq and time."""
-    data = event.get("data") if isinstance(event.get("data"), dict) else {}
+    raw = event.get("data")
+    data = raw if isinstance(raw, dict) else {}
     severity = data.get("severity", "?")
     message = data.get("message") or data.get("kind") or "(no message)"
     device = event.get("device_id", "?") if device is None else device
@@ -242,7 +245,8 @@ def finding_line(finding: Finding) -> str:
 
 def finding_json(finding: Finding) -> dict:
     """The same warning as one JSON object, for --json."""
-    result = {"warning": finding.kind, "device": finding.device, "seq": finding.seq, "detail": finding.detail}
+    result: dict[str, object] = {"warning": finding.kind, "device": finding.device, "seq": finding.seq,
+                                 "detail": finding.detail}
     if finding.missing:
         result["missing"] = [list(run) for run in finding.missing]
     return result
@@ -266,7 +270,8 @@ class Watcher:
         self.json_lines = json_lines
         self.chains = ChainWatch(window, max_devices, remember)
         self.events_shown = 0
-        self._last = BoundedMap(2 * max_devices)   # (device, status|state) -> last payload
+        # (device, status|state) -> last payload
+        self._last: BoundedMap[tuple[str, str], object] = BoundedMap(2 * max_devices)
 
     def handle(self, topic: str, payload: bytes) -> list[str]:
         located = split_topic(self.prefix, topic)
@@ -301,7 +306,7 @@ class Watcher:
         if self.json_lines:
             return self._event_json(event, findings)
         lines = [printable(finding_line(finding))[:MAX_LINE] for finding in findings]
-        lines.append(alert_line(event, device) if event["type"] == ALERT_TYPE else event_line(event, device))
+        lines.append(alert_line(event, device) if event["type"] == EventType.ALERT_RAISED else event_line(event, device))
         return lines
 
     def _event_json(self, event: dict, findings: list[Finding]) -> list[str]:

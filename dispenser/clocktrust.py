@@ -34,8 +34,15 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-MODES = ("synchronized", "always")
+from .vocabulary import ClockTrustMode
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .store import Store
+
+MODES = tuple(ClockTrustMode)
 MARKER = Path("/run/systemd/timesync/synchronized")
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 STEP_TOLERANCE_S = 1.0  # far above what NTP slews between two checks, far below a dose window
@@ -83,7 +90,7 @@ class StoreMemory:
         1800028800.0
     """
 
-    def __init__(self, store, boot: str | None = None):
+    def __init__(self, store: Store, boot: str | None = None) -> None:
         self.store, self.boot = store, boot if boot is not None else boot_id()
 
     def recall(self) -> dict | None:
@@ -104,14 +111,15 @@ class StoreMemory:
             pass
 
 
-def trust_for(config, *, log_trusted: bool = True, simulated: bool = False, store=None) -> "ClockTrust":
+def trust_for(config: Config, *, log_trusted: bool = True, simulated: bool = False,
+              store: Store | None = None) -> ClockTrust:
     """The ClockTrust a config asks for (`[clock] trust` and `marker`).
 
     A simulated clock may run faster than the steady one: no step to watch for there.
     `store`: the log, where the anchor is kept for daemons and commands of the same boot.
     """
     marker = Path(config.clock_marker)
-    return ClockTrust("always" if simulated else config.clock_trust, log_trusted=log_trusted,
+    return ClockTrust(ClockTrustMode.ALWAYS if simulated else config.clock_trust, log_trusted=log_trusted,
                       synchronized_at=lambda: marker_mtime(marker),
                       memory=StoreMemory(store) if store is not None else None)
 
@@ -132,20 +140,20 @@ class ClockTrust:
         1800000000.0
     """
 
-    def __init__(self, mode: str = "synchronized", *, log_trusted: bool = True,
+    def __init__(self, mode: str = ClockTrustMode.SYNCHRONIZED, *, log_trusted: bool = True,
                  synchronized_at: Callable[[], float | None] = marker_mtime,
                  wall: Callable[[], float] = time.time, steady: Callable[[], float] = steady_seconds,
-                 memory=None):
+                 memory: StoreMemory | None = None) -> None:
         """`log_trusted`: the log's last word on the clock (`store.clock_logged_trusted()`). When it says
         untrusted (a restart before the clock was set), only a synchronisation after this start
         counts, not the marker of an earlier one. `memory` (StoreMemory) keeps the anchor of
         this boot across restarts of the daemon."""
         if mode not in MODES:
             raise ValueError(f"clock trust must be one of {', '.join(MODES)}, not {mode!r}")
-        self.mode = mode
+        self.mode = ClockTrustMode(mode)
         self._synchronized_at, self._wall, self._steady = synchronized_at, wall, steady
-        self._memory = memory if mode == "synchronized" else None
-        self._seen_sync = synchronized_at() if mode == "synchronized" else None
+        self._memory = memory if mode == ClockTrustMode.SYNCHRONIZED else None
+        self._seen_sync = synchronized_at() if mode == ClockTrustMode.SYNCHRONIZED else None
         self._offset: float | None = None   # wall - steady at the last check
         self._checked_at = steady()          # steady time of the last check
         self.last_step: float | None = None  # seconds the wall clock last stepped by (+ forward)
@@ -158,9 +166,9 @@ class ClockTrust:
         saved = self._memory.recall() if self._memory is not None else None
         if saved is not None:
             self._restore(saved)
-        self.trusted = mode == "always" or self._anchor is not None or (
+        self.trusted = mode == ClockTrustMode.ALWAYS or self._anchor is not None or (
             self._seen_sync is not None and log_trusted)
-        if mode == "synchronized" and self.trusted and self._anchor is None:
+        if mode == ClockTrustMode.SYNCHRONIZED and self.trusted and self._anchor is None:
             offset = wall() - self._checked_at
             self._anchored(offset, self._checked_at)
         self._untrusted_since = None if self.trusted else self._checked_at
@@ -188,22 +196,23 @@ class ClockTrust:
 
     def check(self) -> bool:
         """Is the time to be believed now? Notices steps and synchronisations since the last call."""
-        if self.mode == "always":
+        if self.mode == ClockTrustMode.ALWAYS:
             return True
         wall, steady, synced = self._wall(), self._steady(), self._synchronized_at()
         offset, elapsed = wall - steady, steady - self._checked_at
         new_sync = synced is not None and synced != self._seen_sync
-        stepped = self._offset is not None and abs(offset - self._offset) > STEP_TOLERANCE_S + SLEW_PER_S * elapsed
-        if stepped:
-            self.last_step = offset - self._offset
+        previous = self._offset
+        stepped = previous is not None and abs(offset - previous) > STEP_TOLERANCE_S + SLEW_PER_S * elapsed
+        if stepped and previous is not None:
+            self.last_step = offset - previous
         if self._anchor is None:
             # Trusted only by a synchronisation no older than the last check (read on the new
             # clock): timesyncd's own step touches the marker as it steps; a step by hand does not.
-            if new_sync and (not stepped or synced >= wall - elapsed - STEP_TOLERANCE_S):
+            if new_sync and synced is not None and (not stepped or synced >= wall - elapsed - STEP_TOLERANCE_S):
                 self.trusted = True
                 self._anchored(offset, steady)
         else:
-            self._follow(offset, steady)
+            self._follow(offset, steady, self._anchor)
         self._offset, self._checked_at, self._seen_sync = offset, steady, synced
         if self.trusted:
             self._untrusted_since = None
@@ -211,16 +220,16 @@ class ClockTrust:
             self._untrusted_since = steady
         return self.trusted
 
-    def _follow(self, offset: float, steady: float) -> None:
+    def _follow(self, offset: float, steady: float, anchor: tuple[float, float]) -> None:
         """After the anchor: follow the wall clock only within what drift explains."""
-        anchor_offset, anchor_steady = self._anchor
+        anchor_offset, anchor_steady = anchor
         if abs(offset - anchor_offset) <= STEP_TOLERANCE_S + SLEW_PER_S * max(0.0, steady - anchor_steady):
             changed = offset != self._believed or self._reported is not None
             self._believed, self._off_by, self._reported = offset, None, None
             if changed:
                 self._remember()
             return
-        self._off_by = self._believed - offset
+        self._off_by = (self._believed if self._believed is not None else anchor_offset) - offset
         if self._reported is None or abs(offset - self._reported) > STEP_TOLERANCE_S:
             if self._reported is None:  # once per episode; later steps only move last_step
                 ahead = -self._off_by
@@ -254,7 +263,7 @@ class ClockTrust:
 
     def describe(self) -> str:
         """One line for `selftest` and `status`."""
-        if self.mode == "always":
+        if self.mode == ClockTrustMode.ALWAYS:
             return "trusted as set (clock.trust = \"always\": a battery clock, or the simulator)"
         if self.check():
             if self._off_by is not None:

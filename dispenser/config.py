@@ -11,7 +11,10 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .vocabulary import ClockTrustMode
 
 DEFAULT_PATH = Path("/etc/dispenser/config.toml")
 
@@ -45,7 +48,7 @@ class Config:
     clinic_keys: dict = field(default_factory=dict)  # {key_id: base64 public key}, for key rotation
     db_path: str = ""
     checkin: bool = False
-    clock_trust: str = "always"  # the simulator believes its host's clock; see clocktrust.py
+    clock_trust: ClockTrustMode = ClockTrustMode.ALWAYS  # the simulator believes its host's clock; see clocktrust.py
     clock_marker: str = "/run/systemd/timesync/synchronized"  # touched at each NTP synchronisation
     log_level: str = "info"  # the daemon's system log (journal.py): debug, info, warning or error
     homeassistant: dict | None = None  # the [homeassistant] table, checked by homeassistant.py
@@ -155,7 +158,7 @@ def parse_config(raw: dict, source: str = "config") -> Config:
         raise ConfigError(f"{source}: checkin.enabled must be true or false")
     # A Pi has no battery clock: by default it waits for NTP. The simulator uses its host's clock.
     clock_trust = raw.get("clock", {}).get("trust", "synchronized" if backend == "pi" else "always")
-    if clock_trust not in ("synchronized", "always"):
+    if clock_trust not in tuple(ClockTrustMode):
         raise ConfigError(f"{source}: clock.trust must be \"synchronized\" or \"always\", not {clock_trust!r}")
     log_level = raw.get("logging", {}).get("level", "info")
     if log_level not in ("debug", "info", "warning", "error"):
@@ -167,7 +170,7 @@ def parse_config(raw: dict, source: str = "config") -> Config:
         clinic_public_key=_text(clinic, "clinic.public_key", None, source),
         clinic_keys=dict(clinic.get("keys", {})),
         db_path=_db_path(storage, source),
-        checkin=checkin, clock_trust=clock_trust,
+        checkin=checkin, clock_trust=ClockTrustMode(clock_trust),
         clock_marker=_text(raw.get("clock", {}), "clock.marker", Config.clock_marker, source), source=source,
         log_level=log_level, homeassistant=raw.get("homeassistant"),
     )
@@ -220,7 +223,15 @@ def _check_parts(raw: dict, source: str) -> None:
             raise ConfigError(f"{source}: {dotted} must be the base64 of a raw 32-byte Ed25519 key")
 
 
-def _text(table: dict, dotted: str, default, source: str):
+@overload
+def _text(table: dict, dotted: str, default: str, source: str) -> str: ...
+
+
+@overload
+def _text(table: dict, dotted: str, default: None, source: str) -> str | None: ...
+
+
+def _text(table: dict, dotted: str, default: str | None, source: str) -> str | None:
     value = table.get(dotted.split(".")[-1], default)
     if value is not default and (not isinstance(value, str) or not value):
         raise ConfigError(f"{source}: {dotted} must be a non-empty string")

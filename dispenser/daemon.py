@@ -15,8 +15,8 @@ import queue
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import assert_never
+from datetime import datetime, timedelta, tzinfo
+from typing import TYPE_CHECKING, Protocol, assert_never
 from zoneinfo import ZoneInfo
 
 from .engine import Engine
@@ -26,6 +26,13 @@ from .store import StoreError
 from .rules import Outcome
 from .screens import MOODS, SIDE_EFFECTS, View, screen, screen_feedback, screen_name
 from .timeutil import UTC
+from .vocabulary import EventType, Feedback, ScheduleSource, ScreenMode
+
+if TYPE_CHECKING:  # types only: the daemon does not import what it is given
+    from .clocktrust import ClockTrust
+    from .hardware import Hardware
+    from .service import Notifier
+    from .sync import Sync
 
 log = logging.getLogger("dispenser")
 
@@ -40,6 +47,14 @@ REJECTIONS_BURST = 5                        # schedule.rejected events per reaso
 REJECTION_EVERY = timedelta(minutes=1)      # ...then one a minute, the next saying how many were not
 REJECTION_ALERT_EVERY = timedelta(hours=1)  # the caregiver hears of one cause once an hour
 INPUT_FAULT_EVERY = timedelta(hours=1)      # an input that raises: one device.fault an hour per kind
+
+
+class Clock(Protocol):
+    """What the loop asks of time: the clock shown and decided with, and how long to sleep."""
+
+    def now(self) -> datetime: ...
+
+    def seconds_until(self, moment: datetime) -> float: ...
 
 
 class SystemClock:
@@ -76,19 +91,19 @@ class RejectionLimiter:
     at most once per REJECTION_ALERT_EVERY. Local applies are never limited.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.now: datetime | None = None
         self._tokens: dict[str, tuple[float, datetime]] = {}
         self._alerted: dict[str, datetime] = {}
         self.suppressed: dict[str, int] = {}
 
     def __call__(self, outcome: Outcome) -> Outcome:
-        rejected = next((d for d in outcome.drafts if d.type == "schedule.rejected"
-                         and d.data.get("source") == "mqtt"), None)
+        rejected = next((d for d in outcome.drafts if d.type == EventType.SCHEDULE_REJECTED
+                         and d.data.get("source") == ScheduleSource.MQTT), None)
         if rejected is None or self.now is None:
             return outcome
         reason, now = str(rejected.data.get("reason")), self.now
-        alerts = [d for d in outcome.drafts if d.type == "alert.raised" and rejected.event_id
+        alerts = [d for d in outcome.drafts if d.type == EventType.ALERT_RAISED and rejected.event_id
                   and rejected.event_id in d.data.get("events", [])]
         tokens, since = self._tokens.get(reason, (float(REJECTIONS_BURST), now))
         tokens = min(float(REJECTIONS_BURST), tokens + max((now - since) / REJECTION_EVERY, 0.0))
@@ -112,8 +127,8 @@ class RejectionLimiter:
 class Screen:
     """The daemon's own display state: a mode, and what the last input led to."""
 
-    mode: str = "idle"
-    feedback: str = ""
+    mode: ScreenMode = ScreenMode.IDLE
+    feedback: Feedback = Feedback.NONE
     detail: dict | None = None
     until: datetime | None = None
     choice: int = 0
@@ -142,9 +157,9 @@ class Daemon:
         >>> hardware.close()
     """
 
-    def __init__(self, engine: Engine, hardware, *, timezone_name: str = "UTC", checkin: bool = False,
-                 sleep: Callable[[float], None] = time.sleep, notifier=None, sync=None,
-                 clock_display: bool = True, clock_trust=None):
+    def __init__(self, engine: Engine, hardware: Hardware, *, timezone_name: str = "UTC", checkin: bool = False,
+                 sleep: Callable[[float], None] = time.sleep, notifier: Notifier | None = None,
+                 sync: Sync | None = None, clock_display: bool = True, clock_trust: ClockTrust | None = None):
         self.engine = engine
         self.hardware = hardware
         self.default_tz = ZoneInfo(timezone_name)
@@ -179,7 +194,7 @@ class Daemon:
 
     # -- the loop -------------------------------------------------------------------------
 
-    def run(self, clock=None, stop_after: Callable[[], bool] = lambda: False) -> None:
+    def run(self, clock: Clock | None = None, stop_after: Callable[[], bool] = lambda: False) -> None:
         """The daemon's life: start, then wait for inputs or the next due moment, until "stop"."""
         clock = clock or SystemClock()
         self.start(clock.now())
@@ -209,7 +224,7 @@ class Daemon:
             self.chain_check = ChainCheck(store.name, store.device_id, self.put)
             self.chain_check.start()
 
-    def _timeout(self, clock, now: datetime) -> float:
+    def _timeout(self, clock: Clock, now: datetime) -> float:
         if self.notifier:
             self.notifier.watchdog()
         wakeup = self.wakeup_at(now)
@@ -271,7 +286,7 @@ class Daemon:
         self._watch_clock(now)
         state = self.screen_state
         if state.until is not None and now >= state.until:
-            if state.mode in ("checkin_mood", "checkin_side") and state.mood is not None:
+            if state.mode in (ScreenMode.CHECKIN_MOOD, ScreenMode.CHECKIN_SIDE) and state.mood is not None:
                 self._save_checkin(now, state.mood, None)  # a mood given, the side effects skipped
             self.screen_state = Screen()
         self._signal(now)
@@ -294,7 +309,7 @@ class Daemon:
 
     def advance(self, to: datetime) -> None:
         """Tests and scenarios: live through every due moment up to `to`, then arrive there."""
-        now = self._last_now
+        now = self._last_now if self._last_now is not None else to
         while True:
             wakeup = self.wakeup_at(now)
             if wakeup > to:
@@ -327,7 +342,7 @@ class Daemon:
         self.render(now)
         self._publish(now)
 
-    def _handle_safely(self, item, now: datetime) -> None:
+    def _handle_safely(self, item: Input, now: datetime) -> None:
         """Any exception from one input is a fault to log, never the end of the daemon."""
         try:
             self._handle(item, now)
@@ -347,21 +362,21 @@ class Daemon:
         mode = self.screen_state.mode
         match item:
             case Press():
-                self._press(now) if mode not in ("menu", "checkin_mood", "checkin_side") else self._cycle(now)
+                self._press(now) if mode not in (ScreenMode.MENU, ScreenMode.CHECKIN_MOOD, ScreenMode.CHECKIN_SIDE) else self._cycle(now)
             case Hold(medication=medication):
-                if mode == "menu":
+                if mode == ScreenMode.MENU:
                     self._show(self.engine.hold(now, self.screen_state.choices[self.screen_state.choice]), now)
-                elif mode == "checkin_mood":
+                elif mode == ScreenMode.CHECKIN_MOOD:
                     self._ask_side_effects(now)
-                elif mode == "checkin_side":
+                elif mode == ScreenMode.CHECKIN_SIDE:
                     self._save_checkin(now, self.screen_state.mood, SIDE_EFFECTS[self.screen_state.choice])
                 else:
                     self._show(self.engine.hold(now, medication), now)
             case ScheduleMessage(payload=inbound):
                 if hasattr(inbound, "done"):  # sync.Inbound: bytes, or only the size when too large
-                    self.engine.apply_schedule_payload(now, inbound.payload, "mqtt", size=inbound.size)
+                    self.engine.apply_schedule_payload(now, inbound.payload, ScheduleSource.MQTT, size=inbound.size)
                 else:
-                    self.engine.apply_schedule_payload(now, inbound, "mqtt")
+                    self.engine.apply_schedule_payload(now, inbound, ScheduleSource.MQTT)
             case Refill(medication=medication, count=count):
                 self.engine.refill(now, medication, count)
             case LidOpened():
@@ -384,32 +399,33 @@ class Daemon:
     def _press(self, now: datetime) -> None:
         outcome = self.engine.press(now)
         self._show(outcome, now)
-        if outcome.feedback == "confirmed" and self.checkin_enabled:
-            self.screen_state = Screen(mode="checkin_mood", choice=2, until=now + CHECKIN_SILENCE,
+        if outcome.feedback == Feedback.CONFIRMED and self.checkin_enabled:
+            self.screen_state = Screen(mode=ScreenMode.CHECKIN_MOOD, choice=2, until=now + CHECKIN_SILENCE,
                                        checkin_about=tuple(outcome.detail.get("medications", [])))
 
     def _cycle(self, now: datetime) -> None:
         state = self.screen_state
-        count = {"menu": len(state.choices), "checkin_mood": len(MOODS), "checkin_side": len(SIDE_EFFECTS)}
+        count = {ScreenMode.MENU: len(state.choices), ScreenMode.CHECKIN_MOOD: len(MOODS),
+                 ScreenMode.CHECKIN_SIDE: len(SIDE_EFFECTS)}
         state.choice = (state.choice + 1) % count[state.mode]
-        state.until = now + (MENU_SILENCE if state.mode == "menu" else CHECKIN_SILENCE)
+        state.until = now + (MENU_SILENCE if state.mode == ScreenMode.MENU else CHECKIN_SILENCE)
 
     def _ask_side_effects(self, now: datetime) -> None:
         state = self.screen_state
-        self.screen_state = Screen(mode="checkin_side", choice=0, until=now + CHECKIN_SILENCE,
+        self.screen_state = Screen(mode=ScreenMode.CHECKIN_SIDE, choice=0, until=now + CHECKIN_SILENCE,
                                    mood=state.choice + 1, checkin_about=state.checkin_about)
 
     def _save_checkin(self, now: datetime, mood: int | None, side_effects: str | None) -> None:
         about = list(self.screen_state.checkin_about)
         self.engine.checkin(now, mood, side_effects, about)
-        self.screen_state = Screen(mode="feedback", feedback="checkin_saved", until=now + FEEDBACK_FOR)
+        self.screen_state = Screen(mode=ScreenMode.FEEDBACK, feedback=Feedback.CHECKIN_SAVED, until=now + FEEDBACK_FOR)
 
     def _show(self, outcome: Outcome, now: datetime) -> None:
-        if outcome.feedback == "menu":
+        if outcome.feedback == Feedback.MENU:
             names = tuple(outcome.detail["medications"])
-            self.screen_state = Screen(mode="menu", choices=names, until=now + MENU_SILENCE)
+            self.screen_state = Screen(mode=ScreenMode.MENU, choices=names, until=now + MENU_SILENCE)
         elif outcome.feedback:
-            self.screen_state = Screen(mode="feedback", feedback=screen_feedback(outcome), detail=outcome.detail,
+            self.screen_state = Screen(mode=ScreenMode.FEEDBACK, feedback=screen_feedback(outcome), detail=outcome.detail,
                                        until=now + FEEDBACK_FOR)
 
     # -- carrying out ---------------------------------------------------------------------------
@@ -456,9 +472,9 @@ class Daemon:
     def _on_events(self, events: list[dict]) -> None:
         self._state_dirty = True
         for event in events:
-            if event["type"] == "dose.missed":
+            if event["type"] == EventType.DOSE_MISSED:
                 scheduled = datetime.fromisoformat(event["data"]["scheduled_at"].replace("Z", "+00:00"))
-                self.screen_state = Screen(mode="feedback", feedback="missed",
+                self.screen_state = Screen(mode=ScreenMode.FEEDBACK, feedback=Feedback.MISSED,
                                            detail={"scheduled_at": scheduled},
                                            until=datetime.fromisoformat(event["at"].replace("Z", "+00:00"))
                                            + MISSED_FOR)
@@ -514,7 +530,7 @@ class Daemon:
 
     # -- the screen -------------------------------------------------------------------------------
 
-    def timezone(self):
+    def timezone(self) -> tzinfo:
         """The schedule's time zone, or the config's: safe from any thread."""
         return self.engine.view.timezone or self.default_tz
 
@@ -528,7 +544,8 @@ class Daemon:
         detail = {key: value.astimezone(tz) if isinstance(value, datetime) else value
                   for key, value in (state.detail or {}).items()}
         return View(
-            now=now.astimezone(tz), mode="storage_error" if self.storage_error else state.mode, feedback=state.feedback, detail=detail,
+            now=now.astimezone(tz), mode=ScreenMode.STORAGE_ERROR if self.storage_error else state.mode,
+            feedback=state.feedback, detail=detail,
             due=[screen_name(model, dose.medication_id) for dose in model.due],
             waiting=[screen_name(model, dose.medication_id) for dose in model.awaiting],
             next_name=screen_name(model, upcoming.medication_id) if upcoming else None,

@@ -48,7 +48,7 @@ class DuplicateKeyError(json.JSONDecodeError):
     def __str__(self) -> str:
         return self.msg
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[DuplicateKeyError], tuple[str, str]]:
         return self.__class__, (self.path, self.key)
 
 
@@ -72,7 +72,11 @@ def loads(text: str | bytes) -> Any:
             return obj
         seen: set[str] = set()
         twice = _Twice(obj)
-        twice.duplicate = next(key for key, _ in items if key in seen or seen.add(key))
+        for key, _ in items:
+            if key in seen:
+                twice.duplicate = key
+                break
+            seen.add(key)
         duplicated = True
         return twice
 

@@ -13,6 +13,7 @@ The rules' state belongs to the engine's thread. After every input the engine pu
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
@@ -24,10 +25,12 @@ from . import snapshot
 from .events import GENESIS, canonical
 from .inputs import PillNotSeen
 from .readmodel import DoseView, ReadModel, StockView
-from .rules import DoseRules, Outcome, Release, State, fold, forget_old
+from .rules import DoseRecord, DoseRules, Outcome, Release, State, fold, forget_old
 from .schedule import MAX_SCHEDULE_BYTES, MAX_VERSION, Schedule, ScheduleError, parse_schedule
+from .scheduler import Dose
 from .store import ChainBroken, SnapshotRow, Store, StoreError
 from .timeutil import format_utc, parse_utc
+from .vocabulary import Feedback, RejectReason, ReleaseOutcome, ScheduleSource
 
 CLOCK_SKEW = timedelta(minutes=5)  # a schedule from the clinic issued later than this is from the future
 FORGET_EVERY = 1000  # events folded at start between two forgettings of old dose records
@@ -84,7 +87,6 @@ class Engine:
         self._clock_trusted = clock_trusted  # the one owner of clock trust (clocktrust.py), asked per input
         self.listeners: list[Listener] = []
         self.commit_filter: Callable[[Outcome], Outcome] | None = None  # the daemon's (daemon.RejectionLimiter)
-        self.commit_filter: Callable[[Outcome], Outcome] | None = None
         self._schedules: dict[int, Schedule] = {}  # by the seq of the `schedule.applied` that applied it
         self._new_id = new_id
         self._snapshots = snapshots
@@ -201,10 +203,11 @@ class Engine:
         """Fold logged events as a start does, forgetting old records every FORGET_EVERY seqs."""
         for event in events:
             seq = event["seq"]
-            fold(state, event, lambda version, seq=seq: self._schedule_at(version, seq))
+            fold(state, event, functools.partial(self._schedule_at, seq=seq))
             self._seen_seq, self._last_type, self._head = seq, event["type"], event["hash"]
-            if seq % FORGET_EVERY == 0:  # years of log fold in bounded memory
-                forget_old(state, min(state.last_at, state.settled_until or state.last_at))
+            last = state.last_at
+            if seq % FORGET_EVERY == 0 and last is not None:  # years of log fold in bounded memory
+                forget_old(state, min(last, state.settled_until or last))
 
     def _keep_schedules_in_use(self, state: State) -> None:
         """Parsed schedules of the past are not kept: only the ones the states still use."""
@@ -278,7 +281,7 @@ class Engine:
             listener(events)
         failed = [release for release in outcome.releases if not self._carry_out(release, now)]
         if failed:
-            outcome.feedback = "release_failed"
+            outcome.feedback = Feedback.RELEASE_FAILED
         self._publish(now)
         return outcome
 
@@ -311,9 +314,9 @@ class Engine:
         except Exception as error:  # a servo fault must not stop the device
             message = f"{type(error).__name__}: {error}"
             self._decide(now, lambda: self.rules.release_failed(now, release, message),
-                         closing={release.event_id: "failed"})
+                         closing={release.event_id: ReleaseOutcome.FAILED})
             return False
-        self.store.complete_release(release.event_id, "done", now)
+        self.store.complete_release(release.event_id, ReleaseOutcome.DONE, now)
         return True
 
     # -- the read model ------------------------------------------------------------------
@@ -329,20 +332,19 @@ class Engine:
         medications = schedule.medications if schedule else ()
         names = {m.id: m.name for m in medications}
 
-        def dose(item) -> DoseView:
+        def dose(item: Dose | DoseRecord) -> DoseView:
             record = state.doses.get((item.medication_id, item.scheduled_at))
             return DoseView(item.medication_id, names.get(item.medication_id, item.medication_id),
                             item.scheduled_at, item.quantity, item.compartment, item.window_start,
                             item.window_end, record.reminders if record else 0)
 
-        timed = now is not None
-        upcoming = self.rules.upcoming(now) if timed else None
+        upcoming = self.rules.upcoming(now) if now is not None else None
         return ReadModel(
             at=now, seq=self._seen_seq, last_event=self._last_type, last_event_at=state.last_at,
             schedule_version=schedule.version if schedule else None,
             timezone=schedule.tz if schedule else None,
-            due=tuple(dose(d) for d in self.rules.releasable(now)) if timed else (),
-            awaiting=tuple(dose(r) for r in self.rules.awaiting_confirmation(now)) if timed else (),
+            due=tuple(dose(d) for d in self.rules.releasable(now)) if now is not None else (),
+            awaiting=tuple(dose(r) for r in self.rules.awaiting_confirmation(now)) if now is not None else (),
             next_dose=dose(upcoming) if upcoming else None,
             stock=tuple(StockView(m.id, m.name, m.compartment, state.stock.get(m.id, 0),
                                   m.id in state.stock_low, m.id in state.stock_empty, m.as_needed is not None,
@@ -369,7 +371,7 @@ class Engine:
                 Release(e["event_id"], e["data"]["medication_id"], e["data"]["compartment"], e["data"]["quantity"])
                 for e in self.store.open_releases()
             ]
-            closing.update({release.event_id: "uncertain" for release in interrupted})
+            closing.update({release.event_id: ReleaseOutcome.UNCERTAIN for release in interrupted})
             return self.rules.start(now, interrupted, __version__)
         outcome = self._decide(now, decide, closing)
         self._catch_up(now)
@@ -421,7 +423,7 @@ class Engine:
         """For the owning thread's loop: the next moment a tick would log something."""
         return self.rules.next_wakeup(now)
 
-    def apply_schedule(self, now: datetime, document, source: str = "local",
+    def apply_schedule(self, now: datetime, document: object, source: ScheduleSource = ScheduleSource.LOCAL,
                        stock: Mapping[str, int] | None = None) -> Outcome:
         """Check a schedule document (parsed JSON) and apply it, or log why not.
 
@@ -441,71 +443,75 @@ class Engine:
 
         def decide() -> Outcome:
             last_signed = None
-            if source == "mqtt":
-                last = self.store.last_applied("mqtt")
+            if source == ScheduleSource.MQTT:
+                last = self.store.last_applied(ScheduleSource.MQTT)
                 if last is not None:
                     last_signed = (last["version"], parse_utc(last["issued_at"]) if last.get("issued_at") else None)
-            return self.rules.apply_schedule(now, checked, source, digest=document_digest(document),
+            return self.rules.apply_schedule(now, checked, source, digest=document_digest(checked.document),
                                              key_id=key_id, last_signed=last_signed, stock=stock)
         return self._decide(now, decide)
 
-    def _check_schedule(self, document, source: str,
-                        now: datetime) -> tuple[Schedule | tuple[str, list[str]], str | None]:
+    def _check_schedule(self, document: object, source: ScheduleSource,
+                        now: datetime) -> tuple[Schedule | tuple[RejectReason, list[str]], str | None]:
         """(the parsed schedule, or (reason, problems) to refuse it with; the key_id that signed it)."""
         key_id = None
-        if source == "mqtt":
+        if source == ScheduleSource.MQTT:
             refusal, key_id = self._signature_refusal(document)
             if refusal:
                 return refusal, None
         unstorable = _unstorable(document)
         if unstorable:  # refused here, or the log would refuse its event and the apply would raise
-            return ("invalid_schema", [unstorable]), None
+            return (RejectReason.INVALID_SCHEMA, [unstorable]), None
         try:
             schedule = parse_schedule(document, self.default_timezone)
         except ScheduleError as error:
-            return ("invalid_schema", error.problems), None
+            return (RejectReason.INVALID_SCHEMA, error.problems), None
         except Exception as error:  # a bug in the validator refuses the document, never stops the device
-            return ("invalid_schema", [f"(document): could not be checked ({type(error).__name__})"]), None
+            return (RejectReason.INVALID_SCHEMA, [f"(document): could not be checked ({type(error).__name__})"]), None
         if schedule.version > MAX_VERSION:  # the log could not store it: refuse it, do not raise
-            return ("invalid_schema", [f"version: must be at most {MAX_VERSION}"]), None
+            return (RejectReason.INVALID_SCHEMA, [f"version: must be at most {MAX_VERSION}"]), None
         refusal = self._binding_refusal(schedule, source, now)
         if refusal:
             return refusal, None
         return schedule, key_id
 
-    def _reject(self, now: datetime, version, source: str, reason: str, problems: list[str]) -> Outcome:
+    def _reject(self, now: datetime, version: int | None, source: ScheduleSource, reason: RejectReason,
+                problems: list[str]) -> Outcome:
         return self._decide(now, lambda: self.rules.reject_schedule(now, version, source, reason, problems))
 
-    def apply_schedule_payload(self, now: datetime, payload: bytes | None, source: str = "mqtt",
+    def apply_schedule_payload(self, now: datetime, payload: bytes | bytearray | None,
+                               source: ScheduleSource = ScheduleSource.MQTT,
                                size: int | None = None) -> Outcome:
         """The clinic's `schedule/set`: refused unparsed when too large (`payload` may then be
         None, `size` saying how large it was), then as a document."""
-        size = len(payload) if size is None else size
-        if size > MAX_SCHEDULE_BYTES or payload is None:
-            return self._reject(now, None, source, "too_large", [f"payload: {size} bytes, more than 64 KiB"])
+        size = len(payload) if size is None and payload is not None else size
+        if payload is None or size is None or size > MAX_SCHEDULE_BYTES:
+            return self._reject(now, None, source, RejectReason.TOO_LARGE, [f"payload: {size} bytes, more than 64 KiB"])
         try:
             document = docjson.loads(payload.decode("utf-8"))  # a duplicated key is invalid_json
         except RecursionError:  # `[[[[...`: 64 KiB of nesting must not stop the daemon
-            return self._reject(now, None, source, "invalid_json", ["payload: nested too deeply"])
+            return self._reject(now, None, source, RejectReason.INVALID_JSON, ["payload: nested too deeply"])
         except Exception as error:  # noqa: BLE001 - any parse failure (4,401 digits: ValueError) is a refusal
-            return self._reject(now, None, source, "invalid_json", [f"payload: {str(error)[:200]}"])
+            return self._reject(now, None, source, RejectReason.INVALID_JSON, [f"payload: {str(error)[:200]}"])
         return self.apply_schedule(now, document, source)
 
-    def _signature_refusal(self, document) -> tuple[tuple[str, list[str]] | None, str | None]:
+    def _signature_refusal(self, document: object) -> tuple[tuple[RejectReason, list[str]] | None, str | None]:
         """(why it is refused, or None; the key_id that signed it)."""
         if not isinstance(document, dict):
-            return ("invalid_schema", ["(document): must be a JSON object"]), None
+            return (RejectReason.INVALID_SCHEMA, ["(document): must be a JSON object"]), None
         if not self.clinic_public_key and not self.clinic_keys:
-            return ("unsigned", ["signature: no clinic key is configured, so schedules from MQTT are refused"]), None
+            return (RejectReason.UNSIGNED,
+                    ["signature: no clinic key is configured, so schedules from MQTT are refused"]), None
         from .signing import SignatureError, verify_with_keys  # cryptography costs 7 MB: load it when needed
         try:
             return None, verify_with_keys(document, self.clinic_keys, self.clinic_public_key)
         except SignatureError as error:
-            return (getattr(error, "reason", "bad_signature"), [f"signature: {error}"]), None
+            return (error.reason, [f"signature: {error}"]), None
         except RecursionError:  # too deep for the canonical form, so it cannot have been signed
-            return ("bad_signature", ["signature: the document is nested too deeply to verify"]), None
+            return (RejectReason.BAD_SIGNATURE, ["signature: the document is nested too deeply to verify"]), None
 
-    def _binding_refusal(self, schedule: Schedule, source: str, now: datetime) -> tuple[str, list[str]] | None:
+    def _binding_refusal(self, schedule: Schedule, source: ScheduleSource,
+                         now: datetime) -> tuple[RejectReason, list[str]] | None:
         """(v2) A document is for one device, may expire, and from the clinic is not from the future.
 
         Judged on the wall clock as given: a device whose clock is not yet set (behind) refuses
@@ -513,15 +519,15 @@ class Engine:
         """
         document, device = schedule.document, self.store.device_id
         named = document.get("device_id")
-        if named is None and source == "mqtt":
-            return "wrong_device", [f"device_id: is required in a schedule from the clinic (this is {device})"]
+        if named is None and source == ScheduleSource.MQTT:
+            return RejectReason.WRONG_DEVICE, [f"device_id: is required in a schedule from the clinic (this is {device})"]
         if named is not None and named != device:
-            return "wrong_device", [f"device_id: {named[:64]!r} is not this device ({device})"]
+            return RejectReason.WRONG_DEVICE, [f"device_id: {named[:64]!r} is not this device ({device})"]
         if "expires_at" in document and parse_utc(document["expires_at"]) <= now:
-            return "expired", [f"expires_at: {format_utc(parse_utc(document['expires_at']))} has passed "
+            return RejectReason.EXPIRED, [f"expires_at: {format_utc(parse_utc(document['expires_at']))} has passed "
                                f"(device clock {format_utc(now)})"]
-        if source == "mqtt" and schedule.issued_at > now + CLOCK_SKEW:
-            return "from_the_future", [f"issued_at: {format_utc(schedule.issued_at)} is more than "
+        if source == ScheduleSource.MQTT and schedule.issued_at > now + CLOCK_SKEW:
+            return RejectReason.FROM_THE_FUTURE, [f"issued_at: {format_utc(schedule.issued_at)} is more than "
                                        f"{CLOCK_SKEW.seconds // 60} minutes after the device clock ({format_utc(now)})"]
         return None
 
@@ -536,7 +542,7 @@ def document_digest(document: dict) -> str:
     return docjson.digest(document)  # RFC 8785, as signed
 
 
-def _unstorable(document) -> str | None:
+def _unstorable(document: object) -> str | None:
     """Why a document cannot be kept in the log as canonical UTF-8 JSON, or None.
 
     NaN, lone surrogates (`"\\ud800"`) and extreme nesting parse, but the log refuses

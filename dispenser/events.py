@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any, Iterable
 
 from .timeutil import format_at
+from .vocabulary import EventType
 
 GENESIS = "0" * 64
 SCHEMA = "dispenser.event/1"
@@ -57,7 +58,7 @@ class Draft:
     simulator can make ids deterministic; give one when another event must name it.
     """
 
-    type: str
+    type: EventType
     data: dict
     event_id: str = ""
 

@@ -326,7 +326,8 @@ class _Converter:
                 label = form.get("text") or next((w for w in words if w), "")
                 self.problem(f"{path}.form", f"{_show(label)} is not a tablet or capsule: "
                                              "the dispenser gives whole tablets")
-        code = medication.get("code") if isinstance(medication.get("code"), dict) else {}
+        given_code = medication.get("code")
+        code: dict = given_code if isinstance(given_code, dict) else {}
         coding, coding_path = self.coding(f"{path}.code", code)
         paths = {"": request_path, "ingredient": coding_path}
         strength = None

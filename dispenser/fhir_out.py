@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from dispenser.timeutil import format_utc, parse_utc
+from dispenser.vocabulary import EventType
 
 # Names made here, for identifiers and codes the clinic's systems can match on.
 NAMESPACE = uuid.UUID("5b0d3c8e-4f7a-5c1e-9a43-2f6d1e8b7c90")  # of the uuid5 ids below
@@ -136,16 +137,16 @@ def _fold(events: Iterable[dict]) -> tuple[dict[tuple[str, ...], _Dose], list[di
     by_release: dict[str, tuple[str, ...]] = {}
     checkins = []
     for event in sorted(events, key=lambda e: e.get("seq", 0)):
-        kind, data, at = event.get("type"), event.get("data") or {}, event.get("at", "")
-        if kind == "checkin.recorded":
+        kind, data, at = str(event.get("type")), event.get("data") or {}, event.get("at", "")
+        if kind == EventType.CHECKIN_RECORDED:
             checkins.append(event)
             continue
-        if kind == "prn.released":
-            key = ("prn", event["event_id"])
+        if kind == EventType.PRN_RELEASED:
+            key: tuple[str, ...] = ("prn", event["event_id"])
             doses[key] = _Dose(data=data, status="completed", released_at=at, taken_at=at, last_at=at, prn=True)
             by_release[event["event_id"]] = key
             continue
-        if not str(kind).startswith("dose.") or kind in ("dose.due", "dose.reminder"):
+        if not kind.startswith("dose.") or kind in (EventType.DOSE_DUE, EventType.DOSE_REMINDER):
             continue
         key = ("dose", str(data.get("medication_id")), str(data.get("scheduled_at")))
         if "scheduled_at" not in data and data.get("release_event_id") in by_release:
@@ -158,41 +159,41 @@ def _fold(events: Iterable[dict]) -> tuple[dict[tuple[str, ...], _Dose], list[di
             dose.data.update({k: v for k, v in data.items() if k in ("quantity", "compartment", "medication_id",
                                                                      "scheduled_at", "window_start", "window_end")})
         _step(dose, kind, data, at)
-        if kind == "dose.released":
+        if kind == EventType.DOSE_RELEASED:
             by_release[event["event_id"]] = key
     return doses, checkins
 
 
 def _step(dose: _Dose, kind: str, data: dict, at: str) -> None:
     """One event's effect on its dose: the status it reaches and why."""
-    if kind == "dose.released":
+    if kind == EventType.DOSE_RELEASED:
         dose.status, dose.released_at = "in-progress", at
-    elif kind == "dose.taken":
+    elif kind == EventType.DOSE_TAKEN:
         dose.status, dose.taken_at = "completed", at
         dose.reasons = [r for r in dose.reasons if r[0] != "unconfirmed"]
-    elif kind == "dose.unconfirmed" and dose.status != "completed":
+    elif kind == EventType.DOSE_UNCONFIRMED and dose.status != "completed":
         dose.status = "unknown"
         dose.reasons.append(("unconfirmed", "no press confirmed it within 15 minutes"))
-    elif kind == "dose.missed":
+    elif kind == EventType.DOSE_MISSED:
         dose.status = "not-done"
         dose.reasons.insert(0, ("missed", MISSED_WHILE.get(str(data.get("while")), "")))
-    elif kind == "dose.skipped":
+    elif kind == EventType.DOSE_SKIPPED:
         dose.status = "not-done"
         dose.reasons.insert(0, ("withdrawn", str(data.get("reason", ""))))
     elif kind == "dose.declined":
         dose.status = "not-done"
         dose.reasons.insert(0, ("declined", str(data.get("reason", ""))))
-    elif kind == "dose.held":
+    elif kind == EventType.DOSE_HELD:
         reason = str(data.get("reason", ""))
         dose.reasons.append(("held", reason + (f" until {data['allowed_at']}" if data.get("allowed_at") else "")))
         if reason in FINAL_HOLDS:
             dose.status = "not-done"
         elif not dose.status:
             dose.status = "on-hold"
-    elif kind == "dose.release_failed":
+    elif kind == EventType.DOSE_RELEASE_FAILED:
         dose.status = "unknown"
         dose.reasons.append(("release-failed", str(data.get("error", ""))[:200]))
-    elif kind == "dose.release_uncertain":
+    elif kind == EventType.DOSE_RELEASE_UNCERTAIN:
         dose.status = "unknown"
         dose.reasons.append(("release-uncertain", "it is not released again; a person must check"))
 

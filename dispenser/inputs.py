@@ -82,9 +82,10 @@ class PillSeen:
 
 @dataclass(frozen=True)
 class ChainCheckFailed:
-    """The background check of the whole log (chaincheck.py) found the hash chain broken."""
+    """The background check of the whole log (chaincheck.py) found the hash chain broken
+    (at `seq`, when the check could tell where)."""
 
-    seq: int
+    seq: int | None
     reason: str
 
 

@@ -26,6 +26,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, TextIO
+
+from .vocabulary import EventType, Severity
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_LEVEL = "info"
@@ -34,23 +41,24 @@ DEFAULT_LEVEL = "info"
 PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
 
 # How much each event matters to a technician; any other type is INFO.
-EVENT_LEVELS = {
-    "dose.reminder": logging.DEBUG,
-    "checkin.recorded": logging.DEBUG,
-    "dose.missed": logging.WARNING,
-    "dose.unconfirmed": logging.WARNING,
-    "dose.held": logging.WARNING,
-    "schedule.rejected": logging.WARNING,
-    "stock.low": logging.WARNING,
-    "stock.empty": logging.WARNING,
-    "clock.unsynchronized": logging.WARNING,
-    "clock.behind": logging.WARNING,
-    "device.fault": logging.WARNING,
-    "dose.release_failed": logging.ERROR,
-    "dose.release_uncertain": logging.ERROR,
-    "pill.unexpected": logging.WARNING,
+EVENT_LEVELS: dict[str | None, int] = {
+    EventType.DOSE_REMINDER: logging.DEBUG,
+    EventType.CHECKIN_RECORDED: logging.DEBUG,
+    EventType.DOSE_MISSED: logging.WARNING,
+    EventType.DOSE_UNCONFIRMED: logging.WARNING,
+    EventType.DOSE_HELD: logging.WARNING,
+    EventType.SCHEDULE_REJECTED: logging.WARNING,
+    EventType.STOCK_LOW: logging.WARNING,
+    EventType.STOCK_EMPTY: logging.WARNING,
+    EventType.CLOCK_UNSYNCHRONIZED: logging.WARNING,
+    EventType.CLOCK_BEHIND: logging.WARNING,
+    EventType.DEVICE_FAULT: logging.WARNING,
+    EventType.DOSE_RELEASE_FAILED: logging.ERROR,
+    EventType.DOSE_RELEASE_UNCERTAIN: logging.ERROR,
+    EventType.PILL_UNEXPECTED: logging.WARNING,
 }
-ALERT_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "critical": logging.ERROR}
+ALERT_LEVELS: dict[str, int] = {Severity.INFO: logging.INFO, Severity.WARNING: logging.WARNING,
+                               Severity.CRITICAL: logging.ERROR}
 
 # The event data a line may show: numbers, codes and reasons, never names or free text.
 SHOWN = ("compartment", "quantity", "reminder", "reason", "while", "kind", "severity", "version", "source",
@@ -59,7 +67,7 @@ SHOWN = ("compartment", "quantity", "reminder", "reason", "while", "kind", "seve
 log = logging.getLogger("dispenser.events")
 
 
-def under_journal(environ=os.environ, stream=None) -> bool:
+def under_journal(environ: Mapping[str, str] = os.environ, stream: TextIO | None = None) -> bool:
     """True when stderr is the journal's stream: systemd sets $JOURNAL_STREAM to its
     "device:inode" (systemd.exec(5)), so output sent elsewhere gets no prefixes."""
     value = environ.get("JOURNAL_STREAM", "")
@@ -95,7 +103,7 @@ class OnceInARow(logging.Filter):
         return True
 
 
-def configure(level: str = DEFAULT_LEVEL, stream=None) -> logging.Handler:
+def configure(level: str = DEFAULT_LEVEL, stream: TextIO | None = None) -> logging.Handler:
     """Send the `dispenser` loggers' lines at `level` and above to stderr; once per process."""
     stream = stream or sys.stderr
     handler = logging.StreamHandler(stream)
@@ -117,7 +125,7 @@ class EventLines:
     """An engine listener: one line per committed event, e.g.
     `dose.released seq=12 compartment=1 quantity=1` or `dose.missed seq=40 compartment=2`."""
 
-    def __init__(self, engine=None):
+    def __init__(self, engine: Engine | None = None) -> None:
         self.engine = engine  # to find the compartment of an event that names only its medication
 
     def __call__(self, events: list[dict]) -> None:
@@ -131,7 +139,7 @@ class EventLines:
 
     @staticmethod
     def level(event: dict) -> int:
-        if event.get("type") == "alert.raised":
+        if event.get("type") == EventType.ALERT_RAISED:
             return ALERT_LEVELS.get(event.get("data", {}).get("severity"), logging.WARNING)
         return EVENT_LEVELS.get(event.get("type"), logging.INFO)
 
@@ -145,12 +153,12 @@ class EventLines:
         parts += [f"{key}={_value(data[key])}" for key in SHOWN if key in data and data[key] is not None]
         if isinstance(data.get("problems"), list):
             parts.append(f"problems={len(data['problems'])}")
-        if isinstance(data.get("events"), list) and event.get("type") == "alert.raised":
+        if isinstance(data.get("events"), list) and event.get("type") == EventType.ALERT_RAISED:
             parts.append(f"about={len(data['events'])}")
         return " ".join(parts)
 
 
-def _value(value) -> str:
+def _value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):

@@ -35,15 +35,14 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from fractions import Fraction
 
-from .schedule import Medication, Schedule, Strength
+from .schedule import AsNeeded, Medication, Schedule, Strength
 from .scheduler import Dose, doses_between, occurrences
 from .timeutil import UTC
+from .vocabulary import HoldReason, PrnRefusal
 
 # Reasons a scheduled dose is held (`dose.held`). The first two are final for that dose:
 # nothing but a new schedule could change the day's plan. The others pass with time or a refill.
-ALREADY_GIVEN, DAY_LIMIT, MIN_GAP, SEPARATION, UNLOADED = (
-    "already_given", "day_limit", "min_gap", "separation", "unloaded")
-FINAL_HOLDS = frozenset({ALREADY_GIVEN, DAY_LIMIT})
+FINAL_HOLDS = frozenset({HoldReason.ALREADY_GIVEN, HoldReason.DAY_LIMIT})
 # The default minimum gap is read off the plan around the dose: far enough to see a weekly rhythm.
 _PLAN_REACH = timedelta(days=8)
 # A release is at most a day from its dose (a window reaches a day each side), and a local
@@ -83,7 +82,7 @@ class Load:
 class Hold:
     """Why a release may not happen now, and when it could (None: not with time)."""
 
-    reason: str
+    reason: HoldReason
     allowed_at: datetime | None = None
 
     @property
@@ -155,13 +154,14 @@ class Limits:
         if key not in self._amounts:
             if len(self._amounts) > 256:
                 self._amounts.clear()
-            amount: Fraction | None = Fraction(0)
+            amount = Fraction(0)
             for dose, medication in self.plan(substance, day):
                 if medication.amount_unit != unit:
-                    amount = None
+                    self._amounts[key] = None
                     break
                 amount += medication.amount(dose.quantity)
-            self._amounts[key] = amount
+            else:
+                self._amounts[key] = amount
         return self._amounts[key]
 
     def min_gap(self, medication: Medication, near: datetime) -> timedelta:
@@ -217,11 +217,11 @@ class Limits:
                      if scheduled_at is None or m.scheduled_at != scheduled_at), None)
         gap = self.min_gap(medication, now)
         if last is not None and gap and now < last.at + gap:
-            return Hold(MIN_GAP, last.at + gap)
+            return Hold(HoldReason.MIN_GAP, last.at + gap)
         for substance, apart in self.separations(medication):
             others = history.get(substance, ())
             if others and now < others[-1].at + apart:
-                return Hold(SEPARATION, others[-1].at + apart)
+                return Hold(HoldReason.SEPARATION, others[-1].at + apart)
         return None
 
     def scheduled_hold(self, dose: Dose, medication: Medication, history: Mapping[str, list[Mark]],
@@ -232,7 +232,7 @@ class Limits:
             return day_hold
         load = loads.get(medication.compartment)
         if load is None or not load.holds(medication):
-            return Hold(UNLOADED)
+            return Hold(HoldReason.UNLOADED)
         return self.spacing_hold(medication, history, now, dose.scheduled_at)
 
     def day_hold(self, dose: Dose, medication: Medication,
@@ -240,32 +240,32 @@ class Limits:
         """The day rule: already given (nothing of the day's plan is left) or past the day's plan."""
         day = self.local_day(dose.scheduled_at)
         start, end = self.day_bounds(day)
-        given = [m for m in _recent(history.get(medication.substance, ()), dose.scheduled_at - _DAY_REACH)
+        given = [m for m in _recent(history.get(medication.substance, []), dose.scheduled_at - _DAY_REACH)
                  if m.scheduled_at is not None and start <= m.scheduled_at < end]
         if not given:
             return None
         unit = medication.amount_unit
         planned, released = self.planned_amount(medication.substance, day, unit), total(given, unit)
         if planned is None or released is None:  # amounts that cannot be compared: the safe side
-            return Hold(DAY_LIMIT)
+            return Hold(HoldReason.DAY_LIMIT)
         if released >= planned:
-            return Hold(ALREADY_GIVEN)
+            return Hold(HoldReason.ALREADY_GIVEN)
         if released + medication.amount(dose.quantity) > planned:
-            return Hold(DAY_LIMIT)
+            return Hold(HoldReason.DAY_LIMIT)
         return None
 
-    def as_needed_refusal(self, medication: Medication, history: Mapping[str, list[Mark]],
-                          now: datetime) -> tuple[str, datetime | None] | None:
-        """As needed: the interval and rolling maximum across ids, then gap and separation."""
-        prn = medication.as_needed
-        own = history.get(medication.substance, ())
+    def as_needed_refusal(self, medication: Medication, prn: AsNeeded, history: Mapping[str, list[Mark]],
+                          now: datetime) -> tuple[PrnRefusal | HoldReason, datetime | None] | None:
+        """As needed (`prn`, the medication's as_needed): the interval and rolling maximum across
+        ids, then gap and separation."""
+        own = history.get(medication.substance, [])
         if own and now < own[-1].at + prn.min_interval:
-            return "interval", own[-1].at + prn.min_interval
+            return PrnRefusal.INTERVAL, own[-1].at + prn.min_interval
         in_window = [m for m in _recent(own, now - prn.max_period) if m.at > now - prn.max_period]
         unit, limit = medication.amount_unit, medication.amount(prn.max_units)
         released = total(in_window, unit)
         if released is None or released + medication.amount(prn.quantity) > limit:
-            return "max_per_period", _rolling_allowed_at(in_window, medication, now)
+            return PrnRefusal.MAX_PER_PERIOD, _rolling_allowed_at(in_window, medication, prn, now)
         spacing = self.spacing_hold(medication, history, now)
         if spacing is not None:
             return spacing.reason, spacing.allowed_at
@@ -300,9 +300,8 @@ def _recent_index(marks: list[Mark], since: datetime) -> int:
     return bisect.bisect_left(marks, since, key=lambda m: m.at)
 
 
-def _rolling_allowed_at(in_window: list[Mark], medication: Medication, now: datetime) -> datetime:
+def _rolling_allowed_at(in_window: list[Mark], medication: Medication, prn: AsNeeded, now: datetime) -> datetime:
     """The first moment enough earlier releases have left the rolling window."""
-    prn = medication.as_needed
     limit, unit = medication.amount(prn.max_units), medication.amount_unit
     remaining = list(in_window)
     while remaining:

@@ -12,21 +12,18 @@ import contextlib
 import sys
 import threading
 import time
-from datetime import datetime
-from typing import TYPE_CHECKING, Protocol, TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from .daemon import Daemon
-from .inputs import Hold, Press, Stop
+from .daemon import Clock, Daemon
+from .inputs import Hold, Input, Press, Stop
 
 if TYPE_CHECKING:
+    from .hardware.inputs import Sensor
     from .hardware.lcd import Lcd, NullLcd
+    from .hardware.sim_chute import SimulatedChute
 
-KEYS = {" ": Press(), "\r": Press(), "\n": Press(), "h": Hold(), "q": Stop()}
+KEYS: dict[str, Input] = {" ": Press(), "\r": Press(), "\n": Press(), "h": Hold(), "q": Stop()}
 HELP = "keys: space/enter = press  h = hold (as needed)  l = lid  j = jam next release  q = quit"
-
-
-class Clock(Protocol):
-    def now(self) -> datetime: ...
 
 
 class Terminal:
@@ -62,12 +59,14 @@ class Terminal:
         """`l` moves the simulated lid, `j` jams the next release: the parts' own pins do the
         rest (their inputs reach the daemon as a real lid's and drop sensor's would)."""
         hw = self.daemon.hardware
-        if key == "l" and getattr(hw, "lid", None) is not None:
-            pin = hw.lid.device.pin  # the switch pulls low while the lid is shut
-            pin.drive_high() if hw.lid.is_active else pin.drive_low()
+        lid: Sensor | None = getattr(hw, "lid", None)
+        chute: SimulatedChute | None = getattr(hw, "chute", None)
+        if key == "l" and lid is not None:
+            pin = lid.device.pin  # the switch pulls low while the lid is shut
+            pin.drive_high() if lid.is_active else pin.drive_low()
             return True
-        if key == "j" and getattr(hw, "chute", None) is not None:
-            hw.chute.jam_next()
+        if key == "j" and chute is not None:
+            chute.jam_next()
             return True
         return False
 

@@ -38,10 +38,12 @@ from datetime import date, datetime, time, timedelta
 from fractions import Fraction
 
 from .events import GENESIS, event_hash
-from .schedule import Medication, Schedule, parse_schedule
+from .schedule import AsNeeded, Medication, Schedule, parse_schedule
 from .scheduler import Dose, doses_between
+from .sensor_rules import UNSEEN_REASONS
 from .store import Store
 from .timeutil import UTC, format_at, parse_utc
+from .vocabulary import DoseStatus, EventType, HoldReason
 
 DAY = timedelta(days=1)
 # A window is at most a day before and a day after its dose (schedule.MAX_WINDOW_MIN).
@@ -52,9 +54,9 @@ PRN_KEEP = timedelta(days=367)  # longer than any as-needed interval or rolling 
 # apply and around each release: wide enough for weekly doses and nearby titration steps.
 GAP_REACH = timedelta(days=8)
 
-HELD_REASONS = frozenset({"already_given", "min_gap", "separation", "day_limit", "unloaded"})
+HELD_REASONS = frozenset(HoldReason)
 # A dose held for these will never be given: it needs no other final state.
-PERMANENT_HOLDS = frozenset({"already_given", "day_limit"})
+PERMANENT_HOLDS = frozenset({HoldReason.ALREADY_GIVEN, HoldReason.DAY_LIMIT})
 
 
 # ---------------------------------------------------------------------------------------
@@ -97,9 +99,10 @@ def _identity(medication: Medication) -> tuple:
 
 def _amounts(items: list[tuple[int, tuple[Fraction, str] | None]]) -> tuple[list[Fraction], str]:
     """Amounts in the strengths' one unit where every strength is known in it, else units (tablets)."""
-    units = {s[1] if s else None for _, s in items}
-    if len(units) == 1 and None not in units:
-        return [n * s[0] for n, s in items], units.pop()
+    known = [(n, s) for n, s in items if s is not None]
+    units = {s[1] for _, s in known}
+    if len(known) == len(items) and len(units) == 1:
+        return [n * s[0] for n, s in known], units.pop()
     return [Fraction(n) for n, _ in items], "tablet(s)"
 
 
@@ -145,14 +148,14 @@ class LogChecker:
         self.violations: list[Violation] = []
         self.events = 0
         self._seq = 0
-        self._hash = GENESIS
+        self._hash: str | None = GENESIS
         self._at = ""
         self._last_at: datetime | None = None
         self.schedule: Schedule | None = None
         self._applied_at: datetime | None = None
         self._expanded_to: datetime | None = None  # the current schedule's doses with scheduled_at before this are known
         self._expected: dict[tuple[str, datetime], _Expected] = {}
-        self._finals: dict[tuple[str, datetime], str] = {}
+        self._finals: dict[tuple[str, datetime], DoseStatus] = {}
         self._released: dict[tuple[str, datetime], tuple[datetime, datetime]] = {}
         self._taken: set[tuple[str, datetime]] = set()
         self._unconfirmed: set[tuple[str, datetime]] = set()
@@ -160,12 +163,12 @@ class LogChecker:
         self._known: dict[str, Medication] = {}  # every medication id seen in a schedule, as last seen
         self._loads: dict[int, tuple[tuple | None, int]] = {}  # compartment -> (what it holds, count)
         self._unloaded_by: dict[int, int] = {}  # compartment -> the version that reassigned it
-        self._held: dict[tuple[str, datetime], set[str]] = defaultdict(set)
+        self._held: dict[tuple[str, datetime], set[str | None]] = defaultdict(set)
         self._plans: dict[tuple, list[tuple[int, tuple | None]]] = {}
         self._gaps: dict[tuple, timedelta | None] = {}
         self._lookup: dict[tuple[int, str, datetime], Dose | None] = {}
-        self._releases: dict[str, tuple[str, str | None]] = {}  # release event_id -> (type, scheduled_at)
-        self._troubled: set[str] = set()
+        self._releases: dict[str | None, tuple[str, str | None]] = {}  # release event_id -> (type, scheduled_at)
+        self._troubled: set[str | None] = set()
 
     # -- reporting -------------------------------------------------------------------------
 
@@ -197,7 +200,7 @@ class LogChecker:
         at = parse_utc(at_text)
         self._last_at = at
         kind, data = event["type"], event["data"]
-        if kind in ("dose.released", "prn.released"):
+        if kind in (EventType.DOSE_RELEASED, EventType.PRN_RELEASED):
             self._releases[event.get("event_id")] = (kind, data.get("scheduled_at"))
         handler = _HANDLERS.get(kind)
         if handler is not None:
@@ -205,7 +208,7 @@ class LogChecker:
 
     # -- schedules ---------------------------------------------------------------------------
 
-    def _on_applied(self, seq: int, at: datetime, data: dict) -> None:
+    def _on_applied(self, seq: int | None, at: datetime, data: dict) -> None:
         schedule = self.loader(data["version"])
         if schedule is None:
             self._violate("schedule_missing", f"schedule version {data['version']} is not stored", seq)
@@ -231,7 +234,7 @@ class LogChecker:
     def _expand(self, until: datetime) -> None:
         """Register the current schedule's existing doses with scheduled_at before `until`."""
         schedule = self.schedule
-        if schedule is None or self._expanded_to is None or until <= self._expanded_to:
+        if schedule is None or self._expanded_to is None or self._applied_at is None or until <= self._expanded_to:
             return
         for dose in doses_between(schedule, self._expanded_to, until):
             if dose.window_end <= self._applied_at:
@@ -260,16 +263,16 @@ class LogChecker:
     def _key(data: dict) -> tuple[str, datetime]:
         return data["medication_id"], parse_utc(data["scheduled_at"])
 
-    def _final(self, seq: int, kind: str, key: tuple[str, datetime]) -> None:
-        if self._finals.get(key) == "held":
+    def _final(self, seq: int | None, kind: DoseStatus, key: tuple[str, datetime]) -> None:
+        if self._finals.get(key) == DoseStatus.HELD:
             # Held for good: missed or skipped may still follow; a release is reported apart.
-            self._finals[key] = kind if kind != "released" else "held"
+            self._finals[key] = kind if kind != DoseStatus.RELEASED else DoseStatus.HELD
         elif key in self._finals:
             self._violate("two_final_states", f"{_name(key)} ended {self._finals[key]} and then {kind}", seq)
         else:
             self._finals[key] = kind
 
-    def _on_held(self, seq: int, at: datetime, data: dict) -> None:
+    def _on_held(self, seq: int | None, at: datetime, data: dict) -> None:
         """A dose the rules hold back: a known reason, heard once; held for good is a final state."""
         key = self._key(data)
         reason = data.get("reason")
@@ -280,9 +283,9 @@ class LogChecker:
             self._violate("held_twice", f"{_name(key)} held for {reason} twice (the clinic hears once)", seq)
         self._held[key].add(reason)
         if reason in PERMANENT_HOLDS and key not in self._finals:
-            self._finals[key] = "held"
+            self._finals[key] = DoseStatus.HELD
 
-    def _on_released(self, seq: int, at: datetime, data: dict) -> None:
+    def _on_released(self, seq: int | None, at: datetime, data: dict) -> None:
         key = self._key(data)
         dose = self._dose(key)
         if dose is None:
@@ -300,7 +303,7 @@ class LogChecker:
                               seq)
         if key in self._released:
             self._violate("released_twice", f"{_name(key)} released a second time at {format_at(at)}", seq)
-        held = self._held.get(key, set()) & PERMANENT_HOLDS
+        held = PERMANENT_HOLDS.intersection(self._held.get(key, set()))
         if held:
             self._violate("released_after_held", f"{_name(key)} released at {format_at(at)} after it was held "
                                                  f"({', '.join(sorted(held))}): it must never be given", seq)
@@ -314,22 +317,22 @@ class LogChecker:
                                               f"dosages gives (two doses merged into one release)", seq)
             self._judge(seq, at, medication, quantity, key[1])
             self._take_from(seq, data.get("compartment", medication.compartment), medication, quantity, at)
-        self._final(seq, "released", key)
+        self._final(seq, DoseStatus.RELEASED, key)
 
-    def _on_missed(self, seq: int, at: datetime, data: dict) -> None:
+    def _on_missed(self, seq: int | None, at: datetime, data: dict) -> None:
         key = self._key(data)
         if at < parse_utc(data["window_end"]):
             self._violate("missed_early", f"{_name(key)} logged missed at {format_at(at)}, "
                                           f"before its window closed at {data['window_end']}", seq)
-        self._final(seq, "missed", key)
+        self._final(seq, DoseStatus.MISSED, key)
 
-    def _on_skipped(self, seq: int, at: datetime, data: dict) -> None:
+    def _on_skipped(self, seq: int | None, at: datetime, data: dict) -> None:
         key = self._key(data)
         if at >= parse_utc(data["window_end"]):
             self._violate("skipped_late", f"{_name(key)} skipped after its window closed", seq)
-        self._final(seq, "skipped", key)
+        self._final(seq, DoseStatus.SKIPPED, key)
 
-    def _on_taken(self, seq: int, at: datetime, data: dict) -> None:
+    def _on_taken(self, seq: int | None, at: datetime, data: dict) -> None:
         key = self._key(data)
         if key not in self._released:
             self._violate("taken_unreleased", f"{_name(key)} confirmed taken but never released", seq)
@@ -337,7 +340,7 @@ class LogChecker:
             self._violate("taken_twice", f"{_name(key)} confirmed taken twice", seq)
         self._taken.add(key)
 
-    def _on_unconfirmed(self, seq: int, at: datetime, data: dict) -> None:
+    def _on_unconfirmed(self, seq: int | None, at: datetime, data: dict) -> None:
         key = self._key(data)
         if key not in self._released:
             self._violate("unconfirmed_unreleased", f"{_name(key)} unconfirmed but never released", seq)
@@ -345,7 +348,7 @@ class LogChecker:
             self._violate("unconfirmed_twice", f"{_name(key)} reported unconfirmed twice", seq)
         self._unconfirmed.add(key)
 
-    def _on_uncertain(self, seq: int, at: datetime, data: dict) -> None:
+    def _on_uncertain(self, seq: int | None, at: datetime, data: dict) -> None:
         """A release a stop interrupted: reported once, naming its scheduled dose if it had one."""
         event_id = data.get("release_event_id")
         release = self._releases.get(event_id)
@@ -355,12 +358,12 @@ class LogChecker:
         if event_id in self._troubled:
             self._violate("uncertain_twice", f"release {event_id} reported uncertain or failed twice", seq)
         self._troubled.add(event_id)
-        if release[0] == "dose.released" and data.get("scheduled_at") != release[1]:
+        if release[0] == EventType.DOSE_RELEASED and data.get("scheduled_at") != release[1]:
             self._violate("uncertain_without_dose", f"release_uncertain of the dose at {release[1]} "
                                                     f"names {data.get('scheduled_at')}", seq)
 
-    def _on_failed(self, seq: int, at: datetime, data: dict) -> None:
-        unseen = data.get("reason") in ("jam", "empty")  # the drop sensor saw no pill (docs/RULES.md)
+    def _on_failed(self, seq: int | None, at: datetime, data: dict) -> None:
+        unseen = data.get("reason") in UNSEEN_REASONS  # the drop sensor saw no pill (docs/RULES.md)
         if unseen and "compartment" in data:  # its count is not believed: nothing more until a refill
             holds, _ = self._loads.get(data["compartment"], (None, 0))
             self._loads[data["compartment"]] = (holds, 0)
@@ -378,7 +381,7 @@ class LogChecker:
 
     # -- as needed ---------------------------------------------------------------------------
 
-    def _on_prn(self, seq: int, at: datetime, data: dict) -> None:
+    def _on_prn(self, seq: int | None, at: datetime, data: dict) -> None:
         medication_id, quantity = data["medication_id"], data["quantity"]
         medication = self.schedule.medication(medication_id) if self.schedule else None
         if medication is None or medication.as_needed is None:
@@ -399,7 +402,7 @@ class LogChecker:
 
     # -- section 6: per ingredient ------------------------------------------------------------
 
-    def _judge(self, seq: int, at: datetime, medication: Medication, units: int,
+    def _judge(self, seq: int | None, at: datetime, medication: Medication, units: int,
                scheduled_at: datetime | None) -> None:
         """Section 6 for one release, with the schedule in force at it; then remember the release."""
         ingredient = medication.substance
@@ -408,20 +411,21 @@ class LogChecker:
         schedule = self.schedule
         if schedule is not None:
             if scheduled_at is not None:
-                self._check_day(seq, schedule, ingredient, given)
+                self._check_day(seq, schedule, ingredient, given, scheduled_at)
             self._check_gap(seq, schedule, ingredient, given)
             self._check_separation(seq, schedule, ingredient, given)
             if scheduled_at is None and medication.as_needed is not None:
-                self._check_as_needed(seq, medication, given)
+                self._check_as_needed(seq, medication, medication.as_needed, given)
         history = self._given[ingredient]
         history.append(given)
         if history[0].at < at - PRN_KEEP:
             history[:] = [g for g in history if g.at >= at - PRN_KEEP]
 
-    def _check_day(self, seq: int, schedule: Schedule, ingredient: str, given: _Given) -> None:
+    def _check_day(self, seq: int | None, schedule: Schedule, ingredient: str, given: _Given,
+                   scheduled_at: datetime) -> None:
         """Rule 1: a local day's amount within what the schedule in force plans for that day."""
         tz = schedule.tz
-        day = given.scheduled_at.astimezone(tz).date()
+        day = scheduled_at.astimezone(tz).date()
         planned = self._plan(schedule, ingredient, day)
         released = [(g.units, g.strength) for g in self._given[ingredient]
                     if g.scheduled_at is not None and g.scheduled_at.astimezone(tz).date() == day]
@@ -431,7 +435,7 @@ class LogChecker:
         if total > plan:
             self._violate("day_limit", f"{ingredient}: {_show_amount(total)} {unit} released for {day} "
                                        f"({schedule.timezone}) with {given.medication_id}@"
-                                       f"{format_at(given.scheduled_at)}; version {schedule.version} plans "
+                                       f"{format_at(scheduled_at)}; version {schedule.version} plans "
                                        f"{_show_amount(plan)}", seq)
 
     def _plan(self, schedule: Schedule, ingredient: str, day: date) -> list[tuple[int, tuple | None]]:
@@ -462,9 +466,8 @@ class LogChecker:
             return max(explicit)
         if not any(m.dosages for m in medications):
             return None
-        gaps = [self._shortest(schedule, ingredient, self._applied_at or at),
-                self._shortest(schedule, ingredient, at)]
-        gaps = [g for g in gaps if g is not None]
+        gaps = [g for g in (self._shortest(schedule, ingredient, self._applied_at or at),
+                            self._shortest(schedule, ingredient, at)) if g is not None]
         return min(gaps) / 2 if gaps else None
 
     def _shortest(self, schedule: Schedule, ingredient: str, around: datetime) -> timedelta | None:
@@ -479,7 +482,7 @@ class LogChecker:
             self._gaps[key] = min(intervals) if intervals else None
         return self._gaps[key]
 
-    def _check_gap(self, seq: int, schedule: Schedule, ingredient: str, given: _Given) -> None:
+    def _check_gap(self, seq: int | None, schedule: Schedule, ingredient: str, given: _Given) -> None:
         """Rule 2: two releases of one ingredient never closer than its minimum gap. Doses planned
         for the same instant are one intake, not two."""
         gap = self._min_gap(schedule, ingredient, given.at)
@@ -495,7 +498,7 @@ class LogChecker:
                                      f"minimum gap {_span(gap)} under version {schedule.version}", seq)
             return
 
-    def _check_separation(self, seq: int, schedule: Schedule, ingredient: str, given: _Given) -> None:
+    def _check_separation(self, seq: int | None, schedule: Schedule, ingredient: str, given: _Given) -> None:
         """Rule 3: never within `separate_from.hours` of the named ingredient, either way round."""
         apart: dict[str, timedelta] = {}
         for medication in schedule.medications:
@@ -516,9 +519,9 @@ class LogChecker:
                                             f"{format_at(given.at)}, {_span(given.at - last.at)} after {other} "
                                             f"({last.medication_id}, seq {last.seq}); they must be {_span(gap)} apart", seq)
 
-    def _check_as_needed(self, seq: int, medication: Medication, given: _Given) -> None:
+    def _check_as_needed(self, seq: int | None, medication: Medication, prn: AsNeeded, given: _Given) -> None:
         """Rule 4: the interval since any release of the ingredient, and the rolling maximum across ids."""
-        prn, ingredient = medication.as_needed, medication.substance
+        ingredient = medication.substance
         history = self._given[ingredient]
         if history and given.at - history[-1].at < prn.min_interval:
             last = history[-1]
@@ -537,14 +540,14 @@ class LogChecker:
 
     # -- stock: a compartment gives only what it was loaded with --------------------------------
 
-    def _on_refilled(self, seq: int, at: datetime, data: dict) -> None:
+    def _on_refilled(self, seq: int | None, at: datetime, data: dict) -> None:
         medication = self.schedule.medication(data["medication_id"]) if self.schedule else None
         if medication is None:
             return  # nothing is loaded by naming a medication the schedule does not have
         self._loads[medication.compartment] = (_identity(medication), data["count"])
         self._unloaded_by.pop(medication.compartment, None)
 
-    def _take_from(self, seq: int, compartment: int, medication: Medication, quantity: int, at: datetime) -> None:
+    def _take_from(self, seq: int | None, compartment: int, medication: Medication, quantity: int, at: datetime) -> None:
         holds, count = self._loads.get(compartment, (None, 0))
         if holds != _identity(medication):
             if compartment in self._unloaded_by:
@@ -585,18 +588,18 @@ class LogChecker:
         return self.violations[before:]
 
 
-_HANDLERS: dict[str, Callable[[LogChecker, int, datetime, dict], None]] = {
-    "schedule.applied": LogChecker._on_applied,
-    "dose.released": LogChecker._on_released,
-    "dose.missed": LogChecker._on_missed,
-    "dose.skipped": LogChecker._on_skipped,
-    "dose.taken": LogChecker._on_taken,
-    "dose.unconfirmed": LogChecker._on_unconfirmed,
-    "dose.release_failed": LogChecker._on_failed,
-    "dose.release_uncertain": LogChecker._on_uncertain,
-    "prn.released": LogChecker._on_prn,
-    "dose.held": LogChecker._on_held,
-    "stock.refilled": LogChecker._on_refilled,
+_HANDLERS: dict[str, Callable[[LogChecker, int | None, datetime, dict], None]] = {
+    EventType.SCHEDULE_APPLIED: LogChecker._on_applied,
+    EventType.DOSE_RELEASED: LogChecker._on_released,
+    EventType.DOSE_MISSED: LogChecker._on_missed,
+    EventType.DOSE_SKIPPED: LogChecker._on_skipped,
+    EventType.DOSE_TAKEN: LogChecker._on_taken,
+    EventType.DOSE_UNCONFIRMED: LogChecker._on_unconfirmed,
+    EventType.DOSE_RELEASE_FAILED: LogChecker._on_failed,
+    EventType.DOSE_RELEASE_UNCERTAIN: LogChecker._on_uncertain,
+    EventType.PRN_RELEASED: LogChecker._on_prn,
+    EventType.DOSE_HELD: LogChecker._on_held,
+    EventType.STOCK_REFILLED: LogChecker._on_refilled,
 }
 
 

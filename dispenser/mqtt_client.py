@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import ssl
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -29,19 +29,19 @@ class TlsFilesError(ValueError):
     """The TLS files the settings name cannot be used; the text is one line."""
 
 
-def build_client(settings: MqttSettings, client_id: str, *, persistent: bool,
-                 client_class: type[ClientT] = mqtt.Client,  # type: ignore[assignment]  # the default is the bound
-                 reconnect_max_s: int = RECONNECT_MAX_S, **options: Any) -> ClientT:
-    """A paho client for `settings`, not yet connected; `options` go to paho's constructor.
+def build_client(settings: MqttSettings, client_id: str, *, persistent: bool, client_class: type[ClientT],
+                 reconnect_max_s: int = RECONNECT_MAX_S, manual_ack: bool = False) -> ClientT:
+    """A paho client for `settings`, not yet connected: `client_class` is `mqtt.Client` or a
+    subclass of it; `manual_ack` is paho's (a message is acknowledged when the caller says).
 
     `persistent`: the broker keeps the session (subscriptions, messages for us) while we
     are away. Raises TlsFilesError when TLS is asked for and its files cannot be used.
     """
     v5 = settings.protocol == "5"
     protocol = MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311
-    if not v5:
-        options["clean_session"] = not persistent
-    client = client_class(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, **options)
+    clean_session = None if v5 else not persistent  # None: MQTT 5 says it at connect (clean_start)
+    client = client_class(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
+                          clean_session=clean_session, manual_ack=manual_ack)
     if settings.username is not None:
         client.username_pw_set(settings.username, settings.password)
     if settings.tls:

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo
 
 from .timeutil import parse_utc
+from .vocabulary import AdherenceOutcome, EventType
 
 if TYPE_CHECKING:
     from .store import Store
@@ -37,8 +37,9 @@ ON_TIME = timedelta(minutes=30)
 # dose (scheduler.py): a report from `start` reads the log from this long before it, no more.
 REACH = timedelta(days=2)
 CONFIRM_AFTER = timedelta(minutes=15)  # as rules.CONFIRM_AFTER: a release waits this long for its press
-OUTCOMES = ("on_time", "late", "confirmed_late", "unconfirmed", "missed", "skipped", "failed")
-TAKEN = ("on_time", "late")
+# The report's columns: every outcome but `pending` (a dose not judged yet).
+OUTCOMES = tuple(o for o in AdherenceOutcome if o is not AdherenceOutcome.PENDING)
+TAKEN = (AdherenceOutcome.ON_TIME, AdherenceOutcome.LATE)
 
 
 @dataclass
@@ -81,7 +82,7 @@ def window_events(store: "Store", start: datetime) -> list[dict]:
     return list(store.events(since_seq=store.first_seq_at(start - REACH) - 1))
 
 
-def adherence(events: list[dict], start: datetime, end: datetime, tz: ZoneInfo) -> dict[str, MedicationReport]:
+def adherence(events: list[dict], start: datetime, end: datetime, tz: tzinfo) -> dict[str, MedicationReport]:
     """Reports for doses scheduled in [start, end) and as-needed events logged in it."""
     doses: dict[tuple[str, str], dict] = defaultdict(dict)
     reports: dict[str, MedicationReport] = {}
@@ -91,9 +92,9 @@ def adherence(events: list[dict], start: datetime, end: datetime, tz: ZoneInfo) 
 
     for event in events:
         kind, data = event["type"], event["data"]
-        if kind == "prn.released" and start <= parse_utc(event["at"]) < end:
+        if kind == EventType.PRN_RELEASED and start <= parse_utc(event["at"]) < end:
             report(data["medication_id"]).prn_released += 1
-        if kind == "prn.denied" and start <= parse_utc(event["at"]) < end:
+        if kind == EventType.PRN_DENIED and start <= parse_utc(event["at"]) < end:
             report(data["medication_id"]).prn_denied += 1
         if not kind.startswith("dose.") or "scheduled_at" not in data:
             continue
@@ -102,22 +103,22 @@ def adherence(events: list[dict], start: datetime, end: datetime, tz: ZoneInfo) 
             continue
         dose = doses[(data["medication_id"], data["scheduled_at"])]
         dose["scheduled"] = scheduled
-        if kind == "dose.released" and data.get("window_end"):
+        if kind == EventType.DOSE_RELEASED and data.get("window_end"):
             dose["window_end"] = parse_utc(data["window_end"])  # the window it was released in
         dose.setdefault(kind, parse_utc(event["at"]))
-        if kind == "dose.missed" and data.get("while"):
+        if kind == EventType.DOSE_MISSED and data.get("while"):
             dose["unavailable"] = True
     for (medication_id, _), dose in doses.items():
         outcome = _outcome(dose)
         medication = report(medication_id)
         setattr(medication, outcome, getattr(medication, outcome) + 1)
-        if outcome == "missed" and dose.get("unavailable"):
+        if outcome == AdherenceOutcome.MISSED and dose.get("unavailable"):
             medication.missed_unavailable += 1
         day = dose["scheduled"].astimezone(tz).date()
-        if outcome == "skipped":
+        if outcome == AdherenceOutcome.SKIPPED:
             continue  # withdrawn by the clinic: not asked of the person
         # None: a dose of that day is still pending, so the day is not judged yet.
-        taken = None if outcome == "pending" else outcome in TAKEN
+        taken = None if outcome == AdherenceOutcome.PENDING else outcome in TAKEN
         before = medication.days.get(day, True)
         medication.days[day] = None if before is None or taken is None else before and taken
     for medication in reports.values():
@@ -127,21 +128,21 @@ def adherence(events: list[dict], start: datetime, end: datetime, tz: ZoneInfo) 
     return dict(sorted(reports.items()))
 
 
-def _outcome(dose: dict) -> str:
-    if "dose.release_failed" in dose or "dose.release_uncertain" in dose:
-        return "failed"
-    if "dose.released" in dose:
-        released = dose["dose.released"]
-        if "dose.taken" in dose:
-            if dose["dose.taken"] > confirm_deadline(released, dose.get("window_end")):
-                return "confirmed_late"
-            return "on_time" if released <= dose["scheduled"] + ON_TIME else "late"
-        return "unconfirmed" if "dose.unconfirmed" in dose else "pending"
-    if "dose.missed" in dose:
-        return "missed"
-    if "dose.skipped" in dose:
-        return "skipped"
-    return "pending"
+def _outcome(dose: dict) -> AdherenceOutcome:
+    if EventType.DOSE_RELEASE_FAILED in dose or EventType.DOSE_RELEASE_UNCERTAIN in dose:
+        return AdherenceOutcome.FAILED
+    if EventType.DOSE_RELEASED in dose:
+        released = dose[EventType.DOSE_RELEASED]
+        if EventType.DOSE_TAKEN in dose:
+            if dose[EventType.DOSE_TAKEN] > confirm_deadline(released, dose.get("window_end")):
+                return AdherenceOutcome.CONFIRMED_LATE
+            return AdherenceOutcome.ON_TIME if released <= dose["scheduled"] + ON_TIME else AdherenceOutcome.LATE
+        return AdherenceOutcome.UNCONFIRMED if EventType.DOSE_UNCONFIRMED in dose else AdherenceOutcome.PENDING
+    if EventType.DOSE_MISSED in dose:
+        return AdherenceOutcome.MISSED
+    if EventType.DOSE_SKIPPED in dose:
+        return AdherenceOutcome.SKIPPED
+    return AdherenceOutcome.PENDING
 
 
 def confirm_deadline(released: datetime, window_end: datetime | None) -> datetime:
@@ -153,9 +154,10 @@ def confirm_deadline(released: datetime, window_end: datetime | None) -> datetim
 
 def checkin_trend(events: list[dict], start: datetime, end: datetime) -> CheckinTrend:
     """How the person said they felt after doses (1 to 5) and the side effects they reported."""
-    moods, effects = [], defaultdict(int)
+    moods: list[int] = []
+    effects: defaultdict[str, int] = defaultdict(int)
     for event in events:
-        if event["type"] != "checkin.recorded" or not start <= parse_utc(event["at"]) < end:
+        if event["type"] != EventType.CHECKIN_RECORDED or not start <= parse_utc(event["at"]) < end:
             continue
         if event["data"].get("mood") is not None:
             moods.append(event["data"]["mood"])

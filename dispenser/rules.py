@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
 
 from .events import Draft
-from .limits import KEEP_EXACT, UNLOADED, Hold, Limits, Load, Mark, compact, mark
-from .schedule import Medication, Schedule
+from .limits import FINAL_HOLDS, KEEP_EXACT, Hold, Limits, Load, Mark, compact, mark
+from .schedule import AsNeeded, IntervalDosage, Medication, Schedule
 from .scheduler import Dose, doses_between
 from .sensor_rules import TAMPER_ALERT, UNSEEN_REASONS, LidState, fold_lid, opened_during, tamper_due_at
 from .timeutil import format_at, format_utc, parse_utc, truncate_ms
+from .vocabulary import (AlertKind, DoseStatus, EventType, FailReason, Feedback, HoldReason, PrnRefusal, RejectReason,
+                         ScheduleSource, Severity, SideEffects, Unavailable)
 
 CONFIRM_AFTER = timedelta(minutes=15)
 REMINDER_EVERY = timedelta(minutes=30)
@@ -44,41 +47,71 @@ CATCH_UP_STEP = timedelta(days=7)
 CATCH_UP_DOSES = 256
 KEEP_FINAL = timedelta(days=3)  # final dose records are kept this long after their window ends
 # Doses found missed while the device could not give them reach the caregiver as one alert.
-MISSED_TOGETHER = "doses_missed_while_unavailable"
+MISSED_TOGETHER = AlertKind.DOSES_MISSED_WHILE_UNAVAILABLE
 MISSED_TOGETHER_IDS = 100  # the event_ids it lists at most; `count` says how many there were
 
-FINAL = {"taken", "missed", "skipped", "failed", "held"}
+FINAL = {DoseStatus.TAKEN, DoseStatus.MISSED, DoseStatus.SKIPPED, DoseStatus.FAILED, DoseStatus.HELD}
 
 HELD_TEXT = {
-    "already_given": "that medicine's planned amount for the day was already given",
-    "day_limit": "it would give more of that medicine than the day's plan",
-    "min_gap": "it came too soon after the last dose of the same medicine",
-    "separation": "it must be kept apart from another medicine given recently",
-    "unloaded": "the compartment has not been refilled since the schedule changed what it holds",
+    HoldReason.ALREADY_GIVEN: "that medicine's planned amount for the day was already given",
+    HoldReason.DAY_LIMIT: "it would give more of that medicine than the day's plan",
+    HoldReason.MIN_GAP: "it came too soon after the last dose of the same medicine",
+    HoldReason.SEPARATION: "it must be kept apart from another medicine given recently",
+    HoldReason.UNLOADED: "the compartment has not been refilled since the schedule changed what it holds",
 }
+
+
+@dataclass(frozen=True)
+class Released:
+    """When the log released a scheduled dose, and the `dose.released` event that did."""
+
+    at: datetime
+    event_id: str | None
 
 
 @dataclass
 class DoseRecord:
-    """What the log says about one scheduled dose."""
+    """What the log says about one scheduled dose: the dose as its events describe it, and where it stands."""
 
-    medication_id: str
-    scheduled_at: datetime
-    quantity: int
-    compartment: int
-    window_start: datetime
-    window_end: datetime
-    status: str = "pending"  # pending | released | taken | missed | skipped | failed | held
+    dose: Dose
+    status: DoseStatus = DoseStatus.PENDING
     due_logged: bool = False
     held: frozenset[str] = frozenset()  # reasons logged as dose.held
     reminders: int = 0
-    released_at: datetime | None = None
-    release_event_id: str | None = None
+    released: Released | None = None  # set as the status becomes released; kept once taken
     unconfirmed_logged: bool = False
+
+    def waiting(self) -> Released | None:
+        """Its release while it waits for a confirming press (status released), else None."""
+        return self.released if self.status == DoseStatus.RELEASED else None
 
     @property
     def key(self) -> tuple[str, datetime]:
-        return (self.medication_id, self.scheduled_at)
+        return self.dose.key
+
+    @property
+    def medication_id(self) -> str:
+        return self.dose.medication_id
+
+    @property
+    def scheduled_at(self) -> datetime:
+        return self.dose.scheduled_at
+
+    @property
+    def quantity(self) -> int:
+        return self.dose.quantity
+
+    @property
+    def compartment(self) -> int:
+        return self.dose.compartment
+
+    @property
+    def window_start(self) -> datetime:
+        return self.dose.window_start
+
+    @property
+    def window_end(self) -> datetime:
+        return self.dose.window_end
 
 
 @dataclass
@@ -125,9 +158,9 @@ class MissedTogether:
     Bounded however long the outage: a count, the span, and at most MISSED_TOGETHER_IDS ids.
     """
 
+    first_end: datetime  # the earliest window end among them
+    last_end: datetime
     count: int = 0
-    first_end: datetime | None = None
-    last_end: datetime | None = None
     event_ids: list[str] = field(default_factory=list)
     compartments: set[int] = field(default_factory=set)
     reasons: set[str] = field(default_factory=set)
@@ -150,7 +183,7 @@ class Outcome:
 
     drafts: list[Draft] = field(default_factory=list)
     releases: list[Release] = field(default_factory=list)
-    feedback: str = ""  # released | confirmed | too_early | nothing_due | empty | denied | menu | ...
+    feedback: Feedback = Feedback.NONE
     detail: dict = field(default_factory=dict)
     schedule_document: dict | None = None
 
@@ -163,48 +196,49 @@ class Outcome:
         return self
 
 
-UNAVAILABLE_TEXT = {
-    "device_off": "was off",
-    "clock_unsynchronized": "was off or waiting for the correct time",
-    "clock_behind": "was waiting for its clock, set back, to pass the time it had logged",
+UNAVAILABLE_TEXT: dict[str, str] = {  # keyed by the `while` of logged events
+    Unavailable.DEVICE_OFF: "was off",
+    Unavailable.CLOCK_UNSYNCHRONIZED: "was off or waiting for the correct time",
+    Unavailable.CLOCK_BEHIND: "was waiting for its clock, set back, to pass the time it had logged",
 }
 
 # Logged before the catch-up they may trigger: they settle no window.
-BEFORE_CATCH_UP = ("device.started", "clock.synchronized", "clock.unsynchronized", "clock.behind")
+BEFORE_CATCH_UP = (EventType.DEVICE_STARTED, EventType.CLOCK_SYNCHRONIZED, EventType.CLOCK_UNSYNCHRONIZED,
+                   EventType.CLOCK_BEHIND)
 
 
 def fold(state: State, event: dict, schedule_loader: Callable[[int], Schedule | None]) -> None:
     """Apply one logged event to the state. The only place the state changes."""
     kind, data = event["type"], event["data"]
     at = parse_utc(event["at"])
-    if kind == "device.started" and state.last_at is not None:  # off since the catch-up got, if it was cut
+    if kind == EventType.DEVICE_STARTED and state.last_at is not None:  # off since the catch-up got, if it was cut
         state.off = (min(state.last_at, state.settled_until or state.last_at), at)
     state.last_at = at
     if kind not in BEFORE_CATCH_UP:  # a catch-up slice's last event says how far it got
         state.settled_until = parse_utc(data["caught_up_to"]) if "caught_up_to" in data else at
     _fold_catch_up(state, kind, data, at, event.get("event_id"))
-    if kind == "schedule.applied":
+    if kind == EventType.SCHEDULE_APPLIED:
         state.schedule = schedule_loader(data["version"])
         state.schedule_applied_at = at
         _unload_reassigned(state)
     elif kind.startswith("dose."):
         _fold_dose(state, kind, data, at, event.get("event_id"))
-    elif kind == "clock.unsynchronized":
+    elif kind == EventType.CLOCK_UNSYNCHRONIZED:
         state.clock_trusted, state.clock_held = False, (at, None)
-    elif kind == "clock.synchronized":
+    elif kind == EventType.CLOCK_SYNCHRONIZED:
         state.clock_trusted = True
         state.clock_held = (state.clock_held[0] if state.clock_held else at, at)
-    elif kind == "prn.released":
+    elif kind == EventType.PRN_RELEASED:
         _released(state, data["medication_id"], data.get("compartment"), data["quantity"], at, None)
-    elif kind == "prn.denied":
+    elif kind == EventType.PRN_DENIED:
         state.prn_denied.setdefault(data["medication_id"], []).append(at)
-    elif kind == "stock.refilled":
+    elif kind == EventType.STOCK_REFILLED:
         _load(state, data["medication_id"], data.get("compartment"), data["count"])
-    elif kind == "stock.low":
+    elif kind == EventType.STOCK_LOW:
         state.stock_low.add(data["medication_id"])
-    elif kind == "stock.empty":
+    elif kind == EventType.STOCK_EMPTY:
         state.stock_empty.add(data["medication_id"])
-    if kind == "dose.release_failed" and data.get("reason") in UNSEEN_REASONS:
+    if kind == EventType.DOSE_RELEASE_FAILED and data.get("reason") in UNSEEN_REASONS:
         _unseen(state, data)
     fold_lid(state.lid, kind, data, at, event.get("event_id"))
 
@@ -219,7 +253,7 @@ def _unseen(state: State, data: dict) -> None:
     if "scheduled_at" in data:
         record = state.doses.get((data["medication_id"], parse_utc(data["scheduled_at"])))
         if record is not None:
-            record.status = "pending"
+            record.status = DoseStatus.PENDING
     load = state.loads.get(compartment)
     if load is not None:
         state.loads[compartment] = Load(load.medication_id, load.substance, load.strength, 0)
@@ -234,21 +268,21 @@ def _fold_catch_up(state: State, kind: str, data: dict, at: datetime, event_id: 
     after a clock set back, and the missed doses the caregiver has not been told of yet."""
     if state.unjudged is not None and at > state.unjudged[1]:
         state.unjudged = None  # the clock has passed the log: the catch-up has taken them on
-    if kind == "dose.missed" and data.get("while"):
-        together = state.missed_together = state.missed_together or MissedTogether()
+    if kind == EventType.DOSE_MISSED and data.get("while"):
         end = parse_utc(data["window_end"])
+        together = state.missed_together = state.missed_together or MissedTogether(end, end)
         together.count += 1
-        together.first_end = min(together.first_end or end, end)
-        together.last_end = max(together.last_end or end, end)
+        together.first_end = min(together.first_end, end)
+        together.last_end = max(together.last_end, end)
         if event_id and len(together.event_ids) < MISSED_TOGETHER_IDS:
             together.event_ids.append(event_id)
         together.compartments.add(data["compartment"])
         together.reasons.add(data["while"])
         together.last_id = event_id
-    elif kind == "alert.raised" and state.missed_together is not None and (
+    elif kind == EventType.ALERT_RAISED and state.missed_together is not None and (
             data.get("kind") == MISSED_TOGETHER or state.missed_together.last_id in data.get("events", ())):
         state.missed_together = None  # told; or, in a log from before this alert, told one by one
-    elif kind == "clock.behind":
+    elif kind == EventType.CLOCK_BEHIND:
         wall = parse_utc(data["wall"])
         state.behind = (wall, at)
         applied = state.schedule_applied_at
@@ -271,7 +305,7 @@ def forget_old(state: State, now: datetime) -> None:
         judged = min(judged, state.unjudged[0])
     cutoff = judged - KEEP_FINAL
     for key in [k for k, r in state.doses.items() if r.window_end < cutoff
-                and (r.status in FINAL or r.status == "released")]:
+                and (r.status in FINAL or r.status == DoseStatus.RELEASED)]:
         del state.doses[key]
     for substance, marks in state.releases.items():
         if marks and marks[0].at < now - PRN_HISTORY:
@@ -289,42 +323,42 @@ def _fold_dose(state: State, kind: str, data: dict, at: datetime, event_id: str 
     if record is None:
         if "window_start" not in data:
             return  # an event about a dose the log never described: nothing to track
-        record = DoseRecord(
+        record = DoseRecord(Dose(
             medication_id=key[0], scheduled_at=key[1], quantity=data["quantity"],
             compartment=data["compartment"], window_start=parse_utc(data["window_start"]),
             window_end=parse_utc(data["window_end"]),
-        )
+        ))
         state.doses[key] = record
-    if kind == "dose.due":
+    if kind == EventType.DOSE_DUE:
         record.due_logged = True
-    elif kind == "dose.held":
+    elif kind == EventType.DOSE_HELD:
         record.held = record.held | {data["reason"]}
-        if data["reason"] == UNLOADED:
+        if data["reason"] == HoldReason.UNLOADED:
             state.unloaded_told.add(data.get("compartment", record.compartment))
-        if Hold(data["reason"]).final:
-            record.status = "held"
-    elif kind == "dose.reminder":
+        if data["reason"] in FINAL_HOLDS:
+            record.status = DoseStatus.HELD
+    elif kind == EventType.DOSE_REMINDER:
         record.reminders = data["reminder"]
-    elif kind == "dose.released":
-        record.status, record.released_at, record.release_event_id = "released", at, event_id
+    elif kind == EventType.DOSE_RELEASED:
+        record.status, record.released = DoseStatus.RELEASED, Released(at, event_id)
         # What was released, under the schedule then in force, not what an earlier event of the
         # dose (a dose.due under the schedule before) announced: its quantity, compartment, window.
-        record.quantity = data.get("quantity", record.quantity)
-        record.compartment = data.get("compartment", record.compartment)
+        record.dose = replace(record.dose, quantity=data.get("quantity", record.quantity),
+                              compartment=data.get("compartment", record.compartment))
         if "window_start" in data:
-            record.window_start = parse_utc(data["window_start"])
-            record.window_end = parse_utc(data["window_end"])
+            record.dose = replace(record.dose, window_start=parse_utc(data["window_start"]),
+                                  window_end=parse_utc(data["window_end"]))
         _released(state, record.medication_id, record.compartment, record.quantity, at, record.scheduled_at)
-    elif kind == "dose.taken":
-        record.status = "taken"
-    elif kind == "dose.unconfirmed":
+    elif kind == EventType.DOSE_TAKEN:
+        record.status = DoseStatus.TAKEN
+    elif kind == EventType.DOSE_UNCONFIRMED:
         record.unconfirmed_logged = True
-    elif kind == "dose.missed":
-        record.status = "missed"
-    elif kind == "dose.skipped":
-        record.status = "skipped"
-    elif kind == "dose.release_failed":
-        record.status = "failed"
+    elif kind == EventType.DOSE_MISSED:
+        record.status = DoseStatus.MISSED
+    elif kind == EventType.DOSE_SKIPPED:
+        record.status = DoseStatus.SKIPPED
+    elif kind == EventType.DOSE_RELEASE_FAILED:
+        record.status = DoseStatus.FAILED
 
 
 def _medication(state: State, medication_id: str) -> Medication | None:
@@ -338,8 +372,8 @@ def _released(state: State, medication_id: str, compartment: int | None, quantit
     if medication is not None:
         state.releases.setdefault(medication.substance, []).append(
             mark(medication, quantity, at, scheduled_at))
-    load = state.loads.get(compartment if compartment is not None else -1)
-    if load is not None:
+    load = state.loads.get(compartment) if compartment is not None else None
+    if load is not None and compartment is not None:
         state.loads[compartment] = Load(load.medication_id, load.substance, load.strength,
                                         max(0, load.count - quantity))
     _stock_view(state)
@@ -376,7 +410,7 @@ def _stock_view(state: State) -> None:
     state.stock = stock
 
 
-def dose_data(dose: Dose | DoseRecord, **extra) -> dict:
+def dose_data(dose: Dose | DoseRecord, **extra: object) -> dict[str, object]:
     """The fields that name and describe a scheduled dose in every dose.* event."""
     return {
         "medication_id": dose.medication_id,
@@ -427,16 +461,16 @@ class DoseRules:
 
     # -- emitting ---------------------------------------------------------------------
 
-    def _emit(self, outcome: Outcome, kind: str, data: dict, now: datetime) -> Draft:
+    def _emit(self, outcome: Outcome, kind: EventType, data: dict, now: datetime) -> Draft:
         draft = Draft(type=kind, data=data, event_id=self.new_id())
         fold(self.state, {"type": kind, "data": data, "at": format_at(now), "event_id": draft.event_id},
              self._load_schedule)
         outcome.drafts.append(draft)
         return draft
 
-    def _alert(self, outcome: Outcome, kind: str, severity: str, message: str,
+    def _alert(self, outcome: Outcome, kind: AlertKind, severity: Severity, message: str,
                about: list[Draft], now: datetime) -> None:
-        self._emit(outcome, "alert.raised", {
+        self._emit(outcome, EventType.ALERT_RAISED, {
             "alert_id": self.new_id(), "kind": kind, "severity": severity,
             "message": message, "events": [draft.event_id for draft in about],
         }, now)
@@ -469,8 +503,8 @@ class DoseRules:
     def time_unknown(self, now: datetime) -> str | None:
         """Why `now` may not be the true time, or None: "clock_unsynchronized" or "clock_behind"."""
         if not self.clock_trusted:
-            return "clock_unsynchronized"
-        return "clock_behind" if self.clock_behind(now) else None
+            return Unavailable.CLOCK_UNSYNCHRONIZED
+        return Unavailable.CLOCK_BEHIND if self.clock_behind(now) else None
 
     # -- the doses of the schedule in force --------------------------------------------
 
@@ -500,10 +534,10 @@ class DoseRules:
             reach = self._catch_up_reach()  # windows end within `reach` of their dose
             return doses_between(schedule, since - reach, since + self._catch_up_span() + reach)
         near = self._doses_near(now)
-        schedule, reach = self.state.schedule, self._expansion[1] if self._expansion else now
-        if schedule is None or since is None or since - 2 * MAX_WINDOW_SIDE >= reach:
+        schedule, expanded_from = self.state.schedule, self._expansion[1] if self._expansion else now
+        if schedule is None or since is None or since - 2 * MAX_WINDOW_SIDE >= expanded_from:
             return near
-        return doses_between(schedule, since - 2 * MAX_WINDOW_SIDE, reach) + near
+        return doses_between(schedule, since - 2 * MAX_WINDOW_SIDE, expanded_from) + near
 
     def _live_doses(self, now: datetime, since: datetime | None = None) -> list[Dose]:
         """Doses that exist: window ends after the schedule was applied, not covered by a release.
@@ -534,13 +568,13 @@ class DoseRules:
 
     def hold_for(self, dose: Dose, now: datetime) -> Hold | None:
         """Why section 6 keeps this dose in (see limits.py), or None if it may go out now."""
-        limits = self.limits()
-        medication = self.state.schedule.medication(dose.medication_id) if limits else None
-        if medication is None:
+        limits, schedule = self.limits(), self.state.schedule
+        medication = schedule.medication(dose.medication_id) if limits and schedule else None
+        if medication is None or limits is None:
             return None
         hold = limits.scheduled_hold(dose, medication, self.state.releases, self.state.loads, now)
         record = self._record(dose)
-        if hold is None and record is not None and record.released_at is not None:
+        if hold is None and record is not None and record.released is not None:
             # Released once already, its pill not seen: that release may have given the pill, so
             # the minimum gap runs from it too (not only from other doses' releases).
             hold = limits.spacing_hold(medication, self.state.releases, now)
@@ -553,13 +587,13 @@ class DoseRules:
             return
         first = record is None or not record.held
         # A compartment waiting for its refill holds every dose from it: the clinic hears once.
-        told = hold.reason == UNLOADED and dose.compartment in self.state.unloaded_told
-        extra = {"reason": hold.reason}
+        told = hold.reason == HoldReason.UNLOADED and dose.compartment in self.state.unloaded_told
+        extra: dict[str, str] = {"reason": hold.reason}
         if hold.allowed_at is not None:
             extra["allowed_at"] = format_utc(hold.allowed_at)
-        draft = self._emit(outcome, "dose.held", dose_data(dose, **extra), now)
+        draft = self._emit(outcome, EventType.DOSE_HELD, dose_data(dose, **extra), now)
         if first and not told:
-            self._alert(outcome, "dose_held", "warning",
+            self._alert(outcome, AlertKind.DOSE_HELD, Severity.WARNING,
                         f"The {self._local(dose.scheduled_at)} dose from compartment {dose.compartment} "
                         f"was held back: {HELD_TEXT[hold.reason]}.", [draft], now)
 
@@ -615,7 +649,8 @@ class DoseRules:
             per_day, reach = 0.0, MAX_WINDOW_SIDE
             if schedule is not None:
                 dosages = [(m, d) for m in schedule.medications for d in m.dosages]
-                per_day = sum(timedelta(days=1) / d.interval if d.interval else len(d.times) / d.period_days
+                per_day = sum(timedelta(days=1) / d.interval if isinstance(d, IntervalDosage)
+                              else len(d.times) / d.period_days
                               for _, d in dosages)
                 reach = max((max(m.window_before, m.window_after) for m, _ in dosages), default=reach)
             # Whole seconds (a slice's end is logged in `caught_up_to`, with milliseconds), and
@@ -652,10 +687,12 @@ class DoseRules:
         self.state.settled_until, self.state.unjudged = since, None
         span = self._catch_up_span()
         horizon = now if since is None or now - since <= span else since + span
-        closed, open_ = [], []
+        closed: list[tuple[Dose, DoseRecord | None]] = []
+        open_: list[tuple[Dose, DoseRecord | None]] = []
         for dose in self._live_doses(now, since=since):
             record = self._record(dose)
-            if (record.status if record else "pending") != "pending" or dose.window_start > horizon:
+            if (record.status if record else DoseStatus.PENDING) != DoseStatus.PENDING \
+                    or dose.window_start > horizon:
                 continue
             (closed if dose.window_end <= horizon else open_).append((dose, record))
         if len(closed) > CATCH_UP_DOSES:  # a dense schedule: stop at the Nth window's end
@@ -663,19 +700,19 @@ class DoseRules:
             horizon = closed[CATCH_UP_DOSES - 1][0].window_end
             closed = [item for item in closed if item[0].window_end <= horizon]
         happenings: list[tuple[datetime, int, Callable[[], None]]] = [
-            (dose.window_end, 2, lambda d=dose: self._missed(outcome, d, now)) for dose, _ in closed]
+            (dose.window_end, 2, partial(self._missed, outcome, dose, now)) for dose, _ in closed]
         for dose, record in open_ if horizon == now else ():
             if not (record and record.due_logged):
-                happenings.append((dose.window_start, 0, lambda d=dose: self._due(outcome, d, now)))
+                happenings.append((dose.window_start, 0, partial(self._due, outcome, dose, now)))
             reminder = self._reminders_passed(dose, now)
             if reminder > (record.reminders if record else 0):
-                happenings.append((dose.scheduled_at, 1,
-                                   lambda d=dose, n=reminder: self._remind(outcome, d, n, now)))
+                happenings.append((dose.scheduled_at, 1, partial(self._remind, outcome, dose, reminder, now)))
         for record in list(self.state.doses.values()):
-            if record.status == "released" and not record.unconfirmed_logged \
-                    and record.released_at + CONFIRM_AFTER <= horizon:
-                happenings.append((record.released_at + CONFIRM_AFTER, 3,
-                                   lambda r=record: self._unconfirmed(outcome, r, now)))
+            released = record.waiting()
+            if released is not None and not record.unconfirmed_logged \
+                    and released.at + CONFIRM_AFTER <= horizon:
+                happenings.append((released.at + CONFIRM_AFTER, 3,
+                                   partial(self._unconfirmed, outcome, record, released, now)))
         for _, _, happen in sorted(happenings, key=lambda item: (item[0], item[1])):
             happen()
         self._more = horizon < now
@@ -697,9 +734,10 @@ class DoseRules:
         then and forgotten could be judged again.
         """
         applied, last, wall = self.state.schedule_applied_at, self.state.last_at, truncate_ms(now)
-        if not self.clock_trusted or applied is None or wall >= applied or applied < last - KEEP_FINAL:
+        if not self.clock_trusted or applied is None or last is None or wall >= applied \
+                or applied < last - KEEP_FINAL:
             return
-        self._emit(outcome, "clock.behind", {"wall": format_at(wall)}, last)
+        self._emit(outcome, EventType.CLOCK_BEHIND, {"wall": format_at(wall)}, last)
 
     def _reminders_passed(self, dose: Dose, now: datetime) -> int:
         if now < dose.scheduled_at:
@@ -712,26 +750,26 @@ class DoseRules:
         if hold is not None and hold.final:
             self._held(outcome, dose, hold, now)
             return
-        self._emit(outcome, "dose.due", dose_data(dose), now)
-        if hold is not None and hold.reason == UNLOADED:
+        self._emit(outcome, EventType.DOSE_DUE, dose_data(dose), now)
+        if hold is not None and hold.reason == HoldReason.UNLOADED:
             self._held(outcome, dose, hold, now)
         elif self.state.stock.get(dose.medication_id, 0) < dose.quantity:
             self._stock_empty(outcome, dose.medication_id, dose.compartment, now)
 
     def _remind(self, outcome: Outcome, dose: Dose, number: int, now: datetime) -> None:
-        self._emit(outcome, "dose.reminder", dose_data(dose, reminder=number), now)
+        self._emit(outcome, EventType.DOSE_REMINDER, dose_data(dose, reminder=number), now)
 
     def _missed(self, outcome: Outcome, dose: Dose, now: datetime) -> None:
         """A window closed unreleased. One alert each while the device could give it; the ones
         it could not (off, a wrong clock) are told together once caught up."""
         behind = self.state.behind
-        unavailable = "clock_behind" if behind and behind[0] < dose.window_end <= behind[1] \
+        unavailable = Unavailable.CLOCK_BEHIND if behind and behind[0] < dose.window_end <= behind[1] \
             else self._unavailable_at(dose.window_end)
         data = dose_data(dose, **({"while": unavailable} if unavailable else {}))
-        draft = self._emit(outcome, "dose.missed", data, now)
+        draft = self._emit(outcome, EventType.DOSE_MISSED, data, now)
         if unavailable:
             return
-        self._alert(outcome, "dose_missed", "warning",
+        self._alert(outcome, AlertKind.DOSE_MISSED, Severity.WARNING,
                     f"The {self._local(dose.scheduled_at)} dose from compartment {dose.compartment} "
                     f"was not taken: its window closed at {self._local(dose.window_end)}.", [draft], now)
 
@@ -739,9 +777,11 @@ class DoseRules:
         """One alert for the doses missed while the device could not give them: how many, from
         which compartments, over what span (local times), and their events (the first 100)."""
         together = self.state.missed_together
+        if together is None:
+            return
         count, ids = together.count, list(together.event_ids)
         reasons = sorted(together.reasons)
-        why = UNAVAILABLE_TEXT[reasons[0] if len(reasons) == 1 else "clock_unsynchronized"]
+        why = UNAVAILABLE_TEXT[reasons[0] if len(reasons) == 1 else Unavailable.CLOCK_UNSYNCHRONIZED]
         compartments = sorted(together.compartments)
         which = f"compartment{'s' if len(compartments) > 1 else ''} {', '.join(map(str, compartments))}"
         first, last = self._local_day(together.first_end), self._local_day(together.last_end)
@@ -752,8 +792,8 @@ class DoseRules:
                    f"{'it' if count == 1 else 'them'}: {span}.")
         if len(ids) < count:
             message += f" The first {len(ids)} are listed."
-        self._emit(outcome, "alert.raised", {
-            "alert_id": self.new_id(), "kind": MISSED_TOGETHER, "severity": "warning", "message": message,
+        self._emit(outcome, EventType.ALERT_RAISED, {
+            "alert_id": self.new_id(), "kind": MISSED_TOGETHER, "severity": Severity.WARNING, "message": message,
             "events": ids, "count": count, "compartments": compartments,
             "first_window_end": format_utc(together.first_end), "last_window_end": format_utc(together.last_end),
             "while": sorted(together.reasons)}, now)
@@ -767,16 +807,16 @@ class DoseRules:
         person could not have taken it, and an honest adherence report says so."""
         held, off = self.state.clock_held, self.state.off
         if held and held[0] < moment and (held[1] is None or moment <= held[1]):
-            return "clock_unsynchronized"
+            return Unavailable.CLOCK_UNSYNCHRONIZED
         if off and off[0] < moment <= off[1]:
-            return "device_off"
+            return Unavailable.DEVICE_OFF
         return None
 
-    def _unconfirmed(self, outcome: Outcome, record: DoseRecord, now: datetime) -> None:
-        draft = self._emit(outcome, "dose.unconfirmed", dose_data(record), now)
-        self._alert(outcome, "dose_unconfirmed", "warning",
+    def _unconfirmed(self, outcome: Outcome, record: DoseRecord, released: Released, now: datetime) -> None:
+        draft = self._emit(outcome, EventType.DOSE_UNCONFIRMED, dose_data(record), now)
+        self._alert(outcome, AlertKind.DOSE_UNCONFIRMED, Severity.WARNING,
                     f"The {self._local(record.scheduled_at)} dose from compartment {record.compartment} "
-                    f"was released at {self._local(record.released_at)} but nobody confirmed taking it.",
+                    f"was released at {self._local(released.at)} but nobody confirmed taking it.",
                     [draft], now)
 
     def _forget_old(self, now: datetime) -> None:
@@ -794,7 +834,7 @@ class DoseRules:
         moments = []
         for dose in self._live_doses(now):
             record = self._record(dose)
-            if record and record.status != "pending":
+            if record and record.status != DoseStatus.PENDING:
                 continue
             if dose.window_start > now:
                 moments.append(dose.window_start)
@@ -804,8 +844,9 @@ class DoseRules:
             if reminder_at < dose.window_end:
                 moments.append(reminder_at)
         for record in self.state.doses.values():
-            if record.status == "released" and not record.unconfirmed_logged:
-                moments.append(record.released_at + CONFIRM_AFTER)
+            released = record.waiting()
+            if released is not None and not record.unconfirmed_logged:
+                moments.append(released.at + CONFIRM_AFTER)
         tamper = tamper_due_at(self.state.lid)
         if tamper is not None:
             moments.append(max(tamper, now + timedelta(milliseconds=1)))  # overdue: the next tick tells it
@@ -822,13 +863,13 @@ class DoseRules:
         waiting = self._awaiting_confirmation(now)
         if waiting:
             for record in waiting:
-                self._emit(outcome, "dose.taken", dose_data(record), now)
-            outcome.feedback = "confirmed"
+                self._emit(outcome, EventType.DOSE_TAKEN, dose_data(record), now)
+            outcome.feedback = Feedback.CONFIRMED
             outcome.detail = {"medications": [r.medication_id for r in waiting]}
             return outcome
         if unknown:  # an untrusted or clamped time is not a real one: a release now could be early
-            outcome.feedback = "too_early"
-            outcome.detail = {"opens_at": now if unknown == "clock_behind" else None, "reason": unknown}
+            outcome.feedback = Feedback.TOO_EARLY
+            outcome.detail = {"opens_at": now if unknown == Unavailable.CLOCK_BEHIND else None, "reason": unknown}
             return outcome
         released, empty, held = [], [], []
         for dose in self._in_window(now):
@@ -841,22 +882,22 @@ class DoseRules:
                 empty.append(dose.medication_id)
                 self._stock_empty(outcome, dose.medication_id, dose.compartment, now)
                 continue
-            draft = self._emit(outcome, "dose.released", dose_data(dose), now)
+            draft = self._emit(outcome, EventType.DOSE_RELEASED, dose_data(dose), now)
             outcome.releases.append(Release(draft.event_id, dose.medication_id, dose.compartment, dose.quantity))
             released.append(dose.medication_id)
             self._check_stock(outcome, dose.medication_id, dose.compartment, now)
         if released:
-            outcome.feedback, outcome.detail = "released", {"medications": released, "empty": empty}
+            outcome.feedback, outcome.detail = Feedback.RELEASED, {"medications": released, "empty": empty}
         elif empty:
-            outcome.feedback, outcome.detail = "empty", {"medications": empty}
+            outcome.feedback, outcome.detail = Feedback.EMPTY, {"medications": empty}
         elif held:
             waits = [h.allowed_at for _, h in held if h.allowed_at is not None]
-            outcome.feedback = "held"
+            outcome.feedback = Feedback.HELD
             outcome.detail = {"medications": [d.medication_id for d, _ in held],
                               "reason": held[0][1].reason, "allowed_at": min(waits) if waits else None}
         else:
             opens = self._next_window_start(now)
-            outcome.feedback = "too_early" if opens else "nothing_due"
+            outcome.feedback = Feedback.TOO_EARLY if opens else Feedback.NOTHING_DUE
             outcome.detail = {"opens_at": opens} if opens else {}
         return outcome
 
@@ -870,8 +911,11 @@ class DoseRules:
 
     def _in_window(self, now: datetime) -> list[Dose]:
         """Pending doses whose window is open at `now`."""
-        return [d for d in self._live_doses(now) if d.window_start <= now < d.window_end
-                and (self._record(d) is None or self._record(d).status == "pending")]
+        return [d for d in self._live_doses(now) if d.window_start <= now < d.window_end and self._pending(d)]
+
+    def _pending(self, dose: Dose) -> bool:
+        record = self._record(dose)
+        return record is None or record.status == DoseStatus.PENDING
 
     def awaiting_confirmation(self, now: datetime) -> list[DoseRecord]:
         return self._awaiting_confirmation(self.log_time(now))
@@ -879,101 +923,106 @@ class DoseRules:
     def upcoming(self, now: datetime) -> Dose | None:
         """The next dose whose window has not opened yet."""
         now = self.log_time(now)
-        later = [d for d in self._live_doses(now) if d.window_start > now
-                 and (self._record(d) is None or self._record(d).status == "pending")]
+        later = [d for d in self._live_doses(now) if d.window_start > now and self._pending(d)]
         return min(later) if later else None
 
     def _awaiting_confirmation(self, now: datetime) -> list[DoseRecord]:
         """Released doses not yet confirmed, until the medication's next window opens."""
         waiting = []
         for record in self.state.doses.values():
-            if record.status != "released":
+            released = record.waiting()
+            if released is None:
                 continue
-            if now < self._confirmable_until(record):
+            if now < self._confirmable_until(record, released):
                 waiting.append(record)
         return sorted(waiting, key=lambda r: (r.scheduled_at, r.medication_id))
 
-    def _confirmable_until(self, record: DoseRecord) -> datetime:
-        later = [d.window_start for d in self._doses_near(record.released_at)
+    def _confirmable_until(self, record: DoseRecord, released: Released) -> datetime:
+        later = [d.window_start for d in self._doses_near(released.at)
                  if d.medication_id == record.medication_id and d.scheduled_at > record.scheduled_at]
-        limit = record.released_at + CONFIRM_LIMIT
+        limit = released.at + CONFIRM_LIMIT
         return min([limit, *later])
 
     def _next_window_start(self, now: datetime) -> datetime | None:
-        starts = [d.window_start for d in self._live_doses(now)
-                  if d.window_start > now and (self._record(d) is None or self._record(d).status == "pending")]
+        starts = [d.window_start for d in self._live_doses(now) if d.window_start > now and self._pending(d)]
         return min(starts) if starts else None
 
     # -- as needed ---------------------------------------------------------------------
 
     def as_needed_medications(self, now: datetime) -> list[Medication]:
+        return [medication for medication, _ in self._as_needed(now)]
+
+    def _as_needed(self, now: datetime) -> list[tuple[Medication, AsNeeded]]:
         schedule = self.state.schedule
         if schedule is None:
             return []
-        return [m for m in schedule.medications if m.as_needed is not None and _in_bounds(m, now)]
+        return [(m, m.as_needed) for m in schedule.medications
+                if m.as_needed is not None and _in_bounds(m.as_needed, now)]
 
     def hold(self, now: datetime, medication_id: str | None = None) -> Outcome:
         """Ask for an as-needed dose: released, denied, or a menu when several could be meant."""
         outcome = self.tick(now)
         raw_now, now = now, self.log_time(now)
-        choices = self.as_needed_medications(now)
+        choices = self._as_needed(now)
         if medication_id is not None:
-            choices = [m for m in choices if m.id == medication_id]
+            choices = [(m, prn) for m, prn in choices if m.id == medication_id]
         if not choices:
-            outcome.feedback = "no_as_needed"
+            outcome.feedback = Feedback.NO_AS_NEEDED
             return outcome
         if len(choices) > 1:
-            outcome.feedback, outcome.detail = "menu", {"medications": [m.id for m in choices]}
+            outcome.feedback, outcome.detail = Feedback.MENU, {"medications": [m.id for m, _ in choices]}
             return outcome
-        medication = choices[0]
+        medication, prn = choices[0]
         unknown = self.time_unknown(raw_now)
         if unknown:  # not logged: not the person's doing, not a misuse signal
-            outcome.feedback, outcome.detail = "denied", {
+            outcome.feedback, outcome.detail = Feedback.DENIED, {
                 "medication": medication.id, "reason": unknown,
-                "allowed_at": now if unknown == "clock_behind" else None}
+                "allowed_at": now if unknown == Unavailable.CLOCK_BEHIND else None}
             return outcome
-        reason, allowed_at = self.prn_refusal(medication, now)
+        reason, allowed_at = self.prn_refusal(medication, prn, now)
         if reason:
             self._deny(outcome, medication, reason, allowed_at, now)
             return outcome
-        prn = medication.as_needed
-        draft = self._emit(outcome, "prn.released", {
+        draft = self._emit(outcome, EventType.PRN_RELEASED, {
             "medication_id": medication.id, "quantity": prn.quantity, "compartment": medication.compartment,
         }, now)
         outcome.releases.append(Release(draft.event_id, medication.id, medication.compartment, prn.quantity))
-        outcome.feedback, outcome.detail = "released", {"medications": [medication.id]}
+        outcome.feedback, outcome.detail = Feedback.RELEASED, {"medications": [medication.id]}
         self._check_stock(outcome, medication.id, medication.compartment, now)
         return outcome
 
-    def prn_refusal(self, medication: Medication, now: datetime) -> tuple[str | None, datetime | None]:
-        """Why an as-needed dose may not go out now, and when it could; (None, None) if it may.
+    def prn_refusal(self, medication: Medication, prn: AsNeeded,
+                    now: datetime) -> tuple[PrnRefusal | HoldReason | None, datetime | None]:
+        """Why an as-needed dose (`prn`, the medication's) may not go out now, and when it could;
+        (None, None) if it may.
 
         The interval and the rolling maximum count every release of the ingredient, across
         ids and strengths (section 6); then the compartment must hold this medication.
         """
-        refusal = self.limits().as_needed_refusal(medication, self.state.releases, now)
+        limits = self.limits()
+        refusal = limits.as_needed_refusal(medication, prn, self.state.releases, now) if limits else None
         if refusal is not None:
             return refusal
         load = self.state.loads.get(medication.compartment)
         if load is None or not load.holds(medication):
-            return UNLOADED, None
-        if self.state.stock.get(medication.id, 0) < medication.as_needed.quantity:
-            return "empty", None
+            return HoldReason.UNLOADED, None
+        if self.state.stock.get(medication.id, 0) < prn.quantity:
+            return PrnRefusal.EMPTY, None
         return None, None
 
-    def _deny(self, outcome: Outcome, medication: Medication, reason: str,
+    def _deny(self, outcome: Outcome, medication: Medication, reason: PrnRefusal | HoldReason,
               allowed_at: datetime | None, now: datetime) -> None:
         data = {"medication_id": medication.id, "reason": reason}
         if allowed_at is not None:
             data["next_allowed_at"] = format_utc(allowed_at)
-        draft = self._emit(outcome, "prn.denied", data, now)
-        outcome.feedback, outcome.detail = "denied", {"medication": medication.id, "reason": reason,
+        draft = self._emit(outcome, EventType.PRN_DENIED, data, now)
+        outcome.feedback, outcome.detail = Feedback.DENIED, {"medication": medication.id, "reason": reason,
                                                       "allowed_at": allowed_at}
-        if reason == "empty":
+        if reason == PrnRefusal.EMPTY:
             self._stock_empty(outcome, medication.id, medication.compartment, now)
         recent = [at for at in self.state.prn_denied.get(medication.id, []) if at > now - DENIAL_WINDOW]
         if len(recent) % DENIALS_PER_ALERT == 0:
-            self._alert(outcome, "prn_denied_repeatedly", "warning",
+            self._alert(outcome, AlertKind.PRN_DENIED_REPEATEDLY, Severity.WARNING,
                         f"{len(recent)} as-needed requests from compartment {medication.compartment} "
                         f"were refused in the last 24 hours.", [draft], now)
 
@@ -983,13 +1032,13 @@ class DoseRules:
         outcome = self.tick(now)
         now = self.log_time(now)
         self._refilled(outcome, medication_id, count, now)
-        outcome.feedback = "refilled"
+        outcome.feedback = Feedback.REFILLED
         return outcome
 
     def _refilled(self, outcome: Outcome, medication_id: str, count: int, now: datetime) -> None:
         medication = self.state.schedule.medication(medication_id) if self.state.schedule else None
         compartment = medication.compartment if medication else None
-        self._emit(outcome, "stock.refilled", {
+        self._emit(outcome, EventType.STOCK_REFILLED, {
             "medication_id": medication_id, "compartment": compartment, "count": count,
             "previous": self.state.stock.get(medication_id, 0),
         }, now)
@@ -1001,10 +1050,10 @@ class DoseRules:
             return
         threshold = self._low_threshold(medication_id, now)
         if remaining < threshold and medication_id not in self.state.stock_low:
-            draft = self._emit(outcome, "stock.low", {
+            draft = self._emit(outcome, EventType.STOCK_LOW, {
                 "medication_id": medication_id, "compartment": compartment,
                 "remaining": remaining, "threshold": threshold}, now)
-            self._alert(outcome, "stock_low", "info",
+            self._alert(outcome, AlertKind.STOCK_LOW, Severity.INFO,
                         f"Compartment {compartment} is running low: {remaining} left. Please refill it soon.",
                         [draft], now)
 
@@ -1022,16 +1071,16 @@ class DoseRules:
     def _stock_empty(self, outcome: Outcome, medication_id: str, compartment: int, now: datetime) -> None:
         if medication_id in self.state.stock_empty:
             return
-        draft = self._emit(outcome, "stock.empty", {
+        draft = self._emit(outcome, EventType.STOCK_EMPTY, {
             "medication_id": medication_id, "compartment": compartment,
             "remaining": self.state.stock.get(medication_id, 0)}, now)
-        self._alert(outcome, "stock_empty", "warning",
+        self._alert(outcome, AlertKind.STOCK_EMPTY, Severity.WARNING,
                     f"Compartment {compartment} is empty: no dose can be given from it until it is refilled.",
                     [draft], now)
 
     # -- schedules ---------------------------------------------------------------------
 
-    def apply_schedule(self, now: datetime, schedule: Schedule, source: str, digest: str | None = None,
+    def apply_schedule(self, now: datetime, schedule: Schedule, source: ScheduleSource, digest: str | None = None,
                        key_id: str | None = None,
                        last_signed: tuple[int, datetime | None] | None = None,
                        stock: Mapping[str, int] | None = None) -> Outcome:
@@ -1046,46 +1095,46 @@ class DoseRules:
         now = self.log_time(now)
         stale = self._staleness(schedule, source, last_signed)
         if stale:
-            return outcome.extend(self.reject_schedule(now, schedule.version, source, "stale_version", stale))
+            return outcome.extend(self.reject_schedule(now, schedule.version, source, RejectReason.STALE_VERSION, stale))
         missing = sorted(m.compartment for m in schedule.medications if m.compartment > self.compartments)
         if missing:
             return outcome.extend(self.reject_schedule(
-                now, schedule.version, source, "unknown_compartment",
+                now, schedule.version, source, RejectReason.UNKNOWN_COMPARTMENT,
                 [f"compartment {c}: the device has {self.compartments}" for c in missing]))
         outcome.schedule_document = schedule.document
-        open_before = [r for r in self.state.doses.values() if r.status == "pending" and r.due_logged]
+        open_before = [r for r in self.state.doses.values() if r.status == DoseStatus.PENDING and r.due_logged]
         # As the schedule in force defines them now: a `dose.due` may have announced another window.
         defined = {d.key: d for d in self._live_doses(now)}
         self._pending_schedules[schedule.version] = schedule
-        signed = source == "mqtt"
-        applied = self._emit(outcome, "schedule.applied", {
+        signed = source == ScheduleSource.MQTT
+        applied = self._emit(outcome, EventType.SCHEDULE_APPLIED, {
             "version": schedule.version, "source": source, "issued_at": format_utc(schedule.issued_at),
             "digest": digest, **({"signed": True, "key_id": key_id} if signed else {"signed": False})}, now)
         self._pending_schedules.clear()
         self._expansion = None
         if not signed:
-            self._alert(outcome, "schedule_applied_locally", "info",
+            self._alert(outcome, AlertKind.SCHEDULE_APPLIED_LOCALLY, Severity.INFO,
                         f"The schedule was changed at the dispenser, not by the clinic (version {schedule.version}, "
                         f"unsigned, sha256 {digest}). The clinic's next schedule replaces it.", [applied], now)
         still = {d.key for d in self._live_doses(now)}
-        skipped = [self._emit(outcome, "dose.skipped",
+        skipped = [self._emit(outcome, EventType.DOSE_SKIPPED,
                               dose_data(defined.get(record.key, record), reason="schedule_changed"), now)
                    for record in open_before if record.key not in still]
         if skipped:  # the person was being told to take them: never silent
             times = ", ".join(f"{self._local(r.scheduled_at)} (compartment {r.compartment})"
                               for r in open_before if r.key not in still)
-            self._alert(outcome, "dose_withdrawn", "warning",
+            self._alert(outcome, AlertKind.DOSE_WITHDRAWN, Severity.WARNING,
                         f"A schedule change withdrew the dose(s) due now: {times}. "
                         f"They will not be given; check the new schedule is what was meant.", skipped, now)
         for medication_id, count in (stock or {}).items():  # loaded before any window is judged
             self._refilled(outcome, medication_id, count, now)
-        outcome.feedback = "applied"
+        outcome.feedback = Feedback.APPLIED
         return outcome.extend(self.tick(now))
 
-    def _staleness(self, schedule: Schedule, source: str,
+    def _staleness(self, schedule: Schedule, source: ScheduleSource,
                    last_signed: tuple[int, datetime | None] | None) -> list[str]:
         """Why `schedule` is not newer than what it must replace (empty: it is newer)."""
-        if source == "mqtt":
+        if source == ScheduleSource.MQTT:
             if last_signed is None:
                 return []
             version, issued_at = last_signed
@@ -1101,15 +1150,15 @@ class DoseRules:
             return [f"version: {schedule.version} is not newer than {current.version}, the schedule in force"]
         return []
 
-    def reject_schedule(self, now: datetime, version, source: str, reason: str,
+    def reject_schedule(self, now: datetime, version: int | None, source: ScheduleSource, reason: RejectReason,
                         problems: list[str]) -> Outcome:
         outcome = self.tick(now)  # its events settle time up to now, so time must be caught up first
         now = self.log_time(now)
-        outcome.feedback, outcome.detail = "rejected", {"reason": reason, "problems": problems}
-        draft = self._emit(outcome, "schedule.rejected", {
+        outcome.feedback, outcome.detail = Feedback.REJECTED, {"reason": reason, "problems": problems}
+        draft = self._emit(outcome, EventType.SCHEDULE_REJECTED, {
             "version": version, "source": source, "reason": reason, "problems": problems[:20]}, now)
-        if source == "mqtt":
-            self._alert(outcome, "schedule_rejected", "info",
+        if source == ScheduleSource.MQTT:
+            self._alert(outcome, AlertKind.SCHEDULE_REJECTED, Severity.INFO,
                         f"A schedule change from the clinic was refused ({reason}); the schedule in force is unchanged.",
                         [draft], now)
         return outcome
@@ -1118,7 +1167,7 @@ class DoseRules:
 
     def release_failed(self, now: datetime, release: Release, error: str) -> Outcome:
         """The servo raised: the dose is not tried again (pills may have dropped); a person must look."""
-        return self._release_trouble(now, release, "dose.release_failed", "release_failed",
+        return self._release_trouble(now, release, EventType.DOSE_RELEASE_FAILED, AlertKind.RELEASE_FAILED,
                                      {"error": error},
                                      f"Compartment {release.compartment} failed while releasing a dose. "
                                      f"Please check the device and the compartment.")
@@ -1128,27 +1177,27 @@ class DoseRules:
 
         `record` is the dose it released, when the caller found it before a catch-up could forget it.
         """
-        return self._release_trouble(now, release, "dose.release_uncertain", "release_uncertain",
+        return self._release_trouble(now, release, EventType.DOSE_RELEASE_UNCERTAIN, AlertKind.RELEASE_UNCERTAIN,
                                      {"release_event_id": release.event_id},
                                      f"The device restarted while releasing from compartment "
                                      f"{release.compartment}; it will not release that dose again. "
                                      f"Please check whether it was taken.", record)
 
-    def _release_trouble(self, now, release: Release, kind: str, alert_kind: str, extra: dict,
+    def _release_trouble(self, now: datetime, release: Release, kind: EventType, alert_kind: AlertKind, extra: dict,
                          message: str, record: DoseRecord | None = None) -> Outcome:
         if record is None:
             record = next((r for r in self.state.doses.values()
-                           if r.release_event_id == release.event_id), None)  # before a tick may forget it
+                           if r.released and r.released.event_id == release.event_id), None)  # before a tick may forget it
         outcome = self.tick(now)  # at a start: catch up on the downtime before anything settles it
         now = self.log_time(now)
         data = {"medication_id": release.medication_id, "compartment": release.compartment,
                 "quantity": release.quantity, **extra}
-        if record is not None and kind == "dose.release_failed":
+        if record is not None and kind == EventType.DOSE_RELEASE_FAILED:
             data = dose_data(record, **extra)
         elif record is not None:
             data["scheduled_at"] = format_utc(record.scheduled_at)
         draft = self._emit(outcome, kind, data, now)
-        self._alert(outcome, alert_kind, "critical", message, [draft], now)
+        self._alert(outcome, alert_kind, Severity.CRITICAL, message, [draft], now)
         return outcome
 
     def release_unseen(self, now: datetime, release: Release, seen: int) -> Outcome:
@@ -1162,10 +1211,10 @@ class DoseRules:
         docs/RULES.md, "The lid and the drop sensor".
         """
         load = self.state.loads.get(release.compartment)
-        reason = "empty" if load is None or load.count == 0 else "jam"
-        what = "empty" if reason == "empty" else "jammed"
+        reason = FailReason.EMPTY if load is None or load.count == 0 else FailReason.JAM
+        what = "empty" if reason == FailReason.EMPTY else "jammed"
         return self._release_trouble(
-            now, release, "dose.release_failed", "release_failed",
+            now, release, EventType.DOSE_RELEASE_FAILED, AlertKind.RELEASE_FAILED,
             {"reason": reason, "seen": seen, "release_event_id": release.event_id},
             f"Compartment {release.compartment} opened to release a dose but no pill was seen falling: "
             f"it looks {what}. It gives nothing more until it is refilled. The dispenser counts the pill "
@@ -1182,20 +1231,20 @@ class DoseRules:
             return outcome  # no change the log does not know (a bounce, the shut lid at start)
         if opened:
             during = opened_during(lid, now)
-            self._emit(outcome, "lid.opened", {"during": during} if during else {}, now)
+            self._emit(outcome, EventType.LID_OPENED, {"during": during} if during else {}, now)
         else:
-            self._emit(outcome, "lid.closed", {}, now)
+            self._emit(outcome, EventType.LID_CLOSED, {}, now)
         return outcome
 
     def _tamper(self, outcome: Outcome, now: datetime) -> None:
         """An opening no release or refill explained, its grace over: the caregiver hears."""
-        due = tamper_due_at(self.state.lid)
-        if due is None or now < due or self.time_unknown(now):
+        due, unexplained = tamper_due_at(self.state.lid), self.state.lid.unexplained
+        if due is None or unexplained is None or now < due or self.time_unknown(now):
             return
-        event_id, opened, shut = self.state.lid.unexplained
+        event_id, opened, shut = unexplained
         still = "" if shut is not None else " and is still open"
-        self._emit(outcome, "alert.raised", {
-            "alert_id": self.new_id(), "kind": TAMPER_ALERT, "severity": "warning",
+        self._emit(outcome, EventType.ALERT_RAISED, {
+            "alert_id": self.new_id(), "kind": TAMPER_ALERT, "severity": Severity.WARNING,
             "message": f"The dispenser's lid was opened at {self._local(opened)}{still}, when no dose was "
                        f"being released and no refill followed. Please check that no pills are missing.",
             "events": [event_id]}, self.log_time(now))
@@ -1204,8 +1253,8 @@ class DoseRules:
         """The drop sensor saw pills no release gave (one falling late from a jam, two for one)."""
         outcome = self.tick(now)
         now = self.log_time(now)
-        draft = self._emit(outcome, "pill.unexpected", {"count": count}, now)
-        self._alert(outcome, "pill_unexpected", "warning",
+        draft = self._emit(outcome, EventType.PILL_UNEXPECTED, {"count": count}, now)
+        self._alert(outcome, AlertKind.PILL_UNEXPECTED, Severity.WARNING,
                     f"The dispenser saw {count} pill(s) fall that no release gave (a pill stuck earlier, "
                     f"or more than one at once). Please check what the person received.", [draft], now)
         return outcome
@@ -1213,8 +1262,8 @@ class DoseRules:
     def fault(self, now: datetime, component: str, error: str) -> Outcome:
         outcome = self.tick(now)
         now = self.log_time(now)
-        draft = self._emit(outcome, "device.fault", {"component": component, "error": error}, now)
-        self._alert(outcome, "device_fault", "warning",
+        draft = self._emit(outcome, EventType.DEVICE_FAULT, {"component": component, "error": error}, now)
+        self._alert(outcome, AlertKind.DEVICE_FAULT, Severity.WARNING,
                     f"The dispenser reports a problem with its {component}. It keeps dispensing what it can.",
                     [draft], now)
         return outcome
@@ -1222,14 +1271,14 @@ class DoseRules:
     def clock_changed(self, now: datetime) -> Outcome:
         """Log that the clock became trusted or untrusted, so the log says when time stood still."""
         outcome = Outcome()
-        kind = "clock.synchronized" if self.clock_trusted else "clock.unsynchronized"
+        kind = EventType.CLOCK_SYNCHRONIZED if self.clock_trusted else EventType.CLOCK_UNSYNCHRONIZED
         self._emit(outcome, kind, {}, self.log_time(now))
         return outcome
 
     def clock_unsynchronized(self, now: datetime, minutes: int) -> Outcome:
         """The clock has not been trusted for a while, so doses are held: the clinic must know."""
         outcome = Outcome()
-        self._alert(outcome, "clock_unsynchronized", "warning",
+        self._alert(outcome, AlertKind.CLOCK_UNSYNCHRONIZED, Severity.WARNING,
                     f"The dispenser has not been able to confirm the time for {minutes} minutes, so it "
                     f"holds every dose until it can. Check its internet connection.", [], self.log_time(now))
         return outcome
@@ -1243,11 +1292,11 @@ class DoseRules:
         """
         raw, now = now, self.log_time(now)
         outcome = Outcome()
-        self._emit(outcome, "device.started", {
+        self._emit(outcome, EventType.DEVICE_STARTED, {
             "software": software,
             "schedule_version": self.state.schedule.version if self.state.schedule else None}, now)
         # The doses they released, found before the catch-up (in the first report) forgets old records.
-        released = {r.release_event_id: r for r in self.state.doses.values() if r.release_event_id}
+        released = {r.released.event_id: r for r in self.state.doses.values() if r.released and r.released.event_id}
         judged = self.state.settled_until, self.state.unjudged
         self._paused = True
         try:
@@ -1265,7 +1314,7 @@ class DoseRules:
 
     def stop(self, now: datetime) -> Outcome:
         outcome = self.tick(now)
-        self._emit(outcome, "device.stopped", {}, self.log_time(now))
+        self._emit(outcome, EventType.DEVICE_STOPPED, {}, self.log_time(now))
         return outcome
 
     def checkin(self, now: datetime, mood: int | None, side_effects: str | None,
@@ -1273,13 +1322,13 @@ class DoseRules:
         """How the person feels after a dose. Strong side effects or the lowest mood reach the clinic."""
         outcome = self.tick(now)
         now = self.log_time(now)
-        draft = self._emit(outcome, "checkin.recorded", {
+        draft = self._emit(outcome, EventType.CHECKIN_RECORDED, {
             "mood": mood, "side_effects": side_effects, "medications": medication_ids}, now)
-        if side_effects == "strong":
-            self._alert(outcome, "side_effects_reported", "warning",
+        if side_effects == SideEffects.STRONG:
+            self._alert(outcome, AlertKind.SIDE_EFFECTS_REPORTED, Severity.WARNING,
                         "The person reported strong side effects after a dose today.", [draft], now)
         if mood == 1:
-            self._alert(outcome, "low_mood_reported", "warning",
+            self._alert(outcome, AlertKind.LOW_MOOD_REPORTED, Severity.WARNING,
                         "The person reported feeling very bad (1 of 5) after a dose today.", [draft], now)
         return outcome
 
@@ -1288,8 +1337,7 @@ class DoseRules:
         return moment.astimezone(tz).strftime("%H:%M") if tz else moment.strftime("%H:%M UTC")
 
 
-def _in_bounds(medication: Medication, now: datetime) -> bool:
-    prn = medication.as_needed
+def _in_bounds(prn: AsNeeded, now: datetime) -> bool:
     return (prn.bounds_start is None or prn.bounds_start <= now) and \
         (prn.bounds_end is None or now < prn.bounds_end)
 

@@ -10,13 +10,21 @@ import logging
 import signal
 from datetime import datetime
 from importlib import resources
+from typing import TYPE_CHECKING, Callable
 
 from .config import Config
-from .daemon import Daemon
+from .daemon import Clock, Daemon
+from .inputs import Input, ScheduleMessage
 from .journal import EventLines
 from .opening import StartError, open_engine, open_store
 from .store import Store
 from .timeutil import UTC
+from .vocabulary import ClockTrustMode, ScheduleSource
+
+if TYPE_CHECKING:
+    from .hardware import Hardware
+    from .service import Notifier
+    from .sync import Sync
 
 log = logging.getLogger("dispenser")
 
@@ -27,7 +35,8 @@ def demo_schedule() -> dict:
     return json.loads(resources.files("dispenser").joinpath("demo", "live-schedule.json").read_text())
 
 
-def build_hardware_for(config: Config, put, simulated: bool, on_move=None):
+def build_hardware_for(config: Config, put: Callable[[Input], None], simulated: bool,
+                       on_move: Callable[[int, str], None] | None = None) -> Hardware:
     from .hardware import HardwareError, build_hardware, build_sim_hardware
     try:
         if simulated or config.backend == "sim":
@@ -40,7 +49,8 @@ def build_hardware_for(config: Config, put, simulated: bool, on_move=None):
         raise StartError(str(error)) from None
 
 
-def build_sync(config: Config, daemon_put, outbox_path: str, suffix: str | None = None, subscribe: bool = True):
+def build_sync(config: Config, daemon_put: Callable[[Input], None], outbox_path: str, suffix: str | None = None,
+               subscribe: bool = True) -> Sync | None:
     """The MQTT side, when the config has an [mqtt] table; None to run offline.
 
     The daemon (`suffix=None`) subscribes to schedule/set; one-shot commands do not.
@@ -54,7 +64,7 @@ def build_sync(config: Config, daemon_put, outbox_path: str, suffix: str | None 
         raise StartError(f"{config.source}: {error}") from None
     # The sync's own thread opens its own connection to the log: SQLite objects stay on their thread.
     outbox = (lambda: Store.open_outbox(outbox_path, config.device_id)) if outbox_path != ":memory:" else None
-    on_schedule = (lambda payload: daemon_put(("schedule", payload))) if subscribe else None
+    on_schedule = (lambda payload: daemon_put(ScheduleMessage(payload))) if subscribe else None
     if suffix is not None:
         settings = settings.for_command(suffix)
     discovery = None
@@ -65,8 +75,9 @@ def build_sync(config: Config, daemon_put, outbox_path: str, suffix: str | None 
                 discovery=discovery)
 
 
-def build_daemon(config: Config, db: str | None, *, simulated: bool, demo: bool = False, notifier=None,
-                 on_move=None, with_sync: bool = True) -> Daemon:
+def build_daemon(config: Config, db: str | None, *, simulated: bool, demo: bool = False,
+                 notifier: Notifier | None = None, on_move: Callable[[int, str], None] | None = None,
+                 with_sync: bool = True) -> Daemon:
     """Everything a running dispenser needs, wired together but not started."""
     store = open_store(config, db, daemon=True)
     # The one owner of clock trust: the engine asks it at every input, the daemon how long it waits.
@@ -74,7 +85,7 @@ def build_daemon(config: Config, db: str | None, *, simulated: bool, demo: bool 
     engine.listeners.append(EventLines(engine))  # one system-log line per committed event
     if demo and engine.view.schedule_version is None:
         now = datetime.now(UTC)
-        engine.apply_schedule(now, demo_schedule(), "local", stock=DEMO_STOCK)  # filled as it applies
+        engine.apply_schedule(now, demo_schedule(), ScheduleSource.LOCAL, stock=DEMO_STOCK)  # filled as it applies
     holder: list[Daemon] = []
     hardware = build_hardware_for(config, lambda item: holder[0].put(item), simulated, on_move)
     sync = build_sync(config, lambda item: holder[0].put(item), store.name) if with_sync else None
@@ -90,10 +101,10 @@ def stop_on_signals(daemon: Daemon) -> None:
         signal.signal(signum, lambda *_: daemon.put("stop"))
 
 
-def run_daemon(daemon: Daemon, clock=None) -> None:
+def run_daemon(daemon: Daemon, clock: Clock | None = None) -> None:
     if daemon.sync is not None:
         daemon.sync.start()
-    if clock is None and daemon.clock_trust is not None and daemon.clock_trust.mode == "synchronized":
+    if clock is None and daemon.clock_trust is not None and daemon.clock_trust.mode == ClockTrustMode.SYNCHRONIZED:
         from .clocktrust import TrustedClock
         clock = TrustedClock(daemon.clock_trust)  # the time counted since NTP first set it (clocktrust.py)
     try:

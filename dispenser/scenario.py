@@ -18,17 +18,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from . import docjson
 from .config import Config
 from .daemon import Daemon
 from .engine import Engine, Mover
-from .hardware import build_sim_hardware
+from .hardware import Hardware, build_sim_hardware
 from .inputs import Hold, Input, Press, Refill
 from .schedule import ScheduleError, load_schedule_file
 from .store import Store
 from .virtual import VirtualDevice
+from .vocabulary import ScheduleSource
+
+if TYPE_CHECKING:
+    from .sync import Sync
 
 ACTIONS = {"press", "hold", "refill", "power_cut", "apply_schedule", "lid_open", "lid_close", "jam"}
 STEP_KEYS = {"at", "do", "medication", "count", "file", "for_min", "compartment"}
@@ -95,7 +100,7 @@ def load_scenario(path: str | Path, default_timezone: str = "UTC") -> Scenario:
     return Scenario(start, until, schedule_file, stock, steps, text)
 
 
-def _local(value, tz: ZoneInfo, where: str) -> datetime:
+def _local(value: object, tz: ZoneInfo, where: str) -> datetime:
     """A scenario time: local in the schedule's timezone (an offset, if given, is honoured)."""
     if not isinstance(value, (str, datetime)):
         raise ScenarioError(f"{where}: a local date and time like \"2026-11-24T06:00:00\" is required")
@@ -108,7 +113,7 @@ def _local(value, tz: ZoneInfo, where: str) -> datetime:
     return moment.astimezone(ZoneInfo("UTC"))
 
 
-def _step(item, index: int, tz: ZoneInfo, path: Path, start: datetime, until: datetime) -> Step:
+def _step(item: object, index: int, tz: ZoneInfo, path: Path, start: datetime, until: datetime) -> Step:
     where = f"{path}: step[{index}]"
     if not isinstance(item, dict):
         raise ScenarioError(f"{where}: must be a table")
@@ -169,8 +174,8 @@ class ScenarioRun:
         self.store: Store | None = None
         self.engine: Engine | None = None
         self.daemon: Daemon | None = None
-        self.hardware = None
-        self.sync = None
+        self.hardware: Hardware | None = None
+        self.sync: Sync | None = None
         self._new_id: Callable[[], str] | None = None
         self.device: VirtualDevice | None = None
 
@@ -182,9 +187,10 @@ class ScenarioRun:
         self.engine = Engine(self.store, self.config.compartments, self.config.timezone,
                              new_id=self._new_id, clinic_public_key=self.config.clinic_public_key,
                              clinic_keys=self.config.clinic_keys)
-        self.engine.listeners.append(lambda events: [self.emit(e) for e in events])
-        if self.sync is not None:
-            self.engine.listeners.append(lambda events: self.sync.notify())
+        self.engine.listeners.append(self._emit_events)
+        sync = self.sync
+        if sync is not None:
+            self.engine.listeners.append(lambda events: sync.notify())
         # The simulated lid and drop sensor put their inputs on the daemon's queue (`_drain`).
         self.hardware = build_sim_hardware(self._put, self.config.compartments, sleep=lambda s: None)
         # The scenario's button is the contract's: a press confirms or releases, so no check-in.
@@ -197,9 +203,15 @@ class ScenarioRun:
         if self.device is not None:
             self.device.running = self.daemon
 
+    def _emit_events(self, events: list[dict]) -> None:
+        for event in events:
+            self.emit(event)
+
     def _power_off(self) -> None:
-        self.hardware.close()
-        self.store.close()
+        if self.hardware is not None:
+            self.hardware.close()
+        if self.store is not None:
+            self.store.close()
         self.store = self.engine = self.daemon = self.hardware = None
 
     def run(self) -> None:
@@ -247,20 +259,23 @@ class ScenarioRun:
 
     def _act(self, step: Step, now: datetime) -> None:
         daemon = self.daemon
+        if daemon is None:
+            return None  # the device is off: nobody can press it
         if step.do == "press":
             daemon.handle(Press(), now)
         elif step.do == "hold":
             daemon.handle(Hold(step.medication), now)
-        elif step.do == "refill":
+        elif step.do == "refill" and step.medication is not None and step.count is not None:
             daemon.handle(Refill(step.medication, step.count), now)
-        elif step.do in ("lid_open", "lid_close"):
+        elif step.do in ("lid_open", "lid_close") and self.hardware is not None and self.hardware.lid is not None:
             pin = self.hardware.lid.device.pin  # the lid switch pulls low while the lid is shut
             pin.drive_high() if step.do == "lid_open" else pin.drive_low()
-        elif step.do == "jam":
+        elif step.do == "jam" and self.hardware is not None and self.hardware.chute is not None \
+                and step.compartment is not None:
             self.hardware.chute.jam(step.compartment)
-        elif step.do == "apply_schedule":
+        elif step.do == "apply_schedule" and step.file is not None:
             self._apply_file(now, step.file)
-        elif step.do == "power_cut":
+        elif step.do == "power_cut" and self.device is not None:
             self._power_off()
             self.device.power_cut(timedelta(minutes=step.for_min))
 
@@ -269,7 +284,8 @@ class ScenarioRun:
             document = docjson.loads(path.read_text(encoding="utf-8"))  # as `schedule apply` reads it
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ScenarioError(f"{path}: cannot be read as JSON ({error})") from None
-        self.engine.apply_schedule(now, document, "local", stock=stock)
+        if self.engine is not None:  # the device is on: a person at it applies the file
+            self.engine.apply_schedule(now, document, ScheduleSource.LOCAL, stock=stock)
 
     def close(self) -> None:
         if self._tmp is not None:

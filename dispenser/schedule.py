@@ -16,14 +16,17 @@ import copy
 import json
 import math
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dispenser import docjson
+from dispenser.dosage import (FIRST_YEAR, LAST_YEAR, ClockDosage, IntervalDosage, ScheduledDosage, Start,
+                              entry_span)
 from dispenser.timeutil import UTC, parse_utc
 
 SCHEMA = "dispenser.schedule/1"
@@ -46,9 +49,6 @@ MAX_PERIOD_DAYS = 366
 MAX_PERIOD_WEEKS = 52
 MIN_INTERVAL = timedelta(minutes=1)
 MAX_INTERVAL = timedelta(days=366)
-# Dates a document may name. Far from datetime's limits (years 1 and 9999), so no
-# arithmetic on a valid document can overflow; the expander gives no dose outside them.
-FIRST_YEAR, LAST_YEAR = 2000, 2199
 # The most tablets one dose, and one as-needed limit (maxDosePerPeriod), may count: more
 # is a typing error ("1000 tablets"), not a prescription a dispenser should carry out.
 MAX_UNITS_PER_DOSE = 10
@@ -100,33 +100,8 @@ class ScheduleError(Exception):
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[ScheduleError], tuple[list[str]]]:
         return (type(self), (self.problems,))
-
-
-@dataclass(frozen=True)
-class ScheduledDosage:
-    """One scheduled dosage entry, its times resolved to plain numbers.
-
-    `times` (for `d` and `wk`) are offsets from local midnight of a dosing day, already
-    including `when` + `offset`, so they may be negative or past 24 h (the dose then
-    falls on the neighbouring day). `h` entries have `interval` instead: elapsed time
-    from `bounds_start`, not wall clock. `period_days` is 1 for daily, 7*period for `wk`;
-    days with a period above 1 count from `anchor_date` (local date of `bounds_start`).
-    `bounds_end` is exclusive: the document's inclusive end (FHIR's meaning) plus its
-    last local day or second, so that [bounds_start, bounds_end) is the period.
-    """
-
-    quantity: int
-    period_unit: str
-    times: tuple[timedelta, ...] = ()
-    interval: timedelta | None = None
-    period_days: int = 1
-    days_of_week: frozenset[int] | None = None
-    bounds_start: datetime | None = None
-    bounds_end: datetime | None = None
-    anchor_date: date | None = None
-    count: int | None = None
 
 
 @dataclass(frozen=True)
@@ -272,7 +247,7 @@ def _kind(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -347,12 +322,12 @@ class _Parser:
     def problem(self, path: str, message: str) -> None:
         self.problems.append(f"{path}: {message}")
 
-    def unknown_keys(self, path: str, raw: dict, allowed, message="unknown field") -> None:
+    def unknown_keys(self, path: str, raw: dict, allowed: Collection[str], message: str = "unknown field") -> None:
         for key in raw:
             if key not in allowed:
                 self.problem(f"{path}.{key}" if path else str(key), message)
 
-    def fhir_keys(self, path: str, raw: dict, allowed) -> None:
+    def fhir_keys(self, path: str, raw: dict, allowed: Collection[str]) -> None:
         """A FHIR element's keys: `allowed`, `id` and `extension` (kept, they change nothing).
 
         `modifierExtension` is refused wherever it stands: by FHIR's definition it changes
@@ -397,7 +372,7 @@ class _Parser:
         medications = self.medications(doc.get("medications"))
         if "signature" in doc:
             self.object("signature", doc["signature"])
-        if self.problems:
+        if self.problems or issued_at is None or timezone is None or self.tz is None:
             raise ScheduleError(self.problems)
         return Schedule(
             version=version,
@@ -417,7 +392,9 @@ class _Parser:
             self.problem("version", f"must be an integer >= 1, not {_show(version)}")
         elif version > MAX_VERSION:
             self.problem("version", f"must be at most {MAX_VERSION}")
-        return version
+        else:
+            return version
+        return 0  # never used: the problem refuses the document
 
     def issued_at(self, doc: dict) -> datetime | None:
         if "issued_at" not in doc:
@@ -489,7 +466,9 @@ class _Parser:
         if not isinstance(raw, list):
             self.problem("medications", f"must be a list, not {_kind(raw)}")
             return []
-        medications, ids, compartments = [], {}, {}
+        medications: list[Medication] = []
+        ids: dict[str | int, int] = {}
+        compartments: dict[str | int, int] = {}
         for index, item in enumerate(raw):
             path = f"medications[{index}]"
             medication = self.medication(path, item)
@@ -501,7 +480,7 @@ class _Parser:
                 medications.append(medication)
         return medications
 
-    def unique(self, path: str, value: Any, seen: dict, where: str, index: int) -> None:
+    def unique(self, path: str, value: Any, seen: dict[str | int, int], where: str, index: int) -> None:
         if isinstance(value, (str, int)) and not isinstance(value, bool):
             if value in seen:
                 self.problem(path, f"{_show(value)} is already used by {where}[{seen[value]}]")
@@ -636,7 +615,8 @@ class _Parser:
                 self.problem(path, "before_min and after_min cannot both be 0 (no time to take it)")
         return timedelta(minutes=minutes["before_min"]), timedelta(minutes=minutes["after_min"])
 
-    def dosage_list(self, path: str, raw: Any, strength: Strength | None):
+    def dosage_list(self, path: str, raw: Any,
+                    strength: Strength | None) -> tuple[list[ScheduledDosage], AsNeeded | None]:
         if raw is None:
             self.problem(path, "is required")
             return [], None
@@ -647,7 +627,8 @@ class _Parser:
         if any(as_needed_flags) and len(raw) > 1:
             self.problem(path, "an as-needed medication has exactly one dosage entry "
                                "(as-needed and scheduled entries cannot be mixed)")
-        dosages, as_needed = {}, None
+        dosages: dict[int, ScheduledDosage] = {}
+        as_needed = None
         for index, entry in enumerate(raw):
             parsed = self.dosage(f"{path}[{index}]", entry, strength)
             if isinstance(parsed, AsNeeded):
@@ -668,8 +649,6 @@ class _Parser:
         that never name the same time of day may overlap: that is how FHIR writes a split
         dose ("1 in the morning, 2 at night"), and they cannot double a dose.
         """
-        from dispenser.scheduler import entry_span  # it imports this module
-
         if self.tz is None:
             return  # bounds were not read: the timezone's problem is reported
         spans = {index: entry_span(dosage, self.tz) for index, dosage in dosages.items()}
@@ -759,7 +738,8 @@ class _Parser:
         tablets = amount / per_tablet
         if tablets.denominator != 1:
             self.problem(f"{path}.value", f"must be a whole number of tablets, not {_show(value)}"
-                         if per_tablet == 1 else f"{_show(value)} {strength.unit} is not a whole "
+                         if per_tablet == 1 or strength is None
+                         else f"{_show(value)} {strength.unit} is not a whole "
                          f"number of tablets of {_number(strength.value)} {strength.unit}")
             return None
         if tablets > maximum:
@@ -793,7 +773,7 @@ class _Parser:
             return None
         return next(iter(sizes.values()), Fraction(1))
 
-    def repeat(self, path: str, raw: dict, allowed) -> dict | None:
+    def repeat(self, path: str, raw: dict, allowed: Collection[str]) -> dict | None:
         """The entry's timing.repeat object, checked for unknown keys."""
         timing_path = f"{path}.timing"
         timing = raw.get("timing")
@@ -923,7 +903,7 @@ class _Parser:
         frequency = self.frequency(rpath, repeat)
         interval = self.interval(rpath, self.period(rpath, repeat, unit), frequency, unit)
         start, end, ok = self.bounds(rpath, repeat)
-        if None in (quantity, max_units, max_period, interval) or not ok:
+        if quantity is None or max_units is None or max_period is None or interval is None or not ok:
             return None
         if quantity > max_units:
             self.problem(f"{path}.maxDosePerPeriod.numerator.value",
@@ -992,25 +972,35 @@ class _Parser:
         period = self.period(rpath, repeat, unit)
         start, end, _ = self.bounds(rpath, repeat)
         count = self.count(rpath, repeat)
-        fields: dict[str, Any] = {}
+        interval: timedelta | None = None
+        times: tuple[timedelta, ...] = ()
+        days_of_week: frozenset[int] | None = None
+        period_days = 1
         if unit == "h":
             self.refuse(rpath, repeat, ("timeOfDay", "when", "offset", "dayOfWeek"),
                         'is not allowed with periodUnit "h" (a dose every period/frequency hours)')
-            fields["interval"] = self.interval(rpath, period, frequency, unit)
+            interval = self.interval(rpath, period, frequency, unit)
         elif unit in ("d", "wk"):
-            fields["times"] = self.times(rpath, repeat, frequency)
-            fields["days_of_week"] = self.days_of_week(rpath, repeat, unit, period)
+            times = self.times(rpath, repeat, frequency)
+            days_of_week = self.days_of_week(rpath, repeat, unit, period)
             if period is not None:
-                fields["period_days"] = int(period) * (7 if unit == "wk" else 1)
-        needs_start = unit in ("h", "wk") or count is not None or fields.get("period_days", 1) > 1
+                period_days = int(period) * (7 if unit == "wk" else 1)
+        needs_start = unit in ("h", "wk") or count is not None or period_days > 1
         bounds = repeat.get("boundsPeriod", {})
         if needs_start and isinstance(bounds, dict) and "start" not in bounds:
             self.problem(f"{rpath}.boundsPeriod.start", self.why_start(unit, count, period))
-        if len(self.problems) > before or quantity is None or unit is None:
-            return None
-        anchor = start.astimezone(self.tz).date() if start is not None and self.tz else None
-        return ScheduledDosage(quantity=quantity, period_unit=unit, bounds_start=start,
-                               bounds_end=end, anchor_date=anchor, count=count, **fields)
+        if len(self.problems) > before or quantity is None or unit is None or self.tz is None:
+            return None  # the problems are reported (the timezone's too)
+        if needs_start and start is None:
+            return None  # reported: its start is missing or unreadable
+        if unit == "h":
+            if interval is None or start is None:
+                return None  # reported above
+            return IntervalDosage(quantity=quantity, interval=interval, bounds_start=start, bounds_end=end,
+                                  count=count)
+        anchor = Start(start, start.astimezone(self.tz).date()) if start is not None else None
+        return ClockDosage(quantity=quantity, period_unit=unit, times=times, period_days=period_days,
+                           days_of_week=days_of_week, start=anchor, bounds_end=end, count=count)
 
     @staticmethod
     def why_start(unit: str | None, count: int | None, period: Fraction | None) -> str:
@@ -1024,7 +1014,7 @@ class _Parser:
             reason = f"every {period} days counts from it"
         return f"is required ({reason})"
 
-    def refuse(self, path: str, repeat: dict, keys, message: str) -> None:
+    def refuse(self, path: str, repeat: dict, keys: Collection[str], message: str) -> None:
         for key in keys:
             if key in repeat:
                 self.problem(f"{path}.{key}", message)
@@ -1135,7 +1125,7 @@ class _Parser:
 
 def _apart(one: ScheduledDosage, other: ScheduledDosage) -> bool:
     """Two clock-time entries that never name the same time of day (offsets taken mod a day)."""
-    if one.interval is not None or other.interval is not None:
+    if not isinstance(one, ClockDosage) or not isinstance(other, ClockDosage):
         return False
     day = timedelta(days=1)
     return not {t % day for t in one.times} & {t % day for t in other.times}

@@ -15,18 +15,22 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from .lcd_fit import first_fitting, fit_name, labelled
+from .vocabulary import EventType, Feedback, HoldReason, PrnRefusal, ScreenMode, SideEffects, Unavailable
 
 if TYPE_CHECKING:
     from .readmodel import ReadModel
     from .rules import Outcome
 
+from .vocabulary import Feedback, HoldReason, PrnRefusal, ScreenMode, SideEffects, Unavailable
+
 MOODS = ["1 very bad", "2 bad", "3 okay", "4 good", "5 very good"]
-SIDE_EFFECTS = ["none", "mild", "strong"]
+SIDE_EFFECTS = list(SideEffects)
 
 # Every mode and feedback the daemon can put on the screen (tests render each of them).
-MODES = ("idle", "feedback", "menu", "checkin_mood", "checkin_side", "storage_error")
-FEEDBACKS = ("released", "prn_released", "confirmed", "too_early", "nothing_due", "empty", "held",
-             "denied", "no_as_needed", "missed", "release_failed", "checkin_saved")
+MODES = tuple(ScreenMode)
+FEEDBACKS = (Feedback.RELEASED, Feedback.PRN_RELEASED, Feedback.CONFIRMED, Feedback.TOO_EARLY, Feedback.NOTHING_DUE,
+             Feedback.EMPTY, Feedback.HELD, Feedback.DENIED, Feedback.NO_AS_NEEDED, Feedback.MISSED,
+             Feedback.RELEASE_FAILED, Feedback.CHECKIN_SAVED)
 
 
 @dataclass
@@ -37,8 +41,8 @@ class View:
     """
 
     now: datetime
-    mode: str = "idle"          # one of MODES
-    feedback: str = ""          # the last outcome's feedback while it is shown (FEEDBACKS)
+    mode: ScreenMode = ScreenMode.IDLE  # one of MODES
+    feedback: Feedback = Feedback.NONE  # the last outcome's feedback while it is shown (FEEDBACKS)
     detail: dict = field(default_factory=dict)
     due: list[str] = field(default_factory=list)        # names of doses a press would release
     waiting: list[str] = field(default_factory=list)    # released, waiting for confirmation
@@ -68,7 +72,7 @@ def screen(view: View, rows: int = 2, cols: int = 16) -> list[str]:
     """The lines to show, most important state first; none longer than `cols`."""
     lines = _main(view, cols)
     if rows >= 4:
-        if view.mode == "menu":
+        if view.mode == ScreenMode.MENU:
             return lines + ["Press: next one", "Hold: ask for it"]
         when_line = "Time not set yet" if view.clock_unknown else f"{view.now:%a %d %b %H:%M}"
         lines = lines + [when_line, "offline" if view.offline else _refill_line(view, cols)]
@@ -76,16 +80,16 @@ def screen(view: View, rows: int = 2, cols: int = 16) -> list[str]:
 
 
 def _main(view: View, cols: int) -> list[str]:
-    if view.mode == "storage_error":  # nothing can be logged, so nothing is given out
+    if view.mode == ScreenMode.STORAGE_ERROR:  # nothing can be logged, so nothing is given out
         return ["Storage problem", "Call your clinic"]
-    if view.mode == "checkin_mood":
+    if view.mode == ScreenMode.CHECKIN_MOOD:
         return ["How do you feel?", f"< {MOODS[view.choice]} >"]
-    if view.mode == "checkin_side":
+    if view.mode == ScreenMode.CHECKIN_SIDE:
         return ["Side effects?", f"< {SIDE_EFFECTS[view.choice]} >"]
-    if view.mode == "menu":
+    if view.mode == ScreenMode.MENU:
         name = view.choices[view.choice] if view.choices else "?"
         return [labelled("> ", name, cols), first_fitting(["Press=next Hold=yes", "Hold to choose"], cols)]
-    if view.mode == "feedback":
+    if view.mode == ScreenMode.FEEDBACK:
         lines = _feedback(view, cols)
         if lines:
             return lines
@@ -120,43 +124,43 @@ def _feedback(view: View, cols: int) -> list[str] | None:
     def at(key: str) -> str:
         return when(detail.get(key), view.now)
 
-    if kind == "released":
+    if kind == Feedback.RELEASED:
         count = len(detail.get("medications", []))
         return ["Take your pills" if count > 1 else "Take your pill", "Press when taken"]
-    if kind == "prn_released":  # an as-needed dose is logged as given: no confirmation is asked
+    if kind == Feedback.PRN_RELEASED:  # an as-needed dose is logged as given: no confirmation is asked
         return ["Take your pill", "No need to press"]
-    if kind == "confirmed":
+    if kind == Feedback.CONFIRMED:
         return ["Thank you!", "Dose recorded"]
-    if detail.get("reason") == "clock_behind":  # the clock was set back: wait until it passes the log
+    if detail.get("reason") == Unavailable.CLOCK_BEHIND:  # the clock was set back: wait until it passes the log
         return ["Clock was reset", "Please wait"]
-    if detail.get("reason") == "clock_unsynchronized":
+    if detail.get("reason") == Unavailable.CLOCK_UNSYNCHRONIZED:
         return ["Setting clock...", "Please wait"]
-    if kind == "too_early":
+    if kind == Feedback.TOO_EARLY:
         return ["Too early", first_fitting([f"Opens at {at('opens_at')}", f"Opens {at('opens_at')}"], cols)]
-    if kind == "nothing_due":
+    if kind == Feedback.NOTHING_DUE:
         return ["Nothing due now", f"Next {when(view.next_at, view.now)}" if view.next_at else ""]
-    if kind == "empty":
+    if kind == Feedback.EMPTY:
         return ["Box is empty", "Ask for a refill"]
-    if detail.get("reason") == "unloaded":  # the schedule changed what the box holds
+    if detail.get("reason") == HoldReason.UNLOADED:  # the schedule changed what the box holds
         return ["Box needs refill", "Clinic informed"]
-    if kind == "held":  # section 6: too soon after the last dose, or kept apart from another
+    if kind == Feedback.HELD:  # section 6: too soon after the last dose, or kept apart from another
         if not detail.get("allowed_at"):
             return ["Dose on hold", "Clinic informed"]
         return ["Dose on hold", first_fitting([f"Wait until {at('allowed_at')}", f"Until {at('allowed_at')}"], cols)]
-    if kind == "denied":
-        if detail.get("reason") == "empty":
+    if kind == Feedback.DENIED:
+        if detail.get("reason") == PrnRefusal.EMPTY:
             return ["As-needed box", "is empty"]
         if not detail.get("allowed_at"):
             return ["As-needed locked", "Ask your clinic"]
         return ["As-needed locked", f"until {at('allowed_at')}"]
-    if kind == "no_as_needed":
+    if kind == Feedback.NO_AS_NEEDED:
         return ["No as-needed", "medicine set"]
-    if kind == "missed":
+    if kind == Feedback.MISSED:
         return [first_fitting([f"Missed: {at('scheduled_at')}", f"Missed {at('scheduled_at')}"], cols),
                 "Clinic informed"]
-    if kind == "release_failed":
+    if kind == Feedback.RELEASE_FAILED:
         return ["Dispenser fault", "Help is informed"]
-    if kind == "checkin_saved":
+    if kind == Feedback.CHECKIN_SAVED:
         return ["Thank you!", "Answer saved"]
     return None
 
@@ -171,10 +175,10 @@ def screen_name(model: ReadModel, medication_id: str) -> str:
     return item.display or item.name
 
 
-def screen_feedback(outcome: Outcome) -> str:
+def screen_feedback(outcome: Outcome) -> Feedback:
     """The feedback to show for an outcome: an as-needed release needs no confirming press,
     so it is not the scheduled dose's "Press when taken"."""
-    if outcome.feedback == "released" and any(d.type == "prn.released" for d in outcome.drafts) \
-            and not any(d.type == "dose.released" for d in outcome.drafts):
-        return "prn_released"
+    if outcome.feedback == Feedback.RELEASED and any(d.type == EventType.PRN_RELEASED for d in outcome.drafts) \
+            and not any(d.type == EventType.DOSE_RELEASED for d in outcome.drafts):
+        return Feedback.PRN_RELEASED
     return outcome.feedback

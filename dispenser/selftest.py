@@ -11,14 +11,19 @@ import select
 import sys
 import threading
 import time
-from collections.abc import Callable
+from functools import partial
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, TextIO
 
-from .inputs import Press
+if TYPE_CHECKING:
+    from .hardware import Buzzer, Hardware, Led
+
+from .inputs import Input, Press
 
 PATTERN = "0123456789ABCDEFGHIJ"
 
 
-def run_selftest(build: Callable[[Callable[[str], None]], object], say: Callable[[str], None],
+def run_selftest(build: Callable[[Callable[[Input], None]], Hardware], say: Callable[[str], None],
                  wait_s: float = 30.0, sleep: Callable[[float], None] = time.sleep,
                  button: str = "the button", await_press: bool = True) -> bool:
     """Run every check, report each with `say`, and return True when all passed.
@@ -27,7 +32,11 @@ def run_selftest(build: Callable[[Callable[[str], None]], object], say: Callable
     device, `--yes`) the press is not waited for and counts as skipped, not failed.
     """
     pressed = threading.Event()
-    hardware = build(lambda item: item in ("press", Press()) and pressed.set())
+    def put(item: Input) -> None:
+        if isinstance(item, Press):
+            pressed.set()
+
+    hardware = build(put)
     ok = True
 
     def check(name: str, action: Callable[[], object]) -> None:
@@ -44,9 +53,9 @@ def run_selftest(build: Callable[[Callable[[str], None]], object], say: Callable
         check("LCD test pattern", lambda: lcd.show([PATTERN[: lcd.cols]] + ["Self-test"] * (lcd.rows - 1)))
         for compartment in range(1, hardware.compartments.count + 1):
             check(f"compartment {compartment} opens and closes",
-                  lambda c=compartment: hardware.compartments.release(c, 1, sleep=sleep))
-        check("buzzer", lambda: (hardware.buzzer.on(), sleep(0.3), hardware.buzzer.off()))
-        check("LED", lambda: (hardware.led.on(), sleep(0.5), hardware.led.off()))
+                  partial(hardware.compartments.release, compartment, 1, sleep=sleep))
+        check("buzzer", partial(_blink, hardware.buzzer, 0.3, sleep))
+        check("LED", partial(_blink, hardware.led, 0.5, sleep))
         if not await_press:
             say("skip  button: not waited for (--yes on the simulated device)")
         else:
@@ -64,8 +73,14 @@ def run_selftest(build: Callable[[Callable[[str], None]], object], say: Callable
     return ok
 
 
+def _blink(part: Buzzer | Led, seconds: float, sleep: Callable[[float], None]) -> None:
+    part.on()
+    sleep(seconds)
+    part.off()
+
+
 @contextlib.contextmanager
-def keys_as_button(press: Callable[[], None], stream=None):
+def keys_as_button(press: Callable[[], None], stream: TextIO | None = None) -> Iterator[None]:
     """Space or enter on the terminal (or a line on a pipe) presses the simulated button,
     as in the live simulator; the terminal's mode is restored at the end."""
     stream = stream if stream is not None else sys.stdin

@@ -18,12 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from .vocabulary import AlertKind, EventType, FailReason, LidDuring, RELEASE_TYPES
+
 
 RELEASE_GRACE = timedelta(minutes=2)
 REFILL_GRACE = timedelta(minutes=15)
-TAMPER_ALERT = "lid_opened"
+TAMPER_ALERT = AlertKind.LID_OPENED
 # `dose.release_failed` reasons that come from the drop sensor (the servo's own failure has none).
-UNSEEN_REASONS = ("jam", "empty")
+UNSEEN_REASONS = frozenset(FailReason)
 
 
 @dataclass
@@ -39,29 +41,29 @@ class LidState:
 
 def fold_lid(lid: LidState, kind: str, data: dict, at: datetime, event_id: str | None) -> None:
     """One logged event, as far as the lid is concerned."""
-    if kind in ("dose.released", "prn.released"):
+    if kind in RELEASE_TYPES:
         lid.last_release_at = at
-    elif kind == "stock.refilled":
+    elif kind == EventType.STOCK_REFILLED:
         lid.last_refill_at = at
         lid.unexplained = None  # the opening was a refill
-    elif kind == "lid.opened":
+    elif kind == EventType.LID_OPENED:
         lid.open = True
         if data.get("during") is None and event_id is not None:
             lid.unexplained = (event_id, at, None)
-    elif kind == "lid.closed":
+    elif kind == EventType.LID_CLOSED:
         lid.open = False
         if lid.unexplained is not None:
             lid.unexplained = (lid.unexplained[0], lid.unexplained[1], at)
-    elif kind == "alert.raised" and data.get("kind") == TAMPER_ALERT:
+    elif kind == EventType.ALERT_RAISED and data.get("kind") == TAMPER_ALERT:
         lid.unexplained = None
 
 
-def opened_during(lid: LidState, now: datetime) -> str | None:
-    """Why a lid opening now is expected: "release", "refill", or None (it is not)."""
+def opened_during(lid: LidState, now: datetime) -> LidDuring | None:
+    """Why a lid opening now is expected: a release, a refill, or None (it is not)."""
     if lid.last_release_at is not None and timedelta(0) <= now - lid.last_release_at <= RELEASE_GRACE:
-        return "release"
+        return LidDuring.RELEASE
     if lid.last_refill_at is not None and timedelta(0) <= now - lid.last_refill_at <= REFILL_GRACE:
-        return "refill"
+        return LidDuring.REFILL
     return None
 
 

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .docjson import CanonicalFormError, signed_form  # noqa: F401 - CanonicalFormError for callers
+from .vocabulary import RejectReason
 
 ALG = "ed25519"
 KEY_BYTES = 32
@@ -39,7 +40,7 @@ class SignatureError(Exception):
     "unknown_key" (a `key_id` that names none of the configured keys).
     """
 
-    def __init__(self, reason: str, detail: str = ""):
+    def __init__(self, reason: RejectReason, detail: str = ""):
         super().__init__(reason if not detail else f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
@@ -102,24 +103,24 @@ def verify_document(doc: dict, public_key: str | Ed25519PublicKey) -> None:
     `key_id` is informational only; the configured key decides.
     """
     if not isinstance(doc, dict) or "signature" not in doc:
-        raise SignatureError("unsigned")
+        raise SignatureError(RejectReason.UNSIGNED)
     key = public_key if isinstance(public_key, Ed25519PublicKey) else load_public_key(public_key)
     signature = doc["signature"]
     if not isinstance(signature, dict):
-        raise SignatureError("bad_signature", "signature is not an object")
+        raise SignatureError(RejectReason.BAD_SIGNATURE, "signature is not an object")
     if signature.get("alg") != ALG:
-        raise SignatureError("bad_signature", f"alg {signature.get('alg')!r} is not {ALG!r}")
+        raise SignatureError(RejectReason.BAD_SIGNATURE, f"alg {signature.get('alg')!r} is not {ALG!r}")
     raw = _decode_b64(signature.get("value"))
     if raw is None or len(raw) != SIGNATURE_BYTES:
-        raise SignatureError("bad_signature", "value is not base64 of 64 bytes")
+        raise SignatureError(RejectReason.BAD_SIGNATURE, "value is not base64 of 64 bytes")
     try:
         signed_bytes = canonical_document(doc)
     except (ValueError, TypeError) as exc:  # NaN, a lone surrogate, an integer beyond 2**53
-        raise SignatureError("bad_signature", f"cannot have been signed ({exc})") from exc
+        raise SignatureError(RejectReason.BAD_SIGNATURE, f"cannot have been signed ({exc})") from exc
     try:
         key.verify(raw, signed_bytes)
     except (InvalidSignature, ValueError, TypeError) as exc:
-        raise SignatureError("bad_signature", "does not verify with the clinic key") from exc
+        raise SignatureError(RejectReason.BAD_SIGNATURE, "does not verify with the clinic key") from exc
 
 
 def verify_with_keys(doc: dict, keys: Mapping[str, str], public_key: str | None = None) -> str | None:
@@ -131,7 +132,7 @@ def verify_with_keys(doc: dict, keys: Mapping[str, str], public_key: str | None 
     configured: then that key decides, as before.
     """
     if not isinstance(doc, dict) or "signature" not in doc:
-        raise SignatureError("unsigned")
+        raise SignatureError(RejectReason.UNSIGNED)
     signature = doc["signature"]
     key_id = signature.get("key_id") if isinstance(signature, dict) else None
     key_id = key_id if isinstance(key_id, str) else None
@@ -141,10 +142,10 @@ def verify_with_keys(doc: dict, keys: Mapping[str, str], public_key: str | None 
         verify_document(doc, public_key)
     elif isinstance(signature, dict):
         named = "no key_id" if key_id is None else f"key_id {ascii(key_id[:40])}"  # ascii: never a lone surrogate
-        raise SignatureError("unknown_key", f"{named} is not one of the configured clinic keys "
+        raise SignatureError(RejectReason.UNKNOWN_KEY, f"{named} is not one of the configured clinic keys "
                                             f"({', '.join(sorted(keys)) or 'none'})")
     else:
-        raise SignatureError("bad_signature", "signature is not an object")
+        raise SignatureError(RejectReason.BAD_SIGNATURE, "signature is not an object")
     return key_id
 
 

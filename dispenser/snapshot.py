@@ -41,16 +41,18 @@ from typing import Any
 
 from . import __version__
 from .limits import Load, Mark
-from .rules import DoseRecord, MissedTogether, State
+from .rules import DoseRecord, MissedTogether, Released, State
 from .sensor_rules import LidState
 from .schedule import Schedule, Strength
+from .scheduler import Dose
 from .timeutil import UTC
+from .vocabulary import DoseStatus
 
 FORMAT = 1
 # The modules whose code decides what a fold of the log gives: a change to any of them
 # makes every older snapshot stale.
 _FOLD_MODULES = ("rules", "limits", "sensor_rules", "schedule", "scheduler", "events", "timeutil", "snapshot",
-                 "engine")
+                 "engine", "vocabulary", "dosage")
 
 _STATE_FIELDS = frozenset({
     "schedule", "schedule_applied_at", "doses", "loads", "unloaded_told", "stock", "stock_low",
@@ -132,10 +134,11 @@ def _strength(strength: Strength | None) -> list[str] | None:
 
 
 def _dose(record: DoseRecord) -> list[Any]:
-    return [record.medication_id, _time(record.scheduled_at), record.quantity, record.compartment,
-            _time(record.window_start), _time(record.window_end), record.status, record.due_logged,
-            sorted(record.held), record.reminders, _time(record.released_at), record.release_event_id,
-            record.unconfirmed_logged]
+    dose, released = record.dose, record.released
+    return [dose.medication_id, _time(dose.scheduled_at), dose.quantity, dose.compartment,
+            _time(dose.window_start), _time(dose.window_end), record.status, record.due_logged,
+            sorted(record.held), record.reminders, None if released is None else _time(released.at),
+            None if released is None else released.event_id, record.unconfirmed_logged]
 
 
 def _mark(item: Mark) -> list[Any]:
@@ -236,11 +239,15 @@ def _strength_of(strength: list[str] | None) -> Strength | None:
 def _dose_of(item: list[Any]) -> DoseRecord:
     (medication_id, scheduled_at, quantity, compartment, window_start, window_end, status, due_logged,
      held, reminders, released_at, release_event_id, unconfirmed_logged) = item
+    dose = Dose(medication_id=str(medication_id), scheduled_at=_required(scheduled_at), quantity=int(quantity),
+                compartment=int(compartment), window_start=_required(window_start), window_end=_required(window_end))
+    released_when = _at(released_at)
+    if released_when is None and release_event_id is not None:
+        raise ValueError("a release's event without its time")
     return DoseRecord(
-        medication_id=medication_id, scheduled_at=_required(scheduled_at), quantity=int(quantity),
-        compartment=int(compartment), window_start=_required(window_start), window_end=_required(window_end),
-        status=str(status), due_logged=_flag(due_logged), held=frozenset(held), reminders=int(reminders),
-        released_at=_at(released_at), release_event_id=release_event_id, unconfirmed_logged=_flag(unconfirmed_logged))
+        dose, status=DoseStatus(status), due_logged=_flag(due_logged), held=frozenset(held), reminders=int(reminders),
+        released=None if released_when is None else Released(released_when, release_event_id),
+        unconfirmed_logged=_flag(unconfirmed_logged))
 
 
 def _mark_of(item: list[Any]) -> Mark:
@@ -252,7 +259,8 @@ def _mark_of(item: list[Any]) -> Mark:
 def _together_of(data: dict[str, Any] | None) -> MissedTogether | None:
     if data is None:
         return None
-    return MissedTogether(count=int(data["count"]), first_end=_at(data["first_end"]), last_end=_at(data["last_end"]),
+    return MissedTogether(count=int(data["count"]), first_end=_required(data["first_end"]),
+                          last_end=_required(data["last_end"]),
                           event_ids=list(data["event_ids"]), compartments={int(c) for c in data["compartments"]},
                           reasons=set(data["reasons"]), last_id=data["last_id"])
 

@@ -34,10 +34,9 @@ from .events import GENESIS, Draft, build_event, canonical, new_event_id
 from .events import _problem as event_problem  # verify_chain's judgement of one event
 from .sqlitedb import Database, Migrations  # sqlite-utils' small API without its imports
 from .timeutil import format_at, parse_utc, truncate_ms
+from .vocabulary import RELEASE_TYPES, EventType, ReleaseOutcome, ScheduleSource
 
 APP = "dispenser"
-RELEASE_TYPES = frozenset({"dose.released", "prn.released"})
-OUTCOMES = frozenset({"done", "failed", "uncertain"})
 TABLES = ("meta", "events", "outbox", "schedules", "releases")
 QUICK_CHECK_KEY = "quick_check_boot"  # meta: the boot id in which the file last passed quick_check
 RESERVED_META = frozenset({"app", "device_id"})
@@ -53,7 +52,10 @@ MIGRATIONS = Migrations(APP)
 MIGRATION_NAMES: list[str] = []
 
 
-def _migration(name: str):
+Migration = Callable[[Database], None]
+
+
+def _migration(name: str) -> Callable[[Migration], Migration]:
     """Register a numbered migration; they apply in the order they are defined."""
     MIGRATION_NAMES.append(name)
     return MIGRATIONS(name=name)
@@ -353,12 +355,12 @@ class Store:
 
     _in_write = False
 
-    def _transaction(self):
+    def _transaction(self) -> contextlib.AbstractContextManager[None]:
         """The open `writing()` transaction, or one of its own."""
         return contextlib.nullcontext() if self._in_write else self._writing()
 
     @contextlib.contextmanager
-    def _writing(self):
+    def _writing(self) -> Iterator[None]:
         """A write transaction that takes the write lock first (BEGIN IMMEDIATE).
 
         Every write goes through it: a deferred transaction that read first would fail at
@@ -414,7 +416,7 @@ class Store:
         if document is None:
             return None
         version = document.get("version")
-        applied = [e for e in events if e["type"] == "schedule.applied"
+        applied = [e for e in events if e["type"] == EventType.SCHEDULE_APPLIED
                    and e["data"].get("version", version) == version]
         if not isinstance(version, int) or not applied:
             raise StoreError(f"{self.name}: a schedule document needs its version and a schedule.applied event")
@@ -442,8 +444,9 @@ class Store:
             raise self._error("cannot complete release", error) from error
 
     def _complete(self, event_id: str, outcome: str, now: datetime) -> None:
-        if outcome not in OUTCOMES:
-            raise StoreError(f"{self.name}: release outcome {outcome!r} is not one of {sorted(OUTCOMES)}")
+        if outcome not in {o.value for o in ReleaseOutcome}:
+            known = sorted(o.value for o in ReleaseOutcome)
+            raise StoreError(f"{self.name}: release outcome {outcome!r} is not one of {known}")
         row = self.db.execute("SELECT outcome FROM releases WHERE event_id = ?", [event_id]).fetchone()
         if row is None:
             raise StoreError(f"{self.name}: no release intent for event {event_id}")
@@ -536,7 +539,7 @@ class Store:
         row = self.db.execute("SELECT version FROM schedules ORDER BY applied_seq DESC LIMIT 1").fetchone()
         return None if row is None else row[0]
 
-    def last_applied(self, source: str) -> dict | None:
+    def last_applied(self, source: ScheduleSource) -> dict | None:
         """The `data` of the last `schedule.applied` from `source` ("mqtt": the clinic's, signed)."""
         rows = self.db.execute(
             "SELECT e.data FROM schedules s JOIN events e ON e.seq = s.applied_seq ORDER BY s.applied_seq DESC")
@@ -555,11 +558,11 @@ class Store:
         """
         snapshot = self.snapshot()
         since = snapshot.seq if snapshot is not None and self.holds_head(snapshot.seq, snapshot.hash) else 0
-        row = self.db.execute("SELECT type FROM events WHERE seq > ? AND type IN ('clock.synchronized', "
-                              "'clock.unsynchronized') ORDER BY seq DESC LIMIT 1", [since]).fetchone()
+        row = self.db.execute("SELECT type FROM events WHERE seq > ? AND type IN (?, ?) ORDER BY seq DESC LIMIT 1",
+                              [since, EventType.CLOCK_SYNCHRONIZED, EventType.CLOCK_UNSYNCHRONIZED]).fetchone()
         if row is None:
-            return snapshot.clock_trusted if since else True
-        return row[0] == "clock.synchronized"
+            return snapshot.clock_trusted if snapshot is not None and since else True
+        return row[0] == EventType.CLOCK_SYNCHRONIZED
 
     # --- the snapshot of the folded state (snapshot.py) -----------------------------------
 

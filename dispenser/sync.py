@@ -37,10 +37,12 @@ import threading
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Callable, Iterable, Protocol
+from collections.abc import Set as AbstractSet
+from typing import Callable, Iterable, Protocol, Sequence, runtime_checkable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
@@ -48,6 +50,7 @@ from .mqtt_client import TlsFilesError, build_client, connect_async
 from .mqtt_settings import MqttSettings, Topics
 from .schedule import MAX_SCHEDULE_BYTES
 from .timeutil import format_utc
+from .vocabulary import EventType
 
 __all__ = ["MqttSettings", "Topics", "Sync", "Outbox", "Inbound", "ScheduleInbox", "MAX_SCHEDULE_BYTES"]
 
@@ -63,9 +66,9 @@ NETWORK_WAIT_MAX_S = 15.0          # paho's network thread sleeps at most this l
 NO_MATCHING_SUBSCRIBERS = 0x10
 RECEIVE_MAXIMUM = 10               # MQTT 5: schedule/set messages the broker may have unacknowledged with us
 MAX_UNACKED = 100                  # coalesced messages awaiting their ack (3.1.1 has no Receive Maximum)
-ALERT_TYPE = "alert.raised"
 
 
+@runtime_checkable
 class Outbox(Protocol):
     """What Sync needs from the store (dispenser.store.Store has it); used by the worker only."""
 
@@ -183,7 +186,7 @@ class Inbound:
 
     __slots__ = ("payload", "size", "replaced", "_acks", "_inbox")
 
-    def __init__(self, payload: bytes | None, size: int, acks: list[Callable[[], None]], replaced: int,
+    def __init__(self, payload: bytes | bytearray | None, size: int, acks: list[Callable[[], None]], replaced: int,
                  inbox: "ScheduleInbox"):
         self.payload, self.size, self.replaced = payload, size, replaced
         self._acks, self._inbox = acks, inbox
@@ -215,7 +218,7 @@ class ScheduleInbox:
         self._pending: Inbound | None = None
         self.received = self.replaced = self.dropped = 0
 
-    def offer(self, payload: bytes | None, size: int, ack: Callable[[], None]) -> None:
+    def offer(self, payload: bytes | bytearray | None, size: int, ack: Callable[[], None]) -> None:
         overflow: list[Callable[[], None]] = []
         with self._lock:
             self.received += 1
@@ -281,7 +284,7 @@ class Sync:
         settings: MqttSettings,
         device_id: str,
         outbox: Callable[[], Outbox] | Outbox | None,
-        on_schedule: Callable[[bytes], None] | None = None,
+        on_schedule: Callable[[Inbound], None] | None = None,
         *,
         client_suffix: str | None = None,
         now: Callable[[], datetime] = _utc_now,
@@ -297,7 +300,7 @@ class Sync:
         self.last_error: str | None = None      # the latest problem, for `dispenser status`
         self.last_refusal: str | None = None    # the latest row the broker would not take
         self._outbox_source = outbox
-        self._outbox: Outbox | None = None
+        self._outbox: Outbox = _NoOutbox()  # the worker's, once it has opened it
         self._on_schedule = on_schedule
         self.inbox = ScheduleInbox(on_schedule) if on_schedule is not None else None
         self.unusable: str | None = None        # why this link can never connect (bad TLS files)
@@ -440,7 +443,7 @@ class Sync:
         self.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # ------------------------------------------------------------ the client
@@ -469,7 +472,8 @@ class Sync:
         client.on_message = self._on_message
         return client
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags, reason_code: ReasonCode,
+                    properties: Properties | None) -> None:
         if reason_code.is_failure:
             self._connection_failed(f"broker refused the connection: {reason_code}")
             return
@@ -490,7 +494,8 @@ class Sync:
         with self._cond:
             self._sub_mid = mid
 
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+    def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, reason_codes: list[ReasonCode],
+                      properties: Properties | None) -> None:
         with self._cond:
             if mid != self._sub_mid:
                 return
@@ -514,7 +519,7 @@ class Sync:
         if state is not None:
             self._publish_other(self.topics.state, state)
 
-    def _on_connect_fail(self, client, userdata) -> None:
+    def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
         self._connection_failed(f"cannot connect to {self.settings.host}:{self.settings.port}")
 
     def _connection_failed(self, message: str) -> None:
@@ -524,7 +529,8 @@ class Sync:
             self._failed_attempt = True
             self._cond.notify_all()
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: mqtt.DisconnectFlags,
+                       reason_code: ReasonCode, properties: Properties | None) -> None:
         with self._cond:
             was_ready, self._ready = self._ready, False
             if self._stopping:
@@ -538,7 +544,7 @@ class Sync:
                 log.warning("%s", self.last_error)
             self._cond.notify_all()
 
-    def _on_message(self, client, userdata, message) -> None:
+    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         def ack(mid: int = message.mid, qos: int = message.qos) -> None:
             if qos > 0:
                 self._client.ack(mid, qos)
@@ -598,12 +604,13 @@ class Sync:
 
     def _row_topics(self, payload: str) -> list[str]:
         try:
-            is_alert = json.loads(payload).get("type") == ALERT_TYPE
+            is_alert = json.loads(payload).get("type") == EventType.ALERT_RAISED
         except (ValueError, AttributeError):
             is_alert = False
         return [self.topics.events, self.topics.alerts] if is_alert else [self.topics.events]
 
-    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+    def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, reason_code: ReasonCode,
+                    properties: Properties) -> None:
         with self._cond:
             if mid in self._mid_seq:
                 self._settle(mid, reason_code)
@@ -685,9 +692,9 @@ class Sync:
     def _run(self) -> None:
         """The worker: open the outbox, then loop; close what it opened at the end."""
         source = self._outbox_source if self._outbox_source is not None else _NoOutbox()
-        opened = not hasattr(source, "unsent")
+        opened = not isinstance(source, Outbox)  # else a callable that opens one here
         try:
-            self._outbox = source() if opened else source
+            self._outbox = source if isinstance(source, Outbox) else source()
         except Exception as exc:  # noqa: BLE001 - report it; stop() still works
             log.exception("cannot open the outbox")
             self.last_error = f"cannot open the outbox: {exc}"
@@ -746,8 +753,8 @@ class Sync:
                 self._shut_down()
                 return
 
-    def _drain(self, room: int, in_flight: set[int], acked: set[int], due: list[int] = (),
-               waiting: set[int] = frozenset()) -> bool:
+    def _drain(self, room: int, in_flight: set[int], acked: set[int], due: Sequence[int] = (),
+               waiting: AbstractSet[int] = frozenset()) -> bool:
         """Publish unsent rows that are neither in flight nor acknowledged (and about
         to be marked) nor waiting to be tried again after a 0x10; first the `due` ones of
         those. True when nothing is left but the acknowledged and the waiting rows."""

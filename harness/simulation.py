@@ -34,10 +34,11 @@ import copy
 import itertools
 import random
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from fractions import Fraction
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from dispenser.clocktrust import ClockTrust
@@ -49,6 +50,9 @@ from dispenser.scheduler import doses_between
 from dispenser.store import Store
 from dispenser.timeutil import UTC, format_at, parse_utc, truncate_ms
 from dispenser.virtual import EngineTicks, VirtualDevice
+from dispenser.vocabulary import EventType, Feedback, ScheduleSource
+
+T = TypeVar("T")
 
 # ---------------------------------------------------------------------------------------
 # Random schedules
@@ -225,13 +229,13 @@ class ScheduleMaker:
                     _in_mg(entry, strength)
         return medication
 
-    def scheduled(self, med_id: str, compartment: int, now: datetime, codes: list[str] = ()) -> dict:
+    def scheduled(self, med_id: str, compartment: int, now: datetime, codes: Sequence[str] = ()) -> dict:
         dosage = self.titration(now) if self.rng.random() < 0.25 else [self.entry(now)]
         medication = {"id": med_id, "name": med_id.title(), "compartment": compartment,
                       "window": self.window(), "dosage": dosage}
         return self.dress(medication, self.ingredient(SCHEDULED_INGREDIENTS, list(codes)), SCHEDULED_INGREDIENTS)
 
-    def as_needed(self, med_id: str, compartment: int, codes: list[str] = ()) -> dict:
+    def as_needed(self, med_id: str, compartment: int, codes: Sequence[str] = ()) -> dict:
         medication = {"id": med_id, "name": med_id.title(), "compartment": compartment,
                       "dosage": self.prn_dosage()}
         return self.dress(medication, self.ingredient(PRN_INGREDIENTS, list(codes)), PRN_INGREDIENTS)
@@ -347,13 +351,14 @@ class ScheduleMaker:
             old = rng.choice([m for m in given if "strength" in m] or [m for m in meds if "strength" in m])
             medication = copy.deepcopy(old)
             pool = PRN_INGREDIENTS if _is_prn(old) else SCHEDULED_INGREDIENTS
-            strengths = [s for s in pool[_code(old)][1] if s != old["strength"]["value"]]
-            if not strengths:
+            code = _code(old)
+            strengths = [s for s in pool[code][1] if s != old["strength"]["value"]] if code is not None else []
+            if code is None or not strengths:
                 return new, "reissued", []
             strength = rng.choice(strengths)
             medication["id"] = f"{'p' if _is_prn(old) else 'm'}{next(self._ids)}"
             medication["strength"] = {"value": strength, "unit": "mg"}
-            medication["name"] = f"{pool[_code(old)][0].title()} {strength:g} mg"
+            medication["name"] = f"{pool[code][0].title()} {strength:g} mg"
             for entry in medication["dosage"]:
                 _in_tablets(entry, old["strength"]["value"])
             meds[meds.index(old)] = medication
@@ -645,9 +650,9 @@ class Simulation:
     def _listen(self, events: list[dict]) -> None:
         wall = truncate_ms(self.given())
         for event in events:
-            if event["type"] in ("dose.released", "prn.released"):
+            if event["type"] in (EventType.DOSE_RELEASED, EventType.PRN_RELEASED):
                 self.release_walls[event["event_id"]] = (wall, self.true)
-            elif event["type"] == "dose.missed":
+            elif event["type"] == EventType.DOSE_MISSED:
                 self.true_at[event["event_id"]] = self.true
 
     def _boot(self) -> None:
@@ -659,11 +664,11 @@ class Simulation:
         self.trust = ClockTrust("synchronized" if self.jumps else "always",
                                 synchronized_at=lambda: self.synced_at,
                                 wall=lambda: self.wall().timestamp(), steady=lambda: self.true.timestamp())
-        self.engine = Engine(self.store, 8, self.timezone, mover=self._mover, new_id=self.new_id,
-                             clock_trusted=self.trust.check, read_model=False)
-        self.engine.listeners.append(self._listen)
-        self.device.running = EngineTicks(self.engine, call=lambda act: self._call(lambda wall: act()))
-        self._call(lambda wall: self.engine.start(wall))
+        engine = self.engine = Engine(self.store, 8, self.timezone, mover=self._mover, new_id=self.new_id,
+                                      clock_trusted=self.trust.check, read_model=False)
+        engine.listeners.append(self._listen)
+        self.device.running = EngineTicks(engine, call=lambda act: self._call(lambda wall: act()))
+        self._call(lambda wall: engine.start(wall))
         self.counts["boots"] += 1
 
     def _cut(self, downtime: timedelta) -> None:
@@ -694,7 +699,7 @@ class Simulation:
             self._pending_fix = [self.true + downtime + delay]
         self.device.power_cut(downtime)
 
-    def _call(self, action: Callable[[datetime], object]) -> object:
+    def _call(self, action: Callable[[datetime], T]) -> T | None:
         """Run one engine call at the daemon clock's time; a power cut inside it ends the device."""
         try:
             return action(self.given())
@@ -728,7 +733,7 @@ class Simulation:
         plan: list[tuple[datetime, int, str, tuple]] = []
         order = itertools.count()
 
-        def at(moment: datetime, kind: str, *args) -> None:
+        def at(moment: datetime, kind: str, *args: object) -> None:
             if day_start <= moment < day_end:
                 plan.append((moment, next(order), kind, args))
 
@@ -793,10 +798,10 @@ class Simulation:
             self._cut(self._downtime())
         elif kind == "change":
             released_today = [e["data"]["medication_id"] for e in self.store.events(self.fed_seq)
-                              if e["type"] == "dose.released"]
+                              if e["type"] == EventType.DOSE_RELEASED]
             document, what, touched = self.maker.change(self.document, self.given(), released_today)
-            outcome = self._call(lambda wall: engine.apply_schedule(wall, document, "local"))
-            if outcome is not None and outcome.feedback == "applied":
+            outcome = self._call(lambda wall: engine.apply_schedule(wall, document, ScheduleSource.LOCAL))
+            if outcome is not None and outcome.feedback == Feedback.APPLIED:
                 self.document = document
                 self.timezone = document["timezone"]
                 self.counts["schedule_changes"] += 1
@@ -813,9 +818,10 @@ class Simulation:
         for medication_id in touched:
             roll = self.rng.random()
             count = self.rng.choice([0, 3, 10, 30])
-            if roll < 0.4 and self.engine is not None:
+            engine = self.engine
+            if roll < 0.4 and engine is not None:
                 self.counts["refills_after_change"] += 1
-                self._call(lambda wall, m=medication_id, c=count: self.engine.refill(wall, m, c))
+                self._call(lambda wall: engine.refill(wall, medication_id, count))  # called at once
             elif roll < 0.7:
                 self._later.append((self.true + timedelta(minutes=self.rng.randrange(1, 600)), medication_id, count))
 
@@ -826,9 +832,10 @@ class Simulation:
                 self._later.remove((moment, medication_id, count))
                 self._fix_clock(moment)
                 self._advance(moment)
-                if self.engine is not None and self.document_has(medication_id):
+                engine = self.engine
+                if engine is not None and self.document_has(medication_id):
                     self.counts["refills_after_change"] += 1
-                    self._call(lambda wall, m=medication_id, c=count: self.engine.refill(wall, m, c))
+                    self._call(lambda wall: engine.refill(wall, medication_id, count))  # called at once
 
     def document_has(self, medication_id: str) -> bool:
         return any(m["id"] == medication_id for m in self.document["medications"])
@@ -838,19 +845,19 @@ class Simulation:
         self.checker.context = self._context()
         self.violations += self.checker.feed(events)
         for event in events:
-            if event["type"] in ("dose.released", "prn.released"):
+            if event["type"] in (EventType.DOSE_RELEASED, EventType.PRN_RELEASED):
                 wall, true = self.release_walls.pop(event["event_id"], (None, None))
                 if wall is not None and wall < parse_utc(event["at"]):
                     self._violate("released_while_clock_behind",
                                   f"{event['type']} logged at {event['at']} while the wall clock read "
                                   f"{format_at(wall)}: a clamped time, not a real one", event["seq"])
-                if event["type"] == "dose.released" and true is not None and not \
+                if event["type"] == EventType.DOSE_RELEASED and true is not None and not \
                         parse_utc(event["data"]["window_start"]) <= true < parse_utc(event["data"]["window_end"]):
                     self._violate("released_outside_window_by_true_clock",
                                   f"{event['data']['medication_id']} released at true time {format_at(true)}, "
                                   f"outside its window [{event['data']['window_start']}, "
                                   f"{event['data']['window_end']})", event["seq"])
-            elif event["type"] == "dose.missed":
+            elif event["type"] == EventType.DOSE_MISSED:
                 true = self.true_at.pop(event["event_id"], None)
                 if true is not None and true < parse_utc(event["data"]["window_end"]):
                     self._violate("missed_early_by_true_clock",
@@ -861,18 +868,22 @@ class Simulation:
         if self.engine is not None and self.engine.rules.clock_trusted:
             # The engine has ticked at this moment: every window closed by its time has ended
             # (not while its clock is untrusted: windows wait for the synchronisation then).
-            effective = max(truncate_ms(self.given()), parse_utc(self.store.last_event()["at"]))
+            last = self.store.last_event()
+            effective = max(truncate_ms(self.given()), parse_utc(last["at"])) if last else truncate_ms(self.given())
             self.violations += self.checker.settle(effective)
 
     def run(self) -> SimResult:
         self._boot()
         self._synchronise()  # installed and set up on a network: the clock is right from the start
-        outcome = self._call(lambda wall: self.engine.apply_schedule(wall, self.document, "local"))
-        if outcome is not None and outcome.feedback != "applied":
+        engine = self.engine
+        if engine is None:
+            raise RuntimeError("the simulated device did not start")
+        outcome = self._call(lambda wall: engine.apply_schedule(wall, self.document, ScheduleSource.LOCAL))
+        if outcome is not None and outcome.feedback != Feedback.APPLIED:
             self._violate("schedule_refused", f"the first schedule was refused: {outcome.detail}")
         for medication in self.document["medications"]:
             count = self.rng.choice([0, 3, 10, 30, 60])
-            self._call(lambda wall, m=medication["id"], c=count: self.engine.refill(wall, m, c))
+            self._call(lambda wall: engine.refill(wall, medication["id"], count))  # called at once
         day_start = self.true
         for self.day_index in range(self.days):
             plan = self._plan(day_start)

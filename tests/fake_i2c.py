@@ -12,19 +12,29 @@ methods the Adafruit libraries call.
 """
 from __future__ import annotations
 
+from typing import Protocol
+
 from dispenser.hardware.hd44780 import HD44780
+
+
+class Chip(Protocol):
+    """A device on the bus: it takes the bytes written to it and answers reads."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def read(self, count: int) -> bytes: ...
 
 
 class FakeI2C:
     """A busio-like I2C bus. Set `fail` to an exception to make every transfer raise it."""
 
     def __init__(self) -> None:
-        self.devices: dict[int, object] = {}
+        self.devices: dict[int, Chip] = {}
         self.locked = False
         self.fail: Exception | None = None
         self.transfers = 0
 
-    def attach(self, address: int, chip) -> None:
+    def attach(self, address: int, chip: Chip) -> None:
         self.devices[address] = chip
 
     def try_lock(self) -> bool:
@@ -36,7 +46,7 @@ class FakeI2C:
     def unlock(self) -> None:
         self.locked = False
 
-    def _chip(self, address: int):
+    def _chip(self, address: int) -> Chip:
         self.transfers += 1
         if self.fail is not None:
             raise self.fail
@@ -45,14 +55,17 @@ class FakeI2C:
         except KeyError:
             raise OSError(121, "Remote I/O error") from None
 
-    def writeto(self, address: int, buffer, *, start: int = 0, end: int | None = None) -> None:
+    def writeto(self, address: int, buffer: bytes | bytearray | memoryview, *, start: int = 0,
+                end: int | None = None) -> None:
         self._chip(address).write(bytes(buffer[start:end]))
 
-    def readfrom_into(self, address: int, buffer, *, start: int = 0, end: int | None = None) -> None:
+    def readfrom_into(self, address: int, buffer: bytearray | memoryview, *, start: int = 0,
+                      end: int | None = None) -> None:
         end = len(buffer) if end is None else end
         buffer[start:end] = self._chip(address).read(end - start)
 
-    def writeto_then_readfrom(self, address: int, out_buffer, in_buffer, *, out_start: int = 0,
+    def writeto_then_readfrom(self, address: int, out_buffer: bytes | bytearray | memoryview,
+                              in_buffer: bytearray | memoryview, *, out_start: int = 0,
                               out_end: int | None = None, in_start: int = 0,
                               in_end: int | None = None) -> None:
         chip = self._chip(address)

@@ -12,6 +12,8 @@ import pytest
 
 from dispenser.schedule import (
     AsNeeded,
+    ClockDosage,
+    IntervalDosage,
     Medication,
     Schedule,
     ScheduledDosage,
@@ -545,7 +547,10 @@ def test_time_of_day_without_seconds_is_refused(text, words):
 ])
 def test_periods(repeat, period_days, interval):
     dosage = only_dosage(doc_with(entry(repeat)))
-    assert (dosage.period_days, dosage.interval) == (period_days, interval)
+    if interval is None:  # clock times on every period_days-th day
+        assert isinstance(dosage, ClockDosage) and dosage.period_days == period_days
+    else:  # `h`: elapsed time from the start, no days
+        assert isinstance(dosage, IntervalDosage) and dosage.interval == interval
 
 
 def test_day_of_week_is_monday_zero():

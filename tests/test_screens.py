@@ -13,6 +13,7 @@ import pytest
 from dispenser.hardware.lcd import sim_lcd
 from dispenser.lcd_fit import fit_name
 from dispenser.screens import FEEDBACKS, MODES, View, screen
+from dispenser.vocabulary import Feedback
 from support import NY
 
 NOW = datetime(2026, 11, 24, 23, 58, tzinfo=NY)  # late: "tomorrow" times and widest hours
@@ -152,6 +153,11 @@ def test_every_mode_and_feedback_is_in_the_table():
         text = (ROOT / "dispenser" / module).read_text()
         said |= set(re.findall(r'feedback(?:, outcome\.detail)? = "(\w+)"', text))
         said |= set(re.findall(r'feedback="(\w+)"', text))
+        # The vocabulary's members (dispenser/vocabulary.py), as the code now spells them.
+        members = re.findall(r'feedback(?:, outcome\.detail)? = Feedback\.(\w+)', text)
+        members += re.findall(r'feedback=Feedback\.(\w+)', text)
+        members += re.findall(r'return Feedback\.(\w+)', text)
+        said |= {Feedback[name].value for name in members if Feedback[name].value}
     silent = {"menu", "refilled", "applied", "rejected"}  # a menu is a mode; the rest change no screen
     assert said, "no feedback found: the pattern above is out of date"
     assert said - silent <= set(FEEDBACKS), said - silent - set(FEEDBACKS)

@@ -62,7 +62,7 @@ def test_the_unseen_state_is_a_fold_of_the_log_and_survives_a_restart():
     after = device.engine.rules.state
     assert after.loads[1].count == before.loads[1].count == 0
     record = after.doses[("sertraline", local("2026-11-24T08:00:00"))]
-    assert record.status == "pending" and record.released_at is not None
+    assert record.status == "pending" and record.released is not None
     assert device.press("2026-11-24T08:06:00").feedback == "held"  # section 6 counts the unseen pill
     assert [e["data"]["reason"] for e in device.events("dose.held")] == ["already_given"]
     device.at("2026-11-25T06:00:00")

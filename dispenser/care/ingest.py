@@ -23,6 +23,7 @@ from typing import Any
 from ..clinic import Unreadable, event_problem, read_json, split_topic
 from ..events import canonical
 from ..timeutil import format_at, parse_utc
+from ..vocabulary import EventType
 from . import chain, patterns
 from .config import CareConfig
 from .database import Connection
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 FINDING_KINDS = {"fork": ("log_fork", "critical"), "rewrite": ("log_rewritten", "critical"),
                  "device_mismatch": ("log_device_mismatch", "warning")}
 SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
-PATTERN_EVENTS = ("dose.missed", "dose.taken", "dose.unconfirmed", "checkin.recorded")
+PATTERN_EVENTS = (EventType.DOSE_MISSED, EventType.DOSE_TAKEN, EventType.DOSE_UNCONFIRMED, EventType.CHECKIN_RECORDED)
 RECENT_OUTCOMES = 200
 
 
@@ -141,7 +142,7 @@ class Ingest:
             "UPDATE alerts SET resolved_at = ? WHERE device = ? AND kind = 'device_offline' AND resolved_at IS NULL"
             " AND acked_at IS NULL AND EXISTS (SELECT 1 FROM devices WHERE device = ? AND online IS NULL)",
             (stamp, device, device))
-        if event["type"] == "alert.raised":
+        if event["type"] == EventType.ALERT_RAISED:
             self._device_alert(device, event, at, now)
         if event["type"] in PATTERN_EVENTS:
             self._patterns(device, at, now)

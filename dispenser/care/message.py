@@ -12,28 +12,30 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from ..vocabulary import AlertKind
 from .config import Patient
 from .ladder import CLINIC, Send
 
-KINDS = {
+KINDS: dict[str, str] = {
     # from the device (contract sections 3, 5, 6)
-    "dose_missed": "a dose was missed",
-    "doses_missed_while_unavailable": "doses were missed while the dispenser was off or its clock wrong",
-    "dose_unconfirmed": "a dose was released but not confirmed as taken",
-    "dose_held": "a dose was held back by the safety rules",
-    "dose_withdrawn": "a dose was withdrawn by a schedule change",
-    "prn_denied_repeatedly": "as-needed doses were asked for again and again, and refused",
-    "stock_low": "a compartment is running low",
-    "stock_empty": "a compartment is empty",
-    "schedule_applied_locally": "a schedule was put in force at the dispenser itself",
-    "schedule_rejected": "a schedule sent to the dispenser was refused",
-    "release_failed": "the dispenser failed to release a dose",
-    "release_uncertain": "the dispenser cannot tell whether a dose was released",
-    "device_fault": "the dispenser reported a fault",
-    "clock_unsynchronized": "the dispenser's clock is not set, so doses are held",
-    "side_effects_reported": "strong side effects were reported",
-    "low_mood_reported": "a very low mood was reported",
-    "tamper": "the dispenser's lid was opened outside a dose",
+    AlertKind.DOSE_MISSED: "a dose was missed",
+    AlertKind.DOSES_MISSED_WHILE_UNAVAILABLE: "doses were missed while the dispenser was off or its clock wrong",
+    AlertKind.DOSE_UNCONFIRMED: "a dose was released but not confirmed as taken",
+    AlertKind.DOSE_HELD: "a dose was held back by the safety rules",
+    AlertKind.DOSE_WITHDRAWN: "a dose was withdrawn by a schedule change",
+    AlertKind.PRN_DENIED_REPEATEDLY: "as-needed doses were asked for again and again, and refused",
+    AlertKind.STOCK_LOW: "a compartment is running low",
+    AlertKind.STOCK_EMPTY: "a compartment is empty",
+    AlertKind.SCHEDULE_APPLIED_LOCALLY: "a schedule was put in force at the dispenser itself",
+    AlertKind.SCHEDULE_REJECTED: "a schedule sent to the dispenser was refused",
+    AlertKind.RELEASE_FAILED: "the dispenser failed to release a dose",
+    AlertKind.RELEASE_UNCERTAIN: "the dispenser cannot tell whether a dose was released",
+    AlertKind.DEVICE_FAULT: "the dispenser reported a fault",
+    AlertKind.CLOCK_UNSYNCHRONIZED: "the dispenser's clock is not set, so doses are held",
+    AlertKind.SIDE_EFFECTS_REPORTED: "strong side effects were reported",
+    AlertKind.LOW_MOOD_REPORTED: "a very low mood was reported",
+    AlertKind.LID_OPENED: "the dispenser's lid was opened outside a dose",
+    AlertKind.PILL_UNEXPECTED: "the dispenser saw a pill fall that no release gave",
     # from the care service
     "device_offline": "the dispenser is offline",
     "log_gap": "events are missing from the dispenser's log",

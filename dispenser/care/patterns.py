@@ -18,9 +18,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..vocabulary import EventType
 from .config import PatternSettings
 
-OUTCOMES = ("dose.taken", "dose.missed", "dose.unconfirmed")
+# Plain strings: they are SQL parameters (a database driver may write an enum by its name).
+OUTCOMES = tuple(t.value for t in (EventType.DOSE_TAKEN, EventType.DOSE_MISSED, EventType.DOSE_UNCONFIRMED))
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ def missed_run(outcomes: list[Outcome], length: int) -> list[PatternFinding]:
     for medication, ended in sorted(by_medication.items()):
         run: list[Outcome] = []
         for outcome in reversed(ended):
-            if outcome.type != "dose.missed":
+            if outcome.type != EventType.DOSE_MISSED:
                 break
             run.append(outcome)
         if len(run) >= length:

@@ -59,7 +59,8 @@ class Worker:
             self.topics.append(f"{prefix}/+/status")
         self.handled = 0
         self.subscribed = threading.Event()
-        self.client = build_client(self.settings, self.client_id, persistent=True, manual_ack=True)
+        self.client = build_client(self.settings, self.client_id, persistent=True, client_class=mqtt.Client,
+                                   manual_ack=True)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message

@@ -6,6 +6,7 @@ could not be reached or did not take everything, 0 otherwise.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -15,8 +16,22 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Iterable
 
+if TYPE_CHECKING:  # types only: paho and the device's modules load when a command needs them
+    from datetime import datetime
+
+    import paho.mqtt.client as paho_client
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from ..clinic import Watcher
+    from ..config import Config
+    from ..mqtt_settings import MqttSettings, Topics
+    from ..store import Store
+    from ..sync import Sync
+
+from ..vocabulary import EventType, ScheduleSource
 from .common import UserError, config_of, open_log, read_json_object
 
 KEY_FILE, PUB_FILE = "clinic.key", "clinic.pub"
@@ -26,7 +41,7 @@ PUSH_TIMEOUT_S = 10.0
 FOLLOW_NOTIFY_S = 2.0   # `sync` without --once: how often to look for rows other processes appended
 
 
-def add_commands(sub, common) -> dict[str, Callable]:
+def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> dict[str, Callable]:
     """Add `sync` and `clinic` to the `dispenser` subparsers; return {name: handler}."""
     sync = sub.add_parser("sync", parents=[common], help="push the outbox to the broker")
     sync.add_argument("--once", action="store_true", help="drain the outbox, then exit (0: all sent)")
@@ -66,7 +81,7 @@ def add_commands(sub, common) -> dict[str, Callable]:
     return {"sync": cmd_sync, "clinic": cmd_clinic}
 
 
-def cmd_clinic(args) -> int:
+def cmd_clinic(args: argparse.Namespace) -> int:
     return {"keygen": clinic_keygen, "sign": clinic_sign, "push": clinic_push,
             "watch": clinic_watch}[args.action](args)
 
@@ -74,7 +89,7 @@ def cmd_clinic(args) -> int:
 # -- shared helpers -------------------------------------------------------------------
 
 
-def _mqtt_settings(config):
+def _mqtt_settings(config: Config) -> MqttSettings:
     """The `[mqtt]` table as MqttSettings, or one line saying why not."""
     from ..mqtt_settings import MqttSettings
     if not config.mqtt:
@@ -97,14 +112,14 @@ def _fail(message: str) -> int:
 class _CountingOutbox:
     """The Store, counting the rows the sync marks sent (so we can say how many went)."""
 
-    def __init__(self, store):
+    def __init__(self, store: Store) -> None:
         self.store = store
         self.sent = 0
 
-    def unsent(self, limit: int, after: int = 0):
+    def unsent(self, limit: int, after: int = 0) -> list[tuple[int, str]]:
         return self.store.unsent(limit, after)
 
-    def mark_sent(self, seqs, now) -> None:
+    def mark_sent(self, seqs: Iterable[int], now: datetime) -> None:
         seqs = list(seqs)
         self.store.mark_sent(seqs, now)
         self.sent += len(seqs)
@@ -116,7 +131,7 @@ class _CountingOutbox:
         self.store.close()
 
 
-def cmd_sync(args) -> int:
+def cmd_sync(args: argparse.Namespace) -> int:
     """Push the outbox as `{device_id}-sync`: no Will, clean session, never the daemon's id."""
     from ..store import Store
     from ..sync import Sync
@@ -142,7 +157,7 @@ def cmd_sync(args) -> int:
     return _sync_follow(sync, where, lambda: counter[0].sent if counter else 0)
 
 
-def _backlog(args, config) -> int:
+def _backlog(args: argparse.Namespace, config: Config) -> int:
     """Open the log as the other commands do (a missing or foreign file: one line)."""
     store = open_log(args, config, create=False)
     try:
@@ -151,7 +166,7 @@ def _backlog(args, config) -> int:
         store.close()
 
 
-def _sync_once(sync, timeout: float, where: str, before: int, sent: Callable[[], int]) -> int:
+def _sync_once(sync: Sync, timeout: float, where: str, before: int, sent: Callable[[], int]) -> int:
     """Exit 0 means: the broker answered and the outbox is empty (so it also connects
     when nothing waits, which makes `sync --once` a check of the broker settings)."""
     logging.getLogger("dispenser.sync").setLevel(logging.CRITICAL)  # the one line below says it all
@@ -171,7 +186,7 @@ def _sync_once(sync, timeout: float, where: str, before: int, sent: Callable[[],
     return _fail(f"sync: sent {count} event(s), {left} still unsent after {timeout:g} s{why}")
 
 
-def _sync_follow(sync, where: str, sent: Callable[[], int]) -> int:
+def _sync_follow(sync: Sync, where: str, sent: Callable[[], int]) -> int:
     """A foreground pusher for a device whose daemon is not running; ends with Ctrl-C.
 
     Another process (`dispenser refill`) cannot call our notify(), so look every
@@ -202,7 +217,7 @@ def _sync_follow(sync, where: str, sent: Callable[[], int]) -> int:
 # -- dispenser clinic keygen / sign ------------------------------------------------------
 
 
-def clinic_keygen(args) -> int:
+def clinic_keygen(args: argparse.Namespace) -> int:
     """Write clinic.key (0600) and clinic.pub; never overwrite a key someone may rely on."""
     from ..signing import generate_keypair
     out = Path(args.out_dir)
@@ -260,7 +275,7 @@ def _validate(document: dict) -> None:
     parse_schedule(document, default_timezone="UTC")
 
 
-def clinic_sign(args) -> int:
+def clinic_sign(args: argparse.Namespace) -> int:
     from ..signing import CanonicalFormError, sign_document
     document = read_json_object(args.file)
     _validate(document)
@@ -282,7 +297,7 @@ def clinic_sign(args) -> int:
     return 0
 
 
-def _bind(args, document) -> None:
+def _bind(args: argparse.Namespace, document: dict) -> None:
     """(v2) Put `device_id` (--device) and `expires_at` (--expires-in) in the document to be signed.
 
     A device applies from MQTT only a schedule that names it (contract section 2).
@@ -316,21 +331,24 @@ def _signed_name(path: Path) -> Path:
 class _Link:
     """One paho client of the clinic's, with waits on a condition instead of sleeps."""
 
-    def __init__(self, settings, role: str, topics: list[str] = (), session: str | None = None):
+    def __init__(self, settings: MqttSettings, role: str, topics: Iterable[str] = (),
+                 session: str | None = None) -> None:
         """`session`: a named, persistent session; the broker keeps what arrives while away."""
+        import paho.mqtt.client as mqtt
         from ..mqtt_client import TlsFilesError, build_client
         self.settings = settings
         self.session = session
         self.topics = list(topics)
         self.connected = False
         self.failure: str | None = None
-        self.acks: dict[int, object] = {}
+        self.acks: dict[int, ReasonCode] = {}
         self.messages: queue.Queue = queue.Queue()
         self.subscribed = False
         self._cond = threading.Condition()
         client_id = f"clinic-{role}-{session}" if session else f"clinic-{role}-{secrets.token_hex(4)}"
         try:
-            self.client = build_client(settings, client_id, persistent=session is not None, reconnect_max_s=30)
+            self.client = build_client(settings, client_id, persistent=session is not None,
+                                       client_class=mqtt.Client, reconnect_max_s=30)
         except TlsFilesError as error:
             raise UserError(str(error)) from None
         self.client.on_connect = self._on_connect
@@ -373,7 +391,8 @@ class _Link:
 
     closing = False
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(self, client: paho_client.Client, userdata: object, flags: paho_client.ConnectFlags,
+                    reason_code: ReasonCode, properties: Properties | None) -> None:
         with self._cond:
             if reason_code.is_failure:
                 self.failure = f"the broker at {self.where} refused the connection: {reason_code}"
@@ -383,12 +402,13 @@ class _Link:
                     client.subscribe([(topic, 1) for topic in self.topics])
             self._cond.notify_all()
 
-    def _on_connect_fail(self, client, userdata) -> None:
+    def _on_connect_fail(self, client: paho_client.Client, userdata: object) -> None:
         with self._cond:
             self.failure = f"cannot connect to the broker at {self.where}"
             self._cond.notify_all()
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_disconnect(self, client: paho_client.Client, userdata: object, flags: paho_client.DisconnectFlags,
+                       reason_code: ReasonCode, properties: Properties | None) -> None:
         with self._cond:
             if self.connected and not self.closing:
                 print(f"-- connection to {self.where} lost ({reason_code}); reconnecting", file=sys.stderr)
@@ -397,12 +417,14 @@ class _Link:
             self.connected = False
             self._cond.notify_all()
 
-    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+    def _on_publish(self, client: paho_client.Client, userdata: object, mid: int, reason_code: ReasonCode,
+                    properties: Properties) -> None:
         with self._cond:
             self.acks[mid] = reason_code
             self._cond.notify_all()
 
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+    def _on_subscribe(self, client: paho_client.Client, userdata: object, mid: int, reason_codes: list[ReasonCode],
+                      properties: Properties | None) -> None:
         with self._cond:
             refused = [code for code in reason_codes if code.is_failure]
             if refused:
@@ -414,7 +436,7 @@ class _Link:
 # -- dispenser clinic push -----------------------------------------------------------------
 
 
-def clinic_push(args) -> int:
+def clinic_push(args: argparse.Namespace) -> int:
     """Publish a schedule to one device's schedule/set (QoS 1, not retained); wait for the PUBACK."""
     from ..sync import MAX_SCHEDULE_BYTES
     config = config_of(args)
@@ -451,7 +473,7 @@ def clinic_push(args) -> int:
         link.close()
 
 
-def _await_answer(link: _Link, device: str, version, wait_s: float) -> int:
+def _await_answer(link: _Link, device: str, version: object, wait_s: float) -> int:
     """The device's schedule.applied / schedule.rejected for this version: 0 applied, 1 otherwise."""
     deadline = time.monotonic() + wait_s
     while (remaining := deadline - time.monotonic()) > 0:
@@ -464,10 +486,11 @@ def _await_answer(link: _Link, device: str, version, wait_s: float) -> int:
             kind, data = event["type"], event["data"]
         except (ValueError, TypeError, KeyError):
             continue
-        if kind not in ("schedule.applied", "schedule.rejected") or data.get("source") != "mqtt" \
+        if kind not in (EventType.SCHEDULE_APPLIED, EventType.SCHEDULE_REJECTED) \
+                or data.get("source") != ScheduleSource.MQTT \
                 or data.get("version") != version:
             continue
-        if kind == "schedule.applied":
+        if kind == EventType.SCHEDULE_APPLIED:
             print(f"{device} applied schedule version {version} at {event.get('at')}")
             return 0
         problems = "; ".join(str(p) for p in data.get("problems", [])[:3])
@@ -477,7 +500,7 @@ def _await_answer(link: _Link, device: str, version, wait_s: float) -> int:
                  "connects (its session keeps it), and answers then (see `dispenser clinic watch`)")
 
 
-def _topics(settings, device: str):
+def _topics(settings: MqttSettings, device: str) -> Topics:
     from ..mqtt_settings import Topics
     try:
         return Topics(settings.topic_prefix, device)
@@ -485,7 +508,7 @@ def _topics(settings, device: str):
         raise UserError(str(error)) from None
 
 
-def _check_signature(args, document: dict, public_key: str | None, keys: dict | None = None) -> None:
+def _check_signature(args: argparse.Namespace, document: dict, public_key: str | None, keys: dict | None = None) -> None:
     """The device refuses an unsigned or wrongly signed schedule from MQTT: say so here."""
     from ..signing import KeyFormatError, SignatureError, verify_with_keys
     if "signature" not in document:
@@ -504,7 +527,7 @@ def _check_signature(args, document: dict, public_key: str | None, keys: dict | 
                           "refuse it") from None
 
 
-def _push_result(reason_code, topic: str, document: dict) -> int:
+def _push_result(reason_code: ReasonCode, topic: str, document: dict) -> int:
     if reason_code.is_failure:
         return _fail(f"push: the broker refused it: {reason_code}")
     if reason_code.value == 0x10:  # MQTT 5 "No matching subscribers": it went nowhere
@@ -518,7 +541,7 @@ def _push_result(reason_code, topic: str, document: dict) -> int:
 # -- dispenser clinic watch ----------------------------------------------------------------
 
 
-def clinic_watch(args) -> int:
+def clinic_watch(args: argparse.Namespace) -> int:
     """Follow events, alerts, status and state; each event once (dedup on event_id)."""
     from ..clinic import Watcher
     config = config_of(args)
@@ -547,7 +570,7 @@ def clinic_watch(args) -> int:
         link.close()
 
 
-def _follow(link: _Link, watcher, count: int | None, timeout: float | None) -> int:
+def _follow(link: _Link, watcher: Watcher, count: int | None, timeout: float | None) -> int:
     """Print until Ctrl-C, `count` events, or `timeout` seconds (then 1 if `count` fell short)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while count is None or watcher.events_shown < count:
@@ -564,7 +587,7 @@ def _follow(link: _Link, watcher, count: int | None, timeout: float | None) -> i
     return 0
 
 
-def _lines(watcher, topic: str, payload: bytes) -> list[str]:
+def _lines(watcher: Watcher, topic: str, payload: bytes) -> list[str]:
     """The watcher's lines; a message it fails on (a bug of ours) is named, never fatal:
     whoever writes on the broker must not be able to stop the clinic's watch."""
     try:

@@ -7,7 +7,7 @@ import os
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..config import Config, load_config
 from ..schedule import load_schedule_file, parse_schedule
@@ -15,6 +15,12 @@ from ..scheduler import doses_between
 from ..timeutil import UTC, format_utc, parse_utc
 from .common import (UserError, config_of, moment as parse_moment, now as wall_now, open_engine, open_log,
                      positive, read_json, reader_gone, schedule_in_force)
+from ..vocabulary import EventType, ScheduleSource
+
+if TYPE_CHECKING:
+    from ..hardware import Hardware
+    from ..live import Terminal
+    from ..store import Store
 
 
 
@@ -76,7 +82,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Callabl
 # -- commands ----------------------------------------------------------------------------------
 
 
-def cmd_run(args) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
     from ..runner import StartError, build_daemon, run_daemon, stop_on_signals
     from ..service import Notifier
     config = config_of(args)
@@ -90,19 +96,19 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _system_log(args, config: Config) -> None:
+def _system_log(args: argparse.Namespace, config: Config) -> None:
     """The daemon's lines on stderr, for the journal (journal.py): once, where it starts."""
     from ..journal import configure
     configure(args.log_level or config.log_level)
 
 
-def cmd_simulate(args) -> int:
+def cmd_simulate(args: argparse.Namespace) -> int:
     if not args.scenario:
         return simulate_live(args)
     return simulate_scenario(args)
 
 
-def simulate_live(args) -> int:
+def simulate_live(args: argparse.Namespace) -> int:
     from ..daemon import ScaledClock
     from ..live import Terminal, run_live
     from ..runner import StartError, build_daemon, stop_on_signals
@@ -110,10 +116,14 @@ def simulate_live(args) -> int:
         raise UserError("--speed must be more than 0")
     config = config_of(args)
     _system_log(args, config)
-    holder = []
+    holder: list[Terminal] = []
+
+    def on_move(compartment: int, state: str) -> None:
+        if holder:
+            holder[0].on_move(compartment, state)
+
     try:
-        daemon = build_daemon(config, args.db, simulated=True, demo=True,
-                              on_move=lambda c, state: holder and holder[0].on_move(c, state))
+        daemon = build_daemon(config, args.db, simulated=True, demo=True, on_move=on_move)
     except StartError as error:
         raise UserError(str(error)) from None
     clock = ScaledClock(wall_now(), args.speed)
@@ -124,7 +134,7 @@ def simulate_live(args) -> int:
     return reader_gone() if terminal.unread else 0
 
 
-def simulate_scenario(args) -> int:
+def simulate_scenario(args: argparse.Namespace) -> int:
     from ..scenario import ScenarioError, ScenarioRun, load_scenario
     config = config_of(args) if args.config or args.db else Config()
     try:
@@ -145,14 +155,14 @@ def simulate_scenario(args) -> int:
     return 0
 
 
-def cmd_schedule(args) -> int:
+def cmd_schedule(args: argparse.Namespace) -> int:
     if args.action == "from-fhir":
         from .fhir import cmd_schedule_from_fhir
         return cmd_schedule_from_fhir(args)
     return {"validate": schedule_validate, "show": schedule_show, "apply": schedule_apply}[args.action](args)
 
 
-def schedule_validate(args) -> int:
+def schedule_validate(args: argparse.Namespace) -> int:
     config = config_of(args) if args.config else Config()
     schedule = load_schedule_file(args.file, config.timezone)
     meds = len(schedule.medications)
@@ -161,7 +171,7 @@ def schedule_validate(args) -> int:
     return 0
 
 
-def schedule_show(args) -> int:
+def schedule_show(args: argparse.Namespace) -> int:
     config = config_of(args) if args.config or not args.file else Config()
     if args.file:
         schedule = load_schedule_file(args.file, config.timezone)
@@ -193,14 +203,14 @@ def schedule_show(args) -> int:
     return 0
 
 
-def schedule_apply(args) -> int:
+def schedule_apply(args: argparse.Namespace) -> int:
     config = config_of(args)
     document = read_json(args.file)
     parse_schedule(document, config.timezone)  # a bad file changes nothing, not even the log
     engine, now = open_engine(args, config)
     try:
         engine.tick(now)  # a long catch-up first, slice by slice (RULES.md, Downtime)
-        outcome = engine.apply_schedule(now, document, "local")
+        outcome = engine.apply_schedule(now, document, ScheduleSource.LOCAL)
     finally:
         engine.store.close()
     if outcome.feedback != "applied":
@@ -210,7 +220,7 @@ def schedule_apply(args) -> int:
     return 0
 
 
-def cmd_refill(args) -> int:
+def cmd_refill(args: argparse.Namespace) -> int:
     config = config_of(args)
     if not 0 <= args.count <= 1000:
         raise UserError("COUNT must be from 0 to 1000")
@@ -231,7 +241,7 @@ def cmd_refill(args) -> int:
     return 0
 
 
-def _verify_rules(store, config: Config) -> int:
+def _verify_rules(store: Store, config: Config) -> int:
     """The log judged by the checker written from the contract, not by the rules that wrote it."""
     from ..logcheck import check_store
     violations = check_store(store, until=wall_now(), default_timezone=config.timezone)
@@ -244,7 +254,7 @@ def _verify_rules(store, config: Config) -> int:
     return 0
 
 
-def cmd_log(args) -> int:
+def cmd_log(args: argparse.Namespace) -> int:
     config = config_of(args)
     if args.rules and not args.verify:
         raise UserError("--rules goes with `dispenser log verify`")
@@ -274,12 +284,12 @@ def _log_line(event: dict) -> str:
     about = " ".join(f"{key}={value}" for key, value in data.items()
                      if key in ("medication_id", "scheduled_at", "quantity", "reason", "kind", "severity",
                                 "count", "version", "source", "remaining"))
-    if event["type"] == "alert.raised":
+    if event["type"] == EventType.ALERT_RAISED:
         about += f"  \"{data['message']}\""
     return f"{event['seq']:>6}  {event['at']}  {event['type']:<24} {about}"
 
 
-def cmd_report(args) -> int:
+def cmd_report(args: argparse.Namespace) -> int:
     from ..report import OUTCOMES, adherence, checkin_trend, window_events
     config = config_of(args)
     days = positive(args.days, "days", 3660)
@@ -306,8 +316,8 @@ def cmd_report(args) -> int:
         + f"{'days all taken':>16}"
     print(header)
     for report in reports.values():
-        days = "-" if report.days_all_taken is None else f"{report.days_all_taken:.0%}"
-        line = f"{report.medication_id:<20}" + "".join(f"{getattr(report, n):>15}" for n in OUTCOMES) + f"{days:>16}"
+        share = "-" if report.days_all_taken is None else f"{report.days_all_taken:.0%}"
+        line = f"{report.medication_id:<20}" + "".join(f"{getattr(report, n):>15}" for n in OUTCOMES) + f"{share:>16}"
         if report.missed_unavailable:
             line += f"   {report.missed_unavailable} missed while the dispenser was off or waiting for the time"
         if report.prn_released or report.prn_denied:
@@ -318,7 +328,7 @@ def cmd_report(args) -> int:
     return 0
 
 
-def cmd_status(args) -> int:
+def cmd_status(args: argparse.Namespace) -> int:
     from ..opening import open_engine as build_engine, trusted_now
     config = config_of(args)
     store = open_log(args, config, create=False)
@@ -348,7 +358,7 @@ def cmd_status(args) -> int:
     return 0
 
 
-def cmd_install_service(args) -> int:
+def cmd_install_service(args: argparse.Namespace) -> int:
     """Write the unit, create the service user and enable the service: the steps of docs/INSTALL.md."""
     import os
     import pwd
@@ -418,17 +428,18 @@ def _temporary_folder(path: str) -> str | None:
     return None
 
 
-def cmd_selftest(args) -> int:
+def cmd_selftest(args: argparse.Namespace) -> int:
     import contextlib
     from ..runner import StartError, build_hardware_for
+    from ..inputs import Input, Press
     from ..selftest import keys_as_button, run_selftest
     config = config_of(args)
     if config.backend == "pi" and not args.yes:
         raise UserError("every compartment opens once: empty them all, then run `dispenser selftest --yes`")
     simulated = config.backend == "sim"
-    buttons = []
+    buttons: list[Callable[[Input], None]] = []
 
-    def build(put):
+    def build(put: Callable[[Input], None]) -> Hardware:
         buttons.append(put)
         try:
             return build_hardware_for(config, put, simulated=False)
@@ -444,7 +455,11 @@ def cmd_selftest(args) -> int:
                if config.source == "built-in defaults" else f'{config.source}: [hardware] backend = "sim"')
         say(f"info  {why}: this tests the simulated device, not real hardware")
     say(f"info  clock: {trust_for(config).describe()}")
-    keys = keys_as_button(lambda: buttons and buttons[0]("press")) \
+    def press() -> None:
+        if buttons:
+            buttons[0](Press())
+
+    keys = keys_as_button(press) \
         if simulated and not args.yes else contextlib.nullcontext()
     with keys:
         ok = run_selftest(build, say, wait_s=args.wait,
@@ -453,7 +468,7 @@ def cmd_selftest(args) -> int:
     return 0 if ok else 1
 
 
-COMMANDS = {
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
     "install-service": cmd_install_service,
     "selftest": cmd_selftest,

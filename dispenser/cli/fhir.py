@@ -15,6 +15,7 @@ from ..config import load_config
 from ..fhir_in import FhirError, schedule_from_fhir
 from .common import open_log, read_json
 from ..fhir_out import export_bundle, medications_from_documents, parse_since
+from ..vocabulary import EventType
 
 
 def add_commands(sub: argparse._SubParsersAction, schedule_actions: argparse._SubParsersAction,
@@ -60,7 +61,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     store = open_log(args, config, create=False)
     try:
         events = list(store.events())
-        versions = dict.fromkeys(e["data"].get("version") for e in events if e["type"] == "schedule.applied")
+        versions = dict.fromkeys(e["data"].get("version") for e in events if e["type"] == EventType.SCHEDULE_APPLIED)
         documents = [store.schedule_document(v) for v in versions if isinstance(v, int)]
     finally:
         store.close()

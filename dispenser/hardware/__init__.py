@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol, Sequence, TypeVar
 
+from gpiozero import Factory
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from .compartments import Compartments, build_servos
+from .compartments import Compartments, Servo, build_servos
 from .errors import HardwareConfigError, HardwareError, LcdFault, PinFactoryError, ServoFault
 from .inputs import Button, DropSensor, Sensor, drop_sensor, lid_switch
 from .sim_chute import SimulatedChute
+from .lcd_pins import I2CBus
 from .lcd import Lcd, NullLcd, _board_i2c, gpio_lcd, mcp23008_lcd, pcf8574_lcd, sim_lcd
 from .outputs import Buzzer, Led
 from .pins import make_pin_factory
@@ -38,6 +40,12 @@ __all__ = [
     "Lcd", "NullLcd", "Compartments", "Button", "Sensor", "DropSensor", "SimulatedChute", "Buzzer", "Led",
     "make_pin_factory",
 ]
+
+class _Part(Protocol):
+    def close(self) -> None: ...
+
+
+P = TypeVar("P", bound=_Part)
 
 # Pins of the simulated device (mock pins; any free BCM numbers would do).
 SIM_BUTTON, SIM_BUZZER, SIM_LED, SIM_LID, SIM_DROP = 17, 27, 22, 23, 24
@@ -71,8 +79,8 @@ class Hardware:
 
 
 def build_hardware(hw_config: dict | HardwareConfig | None, put: Callable[[Input], None],
-                   pin_factory=None, sleep: Callable[[float], None] = time.sleep, *,
-                   i2c=None, on_move: Callable[[int, str], None] | None = None) -> Hardware:
+                   pin_factory: Factory | None = None, sleep: Callable[[float], None] = time.sleep, *,
+                   i2c: I2CBus | None = None, on_move: Callable[[int, str], None] | None = None) -> Hardware:
     """The device described by a `[hardware]` table.
 
     `backend = "sim"` gives `build_sim_hardware`; `"pi"` real pins from
@@ -90,9 +98,9 @@ def build_hardware(hw_config: dict | HardwareConfig | None, put: Callable[[Input
     factory = pin_factory if pin_factory is not None else make_pin_factory(cfg.pin_factory)
     if cfg.servo_driver == "pca9685" and i2c is None:
         i2c = _open_i2c()  # one bus object for the servo board and the LCD
-    built: list = []
+    built: list[_Part] = []
 
-    def part(what: str, make):
+    def part(what: str, make: Callable[[], P]) -> P:
         try:
             thing = make()
         except HardwareError:
@@ -114,12 +122,13 @@ def build_hardware(hw_config: dict | HardwareConfig | None, put: Callable[[Input
         buzzer = part(f"the buzzer on GPIO{cfg.buzzer_pin}", lambda: Buzzer(cfg.buzzer_pin, pin_factory=factory))
         led = part(f"the LED on GPIO{cfg.led_pin}", lambda: Led(cfg.led_pin, pin_factory=factory))
         lid = drop = None
-        if cfg.lid_pin is not None:
-            lid = part(f"the lid switch on GPIO{cfg.lid_pin}",
-                       lambda: lid_switch(cfg.lid_pin, put, pin_factory=factory))
-        if cfg.drop_pin is not None:
-            drop = part(f"the pill-drop sensor on GPIO{cfg.drop_pin}",
-                        lambda: drop_sensor(cfg.drop_pin, put, pin_factory=factory))
+        lid_pin, drop_pin = cfg.lid_pin, cfg.drop_pin
+        if lid_pin is not None:
+            lid = part(f"the lid switch on GPIO{lid_pin}",
+                       lambda: lid_switch(lid_pin, put, pin_factory=factory))
+        if drop_pin is not None:
+            drop = part(f"the pill-drop sensor on GPIO{drop_pin}",
+                        lambda: drop_sensor(drop_pin, put, pin_factory=factory))
         lcd = part("the LCD", lambda: _build_lcd(cfg, factory, i2c))
     except Exception:
         for thing in reversed(built):
@@ -129,7 +138,7 @@ def build_hardware(hw_config: dict | HardwareConfig | None, put: Callable[[Input
                     lid=lid, drop=drop, pin_factory=factory, drop_timeout_s=cfg.drop_timeout_ms / 1000)
 
 
-def _build_servos(cfg: HardwareConfig, factory, i2c) -> list:
+def _build_servos(cfg: HardwareConfig, factory: Factory | None, i2c: I2CBus | None) -> Sequence[Servo]:
     if cfg.servo_driver == "pca9685":
         from .pca9685 import build_pca9685_servos  # imports adafruit_pca9685: only when used
 
@@ -139,7 +148,7 @@ def _build_servos(cfg: HardwareConfig, factory, i2c) -> list:
                         max_pulse_ms=cfg.max_pulse_ms)
 
 
-def _open_i2c():
+def _open_i2c() -> I2CBus:
     try:
         return _board_i2c()
     except Exception as error:  # Blinka raises RuntimeError, ValueError, OSError, ...
@@ -147,7 +156,7 @@ def _open_i2c():
                             f"{type(error).__name__}: {error}") from error
 
 
-def _build_lcd(cfg: HardwareConfig, factory, i2c):
+def _build_lcd(cfg: HardwareConfig, factory: Factory | None, i2c: I2CBus | None) -> Lcd | NullLcd:
     size = (cfg.lcd_cols, cfg.lcd_rows)
     if cfg.lcd == "pcf8574":
         return pcf8574_lcd(i2c, *size, address=cfg.lcd_address)
@@ -192,7 +201,12 @@ def build_sim_hardware(put: Callable[[Input], None], compartments: int = 8,
     lid_sensor = None
     if lid:
         built = False
-        lid_sensor = lid_switch(SIM_LID, lambda item: built and put(item), pin_factory=factory, bounce_s=None)
+
+        def put_once_built(item: Input) -> None:
+            if built:
+                put(item)
+
+        lid_sensor = lid_switch(SIM_LID, put_once_built, pin_factory=factory, bounce_s=None)
         lid_sensor.device.pin.drive_low()  # the lid starts shut, and saying so is no input
         built = True
     return Hardware(

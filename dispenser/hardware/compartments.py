@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
-from gpiozero import AngularServo
+from gpiozero import AngularServo, Factory
 
 from .errors import ServoFault
 
@@ -24,7 +24,7 @@ FRAME_S = 0.020  # 50 Hz, what hobby servos expect
 MIN_ANGLE, MAX_ANGLE = 0.0, 180.0  # the angle range mapped onto [min_pulse, max_pulse]
 
 
-def build_servos(pins: Sequence[int], *, pin_factory=None, min_pulse_ms: float = 1.0,
+def build_servos(pins: Sequence[int], *, pin_factory: Factory | None = None, min_pulse_ms: float = 1.0,
                  max_pulse_ms: float = 2.0) -> list[AngularServo]:
     """Servos on `pins` that do not move when created (`initial_angle=None`):
     the default would centre every servo, opening compartments at each restart."""
@@ -42,6 +42,16 @@ def build_servos(pins: Sequence[int], *, pin_factory=None, min_pulse_ms: float =
     return servos
 
 
+class Servo(Protocol):
+    """A servo as the compartments drive it: gpiozero's AngularServo, or a PCA9685 channel's."""
+
+    angle: float | None
+
+    def detach(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Compartments:
     """Compartments 1..N, each a servo with its open and closed angle.
 
@@ -50,7 +60,7 @@ class Compartments:
     given, is called with (compartment, "open" | "closed" | "detached") for display.
     """
 
-    def __init__(self, servos: Sequence, open_angles: Sequence[float], closed_angles: Sequence[float],
+    def __init__(self, servos: Sequence[Servo], open_angles: Sequence[float], closed_angles: Sequence[float],
                  *, dwell_s: float = 0.5, sleep: Callable[[float], None] = time.sleep,
                  on_move: Callable[[int, str], None] | None = None) -> None:
         if not len(servos) == len(open_angles) == len(closed_angles):
@@ -67,7 +77,7 @@ class Compartments:
     def count(self) -> int:
         return len(self.servos)
 
-    def servo(self, compartment: int):
+    def servo(self, compartment: int) -> Servo:
         if not 1 <= compartment <= len(self.servos):
             raise ServoFault(f"there is no compartment {compartment} (1 to {len(self.servos)})",
                              compartment)
@@ -98,12 +108,12 @@ class Compartments:
             finally:
                 self._detach(servo, compartment)
 
-    def _move(self, servo, compartment: int, angle: float, state: str) -> None:
+    def _move(self, servo: Servo, compartment: int, angle: float, state: str) -> None:
         servo.angle = angle
         if self.on_move is not None:
             self.on_move(compartment, state)
 
-    def _detach(self, servo, compartment: int) -> None:
+    def _detach(self, servo: Servo, compartment: int) -> None:
         try:
             servo.detach()
         except Exception:

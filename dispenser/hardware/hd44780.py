@@ -100,7 +100,7 @@ class HD44780:
             self.cursor_on = False
             self.blink_on = False
             self.shift = 0
-            self._pending = None  # high nibble waiting for its low half (4-bit mode)
+            self._pending: int | None = None  # high nibble waiting for its low half (4-bit mode)
             self.commands = 0  # bytes executed, handy to see that a write was skipped
 
     @property

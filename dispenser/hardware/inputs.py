@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-from gpiozero import DigitalInputDevice
+from gpiozero import DigitalInputDevice, Factory
 
 from ..inputs import Hold, Input, LidClosed, LidOpened, PillSeen, Press
 
@@ -38,7 +38,7 @@ class Button:
     """
 
     def __init__(self, pin: int, put: Put, *, pull_up: bool = True,
-                 bounce_s: float | None = None, hold_s: float = 2.0, pin_factory: object = None) -> None:
+                 bounce_s: float | None = None, hold_s: float = 2.0, pin_factory: Factory | None = None) -> None:
         self._put = put
         self.hold_s = hold_s
         self._lock = threading.Lock()
@@ -102,7 +102,7 @@ class Sensor:
 
     def __init__(self, pin: int, put: Put, on_active: Input | None,
                  on_inactive: Input | None = None, *, pull_up: bool = True,
-                 bounce_s: float | None = None, pin_factory: object = None) -> None:
+                 bounce_s: float | None = None, pin_factory: Factory | None = None) -> None:
         self.device = DigitalInputDevice(pin, pull_up=pull_up, bounce_time=bounce_s,
                                          pin_factory=pin_factory)
         self._put = put
@@ -130,7 +130,7 @@ class DropSensor(Sensor):
     daemon notice one that falls when no release is going on.
     """
 
-    def __init__(self, pin: int, put: Put, *, pin_factory: object = None) -> None:
+    def __init__(self, pin: int, put: Put, *, pin_factory: Factory | None = None) -> None:
         self._seen = threading.Condition()
         self.count = 0
         super().__init__(pin, put, PillSeen(), None, pin_factory=pin_factory)
@@ -148,12 +148,12 @@ class DropSensor(Sensor):
             return self.count
 
 
-def lid_switch(pin: int, put: Put, *, pin_factory: object = None,
+def lid_switch(pin: int, put: Put, *, pin_factory: Factory | None = None,
                bounce_s: float | None = 0.05) -> Sensor:
     """A lid switch that closes (pulls low) when the lid is shut."""
     return Sensor(pin, put, LidClosed(), LidOpened(), bounce_s=bounce_s, pin_factory=pin_factory)
 
 
-def drop_sensor(pin: int, put: Put, *, pin_factory: object = None) -> DropSensor:
+def drop_sensor(pin: int, put: Put, *, pin_factory: Factory | None = None) -> DropSensor:
     """A break-beam sensor that pulls low while a pill passes; no debounce, pulses are short."""
     return DropSensor(pin, put, pin_factory=pin_factory)

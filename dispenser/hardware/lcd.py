@@ -19,17 +19,27 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from types import ModuleType
 from typing import Any, Callable
+
+from gpiozero import Factory
 
 from .errors import LcdFault
 from .hd44780 import HD44780
-from .lcd_pins import GpioLine, Pcf8574
+from .lcd_pins import GpioLine, I2CBus, Pcf8574
 
 SIZES = ((16, 1), (16, 2), (20, 2), (20, 4))
 
 # Characters the display's ROM (A00) has outside plain ASCII, and their codes.
 _ENCODE = {"\u00b0": "\xdf", "\u00b5": "\xe4", "\u2192": "\x7e", "\u2190": "\x7f", "\u00a5": "\x5c"}
 _LIBRARY_MODULES = ("adafruit_character_lcd.character_lcd", "adafruit_character_lcd.character_lcd_i2c")
+
+
+def _fit(lines: list[str] | str, cols: int, rows: int) -> list[str]:
+    if isinstance(lines, str):
+        lines = lines.split("\n")
+    fitted = [encode(str(line))[:cols].ljust(cols) for line in list(lines)[:rows]]
+    return fitted + [" " * cols] * (rows - len(fitted))
 
 
 def encode(text: str) -> str:
@@ -79,7 +89,7 @@ def no_sleep() -> Iterator[None]:
     with _patch_lock:
         if _patch_depth == 0:
             for name in _LIBRARY_MODULES:
-                sys.modules[name].time = _FreeTime()
+                setattr(sys.modules[name], "time", _FreeTime())
         _patch_depth += 1
     try:
         yield
@@ -88,10 +98,10 @@ def no_sleep() -> Iterator[None]:
             _patch_depth -= 1
             if _patch_depth == 0:
                 for name in _LIBRARY_MODULES:
-                    sys.modules[name].time = time
+                    setattr(sys.modules[name], "time", time)
 
 
-def _load_library() -> tuple[Any, Any]:
+def _load_library() -> tuple[ModuleType, ModuleType]:
     """Import charlcd only when a display is used (it pulls in Blinka)."""
     try:
         from adafruit_character_lcd import character_lcd, character_lcd_i2c
@@ -110,7 +120,7 @@ class Lcd:
     `HD44780` behind a simulated display, else None.
     """
 
-    def __init__(self, connect: Callable[[], object], cols: int, rows: int, *,
+    def __init__(self, connect: Callable[[], Any], cols: int, rows: int, *,
                  fast: bool = False, emulator: HD44780 | None = None,
                  has_backlight: bool = True, close: Callable[[], None] | None = None) -> None:
         if (cols, rows) not in SIZES:
@@ -121,7 +131,7 @@ class Lcd:
         self._connect = connect
         self._fast = fast
         self._close = close
-        self._device = None
+        self._device: Any = None  # charlcd's Character_LCD (untyped)
         self._shown: list[str] | None = None  # what the display holds; None = unknown
         self._backlight = True
         self._lock = threading.Lock()
@@ -146,10 +156,7 @@ class Lcd:
 
     def fit(self, lines: list[str]) -> list[str]:
         """Exactly `rows` rows of exactly `cols` encoded characters."""
-        if isinstance(lines, str):
-            lines = lines.split("\n")
-        rows = [encode(str(line))[:self.cols].ljust(self.cols) for line in list(lines)[:self.rows]]
-        return rows + [" " * self.cols] * (self.rows - len(rows))
+        return _fit(lines, self.cols, self.rows)
 
     def show(self, lines: list[str]) -> bool:
         """Display `lines` (padded or cut to the size); True when anything was sent."""
@@ -158,20 +165,20 @@ class Lcd:
             if wanted == self._shown:
                 return False
             with self._guard("show"):
-                device = self._ready()
-                for row, (old, new) in enumerate(zip(self._shown, wanted)):
+                device, shown = self._ready()
+                for row, (old, new) in enumerate(zip(shown, wanted)):
                     if old == new:
                         continue
                     first = next(i for i in range(self.cols) if old[i] != new[i])
                     last = next(i for i in reversed(range(self.cols)) if old[i] != new[i])
                     device.cursor_position(first, row)
                     device.message = new[first:last + 1]
-                    self._shown[row] = new
+                    shown[row] = new
             return True
 
     def clear(self) -> None:
         with self._lock, self._guard("clear"):
-            self._ready().clear()
+            self._ready()[0].clear()
             self._shown = [" " * self.cols] * self.rows
 
     def backlight(self, on: bool) -> None:
@@ -198,8 +205,8 @@ class Lcd:
             if self._close is not None:
                 self._close()
 
-    def _ready(self) -> Any:
-        """The charlcd object, (re)initialised and cleared when its state is unknown."""
+    def _ready(self) -> tuple[Any, list[str]]:
+        """The charlcd object and what it shows, (re)initialised and cleared when its state is unknown."""
         if self._device is None or self._shown is None:
             self._device = None
             device = self._connect()  # runs the HD44780 init sequence and a clear
@@ -207,7 +214,7 @@ class Lcd:
                 device.backlight = self._backlight
             self._device = device
             self._shown = [" " * self.cols] * self.rows
-        return self._device
+        return self._device, self._shown
 
     @contextlib.contextmanager
     def _guard(self, action: str) -> Iterator[None]:
@@ -237,9 +244,16 @@ class NullLcd:
         self._shown = [" " * cols] * rows
         self.backlight_on = False
 
-    size = Lcd.size
-    text = Lcd.text
-    fit = Lcd.fit
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.cols, self.rows
+
+    @property
+    def text(self) -> list[str]:
+        return list(self._shown)
+
+    def fit(self, lines: list[str]) -> list[str]:
+        return _fit(lines, self.cols, self.rows)
 
     def glass(self) -> list[str] | None:
         return None
@@ -264,7 +278,7 @@ class NullLcd:
 
 # -- builders -------------------------------------------------------------------
 
-def gpio_lcd(pins: dict, cols: int = 16, rows: int = 2, *, pin_factory: Any = None,
+def gpio_lcd(pins: dict, cols: int = 16, rows: int = 2, *, pin_factory: Factory | None = None,
              fast: bool = False) -> Lcd:
     """An HD44780 wired directly in 4-bit mode: `pins` maps rs, e, d4..d7 (and
     optionally backlight) to BCM numbers; RW is tied to ground."""
@@ -290,7 +304,7 @@ def gpio_lcd(pins: dict, cols: int = 16, rows: int = 2, *, pin_factory: Any = No
     return Lcd(connect, cols, rows, fast=fast, has_backlight="backlight" in lines, close=close)
 
 
-def mcp23008_lcd(i2c: Any = None, cols: int = 16, rows: int = 2, *, address: int = 0x20,
+def mcp23008_lcd(i2c: I2CBus | None = None, cols: int = 16, rows: int = 2, *, address: int = 0x20,
                  fast: bool = False) -> Lcd:
     """Adafruit's I2C/SPI backpack (MCP23008, address 0x20 to 0x27).
     `i2c` defaults to the Pi's bus, `board.I2C()`, opened at the first use."""
@@ -301,7 +315,7 @@ def mcp23008_lcd(i2c: Any = None, cols: int = 16, rows: int = 2, *, address: int
     return Lcd(connect, cols, rows, fast=fast)
 
 
-def pcf8574_lcd(i2c: Any = None, cols: int = 16, rows: int = 2, *, address: int = 0x27,
+def pcf8574_lcd(i2c: I2CBus | None = None, cols: int = 16, rows: int = 2, *, address: int = 0x27,
                 fast: bool = False) -> Lcd:
     """The common PCF8574 backpack (address 0x27, or 0x3F on PCF8574A boards)."""
     def connect() -> Any:
@@ -329,7 +343,7 @@ def sim_lcd(cols: int = 16, rows: int = 2) -> Lcd:
     return Lcd(connect, cols, rows, fast=True, emulator=screen)
 
 
-def _board_i2c() -> Any:
+def _board_i2c() -> Any:  # busio.I2C (Blinka, untyped)
     import board  # Blinka: only on the Pi, only for an I2C display
 
     return board.I2C()

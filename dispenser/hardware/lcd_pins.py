@@ -8,8 +8,19 @@ common LCD backpack, which charlcd does not support itself).
 from __future__ import annotations
 
 import time
+from typing import Protocol
 
-from gpiozero import DigitalOutputDevice
+from gpiozero import DigitalOutputDevice, Factory
+
+
+class I2CBus(Protocol):
+    """The part of a busio-like I2C bus (`board.I2C()`) the expander uses."""
+
+    def try_lock(self) -> bool: ...
+
+    def unlock(self) -> None: ...
+
+    def writeto(self, address: int, buffer: bytes, *, start: int = 0, end: int | None = None) -> None: ...
 
 
 class GpioLine:
@@ -22,7 +33,7 @@ class GpioLine:
         1
     """
 
-    def __init__(self, pin: int, pin_factory=None) -> None:
+    def __init__(self, pin: int, pin_factory: Factory | None = None) -> None:
         self.device = DigitalOutputDevice(pin, initial_value=False, pin_factory=pin_factory)
         self.direction = None  # charlcd sets OUTPUT; a DigitalOutputDevice already is one
 
@@ -31,10 +42,10 @@ class GpioLine:
         return bool(self.device.value)
 
     @value.setter
-    def value(self, level) -> None:
+    def value(self, level: object) -> None:
         self.device.value = bool(level)
 
-    def switch_to_output(self, value: bool = False, **_ignored) -> None:
+    def switch_to_output(self, value: bool = False, **_ignored: object) -> None:
         self.value = value
 
     def close(self) -> None:
@@ -51,7 +62,7 @@ class Pcf8574:
 
     RS, RW, E, BACKLIGHT, D4, D5, D6, D7 = range(8)
 
-    def __init__(self, i2c, address: int = 0x27) -> None:
+    def __init__(self, i2c: I2CBus, address: int = 0x27) -> None:
         self.i2c = i2c
         self.address = address
         self.shadow = 0x00
@@ -87,8 +98,8 @@ class ExpanderPin:
         return bool(self.expander.shadow >> self.line & 1)
 
     @value.setter
-    def value(self, level) -> None:
+    def value(self, level: object) -> None:
         self.expander.set_line(self.line, bool(level))
 
-    def switch_to_output(self, value: bool = False, **_ignored) -> None:
+    def switch_to_output(self, value: bool = False, **_ignored: object) -> None:
         self.value = value

@@ -5,11 +5,11 @@ thread. When and why to beep is the daemon's business.
 """
 from __future__ import annotations
 
-from gpiozero import DigitalOutputDevice
+from gpiozero import DigitalOutputDevice, Factory
 
 
 class _Signal:
-    def __init__(self, pin: int, *, active_high: bool = True, pin_factory=None) -> None:
+    def __init__(self, pin: int, *, active_high: bool = True, pin_factory: Factory | None = None) -> None:
         self.device = DigitalOutputDevice(pin, active_high=active_high, initial_value=False,
                                           pin_factory=pin_factory)
 

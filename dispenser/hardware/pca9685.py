@@ -11,6 +11,8 @@ driver, to keep the daemon light on a Pi Zero.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from .compartments import MAX_ANGLE, MIN_ANGLE
 from .errors import HardwareError
 
@@ -25,9 +27,9 @@ class Pca9685Servo:
     `detach()` switches the channel fully off: no pulses, the servo goes limp.
     """
 
-    def __init__(self, channel, *, period_ms: float, min_pulse_ms: float = 1.0,
+    def __init__(self, channel: Any, *, period_ms: float, min_pulse_ms: float = 1.0,
                  max_pulse_ms: float = 2.0) -> None:
-        self.channel = channel
+        self.channel = channel  # adafruit_pca9685's PWMChannel (the library is untyped)
         self.period_ms = period_ms
         self.min_pulse_ms = min_pulse_ms
         self.max_pulse_ms = max_pulse_ms
@@ -66,7 +68,7 @@ class Pca9685Servo:
         self.detach()
 
 
-def build_pca9685_servos(i2c, count: int, *, address: int = 0x40, min_pulse_ms: float = 1.0,
+def build_pca9685_servos(i2c: object, count: int, *, address: int = 0x40, min_pulse_ms: float = 1.0,
                          max_pulse_ms: float = 2.0) -> list[Pca9685Servo]:
     """Servos on channels 0..count-1 of the PCA9685 at `address`, set to 50 Hz.
 

@@ -5,12 +5,16 @@ load off a Pi), and choosing "mock" needs neither.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from gpiozero import Factory
+
 from .errors import PinFactoryError
 
 FACTORIES = ("auto", "lgpio", "rpigpio", "mock")
 
 
-def make_pin_factory(name: str = "auto"):
+def make_pin_factory(name: str = "auto") -> Factory:
     """A gpiozero pin factory: "lgpio" (Bookworm, Pi 5), "rpigpio", "mock"
     (MockFactory with PWM-capable pins), or "auto" (lgpio, then RPi.GPIO)."""
     if name == "mock":
@@ -33,20 +37,20 @@ def make_pin_factory(name: str = "auto"):
     raise PinFactoryError(f"unknown pin factory {name!r}; choose one of {', '.join(FACTORIES)}")
 
 
-def _open(label: str, opener):
+def _open(label: str, opener: Callable[[], Factory]) -> Factory:
     try:
         return opener()
     except Exception as error:
         raise PinFactoryError(f"pin factory {label!r} cannot be used: {_reason(error)}") from None
 
 
-def _lgpio():
+def _lgpio() -> Factory:
     from gpiozero.pins.lgpio import LGPIOFactory
 
     return LGPIOFactory()
 
 
-def _rpigpio():
+def _rpigpio() -> Factory:
     from gpiozero.pins.rpigpio import RPiGPIOFactory
 
     return RPiGPIOFactory()

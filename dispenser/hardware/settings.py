@@ -7,6 +7,7 @@ on a medical device is a silent fault. docs/HARDWARE.md documents every key.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeGuard, overload
 
 from .errors import HardwareConfigError
 from .pins import FACTORIES
@@ -131,7 +132,13 @@ class _Pins:
         self.owners[pin] = owner
         return pin
 
-    def claim(self, table: dict, key: str, default, owner: str):
+    @overload
+    def claim(self, table: dict, key: str, default: int, owner: str) -> int: ...
+
+    @overload
+    def claim(self, table: dict, key: str, default: None, owner: str) -> int | None: ...
+
+    def claim(self, table: dict, key: str, default: int | None, owner: str) -> int | None:
         if key not in table and default is None:
             return None
         return self.take(_pin(table.get(key, default), f"hardware.{key}"), f"hardware.{key}", owner)
@@ -219,13 +226,13 @@ def _angles(table: dict, key: str, default: float, compartments: int) -> tuple[f
     return (_angle(value, f"hardware.{key}"),) * compartments
 
 
-def _angle(value, where: str) -> float:
+def _angle(value: object, where: str) -> float:
     if not _is_number(value) or not 0 <= value <= 180:
         raise HardwareConfigError(f"{where}: must be an angle from 0 to 180 degrees, not {value!r}")
     return float(value)
 
 
-def _pin(value, where: str) -> int:
+def _pin(value: object, where: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 27:
         raise HardwareConfigError(f"{where}: must be a BCM GPIO number from 2 to 27, not {value!r}")
     return value
@@ -262,5 +269,5 @@ def _choice(table: dict, key: str, choices: tuple, default: str) -> str:
     return value
 
 
-def _is_number(value) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
