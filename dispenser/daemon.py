@@ -149,7 +149,7 @@ class Daemon:
         >>> hardware = build_sim_hardware(lambda item: None, sleep=lambda s: None)   # the simulated device
         >>> now = datetime(2026, 11, 24, 12, 45, tzinfo=UTC)     # 07:45 in New York
         >>> engine.apply_schedule(now, contract_example, stock={"sertraline": 10}).feedback
-        'applied'
+        <Feedback.APPLIED: 'applied'>
         >>> daemon = Daemon(engine, hardware, timezone_name="America/New_York")
         >>> daemon.start(now); daemon.handle(Press(), now)    # what the loop does
         >>> hardware.lcd.emulator.lines()

@@ -62,9 +62,9 @@ class Engine:
         >>> engine = Engine(store, 8, "Europe/London", clock_trusted=trust.check)
         >>> outcome = engine.start(now)
         >>> engine.apply_schedule(now, contract_example, stock={"sertraline": 10}).feedback
-        'applied'
+        <Feedback.APPLIED: 'applied'>
         >>> engine.press(now).feedback
-        'released'
+        <Feedback.RELEASED: 'released'>
         >>> engine.view.next_dose.name, engine.view.next_dose.scheduled_at
         ('Naltrexone 25 mg', datetime.datetime(2026, 11, 24, 14, 0, tzinfo=datetime.timezone.utc))
     """

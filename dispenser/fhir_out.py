@@ -15,9 +15,9 @@ The care service calls `export_bundle` on the events it stores (docs/FHIR.md).
 >>> store = Store.open(":memory:", "disp-0001")
 >>> engine, now = Engine(store, 8), datetime(2026, 11, 24, 12, 45, tzinfo=timezone.utc)   # 07:45 in New York
 >>> engine.apply_schedule(now, contract_example, stock={"sertraline": 10}).feedback
-'applied'
+<Feedback.APPLIED: 'applied'>
 >>> engine.press(now).feedback, engine.press(now).feedback           # released, then confirmed
-('released', 'confirmed')
+(<Feedback.RELEASED: 'released'>, <Feedback.CONFIRMED: 'confirmed'>)
 >>> bundle = export_bundle(store.events(), device_id="disp-0001")
 >>> [(entry["resource"]["resourceType"], entry["resource"]["status"]) for entry in bundle["entry"]]
 [('Device', 'active'), ('MedicationAdministration', 'completed')]

@@ -25,7 +25,7 @@ medication ids, strengths and compartments, in the strength's unit where it is k
     True
     >>> history = {medication.substance: [mark(medication, 1, now, dose.scheduled_at)]}   # given
     >>> limits.scheduled_hold(dose, medication, history, loads, now)
-    Hold(reason='already_given', allowed_at=None)
+    Hold(reason=<HoldReason.ALREADY_GIVEN: 'already_given'>, allowed_at=None)
 """
 from __future__ import annotations
 

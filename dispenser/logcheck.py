@@ -25,7 +25,7 @@ drives the real engine through it lives beside the tests (`harness/simulation.py
     >>> engine, now = Engine(store, 8), datetime(2026, 11, 24, 12, 45, tzinfo=UTC)   # 07:45 in New York
     >>> outcome = engine.apply_schedule(now, contract_example, stock={"sertraline": 10})
     >>> engine.press(now).feedback                  # sertraline, in its window
-    'released'
+    <Feedback.RELEASED: 'released'>
     >>> check_store(store)
     []
 """

@@ -15,7 +15,7 @@ moment, never a half-changed one.
     >>> engine = Engine(Store.open(":memory:", "disp-0001"), 8)
     >>> at_0745 = datetime(2026, 11, 24, 12, 45, tzinfo=timezone.utc)     # in New York
     >>> engine.apply_schedule(at_0745, contract_example, stock={"sertraline": 10}).feedback
-    'applied'
+    <Feedback.APPLIED: 'applied'>
     >>> model = engine.view                      # any thread, any time
     >>> [dose.name for dose in model.due]
     ['Sertraline 50 mg']

@@ -433,12 +433,12 @@ class DoseRules:
     >>> now = datetime(2026, 11, 24, 12, 45, tzinfo=timezone.utc)      # 07:45 in New York
     >>> rules = DoseRules(State(), compartments=8)
     >>> rules.press(now).feedback                                      # no schedule yet
-    'nothing_due'
+    <Feedback.NOTHING_DUE: 'nothing_due'>
     >>> rules.apply_schedule(now, schedule, "local", stock={"sertraline": 10}).feedback
-    'applied'
+    <Feedback.APPLIED: 'applied'>
     >>> outcome = rules.press(now)     # sertraline's window (07:30-10:00) is open
     >>> outcome.feedback, [draft.type for draft in outcome.drafts], outcome.releases[0].compartment
-    ('released', ['dose.released'], 1)
+    (<Feedback.RELEASED: 'released'>, [<EventType.DOSE_RELEASED: 'dose.released'>], 1)
     """
 
     def __init__(

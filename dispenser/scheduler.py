@@ -1,9 +1,10 @@
 """Expand a Schedule into doses with windows: pure, no clock, no I/O.
 
+>>> from datetime import datetime, timedelta, timezone
 >>> from importlib.resources import files
 >>> from dispenser.schedule import load_schedule_file
 >>> schedule = load_schedule_file(files("dispenser") / "demo" / "schedule.json")   # the contract's example
->>> start = datetime(2026, 11, 24, 5, 0, tzinfo=UTC); end = start + timedelta(days=1)
+>>> start = datetime(2026, 11, 24, 5, 0, tzinfo=timezone.utc); end = start + timedelta(days=1)
 >>> doses_between(schedule, start, end)
 [Dose(scheduled_at=datetime.datetime(2026, 11, 24, 13, 0, tzinfo=datetime.timezone.utc), medication_id='sertraline', ...),
  Dose(scheduled_at=datetime.datetime(2026, 11, 24, 14, 0, tzinfo=datetime.timezone.utc), medication_id='naltrexone', ...)]
