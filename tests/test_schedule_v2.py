@@ -3,7 +3,9 @@ overlapping entries, FHIR time, sane dates. Each test fails on the v1 parser."""
 from __future__ import annotations
 
 import copy
+import json
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -333,3 +335,25 @@ def test_a_split_dose_is_two_entries_that_never_name_one_time():
         assert any("overlaps medications[0].dosage[0]" in p for p in error.problems)
     else:
         raise AssertionError("two entries naming 08:00 were accepted")
+
+
+@pytest.mark.parametrize("path, value", [
+    (("medications", 0, "id"), "sertraline\n"),
+    (("routine", "MORN"), "08:00\n"),
+    (("medications", 1, "dosage", 0, "timing", "repeat", "timeOfDay", 0), "09:00:00\n"),
+    (("medications", 1, "dosage", 0, "timing", "repeat", "boundsPeriod", "start"), "2026-11-20\n"),
+])
+def test_a_trailing_newline_is_no_id_time_or_date(path, value):
+    """`$` in a Python pattern also matches before a final newline: the patterns end in \\Z."""
+    document = json.loads((Path(__file__).resolve().parents[1] / "dispenser" / "demo" / "schedule.json").read_text())
+    target = document
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(ScheduleError):
+        parse_schedule(document)
+
+
+def test_the_demo_schedule_is_valid_as_it_stands():
+    """The document the newline test alters is valid before it is altered."""
+    parse_schedule(json.loads((Path(__file__).resolve().parents[1] / "dispenser" / "demo" / "schedule.json").read_text()))
