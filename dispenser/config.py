@@ -11,7 +11,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import overload
+from typing import Any, overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .vocabulary import ClockTrustMode
@@ -74,18 +74,26 @@ def locate(path: str | None) -> Path | None:
     return DEFAULT_PATH if DEFAULT_PATH.exists() else None
 
 
+def read_toml(found: Path, error: type[Exception]) -> dict[str, Any]:
+    """A TOML file as a table; `error` with one line naming the file for anything wrong.
+
+    The device's config and the care service's read their files the same way.
+    """
+    try:
+        return tomllib.loads(found.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{found}: no such file") from None
+    except (OSError, UnicodeDecodeError) as failure:
+        raise error(f"{found}: cannot be read ({failure})") from None
+    except tomllib.TOMLDecodeError as failure:
+        raise error(f"{found}: not valid TOML ({failure})") from None
+
+
 def load_config(path: str | None = None) -> Config:
     found = locate(path)
     if found is None:
         return Config(db_path=default_db_path())
-    try:
-        raw = tomllib.loads(found.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{found}: no such file") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{found}: cannot be read ({error})") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{found}: not valid TOML ({error})") from None
+    raw = read_toml(found, ConfigError)
     config = parse_config(raw, str(found))
     if isinstance(raw.get("mqtt"), dict) and raw["mqtt"].get("password") is not None:
         _check_secret_file(found)

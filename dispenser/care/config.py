@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from datetime import time
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ..config import read_toml
 from ..mqtt_settings import MqttSettings
 
 DEFAULT_PATH = Path("/etc/dispenser/care.toml")
@@ -124,14 +124,7 @@ def locate(path: str | None) -> Path:
 def load_care_config(path: str | None = None) -> CareConfig:
     """Read and check the file; CareConfigError (one line) for anything wrong."""
     found = locate(path)
-    try:
-        raw = tomllib.loads(found.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CareConfigError(f"{found}: no such file") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise CareConfigError(f"{found}: cannot be read ({error})") from None
-    except tomllib.TOMLDecodeError as error:
-        raise CareConfigError(f"{found}: not valid TOML ({error})") from None
+    raw = read_toml(found, CareConfigError)
     try:
         return parse_care_config(raw, str(found))
     except CareConfigError as error:
