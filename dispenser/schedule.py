@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dispenser import docjson
 from dispenser.dosage import (FIRST_YEAR, LAST_YEAR, ClockDosage, IntervalDosage, ScheduledDosage, Start,
                               entry_span)
-from dispenser.timeutil import UTC, parse_utc
+from dispenser.timeutil import RFC3339, UTC, parse_rfc3339
 
 SCHEMA = "dispenser.schedule/1"
 
@@ -402,13 +402,8 @@ class _Parser:
             self.problem("issued_at", "is required")
             return None
         raw = doc["issued_at"]
-        try:
-            if not isinstance(raw, str):
-                raise ValueError
-            moment = parse_utc(raw)
-        except (ValueError, OverflowError):
-            self.problem("issued_at",
-                         f"must be an ISO date-time with Z or an offset, not {_show(raw)}")
+        moment = self.date_time("issued_at", raw)
+        if moment is None:
             return None
         if not FIRST_YEAR <= moment.year <= LAST_YEAR:
             self.problem("issued_at", f"must be in the years {FIRST_YEAR}..{LAST_YEAR}, "
@@ -422,13 +417,19 @@ class _Parser:
         if "device_id" in doc and not (isinstance(doc["device_id"], str) and doc["device_id"].strip()):
             self.problem("device_id", f"must be a non-empty string, not {_show(doc['device_id'])}")
         if "expires_at" in doc:
-            raw = doc["expires_at"]
-            try:
-                if not isinstance(raw, str):
-                    raise ValueError
-                parse_utc(raw)
-            except ValueError:
-                self.problem("expires_at", f"must be an ISO date-time with Z or an offset, not {_show(raw)}")
+            self.date_time("expires_at", doc["expires_at"])
+
+    def date_time(self, path: str, raw: Any) -> datetime | None:
+        """`issued_at`, `expires_at`: the contract's one spelling (RFC 3339), as aware UTC."""
+        if not isinstance(raw, str) or not RFC3339.match(raw):
+            self.problem(path, f"must be an ISO date-time in RFC 3339 form, YYYY-MM-DDTHH:MM:SS "
+                               f"with Z or an offset +HH:MM, not {_show(raw)}")
+            return None
+        try:
+            return parse_rfc3339(raw)
+        except (ValueError, OverflowError):
+            self.problem(path, f"{_show(raw)} is not a real date and time")
+            return None
 
     def timezone(self, doc: dict) -> str | None:
         if "timezone" in doc:

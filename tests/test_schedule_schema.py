@@ -116,14 +116,16 @@ BAD = [
     Bad("version a string", 'version: must be an integer >= 1, not "12"', {"version": "12"}),
     Bad("version too large", "version: must be at most 9223372036854775807", {"version": 2**63}),
     Bad("issued_at missing", "issued_at: is required", {"issued_at": DELETE}),
-    Bad("issued_at not a date-time", "issued_at: must be an ISO date-time with Z or an offset",
+    Bad("issued_at not a date-time", "issued_at: must be an ISO date-time in RFC 3339 form",
         {"issued_at": "20 Nov 2026"}),
-    Bad("issued_at without offset", "issued_at: must be an ISO date-time with Z or an offset",
+    Bad("issued_at without offset", "issued_at: must be an ISO date-time in RFC 3339 form",
         {"issued_at": "2026-11-20T09:00:00"}),
+    Bad("issued_at not a real date", 'issued_at: "2026-02-30T09:00:00Z" is not a real date and time',
+        {"issued_at": "2026-02-30T09:00:00Z"}, only="real dates"),
     Bad("issued_at out of years", "issued_at: must be in the years 2000..2199",
         {"issued_at": "2300-01-01T00:00:00Z"}),
     Bad("device_id blank", "device_id: must be a non-empty string", {"device_id": " "}),
-    Bad("expires_at not a date-time", "expires_at: must be an ISO date-time with Z or an offset",
+    Bad("expires_at not a date-time", "expires_at: must be an ISO date-time in RFC 3339 form",
         {"expires_at": "tomorrow"}),
     Bad("timezone unknown", 'timezone: "Mars/Olympus_Mons" is not an IANA time zone name',
         {"timezone": "Mars/Olympus_Mons"}, only="time zone names"),
@@ -319,6 +321,17 @@ def test_an_invalid_document_fails_the_validator_and_the_schema(bad):
     where = steps(bad.problem.split(": ", 1)[0])
     near = [e for e in errors if _related(list(e.absolute_path), where)]
     assert near, (where, [(list(e.absolute_path), e.message) for e in errors])
+
+
+@pytest.mark.parametrize("field", ["issued_at", "expires_at"])
+@pytest.mark.parametrize("text", ["2026-12-01", "20261201T0900Z", "2026-12-01 09:00:00Z", "2026-W48-2T09:00:00Z",
+                                  "2026-12-01T09:00Z", "2026-12-01T09:00:00+0000", "2026-12-01T09:00:00,5Z",
+                                  "2026-12-01T09:00:00+00:60", "\uff12026-12-01T09:00:00Z"])
+def test_other_iso_spellings_fail_the_validator_and_the_schema(field, text):
+    """RFC 3339's one form only: what else `datetime.fromisoformat` reads is refused by both."""
+    doc = {**base(), field: text}
+    assert [p for p in problems(doc) if p.startswith(f"{field}: must be an ISO date-time in RFC 3339 form")]
+    assert [e for e in schema_errors(doc) if list(e.absolute_path) == [field]]
 
 
 def _related(schema_path: list, validator_path: list) -> bool:
