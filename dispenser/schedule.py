@@ -80,6 +80,7 @@ _STRENGTH_KEYS = ("value", "unit", "system", "code")
 _SEPARATION_KEYS = ("ingredient", "hours")
 MAX_GAP_HOURS = 168  # a week: longer spacing is a prescription question, not a dispenser's
 DISPLAY_WIDTH = 16   # the LCD's line
+MAX_CODE_LENGTH = 64  # an ingredient code (RxNorm's are a few digits; 64 leaves room for any system's)
 _WINDOW_KEYS = ("before_min", "after_min")
 _ENTRY_KEYS = ("timing", "doseAndRate", "asNeededBoolean", "maxDosePerPeriod")
 # For people and the pharmacy; they never change when or how much.
@@ -237,6 +238,13 @@ def parse_schedule(doc: Any, default_timezone: str | None = None) -> Schedule:
 def _show(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _code_problem(code: Any) -> str:
+    """What is wrong with an ingredient code that is there: its kind, its blankness or its length."""
+    if isinstance(code, str) and code.strip():
+        return f"must be 1..{MAX_CODE_LENGTH} characters, not {len(code)}"
+    return f"must be a non-empty string, not {_show(code)}"
 
 
 def _kind(value: Any) -> str:
@@ -531,9 +539,9 @@ class _Parser:
             return ""
         self.fhir_keys(path, raw, _CODING_KEYS)  # its id and extension are kept, as FHIR's
         code = raw.get("code")
-        if not isinstance(code, str) or not code.strip() or len(code) > 64:
-            self.problem(f"{path}.code", "is required (the active ingredient's code, 1..64 characters)"
-                         if "code" not in raw else f"must be a non-empty string, not {_show(code)}")
+        if not isinstance(code, str) or not code.strip() or len(code) > MAX_CODE_LENGTH:
+            self.problem(f"{path}.code", f"is required (the active ingredient's code, 1..{MAX_CODE_LENGTH} "
+                         "characters)" if "code" not in raw else _code_problem(code))
             return ""
         for key in ("system", "display"):
             if key in raw and not isinstance(raw[key], str):
@@ -576,10 +584,9 @@ class _Parser:
                 continue
             self.unknown_keys(item_path, item, _SEPARATION_KEYS, "is not supported")
             code = item.get("ingredient")
-            if not isinstance(code, str) or not code.strip():
+            if not isinstance(code, str) or not code.strip() or len(code) > MAX_CODE_LENGTH:
                 self.problem(f"{item_path}.ingredient",
-                             "is required" if "ingredient" not in item
-                             else f"must be an ingredient code, not {_show(code)}")
+                             "is required" if "ingredient" not in item else _code_problem(code))
                 code = None
             elif code == own:
                 self.problem(f"{item_path}.ingredient", "names the medication's own ingredient "

@@ -163,6 +163,12 @@ BAD = [
         {f"{S}.ingredient": {"code": "36437", "dose": "50"}}),
     Bad("ingredient code missing", f"{S}.ingredient.code: is required",
         {f"{S}.ingredient": {"system": "http://www.nlm.nih.gov/research/umls/rxnorm"}}),
+    Bad("ingredient code too long", f"{S}.ingredient.code: must be 1..64 characters, not 65",
+        {f"{S}.ingredient": {"code": "9" * 65}}),
+    Bad("ingredient code not text", f"{S}.ingredient.code: must be a non-empty string, not 36437",
+        {f"{S}.ingredient": {"code": 36437}}),
+    Bad("separate_from ingredient too long", f"{S}.separate_from[0].ingredient: must be 1..64 characters, not 70",
+        {f"{S}.separate_from": [{"ingredient": "1897" + "0" * 66, "hours": 4}]}),
     Bad("ingredient display not text", f"{S}.ingredient.display: must be a string, not 5",
         {f"{S}.ingredient": {"code": "36437", "display": 5}}),
     Bad("strength not positive", f"{S}.strength.value: must be a positive number, not 0",
@@ -476,6 +482,9 @@ def test_the_schemas_words_are_the_validators():
     assert repeat["count"]["maximum"] == validator.MAX_COUNT
     assert repeat["offset"]["maximum"] == validator.MAX_OFFSET_MIN
     assert defs["medication"]["properties"]["display"]["maxLength"] == validator.DISPLAY_WIDTH
+    assert defs["medication"]["properties"]["ingredient"]["properties"]["code"]["maxLength"] == validator.MAX_CODE_LENGTH
+    assert (defs["medication"]["properties"]["separate_from"]["items"]["properties"]["ingredient"]["maxLength"]
+            == validator.MAX_CODE_LENGTH)
     assert defs["medication"]["properties"]["min_gap_h"]["maximum"] == validator.MAX_GAP_HOURS
     assert SCHEMA["properties"]["version"]["maximum"] == validator.MAX_VERSION
 
