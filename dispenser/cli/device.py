@@ -320,6 +320,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         line = f"{report.medication_id:<20}" + "".join(f"{getattr(report, n):>15}" for n in OUTCOMES) + f"{share:>16}"
         if report.missed_unavailable:
             line += f"   {report.missed_unavailable} missed while the dispenser was off or waiting for the time"
+        if report.release_failures:
+            line += f"   {report.release_failures} release(s) failed (a dose given on a retry counts as given)"
         if report.prn_released or report.prn_denied:
             line += f"   as needed: {report.prn_released} given, {report.prn_denied} refused"
         print(line)
