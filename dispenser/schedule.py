@@ -59,12 +59,13 @@ COUNT_UNITS = frozenset({"{tbl}", "{capsule}", "1", "tablet", "tablets", "tab", 
                          "capsules", "cap"})
 
 # \Z, not $: `$` also matches before a trailing newline ("sertraline\n" is no id).
+# re.ASCII: `\d` would also take other scripts' digits ("0\uff18:00" read as 08:00).
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}\Z")
-_CLOCK_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?\Z")
-_FHIR_TIME_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d):([0-5]\d)\Z")
-_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}\Z")
+_CLOCK_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?\Z", re.ASCII)
+_FHIR_TIME_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d):([0-5]\d)\Z", re.ASCII)
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}\Z", re.ASCII)
 _DATETIME_RE = re.compile(
-    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?\Z"
+    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?\Z", re.ASCII
 )
 _NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
 _UNIT_HOURS = {"h": Fraction(1), "d": Fraction(24), "wk": Fraction(24 * 7)}

@@ -340,6 +340,18 @@ def test_other_iso_spellings_fail_the_validator_and_the_schema(field, text):
     assert [e for e in schema_errors(doc) if list(e.absolute_path) == [field]]
 
 
+@pytest.mark.parametrize("path, value", [
+    ("routine.MORN", "0\uff18:00"), (f"{N0}.timing.repeat.timeOfDay[0]", "0\u0669:00:00"),
+    (f"{N0}.timing.repeat.boundsPeriod.start", "2026-11-2\u0660"), ("issued_at", "2026-11-20T0\uff19:00:00Z"),
+])
+def test_other_scripts_digits_fail_the_validator_and_the_schema(path, value):
+    """Python's `\\d` takes any script's digits (ECMA-262's does not): both say [0-9]."""
+    doc = base()
+    edit(doc, path, value)
+    assert [p for p in problems(doc) if p.startswith(f"{path}: ")]
+    assert [e for e in schema_errors(doc) if list(e.absolute_path) == steps(path)]
+
+
 def _related(schema_path: list, validator_path: list) -> bool:
     """The schema's error is at the validator's field, inside it, or at most two levels up."""
     if schema_path[:len(validator_path)] == validator_path:

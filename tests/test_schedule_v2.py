@@ -384,6 +384,25 @@ def test_a_trailing_newline_is_no_id_time_or_date(path, value):
         parse_schedule(document)
 
 
+@pytest.mark.parametrize("path, where, value", [
+    (("routine", "MORN"), "routine.MORN", "0\uff18:00"),                                     # fullwidth 8
+    (("medications", 1, "dosage", 0, "timing", "repeat", "timeOfDay", 0),
+     "medications[1].dosage[0].timing.repeat.timeOfDay[0]", "0\u0669:00:00"),               # Arabic-Indic 9
+    (("medications", 1, "dosage", 0, "timing", "repeat", "boundsPeriod", "start"),
+     "medications[1].dosage[0].timing.repeat.boundsPeriod.start", "2026-11-2\u0660"),
+])
+def test_only_ascii_digits_make_a_time_or_date(path, where, value):
+    """`\\d` in a Python pattern takes any script's digits, and int() reads them: "0\uff18:00" was 08:00."""
+    document = json.loads((Path(__file__).resolve().parents[1] / "dispenser" / "demo" / "schedule.json").read_text())
+    target = document
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(ScheduleError) as caught:
+        parse_schedule(document)
+    assert [p for p in caught.value.problems if p.startswith(f"{where}: ") and "must be" in p], caught.value.problems
+
+
 def test_the_demo_schedule_is_valid_as_it_stands():
     """The document the newline test alters is valid before it is altered."""
     parse_schedule(json.loads((Path(__file__).resolve().parents[1] / "dispenser" / "demo" / "schedule.json").read_text()))
