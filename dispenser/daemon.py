@@ -647,7 +647,7 @@ def _daily_use(engine: Engine, version: int | None, now: datetime) -> dict[str, 
     schedule = _PARSED.get(key)
     if not isinstance(schedule, Schedule):
         try:
-            schedule = parse_schedule(document, default_timezone=zone)
+            schedule = parse_schedule(document, default_timezone=zone, applied=True)
         except ScheduleError:
             return {}
         if len(_PARSED) >= 8:

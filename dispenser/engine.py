@@ -114,7 +114,7 @@ class Engine:
                 raise StoreError(f"{damaged} has no saved document; not starting on it")
             applied_seq, document = row
             if applied_seq not in self._schedules:
-                self._schedules[applied_seq] = parse_schedule(document, self.default_timezone)
+                self._schedules[applied_seq] = parse_schedule(document, self.default_timezone, applied=True)
         except (ValueError, ScheduleError, sqlite3.Error) as error:
             raise StoreError(f"{damaged} cannot be read ({type(error).__name__}); not starting on it") from None
         return self._schedules[applied_seq]

@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dispenser import docjson
 from dispenser.dosage import (FIRST_YEAR, LAST_YEAR, ClockDosage, IntervalDosage, ScheduledDosage, Start,
                               entry_span)
-from dispenser.timeutil import RFC3339, UTC, parse_rfc3339
+from dispenser.timeutil import RFC3339, UTC, parse_rfc3339, parse_utc
 
 SCHEMA = "dispenser.schedule/1"
 
@@ -228,9 +228,16 @@ def load_schedule_file(path: str | Path, default_timezone: str | None = None) ->
     return parse_schedule(doc, default_timezone)
 
 
-def parse_schedule(doc: Any, default_timezone: str | None = None) -> Schedule:
-    """Check a schedule document and resolve it; ScheduleError lists every problem."""
-    return _Parser(default_timezone).parse(doc)
+def parse_schedule(doc: Any, default_timezone: str | None = None, *, applied: bool = False) -> Schedule:
+    """Check a schedule document and resolve it; ScheduleError lists every problem.
+
+    `applied`: a document the log says this device already applied, read again (at a
+    start, for a report), under the rules it was applied by: `issued_at` and `expires_at`
+    in any ISO 8601 spelling with an offset (before RFC 3339's was required), and a
+    `separate_from` code of any length. A device must never refuse to start on the
+    schedule it was giving doses by.
+    """
+    return _Parser(default_timezone, applied).parse(doc)
 
 
 # -- small checks -----------------------------------------------------------------
@@ -322,8 +329,9 @@ def _format_span(span: timedelta) -> str:
 class _Parser:
     """Walks one document, collecting problems instead of stopping at the first."""
 
-    def __init__(self, default_timezone: str | None):
+    def __init__(self, default_timezone: str | None, applied: bool = False):
         self.default_timezone = default_timezone
+        self.applied = applied
         self.problems: list[str] = []
         self.tz: ZoneInfo | None = None
         self.routine: dict[str, time] = {}
@@ -430,6 +438,11 @@ class _Parser:
 
     def date_time(self, path: str, raw: Any) -> datetime | None:
         """`issued_at`, `expires_at`: the contract's one spelling (RFC 3339), as aware UTC."""
+        if self.applied and isinstance(raw, str) and not RFC3339.match(raw):
+            try:
+                return parse_utc(raw)  # the reading it was applied under
+            except (ValueError, OverflowError):
+                pass
         if not isinstance(raw, str) or not RFC3339.match(raw):
             self.problem(path, f"must be an ISO date-time in RFC 3339 form, YYYY-MM-DDTHH:MM:SS "
                                f"with Z or an offset +HH:MM, not {_show(raw)}")
@@ -585,7 +598,8 @@ class _Parser:
                 continue
             self.unknown_keys(item_path, item, _SEPARATION_KEYS, "is not supported")
             code = item.get("ingredient")
-            if not isinstance(code, str) or not code.strip() or len(code) > MAX_CODE_LENGTH:
+            too_long = isinstance(code, str) and len(code) > MAX_CODE_LENGTH and not self.applied
+            if not isinstance(code, str) or not code.strip() or too_long:
                 self.problem(f"{item_path}.ingredient",
                              "is required" if "ingredient" not in item else _code_problem(code))
                 code = None

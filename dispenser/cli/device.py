@@ -299,7 +299,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         events = window_events(store, start)  # only its window of the log (report.py)
         version = store.current_schedule_version()
-        tz_name = parse_schedule(store.schedule_document(version), config.timezone).timezone \
+        tz_name = parse_schedule(store.schedule_document(version), config.timezone, applied=True).timezone \
             if version else config.timezone
     finally:
         store.close()
