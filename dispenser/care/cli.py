@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import secrets
 import signal
 import sys
 import threading
@@ -232,15 +231,15 @@ def care_link(args: argparse.Namespace) -> int:
     config = _config(args)
     if config.patient(args.device) is None:
         raise CareError(f"{args.device!r} is no [[patient]] device in {config.source}")
-    with _connect(config) as conn, conn.transaction():
+    from .tokens import issue_family_link
+    with _connect(config) as conn:
         if args.revoke:
-            rows = conn.execute("UPDATE links SET revoked = ? WHERE device = ? AND revoked IS NULL RETURNING token",
-                                (format_at(_now()), args.device))
+            with conn.transaction():
+                rows = conn.execute("UPDATE links SET revoked = ? WHERE device = ? AND revoked IS NULL"
+                                    " RETURNING device", (format_at(_now()), args.device))
             print(f"{args.device}: {len(rows)} link(s) revoked")
             return 0
-        token = secrets.token_urlsafe(24)
-        conn.execute("INSERT INTO links (token, device, created) VALUES (?, ?, ?)",
-                     (token, args.device, format_at(_now())))
+        token = issue_family_link(conn, args.device, _now())   # the database keeps only its sha256
     print(f"{config.public_url}/family/{token}")
     return 0
 

@@ -3,10 +3,12 @@ acknowledgement, goes through `care ack`'s own `acknowledge`)."""
 from __future__ import annotations
 
 import json
-import secrets
 from dataclasses import dataclass
 
 from ..database import Connection
+from ..tokens import ack_token_opens, linked_device
+
+__all__ = ["Alert", "alert_by_token", "alert_of", "device_events", "linked_device", "open_alerts"]
 
 
 @dataclass(frozen=True)
@@ -47,21 +49,13 @@ def open_alerts(conn: Connection, device: str) -> list[Alert]:
 
 
 def alert_by_token(conn: Connection, alert_id: str, token: str) -> Alert | None:
-    """The alert an acknowledgement link names, when its token is the alert's own."""
-    rows = conn.execute(
-        "SELECT alert_id, device, kind, severity, at, rung, acked_at, acked_by, ack_token FROM alerts"
-        " WHERE alert_id = ?", (alert_id,))
-    if not rows or not secrets.compare_digest(str(rows[0][8]).encode(), token.encode()):
+    """The alert an acknowledgement link names, when the token was handed out for it."""
+    if not ack_token_opens(conn, alert_id, token):
         return None
-    return _alert(rows[0][:8])
+    rows = conn.execute(_ALERT + " WHERE alert_id = ?", (alert_id,))
+    return _alert(rows[0]) if rows else None
 
 
 def alert_of(conn: Connection, alert_id: str, device: str) -> Alert | None:
     rows = conn.execute(_ALERT + " WHERE alert_id = ? AND device = ?", (alert_id, device))
     return _alert(rows[0]) if rows else None
-
-
-def linked_device(conn: Connection, token: str) -> str | None:
-    """The device a family link's token opens, unless it was revoked."""
-    rows = conn.execute("SELECT device FROM links WHERE token = ? AND revoked IS NULL", (token,))
-    return str(rows[0][0]) if rows else None
