@@ -67,8 +67,8 @@ def _newest(conn: Connection, device: str, kind: str, before: tuple[str, int], l
     """Events of one type logged before `before` (at, seq), newest first (the index on (device, type, at))."""
     at, seq = before
     return conn.execute(
-        "SELECT seq, at, body FROM events WHERE device = ? AND type = ? AND (at < ? OR (at = ? AND seq < ?))"
-        " ORDER BY at DESC, seq DESC LIMIT ?", (device, kind, at, at, seq, limit))
+        "SELECT seq, at, body FROM events WHERE device = ? AND type = ? AND at <= ? AND (at < ? OR seq < ?)"
+        " ORDER BY at DESC, seq DESC LIMIT ?", (device, kind, at, at, seq, limit))   # `at <= ?`: a range of the index
 
 
 def stock_before(conn: Connection, device: str, since: datetime, medications: set[str]) -> list[dict]:
