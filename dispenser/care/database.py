@@ -168,8 +168,9 @@ class Database:
         else:
             raise DatabaseError(f"{url}: not a sqlite:/// or postgresql:// URL")
         if create:
-            from .migrations import migrate   # it imports this module
+            from .migrations import lock, migrate   # it imports this module
             with self.connect() as conn, conn.transaction():
+                lock(conn)   # one process makes the schema at a time
                 for statement in SCHEMA:
                     conn.execute(statement)
                 migrate(conn, datetime.now(timezone.utc))   # the steps after SCHEMA (migrations.py)

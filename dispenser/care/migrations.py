@@ -54,10 +54,17 @@ STEPS: tuple[tuple[str, Callable[[Connection], None]], ...] = (
 )
 
 
-def migrate(conn: Connection, now: datetime) -> list[str]:
-    """Apply the steps not yet recorded, inside the caller's transaction; their names."""
+def lock(conn: Connection) -> None:
+    """PostgreSQL: wait until no other process is making or migrating the schema (held to
+    the end of the transaction; taking it twice in one is harmless). SQLite's BEGIN
+    IMMEDIATE already holds its one write lock."""
     if conn.dialect == "postgresql":
         conn.execute("SELECT pg_advisory_xact_lock(?)", (LOCK_KEY,))
+
+
+def migrate(conn: Connection, now: datetime) -> list[str]:
+    """Apply the steps not yet recorded, inside the caller's transaction; their names."""
+    lock(conn)
     conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied TEXT NOT NULL)")
     done = {str(row[0]) for row in conn.execute("SELECT name FROM migrations")}
     applied = []
