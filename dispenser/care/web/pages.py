@@ -63,7 +63,7 @@ def patient_page(conn: Connection, config: CareConfig, patient: Patient, now: da
     since = now - timedelta(days=max(history.PERIODS)) - REACH
     events = queries.events_since(conn, patient.device, since)
     marks = history.dose_marks(events, tz)
-    status = next(entry for entry in status_report(conn, config, now)["devices"] if entry["device"] == patient.device)
+    status = status_report(conn, config, now, only=patient.device)["devices"][0]
     periods = history.adherence_periods(events, now, tz)
     medications = sorted({name for reports in periods.values() for name in reports})
     trend_start = now - timedelta(days=TREND_DAYS)
