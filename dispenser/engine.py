@@ -151,7 +151,7 @@ class Engine:
                              f"not starting on it (see `dispenser log verify`)") from None
         self._folded = state
         self.tail_folded = self._seen_seq - self._snapshot_seq  # events folded at this start
-        # A reader writes no snapshot: the fold itself is its state (the copy costs a third of a start).
+        # A reader writes no snapshot: the fold itself is its state, never copied.
         live = state if self.read_only else _copy_state(state)
         kwargs = {"new_id": self._new_id} if self._new_id else {}
         rules = DoseRules(live, self.compartments, self._schedule, **kwargs)
