@@ -48,7 +48,7 @@ Report = Callable[[ChainCheckFailed], None]
 
 
 class ChainCheck:
-    """One background check of a log file's whole chain; `result` once it has run.
+    """One background check of a log file's whole chain (and whole file); `result` once it has run.
 
     `whole_file=True` (the daemon, whose start left it out): the whole file is read first
     (`quick_check`) unless it passed in this boot.
