@@ -217,11 +217,12 @@ class Daemon:
     chain_check = None
 
     def _check_chain(self) -> None:
-        """After READY: the whole hash chain on a thread of its own (chaincheck.py)."""
+        """After READY: the whole file (once a boot) and the whole hash chain on a thread of
+        their own (chaincheck.py); the start read only what it folds."""
         store = self.engine.store
         if store.name != ":memory:":
             from .chaincheck import ChainCheck
-            self.chain_check = ChainCheck(store.name, store.device_id, self.put)
+            self.chain_check = ChainCheck(store.name, store.device_id, self.put, whole_file=True)
             self.chain_check.start()
 
     def _timeout(self, clock: Clock, now: datetime) -> float:
@@ -386,7 +387,8 @@ class Daemon:
             case PillSeen():
                 self._stray_pills(now)
             case ChainCheckFailed(seq=seq, reason=reason):  # the background check (chaincheck.py): the clinic must know
-                self.engine.fault(now, "log", f"hash chain broken at seq {seq}: {reason}"[:300])
+                problem = reason if seq is None else f"hash chain broken at seq {seq}: {reason}"  # None: the file
+                self.engine.fault(now, "log", problem[:300])
             case ConnectionChanged() | Tick():
                 pass  # the sync's state changed, or only time passed: the redraw below shows it
             case Stop():

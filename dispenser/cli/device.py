@@ -335,7 +335,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     config = config_of(args)
     store = open_log(args, config, create=False)
     try:
-        engine, trust = build_engine(config, store)
+        engine, trust = build_engine(config, store, read_only=True)  # no copy of the fold: it only looks
         now = trusted_now(trust)
         model = engine.look(now)  # logs nothing: status only reads
         version = model.schedule_version
