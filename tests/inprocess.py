@@ -10,8 +10,8 @@ tests/test_command_line.py, tests/test_journal.py, tests/test_systemd.py).
 
 What a process would start fresh is set and put back around the call: argv, stdin,
 stdout, stderr, the environment (`env` replaces it, as for subprocess), the working
-folder (`cwd`), the umask (the command tightens it: cli.private_umask) and the loggers
-the commands configure. An exception escaping the command is a traceback on stderr and
+folder (`cwd`), the umask (the command tightens it: cli.private_umask), the signal
+handlers and the loggers the commands configure. An exception escaping the command is a traceback on stderr and
 exit 1, as Python's own top level would make it.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import signal
 import subprocess
 import sys
 import traceback
@@ -56,6 +57,16 @@ def _loggers_kept() -> Iterator[None]:
             logger.handlers[:] = handlers
             logger.setLevel(level)
             logger.propagate = propagate
+
+
+@contextmanager
+def _signals_kept() -> Iterator[None]:
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
 
 
 @contextmanager
@@ -105,6 +116,7 @@ def dispenser(*args: object, input: str | None = None, env: Mapping[str, str] | 
     out, err, stdin = _stream(), _stream(), _stream((input or "").encode())
     with ExitStack() as stack:
         stack.enter_context(_loggers_kept())
+        stack.enter_context(_signals_kept())
         stack.enter_context(_environment(env))
         stack.enter_context(_folder(cwd))
         stack.enter_context(_umask(umask))
