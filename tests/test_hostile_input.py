@@ -29,6 +29,7 @@ from dispenser import cli
 from dispenser.engine import MAX_SCHEDULE_BYTES, Engine
 from dispenser.signing import generate_keypair, sign_document, verify_document
 from dispenser.store import Store, StoreError
+from depth import size
 from support import as_needed, daily, schedule
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
@@ -37,6 +38,11 @@ REASONS = {"too_large", "invalid_json", "invalid_schema", "unsigned", "bad_signa
 CLINIC_PRIVATE, CLINIC_PUBLIC = generate_keypair()
 OTHER_PRIVATE, _ = generate_keypair()
 COMPARTMENTS = 8
+RANDOM_PAYLOADS = size(quick=800, deep_size=2500)   # tests/depth.py: ./dev test --deep for the full size
+MUTATIONS = size(quick=1000, deep_size=3000)
+VALID_DOCUMENTS = size(quick=1200, deep_size=4000)
+
+
 def fast(examples: int) -> settings:
     """Deterministic (derandomized, no example database) and without the per-example deadline."""
     return settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck),
@@ -201,7 +207,7 @@ def signed(doc, private=CLINIC_PRIVATE):
 def test_random_bytes_and_random_json_are_rejected_and_logged_once():
     device = Device()
 
-    @fast(2500)
+    @fast(RANDOM_PAYLOADS)
     @given(st.one_of(st.binary(max_size=600), st.text(max_size=300).map(lambda t: t.encode("utf-8", "surrogatepass")),
                      json_values.map(dump)))
     def feed(payload):
@@ -210,14 +216,14 @@ def test_random_bytes_and_random_json_are_rejected_and_logged_once():
 
     feed()
     device.check_chain()
-    assert device.payloads > 2000
+    assert device.payloads > RANDOM_PAYLOADS * 4 // 5
 
 
 def test_mutated_documents_signed_by_the_clinic_apply_only_when_valid():
     """Signed after the change, so the schema checks are what stands between the bytes and the servos."""
     device = Device()
 
-    @fast(3000)
+    @fast(MUTATIONS)
     @given(mutations(), st.sampled_from(["clinic", "clinic", "clinic", "other", "unsigned", "tampered"]))
     def feed(mutation, signer):
         doc = mutate(BASE, *mutation)
@@ -250,7 +256,7 @@ def test_mutated_documents_signed_by_the_clinic_apply_only_when_valid():
 def test_valid_documents_apply_only_when_newer_signed_by_the_clinic_and_in_known_compartments():
     device = Device()
 
-    @fast(4000)
+    @fast(VALID_DOCUMENTS)
     @given(st.integers(min_value=-3, max_value=3), st.integers(min_value=0, max_value=12),
            st.sampled_from(["clinic", "other", "unsigned", "bad_value", "wrong_alg", "not_object"]))
     def feed(version_step, compartment, signer):
