@@ -65,3 +65,15 @@ def tls_files(tmp_path_factory) -> TlsFiles:
     return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 # --- end of MQTT broker fixtures --------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_worker():
+    """One private PostgreSQL per xdist worker (per session), started when a test first asks
+    (care_support.postgres_cluster); every test makes a database of its own in it."""
+    from postgres import Postgres
+    cluster = Postgres().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
