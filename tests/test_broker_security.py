@@ -22,7 +22,6 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from broker import Clinic, ShippedBroker, make_client_cert, make_tls_files
-from inprocess import dispenser
 from dispenser.store import Store
 from dispenser.sync import MqttSettings, Sync, Topics
 from test_sync import append, unique_events
@@ -258,7 +257,8 @@ def test_one_shot_sync_never_disturbs_the_daemon(shipped, clinic, tls_files, tmp
     once_store = Store.open(tmp_path / "a-once.db", A)
     append(once_store, 3)
     once_store.close()
-    result = dispenser("sync", "--once", "--timeout", "10", "--config", config)
+    result = subprocess.run([sys.executable, "-m", "dispenser", "sync", "--once", "--timeout", "10",
+                             "--config", str(config)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr + shipped.log()
     assert clinic.wait_for(lambda: len(unique_events(clinic, Topics(PREFIX, A).events)) == 3, HANG)
     assert f"as {A}-sync" in shipped.log() or f"{A}-sync" in shipped.log()
@@ -517,7 +517,9 @@ def test_the_clinic_pushes_a_schedule_with_the_real_command(shipped, tls_files, 
         f'[mqtt]\nhost = "localhost"\nport = {shipped.port}\nusername = "clinic"\npassword = "{PASSWORDS["clinic"]}"\n'
         f'tls_ca = "{tls_files.ca}"\ntls_cert = "{client_cert}"\ntls_key = "{client_key}"\n')
     config.chmod(0o600)
-    result = dispenser("clinic", "push", DEMO / "schedule.json", "--device", A, "--allow-unsigned", "--config", config)
+    result = subprocess.run([sys.executable, "-m", "dispenser", "clinic", "push", str(DEMO / "schedule.json"),
+                             "--device", A, "--allow-unsigned", "--config", str(config)],
+                            capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert sync_a.wait_for(lambda s: len(received) == 1, HANG)
     assert json.loads(received[0])["version"] == json.loads((DEMO / "schedule.json").read_text())["version"]
