@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 from .clocktrust import ClockTrust, TrustedClock, trust_for
 from .config import Config
@@ -22,13 +23,16 @@ class StartError(Exception):
     """The log or the parts cannot be opened; one line saying why (exit 2 on the command line)."""
 
 
-def open_store(config: Config, db: str | None = None, *, create: bool = True, daemon: bool = False) -> Store:
+def open_store(config: Config, db: str | None = None, *, create: bool = True, daemon: bool = False,
+               id_factory: Callable[[], str] | None = None) -> Store:
     """The log at `db` (default: the config's), created with its folder when `create`.
 
     Without `create`, a missing file is refused: a query on a path mistyped must not
     leave an empty log behind. The daemon (`daemon=True`) reads the whole file
     (quick_check) after READY, on its background check's thread, once a boot (chaincheck.py);
     a command reads it before it reads the log, unless it passed in this boot.
+    `id_factory`: the scenario runner's seeded ids (the same output on every run); random
+    ids otherwise.
     """
     path = db or config.db_path
     if path != ":memory:":
@@ -39,23 +43,26 @@ def open_store(config: Config, db: str | None = None, *, create: bool = True, da
         except OSError as error:
             raise StartError(f"{path}: cannot create its folder ({error.strerror})") from None
     try:
-        return Store.open(path, config.device_id, check_later=daemon)
+        return Store.open(path, config.device_id, id_factory, check_later=daemon)
     except StoreError as error:
         raise StartError(str(error)) from None
 
 
 def open_engine(config: Config, store: Store, *, simulated: bool = False,
-                read_only: bool = False) -> tuple[Engine, ClockTrust]:
+                read_only: bool = False, new_id: Callable[[], str] | None = None,
+                ) -> tuple[Engine, ClockTrust]:
     """The engine over `store`, and the clock trust it was given.
 
     A one-shot command cannot see a clock step the daemon saw: the log's word on the
     clock counts too, and the daemon's anchor of this boot (kept in the log), so a wall
     clock pushed ahead is not believed by a command either. `read_only`: a command that
     only looks (`status`) gets an engine that keeps no copy of the fold and cannot decide.
+    `new_id`: as `open_store`'s `id_factory`.
     """
     trust = trust_for(config, log_trusted=store.clock_logged_trusted(), simulated=simulated, store=store)
     engine = Engine(store, config.compartments, config.timezone, clinic_public_key=config.clinic_public_key,
-                    clinic_keys=config.clinic_keys, clock_trusted=trust.check, read_only=read_only)
+                    clinic_keys=config.clinic_keys, clock_trusted=trust.check, read_only=read_only,
+                    new_id=new_id)
     return engine, trust
 
 

@@ -27,6 +27,7 @@ from .daemon import Daemon
 from .engine import Engine, Mover
 from .hardware import Hardware, build_sim_hardware
 from .inputs import Hold, Input, Press, Refill
+from .opening import open_engine, open_store
 from .schedule import ScheduleError, load_schedule_file
 from .store import Store
 from .virtual import VirtualDevice
@@ -181,12 +182,11 @@ class ScenarioRun:
 
     def _boot(self, now: datetime) -> None:
         """Open the database and start the daemon from what is on disk, as after a reboot."""
-        self.store = Store.open(self.db_path, self.config.device_id, id_factory=self._new_id)
+        self.store = open_store(self.config, self.db_path, id_factory=self._new_id)
         if self._new_id is None:
             self._new_id = seeded_ids(self.scenario.text + str(self.store.event_count()))
-        self.engine = Engine(self.store, self.config.compartments, self.config.timezone,
-                             new_id=self._new_id, clinic_public_key=self.config.clinic_public_key,
-                             clinic_keys=self.config.clinic_keys)
+        # The simulated clock is always believed, as the daemon under `simulate` believes it.
+        self.engine, _ = open_engine(self.config, self.store, simulated=True, new_id=self._new_id)
         self.engine.listeners.append(self._emit_events)
         sync = self.sync
         if sync is not None:

@@ -19,13 +19,12 @@ AT0 = datetime(2026, 11, 24, 14, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture(scope="session")
-def postgres_cluster():
-    """One private PostgreSQL per test session (per xdist worker); a database per test."""
-    cluster = Postgres().start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+def postgres_cluster(postgres_worker: Postgres) -> Postgres:
+    """The worker's one PostgreSQL (tests/conftest.py); a database per test.
+
+    Each test module imports this fixture, and a session fixture imported into a module is
+    that module's own: started here, it was a cluster per module. conftest's is shared."""
+    return postgres_worker
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -21,6 +20,7 @@ from dispenser.events import Draft
 from dispenser.store import Store
 from dispenser.timeutil import format_utc
 from ports import free_port
+from inprocess import dispenser as run_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 TZ = "America/New_York"
@@ -29,8 +29,7 @@ PEOPLE_URL, CLINIC_URL = "json://127.0.0.1:9/people", "json://127.0.0.1:9/clinic
 
 
 def dispenser(*args: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dispenser", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    return run_in_process(*args, cwd=ROOT)
 
 
 def dose(kind: str, medication: str, scheduled: datetime, **extra: object) -> Draft:

@@ -1,6 +1,7 @@
 """Shared pytest fixtures."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +13,19 @@ import pytest
 # ---------------------------------------------------------------------------
 sys.path.insert(0, str(Path(__file__).parent))
 from broker import Broker, BrokerError, TlsFiles, find_mosquitto, make_tls_files  # noqa: E402
+from depth import ENV as DEEP_ENV  # noqa: E402
+
+
+def pytest_addoption(parser):
+    parser.addoption("--deep", action="store_true",
+                     help="the randomized tests at their full size (tests/depth.py); slower")
+
+
+def pytest_configure(config):
+    # Before the test modules are imported (their hypothesis settings read it), and inherited
+    # by xdist's workers, which are given the same options.
+    if config.getoption("--deep"):
+        os.environ[DEEP_ENV] = "1"
 
 
 def _require_mosquitto() -> None:
@@ -51,3 +65,15 @@ def tls_files(tmp_path_factory) -> TlsFiles:
     return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 # --- end of MQTT broker fixtures --------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_worker():
+    """One private PostgreSQL per xdist worker (per session), started when a test first asks
+    (care_support.postgres_cluster); every test makes a database of its own in it."""
+    from postgres import Postgres
+    cluster = Postgres().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

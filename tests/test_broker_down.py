@@ -1,13 +1,11 @@
 """The broker down for a day: events wait in the outbox, across a restart, then all arrive in order."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
 from broker import Clinic
 from dispenser.mqtt_settings import MqttSettings
 from dispenser.store import Store
 from dispenser.sync import Sync
+from inprocess import dispenser
 from support import DEMO
 from waiting import HANG
 
@@ -15,8 +13,7 @@ DEVICE = "disp-0001"
 
 
 def simulate(scenario, config, db):
-    result = subprocess.run([sys.executable, "-m", "dispenser", "simulate", "--scenario", str(scenario),
-                             "--config", str(config), "--db", str(db)], capture_output=True, text=True, timeout=60)
+    result = dispenser("simulate", "--scenario", scenario, "--config", config, "--db", db)
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from care_support import AT0, care_toml, chained, payload, taken
+from inprocess import dispenser as run_in_process
 from dispenser.care.database import Database
 from dispenser.care.config import load_care_config
 from dispenser.care.ingest import Ingest
@@ -19,9 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def dispenser(*args: object, code: str | None = None) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "dispenser", *map(str, args)] if code is None else \
-        [sys.executable, "-c", code, *map(str, args)]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    """In this process (tests/inprocess.py); with `code`, a process of its own that runs it first."""
+    if code is None:
+        return run_in_process(*args, cwd=ROOT)
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
 
 
 @pytest.fixture

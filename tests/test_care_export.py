@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 
 from care_support import care_toml, database_url, postgres_cluster  # noqa: F401 - fixtures
+from inprocess import dispenser as run_in_process
 from dispenser.care.config import load_care_config
 from dispenser.care.database import Database
 from dispenser.care.ingest import Ingest
@@ -28,8 +28,7 @@ NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 
 
 def dispenser(*args: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dispenser", *map(str, args)], capture_output=True, text=True,
-                          timeout=120)
+    return run_in_process(*args)
 
 
 @pytest.fixture

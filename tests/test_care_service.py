@@ -17,6 +17,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from care_support import Hook, care_toml, database_url, hook, postgres_cluster  # noqa: F401 - fixtures
+from inprocess import dispenser as run_in_process
 from dispenser.care.config import load_care_config
 from dispenser.care.database import Database
 from dispenser.care.serve import CareService
@@ -46,8 +47,7 @@ class Clock:
 
 
 def dispenser(*args: object, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dispenser", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+    return run_in_process(*args, cwd=ROOT)
 
 
 def missed_morning(tmp_path: Path, broker) -> tuple[list[dict], Path]:

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from care_support import care_toml, database_url, postgres_cluster  # noqa: F401 - fixtures
+from inprocess import dispenser as run_in_process
 from dispenser.care.database import Database
 from dispenser.care.web import accounts, history
 from dispenser.care.web.charts import mood_chart
@@ -108,8 +109,7 @@ def test_staff_passwords_are_hashed_and_checked(database_url):
 
 
 def dispenser(*args: object, stdin: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dispenser", *map(str, args)], cwd=ROOT, input=stdin,
-                          capture_output=True, text=True, timeout=120)
+    return run_in_process(*args, cwd=ROOT, input=stdin)
 
 
 def one_line_error(result: subprocess.CompletedProcess, words: str) -> None:

@@ -1,4 +1,5 @@
-"""The `dispenser` command as a person or a script uses it: real processes, real files."""
+"""The `dispenser` command as a person or a script uses it: real files; the commands run in this
+process (tests/inprocess.py), the installed console script once as a real process."""
 from __future__ import annotations
 
 import json
@@ -9,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from inprocess import dispenser
 from support import DEMO
 
 
-def run(*args: str, env_config: Path | None = None, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dispenser", *args], capture_output=True, text=True,
-                          timeout=60, **kwargs)
+def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return dispenser(*args, **kwargs)
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
 """The clinic's side and one-shot sync: `dispenser clinic ...` and `dispenser sync`.
 
-The pure part (dedup, lines) is tested directly; the commands run as a person runs
-them, `python -m dispenser ...`, against a private Mosquitto per test (tests/broker.py).
+The pure part (dedup, lines) is tested directly; the commands with their arguments as a
+person gives them, in this process (tests/inprocess.py) where the process itself is not
+under test, as `python -m dispenser ...` where it is (watches stopped, a sync left running),
+against a private Mosquitto per test (tests/broker.py).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from broker import Clinic
+from inprocess import dispenser as run_in_process
 from support import DEMO
 from waiting import HANG, wait_until
 from dispenser.chainwatch import BoundedMap
@@ -30,9 +33,8 @@ DEVICE = "disp-0001"
 BASE = f"pilldispenser/{DEVICE}"
 
 
-def dispenser(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dispenser", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+def dispenser(*args: object) -> subprocess.CompletedProcess:
+    return run_in_process(*args, cwd=ROOT)
 
 
 def write_config(path: Path, db: Path, port: int | None = None) -> Path:

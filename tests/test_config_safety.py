@@ -8,17 +8,17 @@ import os
 import sqlite3
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from inprocess import dispenser
 
 from support import DEMO
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dispenser", *args], capture_output=True, text=True,
-                          timeout=60, umask=0o022, cwd=cwd)
+    return dispenser(*args, umask=0o022, cwd=cwd)
 
 
 def one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:

@@ -10,13 +10,14 @@ import sys
 import time
 from datetime import datetime, timezone
 
+from inprocess import dispenser as run_in_process
 from support import daily, schedule
 from waiting import HANG
 
 
 def dispenser(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "dispenser", *args], capture_output=True, text=True,
-                          timeout=60, **kwargs)
+    """A one-shot command, in this process (tests/inprocess.py); the daemon below is a real process."""
+    return run_in_process(*args, **kwargs)
 
 
 def open_intents(db) -> list[str]:

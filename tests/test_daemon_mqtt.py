@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from broker import Clinic
+from inprocess import dispenser
 from dispenser.signing import generate_keypair, sign_document
 from support import contract_schedule
 from waiting import HANG
@@ -117,8 +118,7 @@ def test_schedules_from_the_clinic_are_applied_or_refused_with_the_reason(setup)
     assert clinic.wait_for(lambda: any(json.loads(p).get("schedule_version") == 13
                                        for p in clinic.on(f"{BASE}/state")), 20)
 
-    status = subprocess.run([sys.executable, "-m", "dispenser", "status", "--config", str(config)],
-                            capture_output=True, text=True)
+    status = dispenser("status", "--config", config)
     assert "version 13" in status.stdout and "connected since" in status.stdout
 
     daemon.send_signal(signal.SIGTERM)
@@ -135,9 +135,7 @@ def test_clinic_push_wait_reports_the_devices_answer(setup, tmp_path):
     (tmp_path / "v13.json").write_text(json.dumps(unsigned))
 
     def push(path, *extra):
-        return subprocess.run([sys.executable, "-m", "dispenser", "clinic", "push", str(path), "--device", DEVICE,
-                               "--config", str(config), "--wait", "20", *extra],
-                              capture_output=True, text=True, timeout=60)
+        return dispenser("clinic", "push", path, "--device", DEVICE, "--config", config, "--wait", "20", *extra)
 
     applied = push(signed)
     assert applied.returncode == 0, applied.stderr
@@ -151,9 +149,7 @@ def test_clinic_push_wait_reports_the_devices_answer(setup, tmp_path):
     assert daemon.wait(20) == 0
     later = for_device(14, "2026-11-20T11:00:00Z")
     (tmp_path / "v14.json").write_text(json.dumps(sign_document(later, private, "clinic-2026")))
-    offline = subprocess.run([sys.executable, "-m", "dispenser", "clinic", "push", str(tmp_path / "v14.json"),
-                              "--device", DEVICE, "--config", str(config), "--wait", "1"],
-                             capture_output=True, text=True, timeout=60)
+    offline = dispenser("clinic", "push", tmp_path / "v14.json", "--device", DEVICE, "--config", config, "--wait", "1")
     assert offline.returncode == 1, offline.stdout  # queued in the device's session, unanswered for now
     assert "no answer from disp-0001 within 1 s" in offline.stderr and len(offline.stderr.splitlines()) == 1
 
@@ -182,8 +178,7 @@ def test_the_real_daemon_waits_for_ntp_then_tells_the_clinic_its_clock_is_set(tm
         assert applied["type"] == "schedule.applied"
         assert kinds.index("clock.synchronized") < kinds.index("schedule.applied")
         assert clinic.wait_for(lambda: state().get("clock_trusted") is True, HANG)
-        status = subprocess.run([sys.executable, "-m", "dispenser", "status", "--config", str(config)],
-                                capture_output=True, text=True, timeout=60)
+        status = dispenser("status", "--config", config)
         assert "clock         synchronised by NTP" in status.stdout
     finally:
         if daemon.poll() is None:

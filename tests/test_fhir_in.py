@@ -8,11 +8,11 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.coding import Coding
 from fhir.resources.R4B.dosage import Dosage
@@ -22,6 +22,7 @@ from fhir.resources.R4B.quantity import Quantity
 from dispenser.fhir_in import FhirError, hourly_times, schedule_from_fhir
 from dispenser.schedule import parse_schedule
 from dispenser.scheduler import doses_between
+from inprocess import dispenser
 from support import local
 
 DATA = Path(__file__).resolve().parent / "data" / "fhir"
@@ -54,8 +55,7 @@ def doses(document: dict, start: str, days: int = 1) -> list[tuple[str, str, int
 
 
 def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dispenser", *args], capture_output=True, text=True,
-                          timeout=60, **kwargs)
+    return dispenser(*args, **kwargs)
 
 
 # -- the inputs are FHIR, by the official models ---------------------------------------------------

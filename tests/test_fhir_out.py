@@ -14,6 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+
+from inprocess import dispenser
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.device import Device
 from fhir.resources.R4B.medicationadministration import MedicationAdministration
@@ -229,8 +231,7 @@ def test_a_declined_dose_and_a_failed_release_keep_their_reasons():
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dispenser", *args], capture_output=True, text=True, timeout=60,
-                          cwd=cwd, env={"PATH": "/usr/bin:/bin", "HOME": str(cwd)})
+    return dispenser(*args, cwd=cwd, env={"PATH": "/usr/bin:/bin", "HOME": str(cwd)})
 
 
 def test_export_fhir_writes_the_scenario_log_as_a_valid_bundle(tmp_path):

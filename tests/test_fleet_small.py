@@ -1,7 +1,8 @@
-"""The fleet benchmark, small: 50 devices, 2 days, the broker restarted, nothing lost or doubled.
+"""The fleet benchmark, small: 20 devices, 2 days, the broker restarted, nothing lost or doubled.
 
 `bench/fleet.py` with its defaults (1,000 devices, a month) takes many minutes; this runs
-the same program, as a user does, on 50 devices for 2 simulated days: its own Mosquitto
+the same program, as a user does, on 20 devices (50 with `./dev test --deep`, tests/depth.py)
+for 2 simulated days: its own Mosquitto
 and PostgreSQL, the care service's 4 workers, the real Store and Sync of every device,
 the broker stopped and started in the middle. It must exit 0 and count 0 lost and 0
 doubled against the devices' own logs. The counting itself is checked on made-up logs,
@@ -18,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from fleet_tally import LoggedEvent, StoredEvent, compare  # noqa: E402
+from depth import size  # noqa: E402
 from waiting import HANG  # noqa: E402
 
 FLEET = ROOT / "bench" / "fleet.py"
@@ -28,14 +30,17 @@ def run_fleet(*args: str, folder: Path) -> subprocess.CompletedProcess:
                           text=True, stdin=subprocess.DEVNULL, timeout=20 * HANG)
 
 
-def test_fifty_devices_two_days_lose_and_double_nothing_across_a_broker_restart(tmp_path):
-    result = run_fleet("--devices", "50", "--days", "2", folder=tmp_path)
+DEVICES = size(quick=20, deep_size=50)  # tests/depth.py: ./dev test --deep for fifty
+
+
+def test_a_small_fleet_two_days_loses_and_doubles_nothing_across_a_broker_restart(tmp_path):
+    result = run_fleet("--devices", str(DEVICES), "--days", "2", folder=tmp_path)
     out = result.stdout
     assert result.returncode == 0, out + result.stderr[-3000:]
     assert "lost: 0  doubled: 0" in out
     logged, stored = map(int, re.search(r"events: (\d+) logged by the devices .*?, (\d+) stored", out).groups())
     assert logged == stored
-    assert logged >= 50 * 2 * 25          # about 31 a device a day: the month is really lived
+    assert logged >= DEVICES * 2 * 25          # about 31 a device a day: the month is really lived
     assert "broker restarted when every process had lived day 1 of 2" in out
     assert re.search(r"end to end: \d+ events/s", out)
     assert re.search(r"lag append -> stored: p50 [\d.]+ s, p99 [\d.]+ s", out)

@@ -19,6 +19,8 @@ from datetime import datetime, timedelta, timezone
 import jinja2
 import pytest
 
+from inprocess import dispenser as run_in_process
+
 from broker import Clinic
 from dispenser.config import ConfigError, parse_config
 from dispenser.daemon import device_state
@@ -186,17 +188,15 @@ def test_a_bad_table_is_one_line_naming_the_key(table, problem):
 def test_a_bad_table_stops_the_command_with_one_line(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text('[homeassistant]\nnames = "drugs"\n')
-    result = subprocess.run([sys.executable, "-m", "dispenser", "status", "--config", str(config),
-                             "--db", str(tmp_path / "d.db")], capture_output=True, text=True, timeout=60)
+    result = dispenser("status", "--config", config, "--db", tmp_path / "d.db")
     assert result.returncode == 2 and "homeassistant.names" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "d.db").exists()
 
 
 # --- the real daemon, a real broker ------------------------------------------------------------
 
-def dispenser(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dispenser", *map(str, args)], capture_output=True, text=True,
-                          timeout=120)
+def dispenser(*args: object) -> subprocess.CompletedProcess:
+    return run_in_process(*args)
 
 
 def start_daemon(config) -> subprocess.Popen:

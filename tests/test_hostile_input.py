@@ -14,6 +14,7 @@ import io
 import itertools
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from dispenser.chaincheck import ChainCheck
 from dispenser.engine import MAX_SCHEDULE_BYTES, Engine
 from dispenser.signing import generate_keypair, sign_document, verify_document
 from dispenser.store import Store, StoreError
+from depth import size
 from support import as_needed, daily, schedule
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
@@ -38,6 +40,11 @@ REASONS = {"too_large", "invalid_json", "invalid_schema", "unsigned", "bad_signa
 CLINIC_PRIVATE, CLINIC_PUBLIC = generate_keypair()
 OTHER_PRIVATE, _ = generate_keypair()
 COMPARTMENTS = 8
+RANDOM_PAYLOADS = size(quick=800, deep_size=2500)   # tests/depth.py: ./dev test --deep for the full size
+MUTATIONS = size(quick=1000, deep_size=3000)
+VALID_DOCUMENTS = size(quick=1200, deep_size=4000)
+
+
 def fast(examples: int) -> settings:
     """Deterministic (derandomized, no example database) and without the per-example deadline."""
     return settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck),
@@ -202,7 +209,7 @@ def signed(doc, private=CLINIC_PRIVATE):
 def test_random_bytes_and_random_json_are_rejected_and_logged_once():
     device = Device()
 
-    @fast(2500)
+    @fast(RANDOM_PAYLOADS)
     @given(st.one_of(st.binary(max_size=600), st.text(max_size=300).map(lambda t: t.encode("utf-8", "surrogatepass")),
                      json_values.map(dump)))
     def feed(payload):
@@ -211,14 +218,14 @@ def test_random_bytes_and_random_json_are_rejected_and_logged_once():
 
     feed()
     device.check_chain()
-    assert device.payloads > 2000
+    assert device.payloads > RANDOM_PAYLOADS * 4 // 5
 
 
 def test_mutated_documents_signed_by_the_clinic_apply_only_when_valid():
     """Signed after the change, so the schema checks are what stands between the bytes and the servos."""
     device = Device()
 
-    @fast(3000)
+    @fast(MUTATIONS)
     @given(mutations(), st.sampled_from(["clinic", "clinic", "clinic", "other", "unsigned", "tampered"]))
     def feed(mutation, signer):
         doc = mutate(BASE, *mutation)
@@ -251,7 +258,7 @@ def test_mutated_documents_signed_by_the_clinic_apply_only_when_valid():
 def test_valid_documents_apply_only_when_newer_signed_by_the_clinic_and_in_known_compartments():
     device = Device()
 
-    @fast(4000)
+    @fast(VALID_DOCUMENTS)
     @given(st.integers(min_value=-3, max_value=3), st.integers(min_value=0, max_value=12),
            st.sampled_from(["clinic", "other", "unsigned", "bad_value", "wrong_alg", "not_object"]))
     def feed(version_step, compartment, signer):
@@ -402,9 +409,17 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
 
 
 @pytest.fixture
-def real_db(tmp_path_factory) -> Path:
-    """A real log with a schedule and stock, closed (checkpointed), to copy and damage."""
-    folder = tmp_path_factory.mktemp("real")
+def real_db(tmp_path_factory, real_db_made) -> Path:
+    """A real log with a schedule and stock, closed (checkpointed), to copy and damage: each
+    test's own copy of the module's one (the same bytes; made once, it is 40 holds fewer a test)."""
+    db = tmp_path_factory.mktemp("real") / real_db_made.name
+    shutil.copyfile(real_db_made, db)
+    return db
+
+
+@pytest.fixture(scope="module")
+def real_db_made(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("real-made")
     db = folder / "d.db"
     ids = itertools.count(1)  # fixed ids: the same bytes every run, so the derandomized damage is too
     new_id = lambda: f"00000000-0000-4000-8000-{next(ids):012d}"  # noqa: E731

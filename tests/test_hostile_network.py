@@ -18,6 +18,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+
+from inprocess import dispenser as run_in_process
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from broker import Clinic, free_port
@@ -67,9 +69,8 @@ def logged(db: Path, *types: str) -> list[dict]:
         return [e for e in store.events() if not types or e["type"] in types]
 
 
-def dispenser(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dispenser", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+def dispenser(*args: object) -> subprocess.CompletedProcess:
+    return run_in_process(*args, cwd=ROOT)
 
 
 # ------------------------------------------------------------- 1. nothing ends the daemon

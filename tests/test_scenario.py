@@ -3,19 +3,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from support import DEMO, EXAMPLES
+from inprocess import dispenser
 
 RELEASE_TYPES = {"dose.released", "prn.released"}
 
 
 def simulate(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dispenser", "simulate", *args],
-                          capture_output=True, text=True, cwd=cwd, timeout=60)
+    return dispenser("simulate", *args, cwd=cwd)
 
 
 def events_of(result: subprocess.CompletedProcess) -> list[dict]:
@@ -92,8 +91,7 @@ do = "press"
     missed = [(e["data"]["medication_id"], e["at"][:16]) for e in events if e["type"] == "dose.missed"]
     assert missed == [("sertraline", "2026-11-24T17:00"), ("naltrexone", "2026-11-24T17:00")]
     assert not [e for e in events if e["type"] in RELEASE_TYPES]
-    verify = subprocess.run([sys.executable, "-m", "dispenser", "log", "verify", "--db", str(tmp_path / "d.db")],
-                            capture_output=True, text=True)
+    verify = dispenser("log", "verify", "--db", tmp_path / "d.db")
     assert verify.returncode == 0, verify.stderr
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,14 +10,14 @@ import pytest
 from dispenser.logcheck import check_store
 from dispenser.store import Store
 from support import DEMO, local
+from inprocess import dispenser
 
 # The demo schedule: sertraline 08:00 (compartment 1), naltrexone 09:00 (2), hydroxyzine as needed (3).
 # New York in November: EST, UTC-5.
 
 
 def simulate(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dispenser", "simulate", *args],
-                          capture_output=True, text=True, timeout=60)
+    return dispenser("simulate", *args)
 
 
 def scenario(tmp_path: Path, steps: str, stock: str = "sertraline = 28\nnaltrexone = 5\nhydroxyzine = 10") -> Path:

@@ -1,7 +1,8 @@
 """Crash torture, small: the real daemon process SIGKILLed at random moments (bench/torture.py).
 
 The full run (`bench/torture.py --kills 1000`) takes minutes; this one checks the same
-things on 15 kills so that a change that breaks crash safety fails the test suite.
+things on a few kills (15 with `./dev test --deep`, tests/depth.py) so that a change that
+breaks crash safety fails the test suite.
 """
 from __future__ import annotations
 
@@ -11,16 +12,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import torture  # noqa: E402
+from depth import size  # noqa: E402
 from waiting import wait_until  # noqa: E402
 
 
-def test_fifteen_random_sigkills_break_nothing(tmp_path):
-    tally = torture.run(kills=15, jobs=1, seed=3, folder=tmp_path, cli_every=5, quiet=True)
+KILLS = size(quick=6, deep_size=15)  # tests/depth.py; bench/torture.py runs a thousand
+
+
+def test_random_sigkills_break_nothing(tmp_path):
+    tally = torture.run(kills=KILLS, jobs=1, seed=3, folder=tmp_path, cli_every=5, quiet=True)
     assert tally.violations == []
-    assert tally.kills == 15
+    assert tally.kills == KILLS
     # Every kill was checked (how many checks beyond that depends on where the kills fell, which
     # the machine's speed decides): each check_after_kill runs at least 9, the final one too.
-    assert tally.checks >= (15 + 1) * 9
+    assert tally.checks >= (KILLS + 1) * 9
 
 
 def test_a_sigkill_inside_an_as_needed_release_is_reported_once_and_the_device_starts_again(tmp_path):
