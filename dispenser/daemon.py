@@ -509,7 +509,7 @@ class Daemon:
                 pass  # only a note for `dispenser status`; the disk-full screen says the rest
             self._state_dirty = True
         if self._state_stale_at is not None and now >= self._state_stale_at:
-            self._state_dirty = True   # time alone moved a field (state_changes_at)
+            self._state_dirty = True   # time alone moved a field (state_and_next_change)
         if not self._state_dirty and self.engine.store.backlog() != self._state_backlog:
             self._state_dirty = True   # the sync sent rows (or could not): one indexed count
         if self._state_dirty:
@@ -595,7 +595,7 @@ def device_state(engine: Engine, now: datetime) -> dict:
 def state_and_next_change(engine: Engine, now: datetime) -> tuple[dict, datetime | None]:
     """The `state` document, and the first moment after `now` at which time alone (no
     event, no backlog change) could change it: the daemon publishes it only then or after
-    one of those, never at every wake-up (docs/MQTT.md, "The state document")."""
+    one of those, never at every wake-up (docs/MQTT.md, "When the state is published")."""
     from .report import adherence, window_events
     model = engine.view
     week = now - ADHERENCE_SPAN
