@@ -32,6 +32,7 @@ from typing import NoReturn
 
 from .chainwatch import MAX_DEVICES, REMEMBER, WINDOW, BoundedMap, ChainWatch, Finding
 from .events import EVENT_KEYS, SCHEMA
+from .timeutil import format_at, parse_utc
 from .vocabulary import EventType
 
 DEFAULT_REMEMBER = REMEMBER
@@ -55,6 +56,7 @@ _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 _HASH = re.compile(r"[0-9a-f]{64}")
+_EVENT_AT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
 _MARKS = {"gap": "--", "unchecked": "--", "forgotten": "--", "fork": "!! FORK",
           "rewrite": "!! REWRITE", "device_mismatch": "!! MISMATCH"}
 
@@ -144,12 +146,29 @@ def event_problem(event: dict) -> str | None:
             return f"{key} is not a non-empty string"
     if len(event["event_id"]) > MAX_ID:
         return f"event_id is longer than {MAX_ID} characters"
+    if not is_event_at(event["at"]):
+        return "at is not a UTC time in the device's form (2026-11-21T13:03:12.120Z)"
     if not isinstance(event["data"], dict):
         return "data is not an object"
     for key in ("prev_hash", "hash"):
         if not isinstance(event[key], str) or not _HASH.fullmatch(event[key]):
             return f"{key} is not 64 lowercase hex digits"
     return None
+
+
+def is_event_at(text: str) -> bool:
+    """Whether `text` is an `at` exactly as a device writes it (timeutil.format_at).
+
+    The care service orders events by `at` as text, which is the time's order only in
+    this one spelling: `+00:00`, another offset, no milliseconds or a `T` in lower case
+    would sort wrongly. So the text must be what its own time formats back to.
+    """
+    if not _EVENT_AT.fullmatch(text):
+        return False
+    try:
+        return format_at(parse_utc(text)) == text
+    except ValueError:  # the right shape, no real time (2026-02-30)
+        return False
 
 
 def printable(text: str) -> str:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # types only: the daemon does not import what it is given
     from .clocktrust import ClockTrust
     from .hardware import Hardware
     from .service import Notifier
+    from .schedule import Schedule
     from .sync import Sync
 
 log = logging.getLogger("dispenser")
@@ -472,6 +473,8 @@ class Daemon:
             self.engine.pill_outside_release(now, stray)
 
     def _on_events(self, events: list[dict]) -> None:
+        if not events:
+            return  # the engine calls after every input: nothing logged, nothing to send or show
         self._state_dirty = True
         for event in events:
             if event["type"] == EventType.DOSE_MISSED:
@@ -484,7 +487,8 @@ class Daemon:
             self.sync.notify()
 
     _state_dirty = True
-    _state_stale_at: datetime | None = None   # when the published `alerts_open` falls; published again then
+    _state_stale_at: datetime | None = None   # when a field of the published state changes with time alone
+    _state_backlog: int | None = None         # the published state's backlog
     _broker_connected: bool | None = None
 
     def _publish(self, now: datetime) -> None:
@@ -505,13 +509,15 @@ class Daemon:
                 self.engine.store.meta_set("broker", note)
             except StoreError:
                 pass  # only a note for `dispenser status`; the disk-full screen says the rest
+            self._state_dirty = True
         if self._state_stale_at is not None and now >= self._state_stale_at:
-            self._state_dirty = True   # an alert's day ended: `alerts_open` falls (homeassistant.alerts_open)
+            self._state_dirty = True   # time alone moved a field (state_and_next_change)
+        if not self._state_dirty and self.engine.store.backlog() != self._state_backlog:
+            self._state_dirty = True   # the sync sent rows (or could not): one indexed count
         if self._state_dirty:
             self._state_dirty = False
-            state = device_state(self.engine, now)
-            until = state.get("alerts_open_until")
-            self._state_stale_at = datetime.fromisoformat(until.replace("Z", "+00:00")) if until else None
+            state, self._state_stale_at = state_and_next_change(self.engine, now)
+            self._state_backlog = state["backlog"]
             self.sync.publish_state(state)
 
     def _signal(self, now: datetime) -> None:
@@ -585,13 +591,69 @@ class Daemon:
 
 def device_state(engine: Engine, now: datetime) -> dict:
     """The retained `state` snapshot for the clinic: next dose, stock, 7-day adherence, backlog."""
+    return state_and_next_change(engine, now)[0]
+
+
+def state_and_next_change(engine: Engine, now: datetime) -> tuple[dict, datetime | None]:
+    """The `state` document, and the first moment after `now` at which time alone (no
+    event, no backlog change) could change it: the daemon publishes it only then or after
+    one of those, never at every wake-up (docs/MQTT.md, "When the state is published")."""
     from .report import adherence, window_events
+    model = engine.view
+    week = now - ADHERENCE_SPAN
+    events = window_events(engine.store, week)  # the week's part of the log, whatever its age
+    reports = adherence(events, week, now, model.timezone or UTC)
+    state = _state(engine, now, events, reports)
+    moments = [_adherence_changes_at(events, now), _pace_changes_at(_schedule_in_force(engine), now)]
+    if model.next_dose is not None:
+        moments.append(model.next_dose.window_start)  # its window opens: the next one is next
+    if state["alerts_open_until"] is not None:
+        moments.append(datetime.fromisoformat(state["alerts_open_until"].replace("Z", "+00:00")))
+    return state, min((moment for moment in moments if moment is not None and moment > now), default=None)
+
+
+ADHERENCE_SPAN = timedelta(days=7)
+
+
+def _after(moment: datetime) -> datetime:
+    """The first whole second strictly after `moment`: where a `<` or `<=` against now flips."""
+    return moment.replace(microsecond=0) + timedelta(seconds=1)
+
+
+def _adherence_changes_at(events: list[dict], now: datetime) -> datetime | None:
+    """When the 7 days of `adherence_7d` next take a dose in (its scheduled time passes) or
+    let one go (a week after it), or let an as-needed event go; None: never by time alone."""
+    from .timeutil import parse_utc
+    moments = []
+    for event in events:
+        kind, data = event["type"], event["data"]
+        if kind in (EventType.PRN_RELEASED, EventType.PRN_DENIED):
+            moments.append(_after(parse_utc(event["at"]) + ADHERENCE_SPAN))
+        elif kind.startswith("dose.") and "scheduled_at" in data:
+            scheduled = parse_utc(data["scheduled_at"])
+            moments += [_after(scheduled), _after(scheduled + ADHERENCE_SPAN)]
+    return min((moment for moment in moments if moment > now), default=None)
+
+
+def _pace_changes_at(schedule: Schedule | None, now: datetime) -> datetime | None:
+    """When the coming week's scheduled tablets (`days_of_stock`'s pace) next change:
+    its first dose passes, or a dose a week away comes into it; a week on if neither."""
+    from .scheduler import doses_between
+    from .stock_days import PACE_DAYS
+    if schedule is None:
+        return None
+    span = timedelta(days=PACE_DAYS)
+    doses = doses_between(schedule, now, now + 2 * span)
+    leaving = [_after(dose.scheduled_at) for dose in doses[:1]]
+    coming = [_after(dose.scheduled_at - span) for dose in doses if dose.scheduled_at >= now + span][:1]
+    return min(leaving + coming, default=now + span)
+
+
+def _state(engine: Engine, now: datetime, events: list[dict], reports: dict) -> dict:
+    """The document itself, from the read model and the week's events."""
     from .timeutil import format_utc
     model = engine.view
     upcoming = model.next_dose
-    week = now - timedelta(days=7)
-    events = window_events(engine.store, week)  # the week's part of the log, whatever its age
-    reports = adherence(events, week, now, model.timezone or UTC)
     return {
         "device_id": engine.store.device_id,
         "at": format_utc(now),
@@ -621,7 +683,7 @@ def state_extras(engine: Engine, now: datetime, events: list[dict], reports: dic
     from .stock_days import days_of_stock
     from .timeutil import format_utc
     model = engine.view
-    pace = _daily_use(engine, model.schedule_version, now)
+    pace = _daily_use(engine, now)
     due = sum(getattr(r, name) for r in reports.values() for name in OUTCOMES)
     taken = sum(getattr(r, name) for r in reports.values() for name in TAKEN)
     open_count, falls_at = alerts_open(events, now)
@@ -642,14 +704,21 @@ def state_extras(engine: Engine, now: datetime, events: list[dict], reports: dic
 _PARSED: dict[str, object] = {}  # the document's text -> its Schedule: parsed once, not per publish
 
 
-def _daily_use(engine: Engine, version: int | None, now: datetime) -> dict[str, float]:
+def _daily_use(engine: Engine, now: datetime) -> dict[str, float]:
     """The schedule in force's tablets per day, from its stored document (none: no pace)."""
+    from .stock_days import daily_use
+    schedule = _schedule_in_force(engine)
+    return {} if schedule is None else daily_use(schedule, now)
+
+
+def _schedule_in_force(engine: Engine) -> Schedule | None:
+    """The schedule in force, parsed from its stored document once (None: none, or unreadable)."""
     import json
     from .schedule import Schedule, ScheduleError, parse_schedule
-    from .stock_days import daily_use
+    version = engine.view.schedule_version
     document = engine.store.schedule_document(version) if version is not None else None
     if document is None:
-        return {}
+        return None
     zone = getattr(engine.view.timezone, "key", None)
     key = f"{zone}|{json.dumps(document, sort_keys=True)}"
     schedule = _PARSED.get(key)
@@ -657,8 +726,8 @@ def _daily_use(engine: Engine, version: int | None, now: datetime) -> dict[str, 
         try:
             schedule = parse_schedule(document, default_timezone=zone, applied=True)
         except ScheduleError:
-            return {}
+            return None
         if len(_PARSED) >= 8:
             _PARSED.clear()
         _PARSED[key] = schedule
-    return daily_use(schedule, now)
+    return schedule

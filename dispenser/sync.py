@@ -327,7 +327,8 @@ class Sync:
         self._early: dict[int, ReasonCode] = {}   # PUBACKs that beat publish() returning
         self._other_mids: dict[int, str] = {}     # status/state publishes: mid -> topic
         self._sub_mid: int | None = None
-        self._pending_state: str | None = None    # newest state while offline
+        self._state_latest: str | None = None     # the newest state given: sent, or sent at the next connect
+        self._state_shown: str | None = None      # the same without its `at`: what a new state is compared with
         # (v2) Home Assistant: state document -> {discovery topic: retained payload} (homeassistant.py)
         self._discovery = discovery
         self._discovery_latest: dict[str, str] = {}
@@ -368,14 +369,24 @@ class Sync:
             self._cond.notify_all()
 
     def publish_state(self, state: dict) -> None:
-        """Retain the device's state (next dose, stock, backlog...). Offline: keep the newest."""
+        """Retain the device's state (next dose, stock, backlog...). Offline: keep the newest.
+
+        A state that differs from the last one only in its `at` is not sent: the retained one
+        says the same. Every connect sends the newest again (`_become_ready`), so a broker that
+        lost its retained messages has it back without waiting for a change.
+        """
         payload = json.dumps(state, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        shown = json.dumps({key: value for key, value in state.items() if key != "at"},
+                           sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        with self._cond:
+            if shown == self._state_shown:
+                return
+            self._state_latest, self._state_shown = payload, shown
         messages = self._discovery(state) if self._discovery is not None else None
         with self._cond:
             if messages is not None:
                 self._discovery_latest = messages
             if not self._ready:
-                self._pending_state = payload
                 return
         self._publish_discovery(everything=False)
         self._publish_other(self.topics.state, payload)
@@ -512,12 +523,14 @@ class Sync:
             self._ready = True
             self._failed_attempt = False
             self._wake = True
-            state, self._pending_state = self._pending_state, None
+            state = self._state_latest  # again at every connect, like the discovery configs
             self._cond.notify_all()
         if self.is_daemon:
             self._publish_discovery(everything=True)
-        if state is not None:
+        while state is not None:  # publish_state on the daemon's thread may have sent a newer one meanwhile
             self._publish_other(self.topics.state, state)
+            with self._cond:
+                state = None if self._state_latest == state else self._state_latest
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
         self._connection_failed(f"cannot connect to {self.settings.host}:{self.settings.port}")

@@ -12,7 +12,7 @@ from dispenser.care.config import CareConfig, PatternSettings, parse_care_config
 from dispenser.care.database import Database
 from dispenser.care.ingest import Ingest
 from dispenser.care.rounds import find_gaps
-from dispenser.events import Draft, build_event
+from dispenser.events import GENESIS, Draft, build_event, event_hash
 
 TOPIC = "pilldispenser/disp-0001/events"
 CONFIG = parse_care_config({"mqtt": {"host": "127.0.0.1", "tls": False},
@@ -133,6 +133,21 @@ def test_a_devices_alert_is_stored_for_its_people_once(conn):
 def test_what_is_no_event_is_ignored_and_stores_nothing(conn, topic, body, why):
     assert why in Ingest(conn, CONFIG).handle(topic, body, AT0)
     assert conn.execute("SELECT count(*) FROM events") == [(0,)]
+
+
+@pytest.mark.parametrize("at", ["2026-11-24T15:01:00.000+01:00", "2026-11-24T14:01:00Z", "2026-11-24T14:01:00.000000Z",
+                                "2026-11-24T14:01:00.000z"])
+def test_an_at_not_in_the_devices_form_is_ignored_and_stores_nothing(conn, at):
+    """`at` is compared as text in SQL: only the device's one spelling sorts as time does."""
+    ingest = Ingest(conn, CONFIG)
+    [first] = chained("disp-0001", taken(1))
+    odd = {**first, "at": at}
+    odd["hash"] = event_hash(GENESIS, odd)   # a chain that verifies: only the spelling is wrong
+    assert ingest.handle(TOPIC, payload(odd), AT0) == \
+        "ignored: at is not a UTC time in the device's form (2026-11-21T13:03:12.120Z)"
+    assert conn.execute("SELECT count(*) FROM events") == [(0,)]
+    assert ingest.handle(TOPIC, payload(first), AT0) == "stored"
+    assert conn.execute("SELECT at FROM events") == [(first["at"],)]
 
 
 def test_status_online_and_the_last_will(conn):

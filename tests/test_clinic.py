@@ -287,6 +287,25 @@ def test_a_field_of_the_wrong_type_is_named_not_shown(field, value):
     assert watcher.events_shown == 0
 
 
+# The same moment (or none) in spellings the device never writes: the care service orders
+# `at` as text, which is the time's order only in the device's one form.
+OTHER_SPELLINGS = ["2026-11-24T14:01:00.000+00:00", "2026-11-24T15:01:00.000+01:00", "2026-11-24T14:01:00Z",
+                   "2026-11-24T14:01:00.000000Z", "2026-11-24 14:01:00.000Z", "2026-11-24t14:01:00.000z",
+                   "2026-11-24T14:01:00.000Z\n", "2026-02-30T14:01:00.000Z", "2026-11-24T24:00:00.000Z",
+                   "\uff12026-11-24T14:01:00.000Z", "1764000000"]
+
+
+@pytest.mark.parametrize("at", OTHER_SPELLINGS)
+def test_an_at_in_another_spelling_is_named_not_shown(at):
+    watcher = Watcher("pilldispenser")
+    odd = {**event(1), "at": at}
+    odd["hash"] = event_hash(GENESIS, odd)   # its chain verifies: only the spelling is wrong
+    assert watcher.handle(f"{BASE}/events", raw(odd)) == [
+        f"?? {BASE}/events: at is not a UTC time in the device's form (2026-11-21T13:03:12.120Z)"]
+    assert watcher.events_shown == 0
+    assert feed(watcher, event(1)) == [event_line(event(1))]   # the device's own form is shown
+
+
 @pytest.mark.parametrize("json_lines", [False, True])
 def test_odd_types_in_data_status_and_state_are_shown_without_crashing(json_lines):
     watcher = Watcher("pilldispenser", json_lines=json_lines)
@@ -325,9 +344,7 @@ def test_text_from_a_device_can_neither_forge_a_line_nor_steer_the_terminal(name
     watcher = Watcher("pilldispenser")
     [taken] = log(Draft("dose.taken", {"medication_id": text, "reason": text}))
     [raised] = log(Draft("alert.raised", {"severity": text, "message": text}), start=2, prev=taken["hash"])
-    [third] = log(Draft(text, {}), start=3, prev=raised["hash"])
-    third["at"] = text
-    third["hash"] = event_hash(third["prev_hash"], third)
+    [third] = log(Draft(text, {}), start=3, prev=raised["hash"])  # (an `at` of such text is refused: below)
     lines = feed(watcher, taken, raised, third)
     lines += watcher.handle(f"{BASE}/status", raw({"online": True, "since": text}))
     lines += watcher.handle(f"{BASE}/state", raw({"schedule_version": text, "stock": {text: text}}))
@@ -340,6 +357,14 @@ def test_text_from_a_device_can_neither_forge_a_line_nor_steer_the_terminal(name
     out = feed(json_watcher, taken, raised, third) + json_watcher.handle(f"{BASE}/status", raw({"since": text}))
     assert [json.loads(line) for line in out][:3] == [taken, raised, third]
     assert all(line.isprintable() for line in out)
+
+
+@pytest.mark.parametrize("name", FORGERIES)
+def test_an_at_that_would_steer_the_terminal_is_refused_without_its_text(name):
+    odd = {**event(1), "at": FORGERIES[name]}
+    odd["hash"] = event_hash(GENESIS, odd)
+    [line] = Watcher("pilldispenser").handle(f"{BASE}/events", raw(odd))
+    assert line.startswith("?? ") and line.isprintable() and FORGERIES[name] not in line
 
 
 def test_the_device_is_the_topics_never_the_payloads():
