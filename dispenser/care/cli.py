@@ -55,7 +55,7 @@ def cmd_care(args: argparse.Namespace) -> int:
     from . import missing_extra
     missing = missing_extra()
     if missing is not None:
-        return _fail(f"`dispenser care` needs the care extra (missing: {missing}): pip install 'dispenser[care]'")
+        return _fail(f"`dispenser care` needs the care extra (missing: {missing}): pip install 'dispenser[care]' (in a clone: pip install '.[care]')")
     from .config import CareConfigError
     from .database import DatabaseError
     from .fhir_export import ExportError
