@@ -1,4 +1,4 @@
-"""`dispenser care serve / status / ack / link`: the argparse part, and the handlers.
+"""`dispenser care serve / status / ack / link / export fhir / user add`: the argparse part, and the handlers.
 
 Imported by the `dispenser` command to register `care`; it imports nothing heavy at the
 top (the daemon's process builds the same parser), and without the `care` extra every
