@@ -8,10 +8,11 @@ import urllib.request
 from datetime import datetime, timedelta, timezone
 
 from care_support import chained, taken
+from dispenser.events import Draft
 from dispenser.care.config import parse_care_config
 from dispenser.care.database import Database
 from dispenser.care.ingest import Ingest
-from dispenser.care.tokens import issue_family_link
+from dispenser.care.tokens import issue_ack_tokens, issue_family_link
 from dispenser.care.web.accounts import add_user
 from dispenser.care.web.app import create_app
 from dispenser.care.web.server import WebServer
@@ -67,3 +68,40 @@ def test_a_device_nothing_arrived_from_is_not_heard(tmp_path):
         assert "Not heard." in family_page(base, token)
     finally:
         server.stop()
+
+
+def ack_page(tmp_path, *, rung: int, clinic_notify: list[str], escalate_after_min: int) -> str:
+    """The page a message's acknowledgement link opens, for an alert told up to `rung`."""
+    port = free_port()
+    config = parse_care_config({"database": {"url": f"sqlite:///{tmp_path / 'care.db'}"},
+                                "web": {"listen": f"127.0.0.1:{port}"},
+                                "patient": [{"device": "disp-0001", "name": "Sam", "clinic_notify": clinic_notify,
+                                             "escalate_after_min": escalate_after_min}]})
+    database = Database(config.database_url)
+    with database.connect() as conn:
+        raised = Draft("alert.raised", {"alert_id": "a-1", "kind": "dose_missed", "severity": "warning",
+                                        "message": "m", "events": []})
+        [event] = chained("disp-0001", [raised])
+        assert Ingest(conn, config).handle("pilldispenser/disp-0001/events", json.dumps(event).encode(),
+                                           HEARD) == "stored"
+        conn.execute("UPDATE alerts SET rung = ? WHERE alert_id = 'a-1'", (rung,))
+        token = issue_ack_tokens(conn, ["a-1"], NOW)["a-1"]
+    server = WebServer(create_app(config, database, now=lambda: NOW), "127.0.0.1", port)
+    server.start()
+    assert server.wait_ready(60)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ack/a-1?token={token}", timeout=30) as response:
+            return response.read().decode()
+    finally:
+        server.stop()
+
+
+def test_the_ack_page_says_who_is_told_next_only_when_someone_is(tmp_path):
+    one = ack_page(tmp_path / "1", rung=1, clinic_notify=["json://127.0.0.1:9/clinic"], escalate_after_min=1)
+    assert "the clinic is told 1 minute after the first message about it" in one
+    fifteen = ack_page(tmp_path / "15", rung=1, clinic_notify=["json://127.0.0.1:9/clinic"], escalate_after_min=15)
+    assert "the clinic is told 15 minutes after" in fifteen
+    told = ack_page(tmp_path / "told", rung=2, clinic_notify=["json://127.0.0.1:9/clinic"], escalate_after_min=15)
+    assert "The clinic has been told of it too." in told and "is told 15" not in told
+    nobody = ack_page(tmp_path / "nobody", rung=1, clinic_notify=[], escalate_after_min=15)
+    assert 'id="next"' not in nobody and 'id="ack"' in nobody
