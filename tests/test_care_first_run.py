@@ -40,3 +40,33 @@ def test_acknowledging_again_names_the_first_acknowledgement_and_changes_nothing
     assert again.stdout.startswith("a-1: already acknowledged by Alex at ") and "nothing changed" in again.stdout
     with Database(config.database_url).connect() as conn:
         assert conn.execute("SELECT acked_by FROM alerts WHERE alert_id = 'a-1'") == [("Alex",)]
+
+
+def test_user_add_at_a_terminal_given_no_password_says_so_in_one_line(tmp_path):
+    """Ctrl-D at the password prompt (an end of file on the terminal) is one line, not a traceback."""
+    import os
+    import pty
+    import subprocess
+    import sys
+    from test_care_cli import ROOT
+    path = care_toml(tmp_path / "care.toml", database_url=f"sqlite:///{tmp_path / 'care.db'}")
+    controller, terminal = pty.openpty()
+    try:
+        # A session of its own, no controlling terminal: getpass reads the pty on stdin.
+        child = subprocess.Popen([sys.executable, "-m", "dispenser", "care", "user", "add", "ana", "--config",
+                                  str(path)], cwd=ROOT, stdin=terminal, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, start_new_session=True)
+        assert child.stderr is not None
+        prompt = b""
+        while b"password: " not in prompt:        # getpass flushes what was typed before it asked
+            chunk = os.read(child.stderr.fileno(), 1024)
+            assert chunk, prompt
+            prompt += chunk
+        os.write(controller, b"\x04")
+        out, rest = child.communicate(timeout=120)
+        err = (prompt + rest).decode()
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert child.returncode == 2, (out, err)
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "dispenser: no password given: nothing changed"
