@@ -71,6 +71,7 @@ def test_a_bad_config_is_one_line_naming_the_key(tmp_path, text, words):
 def test_bad_input_to_the_commands(tmp_path, config_path):
     one_line_error(dispenser("care", "status", "--config", tmp_path / "none.toml"), "no such file")
     one_line_error(dispenser("care", "serve", "--config", config_path), "no [mqtt] table")
+    Database(load_care_config(str(config_path)).database_url)       # made, as `care serve` makes it
     one_line_error(dispenser("care", "ack", "nope", "--config", config_path), "no alert 'nope'")
     one_line_error(dispenser("care", "link", "disp-9999", "--config", config_path), "no [[patient]] device")
     with_mqtt = care_toml(tmp_path / "m.toml", database_url=f"sqlite:///{tmp_path / 'm.db'}", port=1,

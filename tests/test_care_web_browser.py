@@ -97,7 +97,8 @@ def test_the_overview_says_what_care_status_says_most_urgent_first(page, site, t
         row = shown[entry["device"]]
         assert int(row.query_selector(".open-alerts").inner_text()) == len(entry["open_alerts"])
         assert int(row.query_selector(".seq").inner_text()) == entry["last_event"]["seq"]
-        state = "not heard" if entry["online"] is None else ("online" if entry["online"] else "offline")
+        state = ("online" if entry["online"] else "offline") if entry["online"] is not None else (
+            f"heard {entry['last_heard']}" if entry["last_heard"] else "not heard")
         assert row.query_selector(".state").inner_text().startswith(state)
     # Alex's critical fault comes before Sam's warning, whatever their names or counts.
     assert [row.get_attribute("data-device") for row in rows] == ["disp-0002", "disp-0001"]

@@ -1,4 +1,4 @@
-"""`dispenser care serve / status / ack / link`: the argparse part, and the handlers.
+"""`dispenser care serve / status / ack / link / export fhir / user add`: the argparse part, and the handlers.
 
 Imported by the `dispenser` command to register `care`; it imports nothing heavy at the
 top (the daemon's process builds the same parser), and without the `care` extra every
@@ -55,7 +55,7 @@ def cmd_care(args: argparse.Namespace) -> int:
     from . import missing_extra
     missing = missing_extra()
     if missing is not None:
-        return _fail(f"`dispenser care` needs the care extra (missing: {missing}): pip install 'dispenser[care]'")
+        return _fail(f"`dispenser care` needs the care extra (missing: {missing}): pip install 'dispenser[care]' (in a clone: pip install '.[care]')")
     from .config import CareConfigError
     from .database import DatabaseError
     from .fhir_export import ExportError
@@ -83,8 +83,16 @@ def _config(args: argparse.Namespace) -> Any:
     return load_care_config(args.config)
 
 
-def _connect(config: Any) -> Any:
+def _connect(config: Any, *, existing: bool = False) -> Any:
+    """A connection; `existing` for a command that only reads or acknowledges what `care serve`
+    stored: a missing SQLite file is one line, not an empty database made (maybe in /var/lib)."""
+    from pathlib import Path
     from .database import Database
+    if existing and config.database_url.startswith("sqlite:///"):
+        path = config.database_url[len("sqlite:///"):]
+        if path != ":memory:" and not Path(path).is_file():
+            raise CareError(f"{path}: no care database there (`dispenser care serve` makes it; "
+                            f"[database] url in {config.source})")
     return Database(config.database_url).connect()
 
 
@@ -167,7 +175,7 @@ def status_report(conn: Any, config: Any, now: datetime, only: str | None = None
 
 def care_status(args: argparse.Namespace) -> int:
     config = _config(args)
-    with _connect(config) as conn:
+    with _connect(config, existing=True) as conn:
         report = status_report(conn, config, _now())
     if args.json:
         print(json.dumps(report, indent=1, ensure_ascii=False))
@@ -212,10 +220,14 @@ def care_ack(args: argparse.Namespace) -> int:
     if not by.strip() or len(by) > 100 or not by.isprintable():
         raise CareError("--by must be a name of 1 to 100 printable characters")
     now = _now()
-    with _connect(config) as conn:
+    with _connect(config, existing=True) as conn:
         found, acked_by, acked_at = acknowledge(conn, args.alert_id, by, now)
     if not found:
         raise CareError(f"no alert {args.alert_id!r} (`dispenser care status` lists the open ones)")
+    from ..timeutil import format_at
+    if acked_at != format_at(now):      # acknowledged before: the first acknowledgement stays
+        print(f"{args.alert_id}: already acknowledged by {acked_by} at {acked_at}; nothing changed")
+        return 0
     print(f"{args.alert_id}: acknowledged by {acked_by} at {acked_at}; its escalation has stopped")
     return 0
 

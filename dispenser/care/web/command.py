@@ -22,8 +22,13 @@ class WebError(RuntimeError):
 def read_password() -> str:
     """From the terminal (asked twice), else the first line of standard input (scripts)."""
     if sys.stdin.isatty():
-        first = getpass.getpass("password: ")
-        if getpass.getpass("again: ") != first:
+        try:
+            first = getpass.getpass("password: ")
+            again = getpass.getpass("again: ")
+        except (EOFError, KeyboardInterrupt):   # Ctrl-D or Ctrl-C at the prompt
+            print(file=sys.stderr)              # the prompt's line ends; the error has a line of its own
+            raise AccountError("no password given: nothing changed") from None
+        if again != first:
             raise AccountError("the two passwords differ")
         return first
     return sys.stdin.readline().rstrip("\r\n")

@@ -34,6 +34,7 @@ class OverviewRow:
     open_alerts: int
     worst: str | None          # the most severe open alert's severity
     missed_today: int
+    last_heard: str | None = None   # events heard without a status: "heard", not "not heard"
 
     def attention(self) -> tuple:
         """Sort key, most urgent first: the worst open alert, offline, doses missed today, alerts."""
@@ -53,7 +54,8 @@ def overview(conn: Connection, config: CareConfig, now: datetime) -> list[Overvi
         worst = max(severities, key=lambda s: SEVERITY_RANK.get(s, 0)) if severities else None
         rows.append(OverviewRow(patient.device, patient.name, entry["online"], entry["since"], entry["last_event"],
                                 len(entry["open_alerts"]), worst,
-                                history.missed_on(marks, now.astimezone(patient.tz).date(), patient.tz)))
+                                history.missed_on(marks, now.astimezone(patient.tz).date(), patient.tz),
+                                entry["last_heard"]))
     return sorted(rows, key=OverviewRow.attention)
 
 
