@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from care_web_site import CLINIC_URL, PASSWORD, PEOPLE_URL, STAFF, Site, build_site, dispenser
+from zoneinfo import ZoneInfo
+
+from care_web_site import CLINIC_URL, PASSWORD, PEOPLE_URL, STAFF, TZ, Site, build_site, dispenser
 from dispenser.care.rounds import care_round
+from dispenser.timeutil import parse_utc
 
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"
@@ -67,6 +70,11 @@ def shot(page, tmp_path: Path, name: str) -> Path:
     return path
 
 
+def local(at: str) -> str:
+    """A `care status --json` time as the web view shows it, on the patients' clock (care_web_site.TZ)."""
+    return f"{parse_utc(at).astimezone(ZoneInfo(TZ)):%a %d %b %H:%M}"
+
+
 def log_in(page, site: Site, password: str = PASSWORD) -> None:
     page.goto(f"{site.url}/")
     assert page.url.startswith(f"{site.url}/login")
@@ -98,8 +106,11 @@ def test_the_overview_says_what_care_status_says_most_urgent_first(page, site, t
         assert int(row.query_selector(".open-alerts").inner_text()) == len(entry["open_alerts"])
         assert int(row.query_selector(".seq").inner_text()) == entry["last_event"]["seq"]
         state = ("online" if entry["online"] else "offline") if entry["online"] is not None else (
-            f"heard {entry['last_heard']}" if entry["last_heard"] else "not heard")
+            f"heard {local(entry['last_heard'])}" if entry["last_heard"] else "not heard")
         assert row.query_selector(".state").inner_text().startswith(state)
+        # The times people read are the patient's local ones, as on the patient's page, and the row says whose.
+        assert row.query_selector(".last-event").inner_text().endswith(f" at {local(entry['last_event']['at'])}")
+        assert row.query_selector(".zone").inner_text() == TZ
     # Alex's critical fault comes before Sam's warning, whatever their names or counts.
     assert [row.get_attribute("data-device") for row in rows] == ["disp-0002", "disp-0001"]
     assert shown["disp-0002"].query_selector(".worst").inner_text() == "critical"

@@ -78,7 +78,7 @@ def test_stock_follows_refills_releases_and_the_devices_own_count():
 def test_the_mood_chart_is_svg_with_a_point_per_mood_and_a_mark_per_side_effect():
     checkins = [Checkin(T0 + timedelta(days=n), mood, side) for n, (mood, side) in
                 enumerate([(4, "none"), (3, "mild"), (1, "strong"), (None, "<b>odd</b>")])]
-    svg = mood_chart(checkins, T0 - timedelta(days=1), T0 + timedelta(days=5))
+    svg = mood_chart(checkins, T0 - timedelta(days=1), T0 + timedelta(days=5), NY)
     root = ET.fromstring(svg)
     ns = "{http://www.w3.org/2000/svg}"
     assert len(root.findall(f"{ns}circle")) == 3
@@ -86,7 +86,7 @@ def test_the_mood_chart_is_svg_with_a_point_per_mood_and_a_mark_per_side_effect(
     ys = [float(c.get("cy")) for c in root.findall(f"{ns}circle")]
     assert ys[0] < ys[1] < ys[2], "a lower mood is drawn lower"
     assert "<b>" not in svg
-    assert "no check-ins" in mood_chart([], T0, T0 + timedelta(days=1))
+    assert "no check-ins" in mood_chart([], T0, T0 + timedelta(days=1), NY)
 
 
 def test_staff_passwords_are_hashed_and_checked(database_url):

@@ -50,6 +50,16 @@ SEVERITIES = ("info", "warning", "critical")
 MAX_LISTED = 10   # alerts spelled out in one message; a rewritten log can raise hundreds at once
 
 
+def noun(count: int, word: str, many: str | None = None) -> str:
+    """The noun for `count` of it: `minute` for 1, `minutes` for any other count (0 too)."""
+    return word if count == 1 else (many or word + "s")
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """`1 minute`, `15 minutes`: a count and its noun agreeing, never left to the reader."""
+    return f"{count} {noun(count, word, many)}"
+
+
 def describe(kind: str) -> str:
     """The words for an alert kind; an unknown kind is never echoed (it could name anything)."""
     return KINDS.get(kind, "another alert (see the care service)")
@@ -79,7 +89,8 @@ def compose(patient: Patient, send: Send, public_url: str, tokens: dict[str, str
         title = f"{patient.name}: {len(alerts)} alerts, the most severe {severity(worst.severity)}"
     lines = []
     if send.rung == CLINIC and any(a.rung == 1 for a in alerts):
-        lines.append(f"Not acknowledged by {patient.name}'s people within {patient.escalate_after_min} minutes.")
+        lines.append(f"Not acknowledged by {patient.name}'s people within "
+                     f"{plural(patient.escalate_after_min, 'minute')}.")
     lines.append(f"{patient.name}'s dispenser ({send.device}):")
     for alert in alerts[:MAX_LISTED]:
         lines.append(f"- {describe(alert.kind)}: {severity(alert.severity)}, {when(alert.at, patient)}")

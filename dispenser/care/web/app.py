@@ -31,9 +31,8 @@ from starlette.templating import Jinja2Templates
 from ..cli import acknowledge
 from ..config import CareConfig, Patient
 from ..database import Database
-from ..message import describe
-from ...timeutil import parse_utc
-from . import accounts, pages, queries, throttle
+from ..message import describe, noun, plural
+from . import accounts, pages, queries, throttle, times
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "care_session"
@@ -53,17 +52,17 @@ def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _local(at: str | None, patient: Patient) -> str:
-    """An event time as the patient's local time, as people read it."""
-    if not at:
-        return "-"
-    return f"{parse_utc(at).astimezone(patient.tz):%a %d %b %H:%M}"
+def _local(at: str | datetime | None, who: Patient | pages.OverviewRow) -> str:
+    """A time as the patient's local time, as people read it (a page says which zone)."""
+    return times.local(at, who.tz)
 
 
 def create_app(config: CareConfig, database: Database, now: Callable[[], datetime] = _utc_now) -> Starlette:
     """The app over one care database; `now` is the clock of every page (tests inject it)."""
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["local"] = _local
+    templates.env.filters["plural"] = plural
+    templates.env.filters["noun"] = noun
     templates.env.globals["describe"] = describe
     with database.connect() as conn:
         key = accounts.session_key(conn)
@@ -100,8 +99,10 @@ def create_app(config: CareConfig, database: Database, now: Callable[[], datetim
     async def overview(request: Request) -> Response:
         if (redirect := login_needed(request)) is not None:
             return redirect
-        rows = await db(pages.overview, config, now())
-        return page(request, "overview.html", {"rows": rows, "now": now()})
+        moment = now()
+        rows = await db(pages.overview, config, moment)
+        as_of = times.as_of(moment, [patient.timezone for patient in config.patients])
+        return page(request, "overview.html", {"rows": rows, "as_of": as_of})
 
     async def patient(request: Request) -> Response:
         if (redirect := login_needed(request)) is not None:

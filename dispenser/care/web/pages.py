@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from ..cli import status_report
 from ..config import CareConfig, Patient
@@ -35,6 +36,11 @@ class OverviewRow:
     worst: str | None          # the most severe open alert's severity
     missed_today: int
     last_heard: str | None = None   # events heard without a status: "heard", not "not heard"
+    timezone: str = "UTC"           # the patient's: the row's times are read on it
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
 
     def attention(self) -> tuple:
         """Sort key, most urgent first: the worst open alert, offline, doses missed today, alerts."""
@@ -55,7 +61,7 @@ def overview(conn: Connection, config: CareConfig, now: datetime) -> list[Overvi
         rows.append(OverviewRow(patient.device, patient.name, entry["online"], entry["since"], entry["last_event"],
                                 len(entry["open_alerts"]), worst,
                                 history.missed_on(marks, now.astimezone(patient.tz).date(), patient.tz),
-                                entry["last_heard"]))
+                                entry["last_heard"], patient.timezone))
     return sorted(rows, key=OverviewRow.attention)
 
 
@@ -75,7 +81,7 @@ def patient_page(conn: Connection, config: CareConfig, patient: Patient, now: da
         "patient": patient, "status": status, "now": now, "today": now.astimezone(tz).date(),
         "weeks": history.calendar(marks, now.astimezone(tz).date(), tz),
         "periods": periods, "medications": medications,
-        "chart": mood_chart(checkins, trend_start, now), "checkins": checkins, "trend_days": TREND_DAYS,
+        "chart": mood_chart(checkins, trend_start, now, tz), "checkins": checkins, "trend_days": TREND_DAYS,
         "stock": history.stock(_with_stock_counts(conn, patient.device, events, since), marks, now),
         "alerts": alerts, "labels": history.LABELS,
     }
