@@ -14,11 +14,17 @@
         role caregiver-NAME (the alerts and status of those devices) and the account NAME,
         bound to client id clinic-watch-NAME (`dispenser clinic watch --session NAME`)
         (password asked, or $CAREGIVER_PASSWORD)
+    broker/dynsec.py [CONNECTION] add-care
+        the account `care` for `dispenser care serve` (password asked, or $CARE_PASSWORD),
+        with the role `care` (created too on a broker set up before it existed): it may
+        only read events through the shared subscription `$share/care/.../events` and the
+        status topics, never send a schedule (the `clinic` account, which may, stays as it is)
     broker/dynsec.py [CONNECTION] remove-device DEVICE_ID | remove-caregiver NAME
 
 Passwords reach mosquitto_ctrl on its command line: run this where no other user can
 list processes (the broker host, as root). The clinic's own `clinic watch --session`
-names must differ from every caregiver's name (a caregiver owns clinic-watch-NAME).
+names must differ from every caregiver's name (a caregiver owns clinic-watch-NAME). The care
+service's workers connect as care-1, care-2, ...: no device or caregiver may be named so.
 
 The add and remove commands run mosquitto_ctrl against the running broker as `admin`
 (password asked, or $DYNSEC_ADMIN_PASSWORD). CONNECTION: --host (127.0.0.1),
@@ -91,6 +97,16 @@ def device_acls(device: str) -> list[tuple[str, str]]:
             + [("publishClientSend", f"{HA_PREFIX}/+/{device}/#")])
 
 
+CARE = "care"                         # the care service's account and role; its shared subscription's group
+
+
+def care_acls(prefix: str = PREFIX) -> list[tuple[str, str]]:
+    """What `dispenser care serve` reads and nothing more. Mosquitto (2.0.11) checks a shared
+    subscription against its whole name, `$share/care/...`, and a delivery against the topic."""
+    return [("subscribePattern", f"$share/{CARE}/{prefix}/+/events"), ("publishClientReceive", f"{prefix}/+/events"),
+            ("subscribePattern", f"{prefix}/+/status"), ("publishClientReceive", f"{prefix}/+/status")]
+
+
 def caregiver_acls(devices: list[str]) -> list[tuple[str, str]]:
     # Subscribing is allowed by the shared `caregiver` role (so `clinic watch` subscribes
     # as usual); what is delivered is decided here, message by message.
@@ -142,6 +158,16 @@ def add_caregiver(ctrl: Ctrl, name: str, devices: list[str]) -> None:
     print(f"{name}: alerts and status of {', '.join(devices)}; client id clinic-watch-{name}")
 
 
+def add_care(ctrl: Ctrl) -> None:
+    password = secret("CARE_PASSWORD", "password of care: ")
+    if ctrl("createRole", CARE, check=False):   # else it is there already (broker/dynamic-security.json has it)
+        for acltype, topic in care_acls():
+            ctrl("addRoleACL", CARE, acltype, topic, "allow")
+    ctrl("createClient", CARE, "-p", password)
+    ctrl("addClientRole", CARE, CARE)
+    print(f"{CARE}: reads events ($share/{CARE}/{PREFIX}/+/events) and status; sends nothing")
+
+
 def remove_device(ctrl: Ctrl, device: str) -> None:
     for name in (device, *(f"{device}-{command}" for command in ONE_SHOT_COMMANDS)):
         ctrl("deleteClient", name, check=False)
@@ -166,13 +192,15 @@ def main(argv: list[str] | None = None) -> None:
     caregiver = sub.add_parser("add-caregiver")
     caregiver.add_argument("name")
     caregiver.add_argument("devices", nargs="+")
+    sub.add_parser("add-care")
     sub.add_parser("remove-device").add_argument("device")
     sub.add_parser("remove-caregiver").add_argument("name")
     args = parser.parse_args(argv)
     for value in [getattr(args, key) for key in ("device", "name") if hasattr(args, key)] + getattr(args, "devices", []):
-        # `clinic-...` client ids are the clinic's own (push, watch): no account may be bound to one.
-        if not NAME.match(value) or value in ("admin", "clinic") or value.startswith("clinic-"):
-            sys.exit(f"{value!r}: use letters, digits, '-', '_' and '.' (not admin, clinic or clinic-...)")
+        # `clinic-...` client ids are the clinic's own (push, watch), `care-N` the care service's
+        # workers': no account may be bound to one.
+        if not NAME.match(value) or value in ("admin", "clinic", CARE) or value.startswith(("clinic-", f"{CARE}-")):
+            sys.exit(f"{value!r}: use letters, digits, '-', '_' and '.' (not admin, clinic, care, clinic-... or care-...)")
     if args.command == "init":
         return init(args.file)
     ctrl = Ctrl(args)
@@ -182,6 +210,8 @@ def main(argv: list[str] | None = None) -> None:
         add_device(ctrl, args.device)
     elif args.command == "add-caregiver":
         add_caregiver(ctrl, args.name, args.devices)
+    elif args.command == "add-care":
+        add_care(ctrl)
     elif args.command == "remove-device":
         remove_device(ctrl, args.device)
     else:
