@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from care_web_site import CLINIC_URL, PASSWORD, PEOPLE_URL, STAFF, Site, build_site, dispenser
+from care_support import quick_password_hashes  # noqa: F401 - fixture
 from dispenser.care.rounds import care_round
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -39,7 +40,7 @@ def now() -> datetime:
 
 
 @pytest.fixture
-def site(tmp_path, now):
+def site(tmp_path, now, quick_password_hashes):
     """A site of its own, for a test that changes it (a failed login, a link, acknowledgements)."""
     served = build_site(tmp_path, now)
     try:
@@ -49,7 +50,7 @@ def site(tmp_path, now):
 
 
 @pytest.fixture(scope="module")
-def shared_site(tmp_path_factory):
+def shared_site(tmp_path_factory, quick_password_hashes):
     """One site for the tests that only read it (built once: its log, ingest, password hash, server)."""
     served = build_site(tmp_path_factory.mktemp("site"), datetime.now(timezone.utc))
     try:
