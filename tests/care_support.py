@@ -27,6 +27,20 @@ def postgres_cluster(postgres_worker: Postgres) -> Postgres:
     return postgres_worker
 
 
+@pytest.fixture(scope="module")
+def quick_password_hashes():
+    """Staff passwords hashed with argon2id at its smallest cost, for the tests that only log in
+    (the browser, the login throttle): ~0.25 s of CPU each at argon2-cffi's defaults, which
+    test_care_web_parts.py keeps. Module-wide, so a module's shared site is made with it too."""
+    from argon2 import PasswordHasher
+    from dispenser.care.web import accounts
+    quick = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(accounts, "_hasher", quick)
+        patch.setattr(accounts, "_DUMMY_HASH", quick.hash("no such user, no such password"))
+        yield
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request, tmp_path) -> str:
     """The same tests on SQLite and on PostgreSQL."""

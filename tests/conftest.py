@@ -13,7 +13,7 @@ import pytest
 # ---------------------------------------------------------------------------
 sys.path.insert(0, str(Path(__file__).parent))
 from broker import Broker, BrokerError, TlsFiles, find_mosquitto, make_tls_files  # noqa: E402
-from depth import ENV as DEEP_ENV  # noqa: E402
+from depth import ENV as DEEP_ENV, HYPOTHESIS_EXAMPLES, deep  # noqa: E402
 
 
 def pytest_addoption(parser):
@@ -26,6 +26,14 @@ def pytest_configure(config):
     # by xdist's workers, which are given the same options.
     if config.getoption("--deep"):
         os.environ[DEEP_ENV] = "1"
+    # Hypothesis: every @given without a size of its own runs HYPOTHESIS_EXAMPLES examples
+    # (100, 300 with --deep); loaded before the test modules make their settings, which
+    # inherit it. An explicit --hypothesis-profile wins.
+    from hypothesis import settings
+    settings.register_profile("quick", max_examples=HYPOTHESIS_EXAMPLES[0])
+    settings.register_profile("deep", max_examples=HYPOTHESIS_EXAMPLES[1])
+    if not config.getoption("hypothesis_profile", None):
+        settings.load_profile("deep" if deep() else "quick")
 
 
 def _require_mosquitto() -> None:

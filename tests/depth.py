@@ -15,6 +15,9 @@ from __future__ import annotations
 import os
 
 ENV = "DISPENSER_TEST_DEEP"
+# Examples per hypothesis test without a size of its own: (default run, --deep); conftest.py
+# loads them as the "quick" and "deep" hypothesis profiles.
+HYPOTHESIS_EXAMPLES = (100, 300)
 
 
 def deep() -> bool:

@@ -196,8 +196,7 @@ def test_no_anonymous_clients(shipped):
     try:
         assert answers.get(timeout=HANG).is_failure
     finally:
-        client.loop_stop()
-        client.disconnect()
+        _close(client)
 
 
 # --- client ids bound to accounts: no takeover --------------------------------------------
@@ -312,8 +311,10 @@ def _raw(shipped, tls_files, name, client_id=None, protocol="5"):
 
 
 def _close(client):
-    client.loop_stop()
+    """Disconnect, then stop the network thread: the DISCONNECT wakes it (stopped first, it
+    sleeps out paho's one-second select before it looks)."""
     client.disconnect()
+    client.loop_stop()
 
 
 def test_a_device_cannot_read_another_devices_schedules(shipped, clinic, tls_files):

@@ -15,6 +15,7 @@ import pytest
 from zoneinfo import ZoneInfo
 
 from care_web_site import CLINIC_URL, PASSWORD, PEOPLE_URL, STAFF, TZ, Site, build_site, dispenser
+from care_support import quick_password_hashes  # noqa: F401 - fixture
 from dispenser.care.rounds import care_round
 from dispenser.timeutil import parse_utc
 
@@ -42,8 +43,19 @@ def now() -> datetime:
 
 
 @pytest.fixture
-def site(tmp_path, now):
+def site(tmp_path, now, quick_password_hashes):
+    """A site of its own, for a test that changes it (a failed login, a link, acknowledgements)."""
     served = build_site(tmp_path, now)
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_site(tmp_path_factory, quick_password_hashes):
+    """One site for the tests that only read it (built once: its log, ingest, password hash, server)."""
+    served = build_site(tmp_path_factory.mktemp("site"), datetime.now(timezone.utc))
     try:
         yield served
     finally:
@@ -95,9 +107,9 @@ def test_a_wrong_password_is_refused_and_the_right_one_opens_the_overview(page, 
     shot(page, tmp_path, "overview")
 
 
-def test_the_overview_says_what_care_status_says_most_urgent_first(page, site, tmp_path):
-    log_in(page, site)
-    status = json.loads(dispenser("care", "status", "--json", "--config", site.config_path).stdout)
+def test_the_overview_says_what_care_status_says_most_urgent_first(page, shared_site, tmp_path):
+    log_in(page, shared_site)
+    status = json.loads(dispenser("care", "status", "--json", "--config", shared_site.config_path).stdout)
     rows = page.query_selector_all("table.overview tbody tr")
     shown = {row.get_attribute("data-device"): row for row in rows}
     assert set(shown) == {entry["device"] for entry in status["devices"]}
@@ -117,11 +129,12 @@ def test_the_overview_says_what_care_status_says_most_urgent_first(page, site, t
 
 
 @pytest.mark.parametrize("days", [7, 30, 90])
-def test_adherence_on_the_page_equals_dispenser_report(page, site, tmp_path, days):
-    log_in(page, site)
-    page.goto(f"{site.url}/patient/disp-0001")
+def test_adherence_on_the_page_equals_dispenser_report(page, shared_site, tmp_path, days):
+    log_in(page, shared_site)
+    page.goto(f"{shared_site.url}/patient/disp-0001")
     assert page.inner_text("h1").startswith("Sam")
-    result = dispenser("report", "--days", days, "--json", "--config", site.device_config, "--db", site.device_db)
+    result = dispenser("report", "--days", days, "--json", "--config", shared_site.device_config,
+                       "--db", shared_site.device_db)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     table = page.query_selector(f"table.adherence[data-days='{days}']")
@@ -143,9 +156,9 @@ def test_adherence_on_the_page_equals_dispenser_report(page, site, tmp_path, day
         shot(page, tmp_path, "patient")
 
 
-def test_the_calendar_shows_each_dose_by_its_outcome_and_the_stock_its_days_left(page, site, tmp_path, now):
-    log_in(page, site)
-    page.goto(f"{site.url}/patient/disp-0001")
+def test_the_calendar_shows_each_dose_by_its_outcome_and_the_stock_its_days_left(page, shared_site, tmp_path):
+    log_in(page, shared_site)
+    page.goto(f"{shared_site.url}/patient/disp-0001")
     marks = [mark.get_attribute("class").split()[1] for mark in page.query_selector_all(".calendar td.day .mark")]
     for outcome in ("on_time", "late", "unconfirmed", "missed", "held"):
         assert outcome in marks, outcome

@@ -21,6 +21,7 @@ from dispenser.care.web.accounts import add_user
 from dispenser.care.web.app import create_app
 from dispenser.care.web.server import WebServer
 from dispenser.care.web.throttle import LoginThrottle, keys
+from care_support import quick_password_hashes  # noqa: F401 - fixture
 from ports import free_port
 
 T0 = datetime(2026, 11, 30, 9, 0, tzinfo=timezone.utc)
@@ -102,7 +103,7 @@ class Browser:
 
 
 @pytest.fixture
-def served(tmp_path):
+def served(tmp_path, quick_password_hashes):
     clock = {"now": T0}
     port = free_port()
     config = parse_care_config({"database": {"url": f"sqlite:///{tmp_path / 'care.db'}"},

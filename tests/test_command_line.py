@@ -1,13 +1,16 @@
 """The `dispenser` command at the edges people meet: closed pipes, --version, the self-test
-on the simulated device, install-service refusing what cannot work. Real processes."""
+on the simulated device, install-service refusing what cannot work. Real processes, but for
+the self-test without a config: in this process, its servos' dwells on a virtual clock."""
 from __future__ import annotations
 
 import fcntl
+import functools
 import subprocess
 import sys
 
 import pytest
 
+from inprocess import dispenser as run_in_process
 from support import DEMO
 
 import dispenser
@@ -122,9 +125,18 @@ def no_config_env(tmp_path) -> dict:
 
 
 @pytest.mark.skipif(__import__("os").path.exists("/etc/dispenser/config.toml"), reason="this machine has a config")
-def test_selftest_without_a_config_says_it_tests_the_simulator_and_yes_skips_the_press(tmp_path):
-    result = run("selftest", "--yes", env=no_config_env(tmp_path), cwd=tmp_path)
+def test_selftest_without_a_config_says_it_tests_the_simulator_and_yes_skips_the_press(tmp_path, monkeypatch):
+    # In-process, on a virtual clock: the built-in defaults' eight servos dwell 8.8 s of real
+    # time otherwise, and the process around the command is not what is tested here.
+    import dispenser.selftest
+    slept: list[float] = []
+    monkeypatch.setattr(dispenser.selftest, "run_selftest",
+                        functools.partial(dispenser.selftest.run_selftest, sleep=slept.append))
+    result = run_in_process("selftest", "--yes", env=no_config_env(tmp_path), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert [line for line in result.stdout.splitlines() if line.startswith("ok    compartment")] == [
+        f"ok    compartment {c} opens and closes" for c in range(1, 9)]       # the default eight
+    assert slept == [0.5] * 16 + [0.3, 0.5]   # each opens and closes at the default dwell; the buzzer; the LED
     first = result.stdout.splitlines()[0]
     assert first.startswith("info  no configuration") and "simulated device, not real hardware" in first
     assert "skip  button: not waited for" in result.stdout and "self-test passed" in result.stdout

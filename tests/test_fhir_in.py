@@ -431,7 +431,7 @@ def paths(value, here=()):
         yield from paths(item, here + (key,))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # examples: tests/depth.py
 @given(name=st.sampled_from(["lithium-bid", "regimen", "hydroxyzine-prn"]), pick=st.integers(0, 10_000),
        value=JSON)
 def test_a_broken_prescription_is_refused_in_lines_never_a_crash(name, pick, value):

@@ -45,10 +45,12 @@ MUTATIONS = size(quick=1000, deep_size=3000)
 VALID_DOCUMENTS = size(quick=1200, deep_size=4000)
 
 
-def fast(examples: int) -> settings:
-    """Deterministic (derandomized, no example database) and without the per-example deadline."""
-    return settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck),
-                    derandomize=True, database=None)
+def fast(examples: int | None = None) -> settings:
+    """Deterministic (derandomized, no example database) and without the per-example deadline;
+    `examples` or the profile's number (tests/depth.py: 100, 300 with --deep)."""
+    sized = {} if examples is None else {"max_examples": examples}
+    return settings(deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None,
+                    **sized)
 
 
 def issued(version: int) -> str:
@@ -444,7 +446,7 @@ def test_corrupt_config_files_give_one_line_and_exit_2(tmp_path, monkeypatch, re
     config = tmp_path / "c.toml"
     from dispenser.config import ConfigError, load_config
 
-    @fast(300)
+    @fast()
     @given(bad_configs)
     def check(raw):
         config.write_bytes(raw)
@@ -514,7 +516,7 @@ def refuses(path: Path) -> str:
 def test_random_bytes_as_a_database_are_refused_and_left_alone(tmp_path):
     path = tmp_path / "x.db"
 
-    @fast(200)
+    @fast()
     @given(st.binary(min_size=1, max_size=9000), st.booleans())
     def check(raw, with_header):
         path.write_bytes((b"SQLite format 3\x00" + raw) if with_header else raw)
@@ -528,7 +530,7 @@ def test_truncated_copies_of_a_real_database_are_refused_and_left_alone(tmp_path
     size = real_db.stat().st_size
     path = tmp_path / "t.db"
 
-    @fast(150)
+    @fast()
     @given(st.integers(min_value=1, max_value=size - 1))
     def check(length):
         path.write_bytes(real_db.read_bytes()[:length])
@@ -545,7 +547,7 @@ def test_a_damaged_page_is_never_a_silent_start_on_wrong_data(tmp_path, real_db)
     pages = len(data) // page
     path = tmp_path / "p.db"
 
-    @fast(300)
+    @fast()
     @given(st.integers(min_value=1, max_value=pages - 1), st.integers(min_value=0, max_value=page - 1),
            st.binary(min_size=1, max_size=16))
     def check(number, offset, junk):
@@ -601,7 +603,7 @@ def test_a_damaged_page_is_never_a_silent_start_of_the_daemon(tmp_path, real_db)
     _, _, intact = starts_as_the_daemon(path)
     assert intact is not None and intact.schedule_version == 1
 
-    @fast(300)
+    @fast()
     @given(st.integers(min_value=1, max_value=pages - 1), st.integers(min_value=0, max_value=page - 1),
            st.binary(min_size=1, max_size=16))
     def check(number, offset, junk):

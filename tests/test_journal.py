@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from inprocess import dispenser as run_in_process
 from support import as_needed, daily, schedule
 
 from dispenser.journal import EventLines, configure, under_journal
@@ -87,9 +88,10 @@ def test_the_live_simulator_logs_each_decision_in_plain_lines_at_the_chosen_leve
     config = tmp_path / "config.toml"
     config.write_text(f'[hardware]\nbackend = "sim"\ndwell_ms = 50\n[storage]\ndb = "{tmp_path / "d.db"}"\n'
                       f'[checkin]\nenabled = true\n')
-    assert dispenser("schedule", "apply", str(tmp_path / "s.json"), "--config", str(config)).returncode == 0
-    assert dispenser("refill", "sertraline", "1", "--config", str(config)).returncode == 0
-    assert dispenser("refill", "hydroxyzine", "5", "--config", str(config)).returncode == 0
+    # The set-up in this process (tests/inprocess.py): only the simulator's lines are under test.
+    assert run_in_process("schedule", "apply", str(tmp_path / "s.json"), "--config", str(config)).returncode == 0
+    assert run_in_process("refill", "sertraline", "1", "--config", str(config)).returncode == 0
+    assert run_in_process("refill", "hydroxyzine", "5", "--config", str(config)).returncode == 0
     # JOURNAL_STREAM that is not our stderr (output sent on elsewhere): no prefixes.
     env = dict(os.environ, JOURNAL_STREAM="1:1")
     # Released, confirmed, the check-in answered (two holds), then as-needed: given, refused.

@@ -132,7 +132,7 @@ def windows(schedule) -> list[tuple[datetime, datetime]]:
     return result
 
 
-@settings(max_examples=300, deadline=None,
+@settings(deadline=None,  # examples: tests/depth.py (100, 300 with --deep)
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(doc=documents())
 def test_any_document_parses_or_is_refused_and_never_crashes_the_expander(doc):

@@ -552,7 +552,7 @@ def medications(draw):
     return result
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # examples: tests/depth.py
 @given(meds=medications(), zone=st.sampled_from(ZONES),
        start=st.datetimes(datetime(2026, 1, 1), datetime(2026, 12, 31)),
        days=st.integers(0, 12), split=st.floats(0, 1))
@@ -579,7 +579,7 @@ def test_doses_are_sorted_unique_and_windows_never_overlap(meds, zone, start, da
     assert doses_between(schedule, start, middle) + doses_between(schedule, middle, end) == doses
 
 
-@settings(max_examples=100, deadline=None)
+@settings(deadline=None)  # examples: tests/depth.py (100, 300 with --deep)
 @given(times=st.lists(clock, min_size=1, max_size=4, unique=True), zone=st.sampled_from(ZONES),
        first=st.dates(date(2026, 1, 1), date(2026, 12, 20)))
 def test_daily_doses_are_the_named_local_times(times, zone, first):

@@ -93,7 +93,8 @@ def test_a_short_keepalive_keeps_the_connection_with_its_pings(broker, store):
     try:
         sync.start()
         assert sync.wait_connected(HANG), sync.last_error
-        assert wait_until(lambda: sum("Received PINGRESP" in line for line in list(lines)) >= 3)
+        # The second answer comes 4 s or more after the connect: past the 3 s a silent client is given.
+        assert wait_until(lambda: sum("Received PINGRESP" in line for line in list(lines)) >= 2)
         assert sync.connected
         assert not any("disconnect" in line.lower() for line in lines), lines
     finally:

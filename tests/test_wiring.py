@@ -61,7 +61,8 @@ def test_the_pin_table_is_the_checkers_table(name, monkeypatch):
     assert len({use.bcm for use in pin_table(config)}) == len(pin_table(config))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(deadline=None,  # examples: tests/depth.py (100, 300 with --deep)
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_the_pin_table_is_the_checkers_for_any_accepted_table(data, monkeypatch):
     pins = data.draw(st.permutations(list(range(2, 28))))
