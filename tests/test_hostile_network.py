@@ -246,10 +246,11 @@ def test_sync_once_with_nobody_subscribed_exits_non_zero_and_keeps_the_events(tm
     config.write_text(f'[device]\nid = "{DEVICE}"\n[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
                       f'tls = false\n[storage]\ndb = "{db}"\n')
     began = time.monotonic()
-    result = dispenser("sync", "--once", "--config", config, "--timeout", "20")
+    result = dispenser("sync", "--once", "--config", config, "--timeout", "180")
     assert result.returncode == 1, result.stdout
     assert "not delivered" in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
-    assert time.monotonic() - began < 15, "it says so at once, not at the timeout"
+    # Said on the broker's refusal, not at the timeout: a margin no load on a test machine reaches.
+    assert time.monotonic() - began < 90, "it says so at once, not at the timeout"
     assert store.backlog() == 3
 
 
