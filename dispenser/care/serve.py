@@ -174,26 +174,33 @@ class Worker:
 
 
 class WorkerProcess:
-    """A Worker in a process of its own (spawned): started, watched and stopped from here."""
+    """A Worker in a process of its own (spawned): started, watched and stopped from here.
+
+    Every start gets new shared objects: a process killed while it waited on an Event or
+    held a lock would leave that object stuck for whoever used it next."""
 
     def __init__(self, index: int, config: CareConfig):
         self.index = index
         self.config = config
         self.context = multiprocessing.get_context("spawn")
-        self.subscribed = self.context.Event()
-        self._handled = self.context.Value("q", 0)
-        self._results: Any = self.context.Queue()
-        self._stop = self.context.Event()
         self.process: Any = None
         self.restarts = 0
         self.outcomes: Counter[str] = Counter()
+        self._new_shared()
+
+    def _new_shared(self) -> None:
+        self.subscribed: Any = self.context.Event()
+        self._stop: Any = self.context.Event()
+        self._handled: Any = self.context.Value("q", 0, lock=False)   # one writer; a read needs no lock
+        self._results: Any = self.context.Queue()
 
     @property
     def handled(self) -> int:
         return int(self._handled.value)
 
     def start(self) -> None:
-        self.subscribed.clear()
+        if self.process is not None:
+            self._new_shared()
         self.process = self.context.Process(
             target=_worker_main, name=f"{SHARE_GROUP}-{self.index}", daemon=True,
             args=(self.index, self.config, self.subscribed, self._stop, self._handled, self._results,
