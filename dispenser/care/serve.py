@@ -259,6 +259,8 @@ class CareService:
         self.now = now
         self.deliver = deliver
         self.database = Database(config.database_url)
+        if processes:   # a client that cannot be built (TLS files) fails here in one line, not in every process
+            build_client(config.mqtt, f"{SHARE_GROUP}-check", persistent=True, client_class=mqtt.Client)
         self.workers: list[Worker] | list[WorkerProcess] = (
             [WorkerProcess(index, config) for index in range(1, workers + 1)] if processes else
             [Worker(index, config, self.database, now) for index in range(1, workers + 1)])
