@@ -92,3 +92,27 @@ def test_a_worker_process_killed_mid_batch_loses_nothing_and_doubles_nothing(tmp
         assert conn.execute("SELECT first_seq, top_seq, stored, gap_since FROM devices") == [(1, 30, 30, None)]
         assert conn.execute("SELECT count(*) FROM alerts") == [(0,)]
     assert service.outcomes()["stored"] >= 1
+
+
+def test_a_worker_whose_database_connection_drops_connects_again_and_loses_nothing(tmp_path, broker,
+                                                                                   postgres_cluster):
+    url = postgres_cluster.create_database(f"t_{uuid.uuid4().hex[:12]}")
+    config = load_care_config(str(care_toml(tmp_path / "care.toml", database_url=url, port=broker.port)))
+    events = chained(DEVICE, taken(10))
+    service = CareService(config, workers=1, timer=False)
+    service.start()
+    try:
+        assert service.wait_ready(HANG)
+        with psycopg.connect(url, autocommit=True) as watch:
+            publish(broker.port, events[:5])
+            assert wait_until(lambda: watch.execute("SELECT count(*) FROM events").fetchone()[0] == 5)
+            [(ended,)] = watch.execute(   # the worker's backend ends, as in a server restart
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid()").fetchall()
+            assert ended >= 1
+            publish(broker.port, events[5:])
+            assert wait_until(lambda: watch.execute("SELECT count(*) FROM events").fetchone()[0] == 10)
+            assert watch.execute("SELECT count(DISTINCT seq), max(seq) FROM events").fetchone() == (10, 10)
+    finally:
+        service.stop()
+    assert service.workers[0].handled == 10

@@ -36,7 +36,7 @@ from typing import Any, Callable, Protocol
 import paho.mqtt.client as mqtt
 
 from .config import CareConfig
-from .database import Connection, Database
+from .database import Connection, Database, DatabaseError
 from .ingest import FAILED, Ingest
 from ..mqtt_client import build_client, connect_async
 from .notify import deliver as apprise_deliver
@@ -76,6 +76,7 @@ class Worker:
         self.config = config
         self.settings = config.mqtt
         self.now = now
+        self.database = database
         self.conn: Connection = database.connect()
         self.ingest = Ingest(self.conn, config)
         self.client_id = f"{SHARE_GROUP}-{index}"
@@ -150,7 +151,9 @@ class Worker:
         pending = batch
         for attempt in range(1, STORE_TRIES + 1):
             began = time.perf_counter()
-            outcomes = self.ingest.handle_batch([(m.topic, bytes(m.payload)) for m in pending], self.now())
+            problem = self._reconnect_if_broken()
+            outcomes = [f"{FAILED}: {problem}"] * len(pending) if problem else self.ingest.handle_batch(
+                [(m.topic, bytes(m.payload)) for m in pending], self.now())
             self.outcomes["stored_us"] += int((time.perf_counter() - began) * 1_000_000)
             failed = []
             for message, outcome in zip(pending, outcomes):
@@ -171,6 +174,20 @@ class Worker:
                 break
         log.error("%s: %d message(s) left unacknowledged: the broker sends them again at the next connection",
                   self.client_id, len(pending))
+
+
+    def _reconnect_if_broken(self) -> str | None:
+        """A new database connection when the old one broke; why not, when that fails too."""
+        if not self.conn.broken:
+            return None
+        log.warning("%s: the database connection broke: connecting again", self.client_id)
+        try:
+            fresh = self.database.connect()
+        except DatabaseError as error:
+            return str(error)
+        self.conn.close()
+        self.conn, self.ingest = fresh, Ingest(fresh, self.config)
+        return None
 
 
 class WorkerProcess:
