@@ -52,6 +52,7 @@ from postgres import Postgres  # noqa: E402
 
 READY_S = 120.0         # the care service's workers subscribed
 STALL_S = 180.0         # nothing new stored for this long, with events still missing: give up and count
+NOT_MESSAGES = ("stored_us", "batches", "restarts")   # the care service's tallies that count no message
 
 
 class FleetError(Exception):
@@ -258,11 +259,15 @@ def report_figures(args: argparse.Namespace, tally: Tally, handled: dict[str, in
     print(f"lag append -> stored: p50 {percentile(tally.lags, 0.5):.2f} s, p99 {percentile(tally.lags, 0.99):.2f} s, "
           f"max {max(tally.lags, default=float('nan')):.2f} s")
     print(restart or "broker not restarted (the run ended first)")
+    batches = handled.get("batches", 0)
     print(f"care service: {handled.get('stored', 0)} events stored, {handled.get('duplicate', 0)} redeliveries "
           f"absorbed (stored once by event_id), {handled.get('status', 0)} status messages, "
-          f"{handled.get('fork', 0)} forks, {handled.get('ignored', 0)} ignored; storing an event took "
-          f"{handled.get('stored_us', 0) / 1000 / max(1, handled.get('stored', 0)):.1f} ms on average "
-          f"(its transaction: the chain check against the neighbours, bookkeeping, patterns)")
+          f"{handled.get('fork', 0)} forks, {handled.get('ignored', 0)} ignored, "
+          f"{handled.get('restarts', 0)} worker processes started again; "
+          + (f"{batches} transactions of {sum(v for k, v in handled.items() if k not in NOT_MESSAGES) / batches:.1f} "
+             "messages on average; " if batches else "")
+          + f"{handled.get('stored_us', 0) / 1000 / max(1, handled.get('stored', 0)):.2f} ms of a worker's time "
+          f"per stored event (the chain check against the neighbours, bookkeeping, patterns, the commit)")
     print(f"lost: {tally.lost}  doubled: {tally.doubled}" +
           (f"  (lost e.g. {', '.join(tally.lost_examples)})" if tally.lost_examples else ""))
 

@@ -50,6 +50,7 @@ STORE_TRIES = 5
 MAX_PACKET_BYTES = 256 * 1024      # no event comes near it; a bigger message never reaches a worker
 RECEIVE_MAXIMUM = 200              # messages the broker may have unacknowledged with one worker
 BATCH_MAX = 100                    # messages stored in one transaction (then acknowledged)
+INBOX_MAX = 2 * BATCH_MAX          # messages received and waiting for the worker's thread, at most
 SUPERVISE_S = 1.0                  # how often a dead worker process is looked for
 
 
@@ -85,9 +86,9 @@ class Worker:
         if index == 1:
             self.topics.append(f"{prefix}/+/status")
         self.handled = 0
-        self.outcomes: Counter[str] = Counter()    # stored, duplicate, status...; stored_us: time spent storing
+        self.outcomes: Counter[str] = Counter()    # stored, duplicate, status...; batches; stored_us: time storing
         self.subscribed: Flag = subscribed if subscribed is not None else threading.Event()
-        self.inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        self.inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue(maxsize=INBOX_MAX)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"{self.client_id}-store", daemon=True)
         self.client = build_client(self.settings, self.client_id, persistent=True, client_class=mqtt.Client,
@@ -131,7 +132,15 @@ class Worker:
         self.subscribed.clear()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self.inbox.put(message)   # paho's thread only queues: storing is the worker thread's
+        """paho's thread only queues: storing is the worker thread's. A full inbox holds paho
+        back (and with it the socket and the broker), so a backlog waits at the broker, not here."""
+        while not self._stop.is_set():
+            try:
+                self.inbox.put(message, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+        # stopping: left unacknowledged, the broker sends it again at the next connection
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -155,6 +164,7 @@ class Worker:
             outcomes = [f"{FAILED}: {problem}"] * len(pending) if problem else self.ingest.handle_batch(
                 [(m.topic, bytes(m.payload)) for m in pending], self.now())
             self.outcomes["stored_us"] += int((time.perf_counter() - began) * 1_000_000)
+            self.outcomes["batches"] += 1
             failed = []
             for message, outcome in zip(pending, outcomes):
                 if outcome.startswith(FAILED):
