@@ -1,12 +1,15 @@
-"""The whole hash chain, checked on a thread of its own once the daemon is READY.
+"""The whole file and the whole hash chain, checked on a thread of its own once the daemon is READY.
 
-A start folds only the events after the snapshot (snapshot.py), so the start no longer
-reads years of log before the first dose can go out. The rest of the chain is still
-checked at every start, here, behind the daemon's back: its own read-only connection,
-the lowest CPU priority for its thread, a pause every few thousand rows so the daemon's
-thread gets the interpreter. A broken chain is reported through the daemon's queue
-(`ChainCheckFailed(seq, reason)`), which logs it as a `device.fault` with an alert, as
-the start-up check refused such a log before.
+A start folds only the events after the snapshot (snapshot.py) and reads only the pages
+it needs, so it no longer reads years of log before the first dose can go out. The rest
+is still checked, here, behind the daemon's back: its own read-only connection, the
+lowest CPU priority for its thread, a pause every few thousand rows so the daemon's
+thread gets the interpreter. First the whole file (`PRAGMA quick_check`, once a boot:
+a pass is recorded in the log's meta, docs/PERFORMANCE.md), then the whole chain (at
+every start). A damaged file or a broken chain is reported through the daemon's queue
+(`ChainCheckFailed(seq, reason)`, `seq` None for the file), which logs it as a
+`device.fault` (component `log`) with an alert, where the start-up check refused such a
+log before.
 
     >>> import tempfile
     >>> from datetime import datetime, timezone
@@ -18,7 +21,7 @@ the start-up check refused such a log before.
     >>> with Store.open(path, "disp-0001") as store:
     ...     _ = store.append([Draft("device.started", {})], datetime(2026, 11, 24, 6, 0, tzinfo=timezone.utc))
     >>> daemon_queue = Queue()
-    >>> check = ChainCheck(path, "disp-0001", daemon_queue.put)
+    >>> check = ChainCheck(path, "disp-0001", daemon_queue.put, whole_file=True)
     >>> check.start().join()                          # a thread of its own, at nice 19
     >>> check.result, daemon_queue.empty()            # intact: nothing for the daemon
     ((True, None, '1 event, chain intact'), True)
@@ -36,7 +39,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .inputs import ChainCheckFailed
-from .store import verify_rows
+from .store import checked_this_boot, record_whole_file_checked, verify_rows, whole_file_problem
 
 log = logging.getLogger("dispenser")
 
@@ -45,10 +48,16 @@ Report = Callable[[ChainCheckFailed], None]
 
 
 class ChainCheck:
-    """One background check of a log file's whole chain; `result` once it has run."""
+    """One background check of a log file's whole chain (and whole file); `result` once it has run.
 
-    def __init__(self, path: str, device_id: str, put: Report, pause_s: float = PAUSE_S):
+    `whole_file=True` (the daemon, whose start left it out): the whole file is read first
+    (`quick_check`) unless it passed in this boot.
+    """
+
+    def __init__(self, path: str, device_id: str, put: Report, pause_s: float = PAUSE_S, *,
+                 whole_file: bool = False):
         self.path, self.device_id, self.put, self.pause_s = path, device_id, put, pause_s
+        self.whole_file = whole_file
         self.result: tuple[bool, int | None, str] | None = None
         self.thread: threading.Thread | None = None
 
@@ -76,7 +85,11 @@ class ChainCheck:
         try:
             conn.execute("PRAGMA busy_timeout=5000")
             conn.execute("PRAGMA cache_size=-256")  # one pass in order: a page cache would only take memory
-            result = verify_rows(conn, self.device_id, lambda seq: time.sleep(self.pause_s))
+            damage = self._file_damage(conn)
+            result = (False, None, damage) if damage else \
+                verify_rows(conn, self.device_id, lambda seq: time.sleep(self.pause_s))
+        except sqlite3.OperationalError as error:  # busy or gone during the file's check
+            result = (False, None, f"cannot be read ({type(error).__name__})")
         finally:
             conn.close()
         ok, seq, reason = result
@@ -87,10 +100,27 @@ class ChainCheck:
         self.result = result
         if ok:
             log.info("log chain: %s", reason)
+        elif seq is None:
+            log.error("the log's file is damaged: %s", reason)
+            self.put(ChainCheckFailed(None, reason))
         else:
             log.error("the log's hash chain is broken at seq %s: %s", seq, reason)
             self.put(ChainCheckFailed(seq, reason))
         return result
+
+    def _file_damage(self, conn: sqlite3.Connection) -> str | None:
+        """The whole file read once a boot (quick_check): what is wrong with it, or None.
+
+        A pass is recorded for this boot; a failure is not, so every command of this boot
+        reads the file again and refuses it in one line, as before the daemon started.
+        """
+        if not self.whole_file or checked_this_boot(conn):
+            return None
+        problem = whole_file_problem(conn)
+        if problem is not None:
+            return f"database is damaged ({problem})"
+        record_whole_file_checked(self.path)
+        return None
 
 
 def _lowest_priority() -> None:

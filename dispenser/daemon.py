@@ -217,11 +217,12 @@ class Daemon:
     chain_check = None
 
     def _check_chain(self) -> None:
-        """After READY: the whole hash chain on a thread of its own (chaincheck.py)."""
+        """After READY: the whole file (once a boot) and the whole hash chain on a thread of
+        their own (chaincheck.py); the start read only what it folds."""
         store = self.engine.store
         if store.name != ":memory:":
             from .chaincheck import ChainCheck
-            self.chain_check = ChainCheck(store.name, store.device_id, self.put)
+            self.chain_check = ChainCheck(store.name, store.device_id, self.put, whole_file=True)
             self.chain_check.start()
 
     def _timeout(self, clock: Clock, now: datetime) -> float:
@@ -273,7 +274,7 @@ class Daemon:
         """The next moment something is due; at the latest the next minute, for the clock shown."""
         next_minute = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
         moments = [next_minute if self.clock_display else now + timedelta(days=1)]
-        for moment in (self.engine.next_wakeup(now), self.screen_state.until, self._signal_at):
+        for moment in (self.engine.next_wakeup(now), self.screen_state.until, self._signal_at, self._state_stale_at):
             if moment is not None and moment > now:
                 moments.append(moment)
         return min(moments)
@@ -386,7 +387,8 @@ class Daemon:
             case PillSeen():
                 self._stray_pills(now)
             case ChainCheckFailed(seq=seq, reason=reason):  # the background check (chaincheck.py): the clinic must know
-                self.engine.fault(now, "log", f"hash chain broken at seq {seq}: {reason}"[:300])
+                problem = reason if seq is None else f"hash chain broken at seq {seq}: {reason}"  # None: the file
+                self.engine.fault(now, "log", problem[:300])
             case ConnectionChanged() | Tick():
                 pass  # the sync's state changed, or only time passed: the redraw below shows it
             case Stop():
@@ -482,6 +484,7 @@ class Daemon:
             self.sync.notify()
 
     _state_dirty = True
+    _state_stale_at: datetime | None = None   # when the published `alerts_open` falls; published again then
     _broker_connected: bool | None = None
 
     def _publish(self, now: datetime) -> None:
@@ -502,9 +505,14 @@ class Daemon:
                 self.engine.store.meta_set("broker", note)
             except StoreError:
                 pass  # only a note for `dispenser status`; the disk-full screen says the rest
+        if self._state_stale_at is not None and now >= self._state_stale_at:
+            self._state_dirty = True   # an alert's day ended: `alerts_open` falls (homeassistant.alerts_open)
         if self._state_dirty:
             self._state_dirty = False
-            self.sync.publish_state(device_state(self.engine, now))
+            state = device_state(self.engine, now)
+            until = state.get("alerts_open_until")
+            self._state_stale_at = datetime.fromisoformat(until.replace("Z", "+00:00")) if until else None
+            self.sync.publish_state(state)
 
     def _signal(self, now: datetime) -> None:
         """Buzzer and LED: a pattern that repeats every 5 minutes and grows while a dose waits.
@@ -604,12 +612,11 @@ def device_state(engine: Engine, now: datetime) -> dict:
     }
 
 
-ALERT_OPEN_FOR = timedelta(hours=24)  # the device never hears of acknowledgements: an alert counts a day
-
-
 def state_extras(engine: Engine, now: datetime, events: list[dict], reports: dict) -> dict:
     """By compartment (no medication ids): count, display name, days of stock; the last
-    event; alerts raised in the last day; the week's share of scheduled doses taken."""
+    event; alerts raised in the last day (homeassistant.alerts_open) and when that count next
+    falls; the week's share of scheduled doses taken."""
+    from .homeassistant import alerts_open
     from .report import OUTCOMES, TAKEN
     from .stock_days import days_of_stock
     from .timeutil import format_utc
@@ -617,7 +624,7 @@ def state_extras(engine: Engine, now: datetime, events: list[dict], reports: dic
     pace = _daily_use(engine, model.schedule_version, now)
     due = sum(getattr(r, name) for r in reports.values() for name in OUTCOMES)
     taken = sum(getattr(r, name) for r in reports.values() for name in TAKEN)
-    since = format_utc(now - ALERT_OPEN_FOR)
+    open_count, falls_at = alerts_open(events, now)
     return {
         "compartments": {str(item.compartment): {
             "count": item.count, "display": item.display,
@@ -626,7 +633,8 @@ def state_extras(engine: Engine, now: datetime, events: list[dict], reports: dic
         "last_event": None if model.last_event is None else {
             "type": model.last_event,
             "at": None if model.last_event_at is None else format_utc(model.last_event_at)},
-        "alerts_open": sum(1 for e in events if e["type"] == "alert.raised" and e["at"][:19] >= since[:19]),
+        "alerts_open": open_count,
+        "alerts_open_until": None if falls_at is None else format_utc(falls_at),
         "adherence_7d_percent": round(100 * taken / due, 1) if due else None,
     }
 
@@ -647,7 +655,7 @@ def _daily_use(engine: Engine, version: int | None, now: datetime) -> dict[str, 
     schedule = _PARSED.get(key)
     if not isinstance(schedule, Schedule):
         try:
-            schedule = parse_schedule(document, default_timezone=zone)
+            schedule = parse_schedule(document, default_timezone=zone, applied=True)
         except ScheduleError:
             return {}
         if len(_PARSED) >= 8:

@@ -43,6 +43,10 @@ Listener = Callable[[list[dict]], None]
 Decision = Callable[[], Outcome]
 
 
+class ReadOnlyEngine(RuntimeError):
+    """An input was given to an engine built `read_only` (a caller's mistake, not the log's)."""
+
+
 def no_mover(compartment: int, quantity: int) -> None:
     """The mover of a device without servos (tests, `simulate --scenario`): nothing to move."""
 
@@ -73,11 +77,15 @@ class Engine:
                  mover: Mover = no_mover, new_id: Callable[[], str] | None = None,
                  clinic_public_key: str | None = None, clock_trusted: Callable[[], bool] = lambda: True,
                  clinic_keys: Mapping[str, str] | None = None, read_model: bool = True,
-                 snapshots: bool = True):
+                 snapshots: bool = True, read_only: bool = False):
         """`read_model=False`: a headless harness that never reads `view` (the safety
         simulation) saves computing it after every input; `view` then stays as built.
-        `snapshots=False` folds the whole log and writes no snapshot (tests compare the two)."""
+        `snapshots=False` folds the whole log and writes no snapshot (tests compare the two).
+        `read_only=True`: a command that only looks (`dispenser status`): the fold is the
+        rules' state, with no copy kept for the next snapshot, and every input raises
+        `ReadOnlyEngine` before anything is read or written."""
         self.store = store
+        self.read_only = read_only
         self._publishing = read_model
         self.compartments = compartments
         self.default_timezone = default_timezone
@@ -114,7 +122,7 @@ class Engine:
                 raise StoreError(f"{damaged} has no saved document; not starting on it")
             applied_seq, document = row
             if applied_seq not in self._schedules:
-                self._schedules[applied_seq] = parse_schedule(document, self.default_timezone)
+                self._schedules[applied_seq] = parse_schedule(document, self.default_timezone, applied=True)
         except (ValueError, ScheduleError, sqlite3.Error) as error:
             raise StoreError(f"{damaged} cannot be read ({type(error).__name__}); not starting on it") from None
         return self._schedules[applied_seq]
@@ -143,7 +151,8 @@ class Engine:
                              f"not starting on it (see `dispenser log verify`)") from None
         self._folded = state
         self.tail_folded = self._seen_seq - self._snapshot_seq  # events folded at this start
-        live = _copy_state(state)
+        # A reader writes no snapshot: the fold itself is its state, never copied.
+        live = state if self.read_only else _copy_state(state)
         kwargs = {"new_id": self._new_id} if self._new_id else {}
         rules = DoseRules(live, self.compartments, self._schedule, **kwargs)
         if live.last_at is not None:
@@ -241,6 +250,9 @@ class Engine:
 
     def _fold_news(self) -> None:
         """Fold what another process appended since this engine last looked."""
+        if self.read_only:  # one state: the rules' is the fold
+            self._fold_logged(self.rules.state, self.store.events(since_seq=self._seen_seq))
+            return
         for event in self.store.events(since_seq=self._seen_seq):
             fold(self.rules.state, event, self._schedule)
             self._fold_logged(self._folded, [event])
@@ -265,6 +277,9 @@ class Engine:
         may be filled by `decide`. If anything fails, nothing of it is in the log, and the
         rules, which folded its drafts already, are rebuilt from the log.
         """
+        if self.read_only:
+            raise ReadOnlyEngine(f"{self.store.name}: this engine only reads (read_only=True): "
+                                 f"it cannot decide or append")
         try:
             with self.store.writing():
                 self._fold_news()

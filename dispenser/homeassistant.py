@@ -17,8 +17,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
 from typing import Any, Callable
 
+from .timeutil import parse_utc
+
+# The device never hears of an acknowledgement (they live in the care service, and no
+# topic brings them back: contract section 4), so "open" is what the log alone can say:
+# an alert counts for a day after it was raised.
+ALERT_OPEN_FOR = timedelta(hours=24)
 NAMES = ("compartments", "display")
 DEFAULT_PREFIX = "homeassistant"
 AVAILABILITY_TEMPLATE = "{{ 'online' if value_json.online else 'offline' }}"
@@ -53,6 +60,28 @@ class HomeAssistantSettings:
         if names not in NAMES:
             raise ValueError(f"homeassistant.names must be \"compartments\" or \"display\", not {names!r}")
         return cls(enabled=enabled, discovery_prefix=prefix, names=names)
+
+
+def alerts_open(events: list[dict], now: datetime) -> tuple[int, datetime | None]:
+    """(how many alerts count as open at `now`, when the first of them stops counting).
+
+    Open, as the device can know it: an `alert.raised` whose `at` is in (now - 24 h, now].
+    Acknowledgements never reach the device, so an alert acknowledged an hour ago still
+    counts, and one nobody acknowledged stops after its day. The second value is when the
+    count next falls (the oldest counted alert's `at` + 24 h, the second after): the daemon publishes the
+    state again then, so the retained count is never one a day out of date.
+
+        >>> from datetime import timezone
+        >>> alerts_open([{"type": "alert.raised", "at": "2026-11-24T10:00:00.000Z"}],
+        ...             datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc))
+        (1, datetime.datetime(2026, 11, 25, 10, 0, tzinfo=datetime.timezone.utc))
+    """
+    ats = [parse_utc(event["at"]) for event in events if event["type"] == "alert.raised"]
+    counted = [at for at in ats if now - ALERT_OPEN_FOR < at <= now]
+    if not counted:
+        return 0, None
+    falls = min(counted) + ALERT_OPEN_FOR
+    return len(counted), falls.replace(microsecond=0) + timedelta(seconds=1) if falls.microsecond else falls
 
 
 def config_topic(settings: HomeAssistantSettings, component: str, device_id: str, object_id: str) -> str:

@@ -83,7 +83,7 @@ class PillSeen:
 @dataclass(frozen=True)
 class ChainCheckFailed:
     """The background check of the whole log (chaincheck.py) found the hash chain broken
-    (at `seq`, when the check could tell where)."""
+    (at `seq`), or the file damaged (`PRAGMA quick_check`; `seq` None)."""
 
     seq: int | None
     reason: str

@@ -624,7 +624,7 @@ def store_loader(store: Store, default_timezone: str = "UTC") -> Callable[[int],
     def load(version: int) -> Schedule | None:
         if version not in cache:
             document = store.schedule_document(version)
-            cache[version] = None if document is None else parse_schedule(document, default_timezone)
+            cache[version] = None if document is None else parse_schedule(document, default_timezone, applied=True)
         return cache[version]
     return load
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from .clocktrust import ClockTrust, TrustedClock, boot_id, trust_for
+from .clocktrust import ClockTrust, TrustedClock, trust_for
 from .config import Config
 from .engine import Engine
 from .store import Store, StoreError
@@ -26,8 +26,9 @@ def open_store(config: Config, db: str | None = None, *, create: bool = True, da
     """The log at `db` (default: the config's), created with its folder when `create`.
 
     Without `create`, a missing file is refused: a query on a path mistyped must not
-    leave an empty log behind. The daemon reads the whole file (quick_check) once per
-    boot, not at every start: it gives the boot's id.
+    leave an empty log behind. The daemon (`daemon=True`) reads the whole file
+    (quick_check) after READY, on its background check's thread, once a boot (chaincheck.py);
+    a command reads it before it reads the log, unless it passed in this boot.
     """
     path = db or config.db_path
     if path != ":memory:":
@@ -38,21 +39,23 @@ def open_store(config: Config, db: str | None = None, *, create: bool = True, da
         except OSError as error:
             raise StartError(f"{path}: cannot create its folder ({error.strerror})") from None
     try:
-        return Store.open(path, config.device_id, boot=boot_id() if daemon else None)
+        return Store.open(path, config.device_id, check_later=daemon)
     except StoreError as error:
         raise StartError(str(error)) from None
 
 
-def open_engine(config: Config, store: Store, *, simulated: bool = False) -> tuple[Engine, ClockTrust]:
+def open_engine(config: Config, store: Store, *, simulated: bool = False,
+                read_only: bool = False) -> tuple[Engine, ClockTrust]:
     """The engine over `store`, and the clock trust it was given.
 
     A one-shot command cannot see a clock step the daemon saw: the log's word on the
     clock counts too, and the daemon's anchor of this boot (kept in the log), so a wall
-    clock pushed ahead is not believed by a command either.
+    clock pushed ahead is not believed by a command either. `read_only`: a command that
+    only looks (`status`) gets an engine that keeps no copy of the fold and cannot decide.
     """
     trust = trust_for(config, log_trusted=store.clock_logged_trusted(), simulated=simulated, store=store)
     engine = Engine(store, config.compartments, config.timezone, clinic_public_key=config.clinic_public_key,
-                    clinic_keys=config.clinic_keys, clock_trusted=trust.check)
+                    clinic_keys=config.clinic_keys, clock_trusted=trust.check, read_only=read_only)
     return engine, trust
 
 

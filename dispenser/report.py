@@ -13,7 +13,10 @@ Definitions (docs/RULES.md, "The report", says the same for clinicians):
   whose window closed while the dispenser was off or waiting for a trusted clock: the
   person could not have taken them from it);
 - skipped: withdrawn by a schedule change while due;
-- failed: the compartment failed while releasing it (or a restart interrupted it);
+- failed: the compartment failed while releasing it (or a restart interrupted it) and it
+  was not released again. A dose released again after a pill not seen (docs/RULES.md, "The
+  lid and the drop sensor") counts by that release and its confirmation, as any other;
+  `release_failures` still counts every failed or interrupted release;
 - days all taken: of the local days on which the medication had settled scheduled
   doses, the share on which every dose was taken (on time or late). Skipped doses are
   not asked for; a day with a dose still pending is not counted yet. This is not PQA's
@@ -51,6 +54,7 @@ class MedicationReport:
     unconfirmed: int = 0
     missed: int = 0
     missed_unavailable: int = 0
+    release_failures: int = 0  # failed or interrupted releases, given on a retry or not
     skipped: int = 0
     failed: int = 0
     pending: int = 0
@@ -61,7 +65,8 @@ class MedicationReport:
 
     def as_dict(self) -> dict:
         data = {name: getattr(self, name) for name in ("medication_id", *OUTCOMES, "missed_unavailable",
-                                                        "pending", "prn_released", "prn_denied")}
+                                                        "release_failures", "pending", "prn_released",
+                                                        "prn_denied")}
         data["days_all_taken"] = None if self.days_all_taken is None else round(self.days_all_taken, 3)
         return data
 
@@ -105,7 +110,17 @@ def adherence(events: list[dict], start: datetime, end: datetime, tz: tzinfo) ->
         dose["scheduled"] = scheduled
         if kind == EventType.DOSE_RELEASED and data.get("window_end"):
             dose["window_end"] = parse_utc(data["window_end"])  # the window it was released in
-        dose.setdefault(kind, parse_utc(event["at"]))
+        if kind == EventType.DOSE_RELEASED:
+            # The last release is the one that gave the dose: a retry after a pill not seen
+            # replaces the failed one, and only what follows it says how it was taken.
+            for replaced in (EventType.DOSE_RELEASE_FAILED, EventType.DOSE_TAKEN, EventType.DOSE_UNCONFIRMED):
+                dose.pop(replaced, None)
+            dose[kind] = parse_utc(event["at"])
+        elif kind in (EventType.DOSE_RELEASE_FAILED, EventType.DOSE_RELEASE_UNCERTAIN):
+            dose["failures"] = dose.get("failures", 0) + 1
+            dose[EventType.DOSE_RELEASE_FAILED] = parse_utc(event["at"])
+        else:
+            dose.setdefault(kind, parse_utc(event["at"]))
         if kind == EventType.DOSE_MISSED and data.get("while"):
             dose["unavailable"] = True
     for (medication_id, _), dose in doses.items():
@@ -114,6 +129,7 @@ def adherence(events: list[dict], start: datetime, end: datetime, tz: tzinfo) ->
         setattr(medication, outcome, getattr(medication, outcome) + 1)
         if outcome == AdherenceOutcome.MISSED and dose.get("unavailable"):
             medication.missed_unavailable += 1
+        medication.release_failures += dose.get("failures", 0)
         day = dose["scheduled"].astimezone(tz).date()
         if outcome == AdherenceOutcome.SKIPPED:
             continue  # withdrawn by the clinic: not asked of the person
@@ -129,7 +145,7 @@ def adherence(events: list[dict], start: datetime, end: datetime, tz: tzinfo) ->
 
 
 def _outcome(dose: dict) -> AdherenceOutcome:
-    if EventType.DOSE_RELEASE_FAILED in dose or EventType.DOSE_RELEASE_UNCERTAIN in dose:
+    if EventType.DOSE_RELEASE_FAILED in dose:  # its last release failed (or was interrupted)
         return AdherenceOutcome.FAILED
     if EventType.DOSE_RELEASED in dose:
         released = dose[EventType.DOSE_RELEASED]

@@ -63,7 +63,9 @@ def build_sync(config: Config, daemon_put: Callable[[Input], None], outbox_path:
     except ValueError as error:
         raise StartError(f"{config.source}: {error}") from None
     # The sync's own thread opens its own connection to the log: SQLite objects stay on their thread.
-    outbox = (lambda: Store.open_outbox(outbox_path, config.device_id)) if outbox_path != ":memory:" else None
+    # The daemon's background check reads the whole file once a boot (chaincheck.py): not this connection.
+    outbox = (lambda: Store.open_outbox(outbox_path, config.device_id, check_later=suffix is None)) \
+        if outbox_path != ":memory:" else None
     on_schedule = (lambda payload: daemon_put(ScheduleMessage(payload))) if subscribe else None
     if suffix is not None:
         settings = settings.for_command(suffix)

@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dispenser import docjson
 from dispenser.dosage import (FIRST_YEAR, LAST_YEAR, ClockDosage, IntervalDosage, ScheduledDosage, Start,
                               entry_span)
-from dispenser.timeutil import UTC, parse_utc
+from dispenser.timeutil import RFC3339, UTC, parse_rfc3339, parse_utc
 
 SCHEMA = "dispenser.schedule/1"
 
@@ -59,12 +59,13 @@ COUNT_UNITS = frozenset({"{tbl}", "{capsule}", "1", "tablet", "tablets", "tab", 
                          "capsules", "cap"})
 
 # \Z, not $: `$` also matches before a trailing newline ("sertraline\n" is no id).
+# re.ASCII: `\d` would also take other scripts' digits ("0\uff18:00" read as 08:00).
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}\Z")
-_CLOCK_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?\Z")
-_FHIR_TIME_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d):([0-5]\d)\Z")
-_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}\Z")
+_CLOCK_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?\Z", re.ASCII)
+_FHIR_TIME_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d):([0-5]\d)\Z", re.ASCII)
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}\Z", re.ASCII)
 _DATETIME_RE = re.compile(
-    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?\Z"
+    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?\Z", re.ASCII
 )
 _NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
 _UNIT_HOURS = {"h": Fraction(1), "d": Fraction(24), "wk": Fraction(24 * 7)}
@@ -80,6 +81,7 @@ _STRENGTH_KEYS = ("value", "unit", "system", "code")
 _SEPARATION_KEYS = ("ingredient", "hours")
 MAX_GAP_HOURS = 168  # a week: longer spacing is a prescription question, not a dispenser's
 DISPLAY_WIDTH = 16   # the LCD's line
+MAX_CODE_LENGTH = 64  # an ingredient code (RxNorm's are a few digits; 64 leaves room for any system's)
 _WINDOW_KEYS = ("before_min", "after_min")
 _ENTRY_KEYS = ("timing", "doseAndRate", "asNeededBoolean", "maxDosePerPeriod")
 # For people and the pharmacy; they never change when or how much.
@@ -226,9 +228,16 @@ def load_schedule_file(path: str | Path, default_timezone: str | None = None) ->
     return parse_schedule(doc, default_timezone)
 
 
-def parse_schedule(doc: Any, default_timezone: str | None = None) -> Schedule:
-    """Check a schedule document and resolve it; ScheduleError lists every problem."""
-    return _Parser(default_timezone).parse(doc)
+def parse_schedule(doc: Any, default_timezone: str | None = None, *, applied: bool = False) -> Schedule:
+    """Check a schedule document and resolve it; ScheduleError lists every problem.
+
+    `applied`: a document the log says this device already applied, read again (at a
+    start, for a report), under the rules it was applied by: `issued_at` and `expires_at`
+    in any ISO 8601 spelling with an offset (before RFC 3339's was required), and a
+    `separate_from` code of any length. A device must never refuse to start on the
+    schedule it was giving doses by.
+    """
+    return _Parser(default_timezone, applied).parse(doc)
 
 
 # -- small checks -----------------------------------------------------------------
@@ -237,6 +246,13 @@ def parse_schedule(doc: Any, default_timezone: str | None = None) -> Schedule:
 def _show(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _code_problem(code: Any) -> str:
+    """What is wrong with an ingredient code that is there: its kind, its blankness or its length."""
+    if isinstance(code, str) and code.strip():
+        return f"must be 1..{MAX_CODE_LENGTH} characters, not {len(code)}"
+    return f"must be a non-empty string, not {_show(code)}"
 
 
 def _kind(value: Any) -> str:
@@ -313,8 +329,9 @@ def _format_span(span: timedelta) -> str:
 class _Parser:
     """Walks one document, collecting problems instead of stopping at the first."""
 
-    def __init__(self, default_timezone: str | None):
+    def __init__(self, default_timezone: str | None, applied: bool = False):
         self.default_timezone = default_timezone
+        self.applied = applied
         self.problems: list[str] = []
         self.tz: ZoneInfo | None = None
         self.routine: dict[str, time] = {}
@@ -402,13 +419,8 @@ class _Parser:
             self.problem("issued_at", "is required")
             return None
         raw = doc["issued_at"]
-        try:
-            if not isinstance(raw, str):
-                raise ValueError
-            moment = parse_utc(raw)
-        except (ValueError, OverflowError):
-            self.problem("issued_at",
-                         f"must be an ISO date-time with Z or an offset, not {_show(raw)}")
+        moment = self.date_time("issued_at", raw)
+        if moment is None:
             return None
         if not FIRST_YEAR <= moment.year <= LAST_YEAR:
             self.problem("issued_at", f"must be in the years {FIRST_YEAR}..{LAST_YEAR}, "
@@ -422,13 +434,24 @@ class _Parser:
         if "device_id" in doc and not (isinstance(doc["device_id"], str) and doc["device_id"].strip()):
             self.problem("device_id", f"must be a non-empty string, not {_show(doc['device_id'])}")
         if "expires_at" in doc:
-            raw = doc["expires_at"]
+            self.date_time("expires_at", doc["expires_at"])
+
+    def date_time(self, path: str, raw: Any) -> datetime | None:
+        """`issued_at`, `expires_at`: the contract's one spelling (RFC 3339), as aware UTC."""
+        if self.applied and isinstance(raw, str) and not RFC3339.match(raw):
             try:
-                if not isinstance(raw, str):
-                    raise ValueError
-                parse_utc(raw)
-            except ValueError:
-                self.problem("expires_at", f"must be an ISO date-time with Z or an offset, not {_show(raw)}")
+                return parse_utc(raw)  # the reading it was applied under
+            except (ValueError, OverflowError):
+                pass
+        if not isinstance(raw, str) or not RFC3339.match(raw):
+            self.problem(path, f"must be an ISO date-time in RFC 3339 form, YYYY-MM-DDTHH:MM:SS "
+                               f"with Z or an offset +HH:MM, not {_show(raw)}")
+            return None
+        try:
+            return parse_rfc3339(raw)
+        except (ValueError, OverflowError):
+            self.problem(path, f"{_show(raw)} is not a real date and time")
+            return None
 
     def timezone(self, doc: dict) -> str | None:
         if "timezone" in doc:
@@ -530,9 +553,9 @@ class _Parser:
             return ""
         self.fhir_keys(path, raw, _CODING_KEYS)  # its id and extension are kept, as FHIR's
         code = raw.get("code")
-        if not isinstance(code, str) or not code.strip() or len(code) > 64:
-            self.problem(f"{path}.code", "is required (the active ingredient's code, 1..64 characters)"
-                         if "code" not in raw else f"must be a non-empty string, not {_show(code)}")
+        if not isinstance(code, str) or not code.strip() or len(code) > MAX_CODE_LENGTH:
+            self.problem(f"{path}.code", f"is required (the active ingredient's code, 1..{MAX_CODE_LENGTH} "
+                         "characters)" if "code" not in raw else _code_problem(code))
             return ""
         for key in ("system", "display"):
             if key in raw and not isinstance(raw[key], str):
@@ -575,10 +598,10 @@ class _Parser:
                 continue
             self.unknown_keys(item_path, item, _SEPARATION_KEYS, "is not supported")
             code = item.get("ingredient")
-            if not isinstance(code, str) or not code.strip():
+            too_long = isinstance(code, str) and len(code) > MAX_CODE_LENGTH and not self.applied
+            if not isinstance(code, str) or not code.strip() or too_long:
                 self.problem(f"{item_path}.ingredient",
-                             "is required" if "ingredient" not in item
-                             else f"must be an ingredient code, not {_show(code)}")
+                             "is required" if "ingredient" not in item else _code_problem(code))
                 code = None
             elif code == own:
                 self.problem(f"{item_path}.ingredient", "names the medication's own ingredient "

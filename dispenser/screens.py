@@ -5,7 +5,7 @@ now, or that nothing needs pressing. Every line is written for the glass it goes
 16 or 20 columns: times, counts and instructions always fit whole, and a medication's
 name is its `display` or its `name` shortened by the rule in `lcd_fit` (docs/SCHEDULE.md),
 so the display never cuts what a person must read. A 4-row display adds the date and
-time and a status row.
+time and a status row; a one-row display (16x1) shows the one line a person must read.
 """
 from __future__ import annotations
 
@@ -71,12 +71,43 @@ def when(moment: datetime | None, now: datetime) -> str:
 def screen(view: View, rows: int = 2, cols: int = 16) -> list[str]:
     """The lines to show, most important state first; none longer than `cols`."""
     lines = _main(view, cols)
+    if rows == 1:
+        return [_one_row(view, lines, cols)]
     if rows >= 4:
         if view.mode == ScreenMode.MENU:
             return lines + ["Press: next one", "Hold: ask for it"]
         when_line = "Time not set yet" if view.clock_unknown else f"{view.now:%a %d %b %H:%M}"
         lines = lines + [when_line, "offline" if view.offline else _refill_line(view, cols)]
     return lines
+
+
+# The second line's openings that tell a person what to do now (press, wait, ask): on a
+# one-row display such a line is the one shown, since the first only names the situation.
+_INSTRUCTIONS = ("Press ", "Wait until ", "Until ", "Opens ", "Ask for ", "Call your ", "Doses on hold",
+                 "Please wait")
+
+# Two lines that are one sentence, said on one row.
+_ONE_ROW_SENTENCES = {"As-needed box": "As-needed empty", "No as-needed": "No as-needed med"}
+
+
+def _one_row(view: View, lines: list[str], cols: int) -> str:
+    """A 16x1 display's one line: what to do now when the screen asks something of the
+    person, else what happened (or the time and the next dose); a check-in's question and
+    answer together. docs/HARDWARE.md has the table."""
+    if view.mode == ScreenMode.CHECKIN_MOOD:
+        mood = MOODS[view.choice]
+        return first_fitting([f"Mood: {mood}", f"Mood {mood}", f"< {mood} >"], cols)
+    if view.mode == ScreenMode.CHECKIN_SIDE:
+        side = SIDE_EFFECTS[view.choice]
+        return first_fitting([f"Side effects: {side}", f"Side effects {side}", f"Side eff: {side}"], cols)
+    if lines[0] in (f"{view.now:%H:%M}", f"{view.now:%H:%M} offline"):  # idle, nothing planned
+        return lines[1]  # "No doses planned", or the refill the boxes need
+    second = lines[1] if len(lines) > 1 else ""
+    if second.startswith("until "):  # an as-needed dose locked until then: a wait, said as one
+        second = first_fitting([f"Wait {second}", "U" + second[1:]], cols)
+    if second.startswith(_INSTRUCTIONS):
+        return second
+    return _ONE_ROW_SENTENCES.get(lines[0], lines[0])
 
 
 def _main(view: View, cols: int) -> list[str]:

@@ -251,13 +251,15 @@ class Store:
 
     @classmethod
     def open(cls, path: str | os.PathLike, device_id: str,
-             id_factory: Callable[[], str] | None = None, *, boot: str | None = None) -> "Store":
+             id_factory: Callable[[], str] | None = None, *, check_later: bool = False) -> "Store":
         """Open (or create) the database at `path`, or `":memory:"`; StoreError if unusable.
 
         The whole file is read (`PRAGMA quick_check`) before it is used, unless the log's
-        meta says it passed that check in this boot. `boot` (the kernel's boot id, given by
-        the daemon) records a passed check, so that a restart or the MQTT thread's own
-        connection in the same boot does not read the whole file again.
+        meta says it passed that check in this boot. `check_later=True` is the daemon's
+        start: the whole file is read after READY on the background check's thread
+        (chaincheck.py, which records a pass for this boot), while the start reads only
+        the pages it needs, each checked as SQLite reads it and its events by their hashes
+        (docs/PERFORMANCE.md, "The whole file after READY").
         """
         name = str(path)
         if name == ":memory:":
@@ -266,18 +268,19 @@ class Store:
             _migrate(db)
             _stamp(db, device_id)
         else:
-            db = _open_file(Path(path), device_id, boot)
+            db = _open_file(Path(path), device_id, check_later)
         return cls(db, name, device_id, id_factory or new_event_id)
 
     @classmethod
-    def open_outbox(cls, path: str | os.PathLike, device_id: str) -> "Store":
+    def open_outbox(cls, path: str | os.PathLike, device_id: str, *, check_later: bool = False) -> "Store":
         """A connection for the MQTT sync, which only reads the outbox and marks rows sent.
 
         Its commits do not wait for the disk (synchronous=NORMAL): a power cut can undo
         only its last marks, and those rows are then sent again, which delivery at least
         once allows. It may not append: events are written by the daemon's connection.
+        `check_later`: the daemon's sync, whose file the daemon's background check reads whole.
         """
-        store = cls.open(path, device_id)
+        store = cls.open(path, device_id, check_later=check_later)
         store.db.execute("PRAGMA synchronous=NORMAL")
         store._outbox_only = True
         return store
@@ -726,7 +729,9 @@ def verify_rows(conn: sqlite3.Connection, device_id: str,
             if pause is not None and expected % PAUSE_EVERY == 0:
                 pause(expected)
     except sqlite3.Error as error:  # e.g. a damaged byte that is no longer UTF-8 text
-        return False, expected, f"cannot be read ({type(error).__name__})"
+        # Named apart from OperationalError (busy, gone), which a background check does not call damage.
+        what = "text that is not UTF-8" if "decode" in str(error) else type(error).__name__
+        return False, expected, f"cannot be read ({what})"
     count = expected - 1
     return True, None, f"{count} event{'' if count == 1 else 's'}, chain intact"
 
@@ -747,7 +752,7 @@ def _row_problem(row: tuple, device_id: str, expected: int, prev_hash: str,
 # --- opening a file ---------------------------------------------------------------------
 
 
-def _open_file(path: Path, device_id: str, boot: str | None = None) -> Database:
+def _open_file(path: Path, device_id: str, check_later: bool = False) -> Database:
     """Open an existing dispenser database (creating a new one if there is none)."""
     if not path.parent.is_dir():
         raise StoreError(f"{path}: directory {path.parent} does not exist")
@@ -765,13 +770,11 @@ def _open_file(path: Path, device_id: str, boot: str | None = None) -> Database:
     db = Database(conn)
     try:
         db.execute("PRAGMA busy_timeout=5000")
-        checked = _checked_this_boot(db)
-        _check_identity(db, path, device_id, quick=not checked)
+        db.execute("PRAGMA cell_size_check=ON")  # every page read is checked more closely: damage shows early
+        _check_identity(db, path, device_id, quick=not check_later and not checked_this_boot(conn))
         _configure(db, str(path), wal=True)
         _migrate(db)
         _check_tables(db, path)
-        if boot is not None and not checked:
-            _record_check(db, boot)
     except StoreError:
         db.close()
         raise
@@ -781,23 +784,53 @@ def _open_file(path: Path, device_id: str, boot: str | None = None) -> Database:
     return db
 
 
-def _record_check(db: Database, boot: str) -> None:
-    """Note in the log's meta that the file passed quick_check in this boot."""
+# --- the whole file, read once a boot ----------------------------------------------------
+
+
+def whole_file_problem(conn: sqlite3.Connection) -> str | None:
+    """The first problem `PRAGMA quick_check` finds reading the whole file, or None if it is sound.
+
+    `sqlite3.OperationalError` (busy, gone) is not a finding about the file: it is raised.
+    """
     try:
-        with db.atomic():
-            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [QUICK_CHECK_KEY, boot])
+        problems = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
+    except sqlite3.OperationalError:
+        raise
+    except sqlite3.DatabaseError as error:
+        return _one_line(error)
+    return None if problems == ["ok"] else _one_line(problems[0])
+
+
+def record_whole_file_checked(path: str) -> None:
+    """Note in the log's meta that the file passed quick_check in this boot (the daemon's
+    background check), so that a restart, the MQTT thread's connection and the commands of
+    this boot do not read it whole again. A connection of its own, for one short write."""
+    from .clocktrust import boot_id
+    boot = boot_id()
+    if boot is None:
+        return
+    try:
+        conn = sqlite3.connect(f"file:{quote(str(Path(path).resolve()))}?mode=rw", uri=True)
+    except sqlite3.Error:
+        return
+    try:
+        conn.execute("PRAGMA busy_timeout=5000")
+        with conn:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [QUICK_CHECK_KEY, boot])
     except sqlite3.Error:
         pass  # a full disk: the next start checks again, and the daemon shows the storage problem
+    finally:
+        conn.close()
 
 
-def _checked_this_boot(db: Database) -> bool:
-    """Whether the file passed `quick_check` earlier in this boot (the daemon records it)."""
+def checked_this_boot(conn: sqlite3.Connection) -> bool:
+    """Whether the file passed `quick_check` earlier in this boot (the daemon's background check records it)."""
     from .clocktrust import boot_id
     boot = boot_id()
     if boot is None:
         return False
     try:
-        row = db.execute("SELECT value FROM meta WHERE key = ?", [QUICK_CHECK_KEY]).fetchone()
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", [QUICK_CHECK_KEY]).fetchone()
     except sqlite3.Error:
         return False  # not ours, or not readable: the full check says which
     return row is not None and row[0] == boot

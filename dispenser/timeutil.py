@@ -5,9 +5,16 @@ All datetimes inside the dispenser are timezone-aware UTC.
 """
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 
 UTC = timezone.utc
+
+# RFC 3339's date-time (section 5.6), as the contract writes it: seconds always, a fraction
+# if any, `Z` or `+HH:MM`/`-HH:MM`. ASCII digits only (`\d` would take any script's).
+RFC3339 = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+                      r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?"
+                      r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])\Z")
 
 
 def format_at(moment: datetime) -> str:
@@ -27,6 +34,18 @@ def parse_utc(text: str) -> datetime:
     if moment.tzinfo is None:
         raise ValueError(f"{text!r} has no UTC offset")
     return moment.astimezone(UTC)
+
+
+def parse_rfc3339(text: str) -> datetime:
+    """An RFC 3339 date-time from outside (a document's `issued_at`) -> aware UTC.
+
+    Stricter than `parse_utc`: `datetime.fromisoformat` also reads dates alone, week
+    dates, `20261120T0900`, a space for `T`; a clinic's form is the contract's, one
+    spelling. ValueError for anything else, or a shape that is no real time (`24:00`).
+    """
+    if not RFC3339.match(text):
+        raise ValueError(f"{text!r} is not an RFC 3339 date-time")
+    return parse_utc(text)
 
 
 def truncate_ms(moment: datetime) -> datetime:

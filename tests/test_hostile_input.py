@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from dispenser import cli
+from dispenser.chaincheck import ChainCheck
 from dispenser.engine import MAX_SCHEDULE_BYTES, Engine
 from dispenser.signing import generate_keypair, sign_document, verify_document
 from dispenser.store import Store, StoreError
@@ -545,6 +546,64 @@ def test_a_damaged_page_is_never_a_silent_start_on_wrong_data(tmp_path, real_db)
             return
         # Opened and verified: the damage must then be where no event lives (free space, an index page),
         # and the events read are exactly the original ones.
+        with sqlite3.connect(real_db) as a, sqlite3.connect(f"file:{path}?mode=ro", uri=True) as b:
+            assert a.execute("SELECT * FROM events ORDER BY seq").fetchall() == \
+                b.execute("SELECT * FROM events ORDER BY seq").fetchall()
+
+    check()
+
+
+def starts_as_the_daemon(path: Path) -> tuple[str, str, object]:
+    """Open and start as the daemon does (the whole file is read after READY), then run its
+    background check: (refused at the start, reported after READY, the engine's view)."""
+    reported: list = []
+    try:
+        store = Store.open(path, "disp-sim", check_later=True)
+    except StoreError as error:
+        return str(error), "", None
+    try:
+        view = Engine(store, COMPARTMENTS, "UTC").view
+    except StoreError as error:
+        return str(error), "", None
+    finally:
+        store.close()
+    ChainCheck(str(path), "disp-sim", reported.append, pause_s=0, whole_file=True).run()
+    for side in ("-wal", "-shm", "-journal"):
+        Path(f"{path}{side}").unlink(missing_ok=True)
+    return "", " / ".join(item.reason for item in reported), view
+
+
+def test_a_damaged_page_is_never_a_silent_start_of_the_daemon(tmp_path, real_db):
+    """The daemon leaves the whole file's check to after READY. Bytes overwritten inside one
+    page: refused at its start (a page it reads), or reported by its background check (a
+    `device.fault` with an alert), or where no event lives; and whenever it starts, it starts
+    on the state of the undamaged log."""
+    data = real_db.read_bytes()
+    page = int.from_bytes(data[16:18], "big")
+    pages = len(data) // page
+    path = tmp_path / "p.db"
+    path.write_bytes(data)
+    _, _, intact = starts_as_the_daemon(path)
+    assert intact is not None and intact.schedule_version == 1
+
+    @fast(300)
+    @given(st.integers(min_value=1, max_value=pages - 1), st.integers(min_value=0, max_value=page - 1),
+           st.binary(min_size=1, max_size=16))
+    def check(number, offset, junk):
+        damaged = bytearray(data)
+        start = number * page + offset
+        damaged[start:start + len(junk)] = junk
+        if bytes(damaged) == data:
+            return
+        path.write_bytes(bytes(damaged))
+        refused, reported, view = starts_as_the_daemon(path)
+        if refused:
+            assert "\n" not in refused
+            return
+        assert view == intact, (number, offset, junk, reported)  # started: on the right state
+        if reported:
+            assert "\n" not in reported
+            return
         with sqlite3.connect(real_db) as a, sqlite3.connect(f"file:{path}?mode=ro", uri=True) as b:
             assert a.execute("SELECT * FROM events ORDER BY seq").fetchall() == \
                 b.execute("SELECT * FROM events ORDER BY seq").fetchall()

@@ -236,3 +236,27 @@ def test_no_key_at_all_still_refuses_every_schedule_from_mqtt():
     engine.apply_schedule_payload(NOW, from_clinic(12), "mqtt")
     assert [e["data"]["reason"] for e in store.events() if e["type"] == "schedule.rejected"] == ["unsigned"]
 
+
+
+@pytest.mark.parametrize("issued_at", ["2026-11-24T09:00Z", "2026-11-24 09:00:00+00:00", "20261124T090000Z"])
+def test_a_schedule_applied_under_the_older_iso_reading_still_starts_the_device(issued_at):
+    """issued_at once took any spelling datetime.fromisoformat reads (the schema even allowed no
+    seconds); such a document may be the one in force. It is refused as new, but a start reads it
+    again from the log: the device keeps giving doses by it."""
+    from dispenser.events import Draft
+    from dispenser.logcheck import check_store
+    from dispenser.schedule import ScheduleError, parse_schedule
+    old = document(1, issued_at)
+    old["medications"][0]["separate_from"] = [{"ingredient": "x" * 65, "hours": 2}]  # once unlimited too
+    with pytest.raises(ScheduleError):
+        parse_schedule(old)
+    store = Store.open(":memory:", DEVICE)
+    store.append([Draft("schedule.applied", {"version": 1, "source": "local", "issued_at": "2026-11-24T09:00:00Z",
+                                             "digest": hashlib.sha256(canonical(old).encode()).hexdigest(),
+                                             "signed": False}, "")], NOW, schedule_document=old)
+    engine = Engine(store, 8, "America/New_York")
+    engine.start(NOW)
+    assert engine.view.schedule_version == 1
+    engine.refill(NOW, "a", 5)
+    assert engine.press(datetime(2026, 11, 25, 13, 0, tzinfo=timezone.utc)).feedback == "released"
+    assert check_store(store, until=datetime(2026, 11, 26, tzinfo=timezone.utc)) == []

@@ -116,14 +116,16 @@ BAD = [
     Bad("version a string", 'version: must be an integer >= 1, not "12"', {"version": "12"}),
     Bad("version too large", "version: must be at most 9223372036854775807", {"version": 2**63}),
     Bad("issued_at missing", "issued_at: is required", {"issued_at": DELETE}),
-    Bad("issued_at not a date-time", "issued_at: must be an ISO date-time with Z or an offset",
+    Bad("issued_at not a date-time", "issued_at: must be an ISO date-time in RFC 3339 form",
         {"issued_at": "20 Nov 2026"}),
-    Bad("issued_at without offset", "issued_at: must be an ISO date-time with Z or an offset",
+    Bad("issued_at without offset", "issued_at: must be an ISO date-time in RFC 3339 form",
         {"issued_at": "2026-11-20T09:00:00"}),
+    Bad("issued_at not a real date", 'issued_at: "2026-02-30T09:00:00Z" is not a real date and time',
+        {"issued_at": "2026-02-30T09:00:00Z"}, only="real dates"),
     Bad("issued_at out of years", "issued_at: must be in the years 2000..2199",
         {"issued_at": "2300-01-01T00:00:00Z"}),
     Bad("device_id blank", "device_id: must be a non-empty string", {"device_id": " "}),
-    Bad("expires_at not a date-time", "expires_at: must be an ISO date-time with Z or an offset",
+    Bad("expires_at not a date-time", "expires_at: must be an ISO date-time in RFC 3339 form",
         {"expires_at": "tomorrow"}),
     Bad("timezone unknown", 'timezone: "Mars/Olympus_Mons" is not an IANA time zone name',
         {"timezone": "Mars/Olympus_Mons"}, only="time zone names"),
@@ -161,6 +163,12 @@ BAD = [
         {f"{S}.ingredient": {"code": "36437", "dose": "50"}}),
     Bad("ingredient code missing", f"{S}.ingredient.code: is required",
         {f"{S}.ingredient": {"system": "http://www.nlm.nih.gov/research/umls/rxnorm"}}),
+    Bad("ingredient code too long", f"{S}.ingredient.code: must be 1..64 characters, not 65",
+        {f"{S}.ingredient": {"code": "9" * 65}}),
+    Bad("ingredient code not text", f"{S}.ingredient.code: must be a non-empty string, not 36437",
+        {f"{S}.ingredient": {"code": 36437}}),
+    Bad("separate_from ingredient too long", f"{S}.separate_from[0].ingredient: must be 1..64 characters, not 70",
+        {f"{S}.separate_from": [{"ingredient": "1897" + "0" * 66, "hours": 4}]}),
     Bad("ingredient display not text", f"{S}.ingredient.display: must be a string, not 5",
         {f"{S}.ingredient": {"code": "36437", "display": 5}}),
     Bad("strength not positive", f"{S}.strength.value: must be a positive number, not 0",
@@ -321,6 +329,29 @@ def test_an_invalid_document_fails_the_validator_and_the_schema(bad):
     assert near, (where, [(list(e.absolute_path), e.message) for e in errors])
 
 
+@pytest.mark.parametrize("field", ["issued_at", "expires_at"])
+@pytest.mark.parametrize("text", ["2026-12-01", "20261201T0900Z", "2026-12-01 09:00:00Z", "2026-W48-2T09:00:00Z",
+                                  "2026-12-01T09:00Z", "2026-12-01T09:00:00+0000", "2026-12-01T09:00:00,5Z",
+                                  "2026-12-01T09:00:00+00:60", "\uff12026-12-01T09:00:00Z"])
+def test_other_iso_spellings_fail_the_validator_and_the_schema(field, text):
+    """RFC 3339's one form only: what else `datetime.fromisoformat` reads is refused by both."""
+    doc = {**base(), field: text}
+    assert [p for p in problems(doc) if p.startswith(f"{field}: must be an ISO date-time in RFC 3339 form")]
+    assert [e for e in schema_errors(doc) if list(e.absolute_path) == [field]]
+
+
+@pytest.mark.parametrize("path, value", [
+    ("routine.MORN", "0\uff18:00"), (f"{N0}.timing.repeat.timeOfDay[0]", "0\u0669:00:00"),
+    (f"{N0}.timing.repeat.boundsPeriod.start", "2026-11-2\u0660"), ("issued_at", "2026-11-20T0\uff19:00:00Z"),
+])
+def test_other_scripts_digits_fail_the_validator_and_the_schema(path, value):
+    """Python's `\\d` takes any script's digits (ECMA-262's does not): both say [0-9]."""
+    doc = base()
+    edit(doc, path, value)
+    assert [p for p in problems(doc) if p.startswith(f"{path}: ")]
+    assert [e for e in schema_errors(doc) if list(e.absolute_path) == steps(path)]
+
+
 def _related(schema_path: list, validator_path: list) -> bool:
     """The schema's error is at the validator's field, inside it, or at most two levels up."""
     if schema_path[:len(validator_path)] == validator_path:
@@ -463,6 +494,9 @@ def test_the_schemas_words_are_the_validators():
     assert repeat["count"]["maximum"] == validator.MAX_COUNT
     assert repeat["offset"]["maximum"] == validator.MAX_OFFSET_MIN
     assert defs["medication"]["properties"]["display"]["maxLength"] == validator.DISPLAY_WIDTH
+    assert defs["medication"]["properties"]["ingredient"]["properties"]["code"]["maxLength"] == validator.MAX_CODE_LENGTH
+    assert (defs["medication"]["properties"]["separate_from"]["items"]["properties"]["ingredient"]["maxLength"]
+            == validator.MAX_CODE_LENGTH)
     assert defs["medication"]["properties"]["min_gap_h"]["maximum"] == validator.MAX_GAP_HOURS
     assert SCHEMA["properties"]["version"]["maximum"] == validator.MAX_VERSION
 

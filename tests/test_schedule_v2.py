@@ -303,6 +303,36 @@ def test_issued_at_at_the_edges_is_accepted(text):
     assert parse_schedule(document(daily(), issued_at=text)).issued_at.year == int(text[:4])
 
 
+# Spellings datetime.fromisoformat reads that the contract's one form (RFC 3339) does not.
+OTHER_SPELLINGS = ["2026-12-01", "20261201T0900Z", "20261201T090000Z", "2026-12-01 09:00:00Z",
+                   "2026-W48-2T09:00:00Z", "2026-12-01T09:00Z", "2026-12-01T09Z", "2026-12-01T09:00:00+0000",
+                   "2026-12-01T09:00:00,5Z", "2026-12-01T09:00:00+01:00:30", "2026-12-01T09:00:00+00:60",
+                   "2026-12-01t09:00:00z", "2026-12-01T09:00:00Z\n", "\uff12026-12-01T09:00:00Z"]
+
+
+@pytest.mark.parametrize("field", ["issued_at", "expires_at"])
+@pytest.mark.parametrize("text", OTHER_SPELLINGS)
+def test_other_iso_spellings_of_the_documents_times_are_refused(field, text):
+    found = problems(document(daily(), **{field: text}))
+    assert found == [f"{field}: must be an ISO date-time in RFC 3339 form, YYYY-MM-DDTHH:MM:SS "
+                     f"with Z or an offset +HH:MM, not {json.dumps(text, ensure_ascii=False)}"], found
+
+
+@pytest.mark.parametrize("text, utc", [
+    ("2026-12-01T09:00:00Z", datetime(2026, 12, 1, 9, tzinfo=UTC)),
+    ("2026-12-01T09:00:00.250Z", datetime(2026, 12, 1, 9, 0, 0, 250000, tzinfo=UTC)),
+    ("2026-12-01T04:00:00-05:00", datetime(2026, 12, 1, 9, tzinfo=UTC)),
+    ("2026-12-01T09:00:00-00:00", datetime(2026, 12, 1, 9, tzinfo=UTC)),
+])
+def test_rfc_3339_times_are_read(text, utc):
+    assert parse_schedule(document(daily(), issued_at=text, expires_at=text)).issued_at == utc
+
+
+def test_a_time_of_the_right_shape_that_is_no_time_is_named():
+    assert problems(document(daily(), issued_at="2026-02-30T09:00:00Z")) == [
+        'issued_at: "2026-02-30T09:00:00Z" is not a real date and time']
+
+
 def test_the_last_day_a_schedule_may_name_is_a_whole_day():
     doc = bounds(start="2199-12-31", end="2199-12-31")
     dosage = parse_schedule(doc).medications[0].dosages[0]
@@ -352,6 +382,25 @@ def test_a_trailing_newline_is_no_id_time_or_date(path, value):
     target[path[-1]] = value
     with pytest.raises(ScheduleError):
         parse_schedule(document)
+
+
+@pytest.mark.parametrize("path, where, value", [
+    (("routine", "MORN"), "routine.MORN", "0\uff18:00"),                                     # fullwidth 8
+    (("medications", 1, "dosage", 0, "timing", "repeat", "timeOfDay", 0),
+     "medications[1].dosage[0].timing.repeat.timeOfDay[0]", "0\u0669:00:00"),               # Arabic-Indic 9
+    (("medications", 1, "dosage", 0, "timing", "repeat", "boundsPeriod", "start"),
+     "medications[1].dosage[0].timing.repeat.boundsPeriod.start", "2026-11-2\u0660"),
+])
+def test_only_ascii_digits_make_a_time_or_date(path, where, value):
+    """`\\d` in a Python pattern takes any script's digits, and int() reads them: "0\uff18:00" was 08:00."""
+    document = json.loads((Path(__file__).resolve().parents[1] / "dispenser" / "demo" / "schedule.json").read_text())
+    target = document
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(ScheduleError) as caught:
+        parse_schedule(document)
+    assert [p for p in caught.value.problems if p.startswith(f"{where}: ") and "must be" in p], caught.value.problems
 
 
 def test_the_demo_schedule_is_valid_as_it_stands():

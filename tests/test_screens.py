@@ -1,6 +1,6 @@
 """Every screen state, through the real charlcd library onto the emulated HD44780, read back
 from its DDRAM at 16x2, 20x2 and 20x4: nothing a person must read is cut (times, counts,
-names by the rule of docs/SCHEDULE.md, instructions)."""
+names by the rule of docs/SCHEDULE.md, instructions). At 16x1, the one row a person must read."""
 from __future__ import annotations
 
 import re
@@ -118,6 +118,49 @@ def test_every_screen_state_is_read_whole_on_the_glass(name, cols, rows):
         assert any(text in row for row in shown[:rows]), f"{text!r} is not whole on {shown}"
     if state.view.mode not in ("menu", "checkin_mood", "checkin_side", "storage_error") and rows >= 4:
         assert any("Tue 24 Nov 23:58" in row or "Time not set yet" in row for row in shown)
+
+
+# A 16x1 display: one row, so each screen shows what to do now when it asks something of the
+# person, else what happened (docs/HARDWARE.md). Every state has its row here.
+ONE_ROW = {
+    "idle next dose": "23:58 Next 23:59", "idle next dose, display name": "23:58 Next 07:58",
+    "idle next dose in days": "Next Fri 23:58", "idle next dose in weeks": "Next 14 Dec",
+    "idle, nothing planned": "No doses planned", "idle offline": "No doses planned",
+    "refill needed": "23:58 Next 00:58", "refill needed, many boxes": "Refill 8 boxes",
+    "refill needed, several": "Refill box 2,7",
+    "due": "Press to release", "due, display name": "Press to release", "due, several": "Press to release",
+    "released, awaiting confirmation": "Press when taken", "released, several awaiting": "Press when taken",
+    "clock unsynchronized": "Doses on hold", "storage error": "Call your clinic",
+    "menu (as needed)": "Quetiapine 300mg", "menu, display name": DISPLAY,
+    "check-in mood": "Mood 5 very good", "check-in side effects": "Side eff: strong",
+    "fb released": "Press when taken", "fb released several": "Press when taken",
+    "fb as needed released": "Take your pill", "fb confirmed": "Thank you!",
+    "fb too early": "Opens at 23:59", "fb too early, days ahead": "Opens Thu 07:28",
+    "fb nothing due": "Nothing due now", "fb empty": "Ask for a refill",
+    "fb held with wait-until": "Wait until 03:58", "fb held, until another day": "Until Thu 08:00",
+    "fb held, no time": "Dose on hold", "fb unloaded": "Box needs refill",
+    "fb denied": "Wait until 05:58", "fb denied, max per period": "Until Sat 23:58",
+    "fb denied, empty": "As-needed empty", "fb denied, no time": "As-needed locked",
+    "fb clock set back": "Please wait", "fb clock unsynchronized": "Please wait",
+    "fb no as-needed": "No as-needed med", "fb missed": "Missed: 20:00", "fb missed yesterday": "Missed Mon 08:00",
+    "fb fault (release failed)": "Dispenser fault", "fb check-in saved": "Thank you!",
+}
+
+
+@pytest.mark.parametrize("name", list(STATES))
+def test_a_one_row_display_shows_what_to_do_now(name):
+    lines = screen(STATES[name].view, rows=1, cols=16)
+    assert glass(lines, 16, 1) == [ONE_ROW[name].ljust(16)]
+
+
+def test_every_state_has_its_one_row_and_a_press_is_always_asked_for_on_it():
+    assert set(ONE_ROW) == set(STATES)
+    for name, state in STATES.items():
+        two = screen(state.view, rows=2, cols=16)
+        if any(line.startswith("Press ") for line in two[1:]):  # the 16x1 once showed only the name
+            assert glass(screen(state.view, rows=1, cols=16), 16, 1)[0].startswith("Press "), name
+    for choice, mood in enumerate(["Mood: 1 very bad", "Mood: 2 bad", "Mood: 3 okay", "Mood: 4 good"]):
+        assert glass(screen(View(NOW, mode="checkin_mood", choice=choice), rows=1), 16, 1) == [mood.ljust(16)]
 
 
 def test_names_get_the_full_width_and_display_names_are_never_shortened():

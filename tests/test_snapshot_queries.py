@@ -7,8 +7,10 @@ from datetime import timedelta
 
 import pytest
 
+import dispenser.chaincheck as chaincheck
 import dispenser.clocktrust as clocktrust
 import dispenser.store as store_module
+from dispenser.chaincheck import ChainCheck
 from dispenser.engine import Engine
 from dispenser.report import REACH, adherence, checkin_trend, window_events
 from dispenser.store import Store
@@ -83,38 +85,57 @@ def test_a_start_after_a_stop_folds_nothing_but_what_came_after(simulated, tmp_p
         assert Engine(store, 8, "UTC", snapshots=False).tail_folded == store.event_count()
 
 
-def test_quick_check_reads_the_file_once_per_boot(tmp_path, monkeypatch):
+def test_quick_check_reads_the_file_once_per_boot_and_never_before_ready(tmp_path, monkeypatch):
     path = tmp_path / "d.db"
     Store.open(path, DEVICE).close()
-    checks = []
-    real = store_module._check_identity
+    checks = []  # (who, whether the whole file was read)
+    real_identity, real_whole = store_module._check_identity, chaincheck.whole_file_problem
     monkeypatch.setattr(store_module, "_check_identity",
-                        lambda db, p, device, quick=True: (checks.append(quick), real(db, p, device, quick))[1])
+                        lambda db, p, device, quick=True: (checks.append(("open", quick)), real_identity(db, p, device, quick))[1])
+    monkeypatch.setattr(chaincheck, "whole_file_problem", lambda conn: (checks.append(("after READY", True)), real_whole(conn))[1])
+
+    def daemon_starts() -> None:
+        """The daemon's start: its log and its sync's connection, READY, then the background check."""
+        Store.open(path, DEVICE, check_later=True).close()
+        Store.open_outbox(path, DEVICE, check_later=True).close()
+        assert ChainCheck(str(path), DEVICE, lambda item: None, pause_s=0, whole_file=True).run()[0]
+
     monkeypatch.setattr(clocktrust, "boot_id", lambda path=None: "boot-1")
     Store.open(path, DEVICE).close()                 # a command before the daemon: checked
-    Store.open(path, DEVICE, boot="boot-1").close()  # the daemon's first start this boot: checked, recorded
-    Store.open(path, DEVICE, boot="boot-1").close()  # a restart in the same boot
-    Store.open_outbox(path, DEVICE).close()          # the MQTT thread's own connection
+    daemon_starts()                                  # the first start this boot: checked after READY, recorded
+    daemon_starts()                                  # a restart in the same boot: not again
     Store.open(path, DEVICE).close()                 # `dispenser status`
-    assert checks == [True, True, False, False, False]
+    assert checks == [("open", True), ("open", False), ("open", False), ("after READY", True),
+                      ("open", False), ("open", False), ("open", False)]
     monkeypatch.setattr(clocktrust, "boot_id", lambda path=None: "boot-2")
-    Store.open(path, DEVICE, boot="boot-2").close()  # after a reboot: checked again
+    del checks[:]
+    daemon_starts()                                  # after a reboot: checked again, after READY
     monkeypatch.setattr(clocktrust, "boot_id", lambda path=None: None)
     Store.open(path, DEVICE).close()                 # no boot id (not Linux): always checked
-    assert checks[5:] == [True, True]
+    daemon_starts()
+    assert checks == [("open", False), ("open", False), ("after READY", True),
+                      ("open", True), ("open", False), ("open", False), ("after READY", True)]
 
 
-def test_a_damaged_file_is_still_refused_at_the_first_start_of_a_boot(tmp_path, monkeypatch):
+def test_a_damaged_file_is_reported_after_ready_and_refused_by_the_commands_of_the_boot(tmp_path, monkeypatch):
     path = tmp_path / "d.db"
     monkeypatch.setattr(clocktrust, "boot_id", lambda path=None: "boot-1")
-    Store.open(path, DEVICE, boot="boot-1").close()
+    Store.open(path, DEVICE).close()
     data = bytearray(path.read_bytes())
     page = int.from_bytes(data[16:18], "big")
     data[2 * page:3 * page] = b"\xa5" * page
     path.write_bytes(bytes(data))
     monkeypatch.setattr(clocktrust, "boot_id", lambda path=None: "boot-2")
-    with pytest.raises(store_module.StoreError):
-        Store.open(path, DEVICE, boot="boot-2")
+    reported: list = []
+    try:
+        Store.open(path, DEVICE, check_later=True).close()  # the page may be one the start reads: refused
+    except store_module.StoreError:
+        pass
+    result = ChainCheck(str(path), DEVICE, reported.append, pause_s=0, whole_file=True).run()
+    assert result[:2] == (False, None) and result[2].startswith("database is damaged (")
+    assert [(item.seq, item.reason) for item in reported] == [(None, result[2])]
+    with pytest.raises(store_module.StoreError, match="database is damaged"):
+        Store.open(path, DEVICE)  # a failed check is not recorded: `status` in this boot still refuses it
 
 
 def test_parsed_schedules_of_the_past_are_not_kept(tmp_path):

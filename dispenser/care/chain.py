@@ -9,7 +9,7 @@ not verify or a link that does not chain). Gaps are counted from the stored seqs
 
     >>> first = {"event_id": "e1", "device_id": "d", "seq": 1, "prev_hash": GENESIS}
     >>> first["hash"] = event_hash(GENESIS, first)
-    >>> judge("d", first, {}, None)
+    >>> judge("d", first, {}, None, None)
     (True, [])
     >>> judge("d", first, {1: (entry(first),)}, entry(first), 1)   # the same event again
     (False, [])
@@ -32,13 +32,17 @@ def entry(event: dict) -> Entry:
 
 
 def judge(device: str, event: dict, neighbours: dict[int, tuple[Entry, ...]],
-          same_id: Entry | None, same_id_seq: int | None = None) -> tuple[bool, list[Finding]]:
+          same_id: Entry | None, same_id_seq: int | None) -> tuple[bool, list[Finding]]:
     """(new, findings) for `event`, which came on `device`'s topic.
 
     `neighbours`: the stored events for seq - 1, seq and seq + 1 (absent seqs left out);
-    `same_id`: the event stored before under this device and event_id (and its seq), if any.
+    `same_id`: the event stored before under this device and event_id, if any, and
+    `same_id_seq` its seq: both or neither, always passed (a default once let a caller skip
+    the seq and, with it, the check that the same id came back under another seq).
     Not new: the very same event again (at-least-once delivery), to be ignored.
     """
+    if (same_id is None) != (same_id_seq is None):
+        raise ValueError("judge: same_id and same_id_seq go together (both or neither)")
     seq = event["seq"]
     if same_id is not None and same_id == entry(event) and same_id_seq == seq:
         return False, []

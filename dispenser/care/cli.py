@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import secrets
 import signal
 import sys
 import threading
@@ -136,24 +135,28 @@ def care_serve(args: argparse.Namespace) -> int:
 # -- status ------------------------------------------------------------------------------
 
 
-def status_report(conn: Any, config: Any, now: datetime) -> dict:
-    """Every device heard or configured: online since when, last event, open alerts."""
+def status_report(conn: Any, config: Any, now: datetime, only: str | None = None) -> dict:
+    """Every device heard or configured (or `only` that one): online since when, last event, open alerts."""
     devices: dict[str, dict] = {}
+    where, params = (" WHERE device = ?", (only,)) if only is not None else ("", ())
     for device, online, since, heard, seq, kind, at in conn.execute(
-            "SELECT device, online, status_since, last_heard, last_seq, last_type, last_at FROM devices ORDER BY device"):
+            "SELECT device, online, status_since, last_heard, last_seq, last_type, last_at FROM devices"
+            + where + " ORDER BY device", params):
         devices[device] = {"device": device, "online": None if online is None else bool(online),
                            "since": since, "last_heard": heard,
                            "last_event": None if seq is None else {"seq": seq, "type": kind, "at": at}}
     for patient in config.patients:
-        devices.setdefault(patient.device, {"device": patient.device, "online": None, "since": None,
-                                            "last_heard": None, "last_event": None})
+        if only is None or patient.device == only:
+            devices.setdefault(patient.device, {"device": patient.device, "online": None, "since": None,
+                                                "last_heard": None, "last_event": None})
     for entry in devices.values():
         patient = config.patient(entry["device"])
         entry["patient"] = patient.name if patient else None
         entry["open_alerts"] = []
     for alert_id, device, kind, severity, at, rung, notified, escalated in conn.execute(
             "SELECT alert_id, device, kind, severity, at, rung, notified_at, escalated_at FROM alerts"
-            " WHERE acked_at IS NULL AND resolved_at IS NULL ORDER BY at, alert_id"):
+            " WHERE acked_at IS NULL AND resolved_at IS NULL" + where.replace("WHERE", "AND") + " ORDER BY at, alert_id",
+            params):
         if device in devices:
             devices[device]["open_alerts"].append({
                 "alert_id": alert_id, "kind": kind, "severity": severity, "at": at,
@@ -232,15 +235,15 @@ def care_link(args: argparse.Namespace) -> int:
     config = _config(args)
     if config.patient(args.device) is None:
         raise CareError(f"{args.device!r} is no [[patient]] device in {config.source}")
-    with _connect(config) as conn, conn.transaction():
+    from .tokens import issue_family_link
+    with _connect(config) as conn:
         if args.revoke:
-            rows = conn.execute("UPDATE links SET revoked = ? WHERE device = ? AND revoked IS NULL RETURNING token",
-                                (format_at(_now()), args.device))
+            with conn.transaction():
+                rows = conn.execute("UPDATE links SET revoked = ? WHERE device = ? AND revoked IS NULL"
+                                    " RETURNING device", (format_at(_now()), args.device))
             print(f"{args.device}: {len(rows)} link(s) revoked")
             return 0
-        token = secrets.token_urlsafe(24)
-        conn.execute("INSERT INTO links (token, device, created) VALUES (?, ?, ?)",
-                     (token, args.device, format_at(_now())))
+        token = issue_family_link(conn, args.device, _now())   # the database keeps only its sha256
     print(f"{config.public_url}/family/{token}")
     return 0
 

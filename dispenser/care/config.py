@@ -27,7 +27,7 @@ KNOWN: dict[str, set[str]] = {
     "mqtt": {"host", "port", "username", "password", "tls", "tls_ca", "tls_cert", "tls_key",
              "topic_prefix", "protocol", "keepalive"},
     "database": {"url"},
-    "web": {"listen", "public_url"},
+    "web": {"listen", "public_url", "login_max_failures", "login_window_s", "login_lockout_s"},
     "alerts": {"batch_s", "gap_after_s", "tick_s", "retry_after_s"},
     "patterns": {"missed_run", "side_effects_repeat", "side_effects_days", "mood_days", "mood_drop"},
     "patient": {"device", "name", "notify", "clinic_notify", "escalate_after_min", "offline_after_min",
@@ -100,6 +100,16 @@ class PatternSettings:
 
 
 @dataclass(frozen=True)
+class LoginLimits:
+    """Failed staff logins (web/throttle.py): after `max_failures` for one name, or from one
+    client address, within `window_s`, that name or address is refused for `lockout_s`."""
+
+    max_failures: int = 5
+    window_s: int = 900
+    lockout_s: int = 900
+
+
+@dataclass(frozen=True)
 class CareConfig:
     mqtt: MqttSettings | None = None
     database_url: str = DEFAULT_DB
@@ -109,6 +119,7 @@ class CareConfig:
     patterns: PatternSettings = field(default_factory=PatternSettings)
     patients: tuple[Patient, ...] = ()
     source: str = "built-in defaults"
+    login: LoginLimits = field(default_factory=LoginLimits)
 
     def patient(self, device: str) -> Patient | None:
         return next((p for p in self.patients if p.device == device), None)
@@ -158,7 +169,11 @@ def parse_care_config(raw: dict[str, Any], source: str = "care.toml") -> CareCon
         raise CareConfigError("alerts.tick_s: must be at least 1")
     patterns = _patterns(tables["patterns"])
     patients = _patients(raw.get("patient", []))
-    return CareConfig(mqtt, url, listen, public_url, alerts, patterns, patients, source)
+    login = LoginLimits(
+        max_failures=_integer(tables["web"], "web", "login_max_failures", LoginLimits.max_failures, 1, 1000),
+        window_s=_integer(tables["web"], "web", "login_window_s", LoginLimits.window_s, 1, 86_400),
+        lockout_s=_integer(tables["web"], "web", "login_lockout_s", LoginLimits.lockout_s, 1, 86_400))
+    return CareConfig(mqtt, url, listen, public_url, alerts, patterns, patients, source, login)
 
 
 def _table(raw: dict[str, Any], name: str) -> dict[str, Any]:

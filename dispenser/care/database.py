@@ -12,12 +12,13 @@ first: SQLite holds its one write lock from BEGIN IMMEDIATE, PostgreSQL locks th
 
     database = Database("sqlite:////var/lib/dispenser-care/care.db")
     with database.connect() as conn, conn.transaction():
-        conn.execute("INSERT INTO links (token, device, created) VALUES (?, ?, ?)", (token, device, now))
+        conn.execute("UPDATE alerts SET acked_at = ?, acked_by = ? WHERE alert_id = ?", (now, name, alert_id))
 """
 from __future__ import annotations
 
 import sqlite3
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -155,7 +156,8 @@ class Database:
     """Where the care service keeps events and alerts, named by a URL.
 
     `sqlite:////abs/path.db` (four slashes: an absolute path) or
-    `postgresql://user@host:port/name`. `Database(url)` creates the schema when missing.
+    `postgresql://user@host:port/name`. `Database(url)` creates the schema when missing and
+    applies the migrations not yet applied (migrations.py).
     """
 
     def __init__(self, url: str, create: bool = True):
@@ -171,9 +173,12 @@ class Database:
         else:
             raise DatabaseError(f"{url}: not a sqlite:/// or postgresql:// URL")
         if create:
+            from .migrations import lock, migrate   # it imports this module
             with self.connect() as conn, conn.transaction():
+                lock(conn)   # one process makes the schema at a time
                 for statement in SCHEMA:
                     conn.execute(statement)
+                migrate(conn, datetime.now(timezone.utc))   # the steps after SCHEMA (migrations.py)
 
     def connect(self) -> Connection:
         """A new connection, for the calling thread only."""

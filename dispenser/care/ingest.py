@@ -25,7 +25,6 @@ import hashlib
 import json
 import logging
 import re
-import secrets
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Sequence
 
@@ -58,7 +57,7 @@ def insert_alert(conn: Connection, *, alert_id: str, device: str, kind: str, sev
         "INSERT INTO alerts (alert_id, device, kind, severity, audience, origin, detail, evidence, at, received,"
         " ack_token) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (alert_id) DO NOTHING RETURNING alert_id",
         (alert_id, device, kind, severity, audience, origin, detail, json.dumps(evidence), format_at(at),
-         format_at(now), secrets.token_urlsafe(16)))
+         format_at(now), ""))   # acknowledgement tokens are made per message (tokens.py)
     return bool(rows)
 
 

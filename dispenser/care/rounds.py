@@ -21,6 +21,7 @@ from .database import Connection
 from .ingest import care_alert_id, insert_alert
 from .ladder import CLINIC, AlertState, Send, offline_due, plan
 from .message import compose
+from .tokens import issue_ack_tokens
 
 Deliver = Callable[[tuple[str, ...], str, str], bool]
 
@@ -88,8 +89,7 @@ def run_ladder(conn: Connection, config: CareConfig, now: datetime, deliver: Del
     sent = []
     for send in plan(now, open_alerts(conn), patients, config.alerts):
         ids = [alert.alert_id for alert in send.alerts]
-        tokens: dict[str, str] = dict(conn.execute(
-            f"SELECT alert_id, ack_token FROM alerts WHERE alert_id IN ({', '.join('?' * len(ids))})", ids))
+        tokens = issue_ack_tokens(conn, ids, now)   # new ones per message; only their sha256 is kept
         title, body = compose(patients[send.device], send, config.public_url, tokens)
         ok = deliver(send.urls, title, body)
         stamp = format_at(now)

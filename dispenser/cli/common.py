@@ -59,7 +59,7 @@ def schedule_in_force(args: argparse.Namespace, config: Config) -> Schedule:
         document = store.schedule_document(version) if version is not None else None
         if document is None:
             raise UserError("no schedule is in force yet (use `dispenser schedule apply FILE`)")
-        return parse_schedule(document, config.timezone)
+        return parse_schedule(document, config.timezone, applied=True)
     finally:
         store.close()
 

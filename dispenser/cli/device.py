@@ -299,7 +299,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         events = window_events(store, start)  # only its window of the log (report.py)
         version = store.current_schedule_version()
-        tz_name = parse_schedule(store.schedule_document(version), config.timezone).timezone \
+        tz_name = parse_schedule(store.schedule_document(version), config.timezone, applied=True).timezone \
             if version else config.timezone
     finally:
         store.close()
@@ -320,6 +320,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         line = f"{report.medication_id:<20}" + "".join(f"{getattr(report, n):>15}" for n in OUTCOMES) + f"{share:>16}"
         if report.missed_unavailable:
             line += f"   {report.missed_unavailable} missed while the dispenser was off or waiting for the time"
+        if report.release_failures:
+            line += f"   {report.release_failures} release(s) failed (a dose given on a retry counts as given)"
         if report.prn_released or report.prn_denied:
             line += f"   as needed: {report.prn_released} given, {report.prn_denied} refused"
         print(line)
@@ -333,7 +335,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     config = config_of(args)
     store = open_log(args, config, create=False)
     try:
-        engine, trust = build_engine(config, store)
+        engine, trust = build_engine(config, store, read_only=True)  # no copy of the fold: it only looks
         now = trusted_now(trust)
         model = engine.look(now)  # logs nothing: status only reads
         version = model.schedule_version

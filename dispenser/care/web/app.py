@@ -2,6 +2,7 @@
 
 - Staff log in (`care user add`); the session is a cookie signed with the key kept in the
   database (Starlette's SessionMiddleware). Every form carries the session's CSRF token.
+  Too many failed logins for a name or from an address: 429 for a while (throttle.py).
 - Family open `/family/{token}` (`care link`): that one patient, read-only, until revoked.
 - The link in a notification, `/ack/{alert_id}?token=...`, shows the alert and a button;
   the acknowledgement is the POST (a GET changes nothing: link previews open links).
@@ -10,6 +11,7 @@
 """
 from __future__ import annotations
 
+import math
 import secrets
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,7 +33,7 @@ from ..config import CareConfig, Patient
 from ..database import Database
 from ..message import describe
 from ...timeutil import parse_utc
-from . import accounts, pages, queries
+from . import accounts, pages, queries, throttle
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "care_session"
@@ -65,6 +67,7 @@ def create_app(config: CareConfig, database: Database, now: Callable[[], datetim
     templates.env.globals["describe"] = describe
     with database.connect() as conn:
         key = accounts.session_key(conn)
+    throttled = throttle.LoginThrottle(config.login)   # failed logins per name and per address
 
     def db(work: Callable[..., Any], *args: Any) -> Any:
         def run() -> Any:
@@ -153,12 +156,24 @@ def create_app(config: CareConfig, database: Database, now: Callable[[], datetim
             return page(request, "login.html", {"next": target, "error": None})
         ok, form = await csrf_ok(request)
         name, password = str(form.get("name", "")), str(form.get("password", ""))
-        if ok and name and await db(accounts.check_password, name, password):
+        if not ok:
+            return page(request, "login.html", {"next": target, "error": "The form had expired; try again."}, 401)
+        attempt = throttle.keys(name, request.client.host if request.client else None)
+        wait = throttled.wait(attempt, now())
+        if wait is not None:   # no password is checked while locked, the right one neither
+            minutes = max(1, math.ceil(wait.total_seconds() / 60))
+            error = (f"Too many failed logins for this name or from this address: try again in {minutes} "
+                     f"minute{'s' if minutes != 1 else ''}.")
+            response = page(request, "login.html", {"next": target, "error": error}, 429)
+            response.headers["Retry-After"] = str(math.ceil(wait.total_seconds()))
+            return response
+        if name and await db(accounts.check_password, name, password):
+            throttled.succeeded(attempt)
             request.session.clear()
             request.session["user"] = name
             return RedirectResponse(target, status_code=303, headers=HEADERS)
-        error = "Wrong name or password." if ok else "The form had expired; try again."
-        return page(request, "login.html", {"next": target, "error": error}, 401)
+        throttled.failed(attempt, now())
+        return page(request, "login.html", {"next": target, "error": "Wrong name or password."}, 401)
 
     async def logout(request: Request) -> Response:
         ok, _ = await csrf_ok(request)

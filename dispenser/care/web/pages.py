@@ -1,6 +1,11 @@
 """What each page shows, gathered from the database for the templates: the overview (who
 needs attention first) and one patient's page. The overview's states, last events and
-open alerts are `care status --json`'s own (`status_report`), so the two always agree."""
+open alerts are `care status --json`'s own (`status_report`), so the two always agree.
+
+Each page reads only the days it shows (the index on (device, at)): a patient's page the
+90 days of its longest adherence table (and REACH before them, for the events of doses
+scheduled at their start), the overview today's doses; so a page costs the same after ten
+years of events as after one month (bench/care_web.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,6 +16,7 @@ from ..cli import status_report
 from ..config import CareConfig, Patient
 from ..database import Connection
 from ..message import describe
+from ...report import REACH
 from . import history, queries
 from .charts import mood_chart
 
@@ -41,7 +47,8 @@ def overview(conn: Connection, config: CareConfig, now: datetime) -> list[Overvi
     rows = []
     for patient in config.patients:
         entry = report[patient.device]
-        marks = history.dose_marks(queries.device_events(conn, patient.device), patient.tz)
+        today = now.astimezone(patient.tz).replace(hour=0, minute=0, second=0, microsecond=0)
+        marks = history.dose_marks(queries.events_since(conn, patient.device, today - REACH), patient.tz)
         severities = [alert["severity"] for alert in entry["open_alerts"]]
         worst = max(severities, key=lambda s: SEVERITY_RANK.get(s, 0)) if severities else None
         rows.append(OverviewRow(patient.device, patient.name, entry["online"], entry["since"], entry["last_event"],
@@ -52,10 +59,11 @@ def overview(conn: Connection, config: CareConfig, now: datetime) -> list[Overvi
 
 def patient_page(conn: Connection, config: CareConfig, patient: Patient, now: datetime) -> dict[str, Any]:
     """The template context of one patient's page."""
-    events = queries.device_events(conn, patient.device)
     tz = patient.tz
+    since = now - timedelta(days=max(history.PERIODS)) - REACH
+    events = queries.events_since(conn, patient.device, since)
     marks = history.dose_marks(events, tz)
-    status = next(entry for entry in status_report(conn, config, now)["devices"] if entry["device"] == patient.device)
+    status = status_report(conn, config, now, only=patient.device)["devices"][0]
     periods = history.adherence_periods(events, now, tz)
     medications = sorted({name for reports in periods.values() for name in reports})
     trend_start = now - timedelta(days=TREND_DAYS)
@@ -66,5 +74,18 @@ def patient_page(conn: Connection, config: CareConfig, patient: Patient, now: da
         "weeks": history.calendar(marks, now.astimezone(tz).date(), tz),
         "periods": periods, "medications": medications,
         "chart": mood_chart(checkins, trend_start, now), "checkins": checkins, "trend_days": TREND_DAYS,
-        "stock": history.stock(events, marks, now), "alerts": alerts, "labels": history.LABELS,
+        "stock": history.stock(_with_stock_counts(conn, patient.device, events, since), marks, now),
+        "alerts": alerts, "labels": history.LABELS,
     }
+
+
+def _with_stock_counts(conn: Connection, device: str, events: list[dict], since: datetime) -> list[dict]:
+    """The page's window, preceded by what stock needs from before it: for each medication
+    of the window whose count was last set earlier (a refill two months ago), that count
+    and the releases since. A medication nothing in the window names is not shown."""
+    named = {data["medication_id"] for data in (event.get("data") or {} for event in events)
+             if isinstance(data.get("medication_id"), str)}
+    counted = {(event.get("data") or {}).get("medication_id") for event in events if queries.sets_count(event)}
+    if named <= counted:
+        return events
+    return queries.stock_before(conn, device, since, named - counted) + events
