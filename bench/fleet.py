@@ -52,7 +52,7 @@ from postgres import Postgres  # noqa: E402
 
 READY_S = 120.0         # the care service's workers subscribed
 STALL_S = 180.0         # nothing new stored for this long, with events still missing: give up and count
-NOT_MESSAGES = ("stored_us", "batches", "restarts")   # the care service's tallies that count no message
+NOT_MESSAGES = ("stored_us", "batches", "restarts", "not_acked_stale")   # the care service's tallies that count no message
 
 
 class FleetError(Exception):

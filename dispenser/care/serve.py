@@ -88,7 +88,8 @@ class Worker:
         self.handled = 0
         self.outcomes: Counter[str] = Counter()    # stored, duplicate, status...; batches; stored_us: time storing
         self.subscribed: Flag = subscribed if subscribed is not None else threading.Event()
-        self.inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue(maxsize=INBOX_MAX)
+        self.inbox: queue.Queue[tuple[int, mqtt.MQTTMessage]] = queue.Queue(maxsize=INBOX_MAX)
+        self.connection = 0   # counts connections: a message is acknowledged only on the one it came on
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"{self.client_id}-store", daemon=True)
         self.client = build_client(self.settings, self.client_id, persistent=True, client_class=mqtt.Client,
@@ -118,6 +119,7 @@ class Worker:
         if reason_code.is_failure:
             log.error("%s: the broker refused the connection: %s", self.client_id, reason_code)
             return
+        self.connection += 1
         log.info("%s connected (session present: %s)", self.client_id, flags.session_present)
         client.subscribe([(topic, 1) for topic in self.topics])
 
@@ -136,7 +138,7 @@ class Worker:
         back (and with it the socket and the broker), so a backlog waits at the broker, not here."""
         while not self._stop.is_set():
             try:
-                self.inbox.put(message, timeout=0.5)
+                self.inbox.put((self.connection, message), timeout=0.5)
                 return
             except queue.Full:
                 continue
@@ -155,20 +157,24 @@ class Worker:
                     break
             self._store(batch)
 
-    def _store(self, batch: list[mqtt.MQTTMessage]) -> None:
-        """One transaction for the batch, then a PUBACK for each message stored (or ignored)."""
+    def _store(self, batch: list[tuple[int, mqtt.MQTTMessage]]) -> None:
+        """One transaction for the batch, then a PUBACK for each message stored (or ignored).
+
+        Only on the connection the message came on: after a reconnection the broker sends
+        what was unacknowledged again, and its packet id may by then name another message;
+        a PUBACK for the old copy would acknowledge that one, unstored."""
         pending = batch
         for attempt in range(1, STORE_TRIES + 1):
             began = time.perf_counter()
             problem = self._reconnect_if_broken()
             outcomes = [f"{FAILED}: {problem}"] * len(pending) if problem else self.ingest.handle_batch(
-                [(m.topic, bytes(m.payload)) for m in pending], self.now())
+                [(m.topic, bytes(m.payload)) for _, m in pending], self.now())
             self.outcomes["stored_us"] += int((time.perf_counter() - began) * 1_000_000)
             self.outcomes["batches"] += 1
             failed = []
-            for message, outcome in zip(pending, outcomes):
+            for (connection, message), outcome in zip(pending, outcomes):
                 if outcome.startswith(FAILED):
-                    failed.append(message)
+                    failed.append((connection, message))
                     log.error("%s: could not store a message from %s (try %d): %s", self.client_id,
                               message.topic[:200], attempt, outcome)
                     continue
@@ -176,7 +182,10 @@ class Worker:
                     log.warning("%s: %s (%s)", self.client_id, message.topic[:200], outcome)
                 self.outcomes[outcome.split(":")[0]] += 1
                 self.handled += 1
-                self.client.ack(message.mid, message.qos)
+                if connection == self.connection:
+                    self.client.ack(message.mid, message.qos)
+                else:
+                    self.outcomes["not_acked_stale"] += 1
             if not failed:
                 return
             pending = failed
