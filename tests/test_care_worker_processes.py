@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import uuid
 
 import paho.mqtt.client as mqtt
@@ -116,3 +117,45 @@ def test_a_worker_whose_database_connection_drops_connects_again_and_loses_nothi
     finally:
         service.stop()
     assert service.workers[0].handled == 10
+
+
+def test_a_message_received_before_a_reconnection_is_stored_but_acknowledged_only_as_sent_again(
+        tmp_path, broker_factory):
+    """After the broker's restart it sends the unacknowledged again, and a packet id may by
+    then name another message: the old copy is stored, never acknowledged; the new one is."""
+    broker = broker_factory(persistence=True)
+    db = tmp_path / "care.db"
+    config = load_care_config(str(care_toml(tmp_path / "care.toml", database_url=f"sqlite:///{db}",
+                                            port=broker.port)))
+    events = chained(DEVICE, taken(4))
+    service = CareService(config, workers=1, timer=False)
+    service.start()
+    [worker] = service.workers
+    try:
+        assert service.wait_ready(HANG)
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")                    # the worker cannot commit: nothing acknowledged
+        publish(broker.port, events[:3])
+        assert wait_until(lambda: worker.received == 3)
+        broker.stop()
+        broker.start()
+        assert wait_until(lambda: worker.connection == 2 and worker.received == 6)   # the 3 sent again
+        holder.execute("ROLLBACK")
+        holder.close()
+        assert wait_until(lambda: worker.handled == 6)
+        assert (worker.outcomes["stored"], worker.outcomes["duplicate"], worker.outcomes["not_acked_stale"]) == \
+            (3, 3, 3)
+    finally:
+        service.stop()
+    again = CareService(config, workers=1, timer=False)      # the broker holds nothing unacknowledged
+    again.start()
+    try:
+        assert again.wait_ready(HANG)
+        publish(broker.port, events[3:])
+        assert wait_until(lambda: again.workers[0].handled >= 1)
+        assert dict(again.workers[0].outcomes) | {"stored_us": 0, "batches": 0} == \
+            {"stored": 1, "stored_us": 0, "batches": 0}
+    finally:
+        again.stop()
+    with Database(f"sqlite:///{db}").connect() as conn:
+        assert conn.execute("SELECT seq FROM events ORDER BY seq") == [(1,), (2,), (3,), (4,)]

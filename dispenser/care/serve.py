@@ -90,6 +90,7 @@ class Worker:
         self.subscribed: Flag = subscribed if subscribed is not None else threading.Event()
         self.inbox: queue.Queue[tuple[int, mqtt.MQTTMessage]] = queue.Queue(maxsize=INBOX_MAX)
         self.connection = 0   # counts connections: a message is acknowledged only on the one it came on
+        self.received = 0     # messages paho has handed over
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"{self.client_id}-store", daemon=True)
         self.client = build_client(self.settings, self.client_id, persistent=True, client_class=mqtt.Client,
@@ -136,6 +137,7 @@ class Worker:
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         """paho's thread only queues: storing is the worker thread's. A full inbox holds paho
         back (and with it the socket and the broker), so a backlog waits at the broker, not here."""
+        self.received += 1
         while not self._stop.is_set():
             try:
                 self.inbox.put((self.connection, message), timeout=0.5)
