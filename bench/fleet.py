@@ -36,11 +36,9 @@ import queue
 import shutil
 import sys
 import tempfile
-import threading
 import time
-from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -54,6 +52,7 @@ from postgres import Postgres  # noqa: E402
 
 READY_S = 120.0         # the care service's workers subscribed
 STALL_S = 180.0         # nothing new stored for this long, with events still missing: give up and count
+NOT_MESSAGES = ("stored_us", "batches", "restarts", "not_acked_stale")   # the care service's tallies that count no message
 
 
 class FleetError(Exception):
@@ -84,34 +83,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run_care(care_toml: str, workers: int, ready: Any, stop: Any, result: Any) -> None:
-    """The care service in a process of its own, as `care serve` runs it; reports what it handled."""
+    """The care service in a process of its own, as `care serve` runs it (a process per
+    worker, the timer here); reports what its workers' messages became."""
     from dispenser.care.config import load_care_config
     from dispenser.care.serve import CareService
 
-    service = CareService(load_care_config(care_toml), workers=workers)
-    outcomes: Counter[str] = Counter()
-    lock = threading.Lock()
-    for worker in service.workers:   # count what each message became (stored, duplicate, status...)
-        worker.ingest.handle = _counting(worker.ingest.handle, outcomes, lock)  # type: ignore[method-assign]
+    service = CareService(load_care_config(care_toml), workers=workers, processes=True)
     service.start()
     if service.wait_ready(READY_S):
         ready.set()
     stop.wait()
     service.stop()
+    outcomes = service.outcomes()
+    outcomes["restarts"] = sum(getattr(worker, "restarts", 0) for worker in service.workers)
     result.put(dict(outcomes))
-
-
-def _counting(handle: Callable[..., str], outcomes: Counter[str], lock: threading.Lock) -> Callable[..., str]:
-    def counted(*args: Any) -> str:
-        began = time.perf_counter()
-        outcome = handle(*args)
-        took = time.perf_counter() - began
-        with lock:
-            kind = outcome.split(":")[0]
-            outcomes[kind] += 1
-            outcomes[f"{kind}_us"] += int(took * 1_000_000)
-        return outcome
-    return counted
 
 
 def resident_mb(broker: Broker) -> float:
@@ -166,87 +151,92 @@ def run(args: argparse.Namespace, workdir: Path, device_dir: Path, url: str, bro
                          f'[database]\nurl = "{url}"\n')
     ready, stop, care_result = spawn.Event(), spawn.Event(), spawn.Queue()
     care = spawn.Process(target=run_care, args=(str(care_toml), args.workers, ready, stop, care_result),
-                         name="care", daemon=True)
+                         name="care")   # not a daemon: it starts the worker processes
     care.start()
-    if not ready.wait(READY_S):
-        care.terminate()
-        raise FleetError(f"the care service's workers did not subscribe within {READY_S:.0f} s:\n{broker.log()[-2000:]}")
+    try:
+        if not ready.wait(READY_S):
+            raise FleetError(f"the care service's workers did not subscribe within {READY_S:.0f} s:\n{broker.log()[-2000:]}")
 
-    slices = [list(range(p, args.devices, args.processes)) for p in range(args.processes)]
-    progress = [spawn.Value("i", 0) for _ in slices]
-    report = spawn.Queue()
-    began = time.monotonic()
-    began_wall = time.time()
-    devices = [spawn.Process(target=run_devices, name=f"devices-{n}", daemon=True,  # never outlive the bench
-                             args=(indexes, str(device_dir), broker.host, broker.port, args.days, args.seed,
-                                   progress[n], report))
-               for n, indexes in enumerate(slices) if indexes]
-    for process in devices:
-        process.start()
+        slices = [list(range(p, args.devices, args.processes)) for p in range(args.processes)]
+        progress = [spawn.Value("i", 0) for _ in slices]
+        report = spawn.Queue()
+        began = time.monotonic()
+        began_wall = time.time()
+        devices = [spawn.Process(target=run_devices, name=f"devices-{n}", daemon=True,  # never outlive the bench
+                                 args=(indexes, str(device_dir), broker.host, broker.port, args.days, args.seed,
+                                       progress[n], report))
+                   for n, indexes in enumerate(slices) if indexes]
+        for process in devices:
+            process.start()
 
-    logs: list[LoggedEvent] = []
-    fds: list[int] = []
-    generated: list[float] = []
-    done = 0
-    restart: str | None = None
-    middle = max(1, args.days // 2)
-    while done < len(devices):
-        if restart is None and min(value.value for value in progress) >= middle:
-            down = time.monotonic()
-            broker.stop()
-            broker.start()
-            restart = (f"broker restarted when every process had lived day {middle} of {args.days}, "
-                       f"{down - began:.0f} s in; down {time.monotonic() - down:.2f} s")
-        try:
-            kind, value = report.get(timeout=0.5)
-        except queue.Empty:
-            if any(process.exitcode not in (None, 0) for process in devices):
-                raise FleetError("a device process failed; see its traceback above")
-            continue
-        if kind == "log":
-            logs.extend(LoggedEvent(*row) for row in value)
-        elif kind == "fds":
-            fds.append(value)
-        elif kind == "generated":
-            generated.append(value)
-        elif kind == "done":
-            fds.append(value)
-            done += 1
-    for process in devices:
-        process.join(60)
-    lived = time.monotonic() - began
-    broker_mb = resident_mb(broker)
+        logs: list[LoggedEvent] = []
+        fds: list[int] = []
+        generated: list[float] = []
+        done = 0
+        restart: str | None = None
+        middle = max(1, args.days // 2)
+        while done < len(devices):
+            if restart is None and min(value.value for value in progress) >= middle:
+                down = time.monotonic()
+                broker.stop()
+                broker.start()
+                restart = (f"broker restarted when every process had lived day {middle} of {args.days}, "
+                           f"{down - began:.0f} s in; down {time.monotonic() - down:.2f} s")
+            try:
+                kind, value = report.get(timeout=0.5)
+            except queue.Empty:
+                if any(process.exitcode not in (None, 0) for process in devices):
+                    raise FleetError("a device process failed; see its traceback above")
+                continue
+            if kind == "log":
+                logs.extend(LoggedEvent(*row) for row in value)
+            elif kind == "fds":
+                fds.append(value)
+            elif kind == "generated":
+                generated.append(value)
+            elif kind == "done":
+                fds.append(value)
+                done += 1
+        for process in devices:
+            process.join(60)
+        lived = time.monotonic() - began
+        broker_mb = resident_mb(broker)
 
-    with psycopg.connect(url, autocommit=True) as conn:
-        last_count, last_change = -1, time.monotonic()
-        while True:
-            count = stored_count(conn)
-            if count >= len(logs):
-                break
-            if count != last_count:
-                last_count, last_change = count, time.monotonic()
-            elif time.monotonic() - last_change > STALL_S:
-                break
-            time.sleep(0.2)
-        last = conn.execute("SELECT max(received) FROM events").fetchone()[0]
-        size = int(conn.execute("SELECT pg_total_relation_size('events')").fetchone()[0])
-        rows = [StoredEvent(device, seq, event_id, hash_, _epoch(received))
-                for device, seq, event_id, hash_, received in
-                conn.execute("SELECT device, seq, event_id, hash, received FROM events")]
-    stop.set()
-    handled = care_result.get(timeout=60)
-    care.join(30)
-    tally = compare(logs, rows)
-    report_figures(args, tally, handled, began_wall, _epoch(last) if last else time.time(), lived, generated,
-                   fds, restart)
-    print(f"broker resident memory with {args.devices + args.workers} persistent sessions: {broker_mb:.0f} MB; "
-          f"PostgreSQL events table with its indexes: {size / 1e6:.0f} MB "
-          f"({size / max(1, tally.stored):.0f} bytes an event)")
-    if max(fds, default=0) >= LIMIT_FDS:
-        print(f"fleet: a device process held {max(fds)} descriptors, past {LIMIT_FDS}: too near select()'s 1024",
-              file=sys.stderr)
-        return 1
-    return 0 if tally.lost == 0 and tally.doubled == 0 else 1
+        with psycopg.connect(url, autocommit=True) as conn:
+            last_count, last_change = -1, time.monotonic()
+            while True:
+                count = stored_count(conn)
+                if count >= len(logs):
+                    break
+                if count != last_count:
+                    last_count, last_change = count, time.monotonic()
+                elif time.monotonic() - last_change > STALL_S:
+                    break
+                time.sleep(0.2)
+            last = conn.execute("SELECT max(received) FROM events").fetchone()[0]
+            size = int(conn.execute("SELECT pg_total_relation_size('events')").fetchone()[0])
+            rows = [StoredEvent(device, seq, event_id, hash_, _epoch(received))
+                    for device, seq, event_id, hash_, received in
+                    conn.execute("SELECT device, seq, event_id, hash, received FROM events")]
+        stop.set()
+        handled = care_result.get(timeout=180)
+        tally = compare(logs, rows)
+        report_figures(args, tally, handled, began_wall, _epoch(last) if last else time.time(), lived, generated,
+                       fds, restart)
+        print(f"broker resident memory with {args.devices + args.workers} persistent sessions: {broker_mb:.0f} MB; "
+              f"PostgreSQL events table with its indexes: {size / 1e6:.0f} MB "
+              f"({size / max(1, tally.stored):.0f} bytes an event)")
+        if max(fds, default=0) >= LIMIT_FDS:
+            print(f"fleet: a device process held {max(fds)} descriptors, past {LIMIT_FDS}: too near select()'s 1024",
+                  file=sys.stderr)
+            return 1
+        return 0 if tally.lost == 0 and tally.doubled == 0 else 1
+    finally:   # the care service and its worker processes never outlive the bench
+        stop.set()
+        care.join(120)
+        if care.is_alive():
+            care.terminate()
+            care.join(10)
 
 
 def _epoch(text: str) -> float:
@@ -269,11 +259,15 @@ def report_figures(args: argparse.Namespace, tally: Tally, handled: dict[str, in
     print(f"lag append -> stored: p50 {percentile(tally.lags, 0.5):.2f} s, p99 {percentile(tally.lags, 0.99):.2f} s, "
           f"max {max(tally.lags, default=float('nan')):.2f} s")
     print(restart or "broker not restarted (the run ended first)")
+    batches = handled.get("batches", 0)
     print(f"care service: {handled.get('stored', 0)} events stored, {handled.get('duplicate', 0)} redeliveries "
           f"absorbed (stored once by event_id), {handled.get('status', 0)} status messages, "
-          f"{handled.get('fork', 0)} forks, {handled.get('ignored', 0)} ignored; storing an event took "
-          f"{handled.get('stored_us', 0) / 1000 / max(1, handled.get('stored', 0)):.1f} ms on average "
-          f"(its transaction: the chain check against the neighbours, bookkeeping, patterns)")
+          f"{handled.get('fork', 0)} forks, {handled.get('ignored', 0)} ignored, "
+          f"{handled.get('restarts', 0)} worker processes started again; "
+          + (f"{batches} transactions of {sum(v for k, v in handled.items() if k not in NOT_MESSAGES) / batches:.1f} "
+             "messages on average; " if batches else "")
+          + f"{handled.get('stored_us', 0) / 1000 / max(1, handled.get('stored', 0)):.2f} ms of a worker's time "
+          f"per stored event (the chain check against the neighbours, bookkeeping, patterns, the commit)")
     print(f"lost: {tally.lost}  doubled: {tally.doubled}" +
           (f"  (lost e.g. {', '.join(tally.lost_examples)})" if tally.lost_examples else ""))
 

@@ -211,3 +211,86 @@ def test_a_bad_database_url_is_one_line():
     from dispenser.care.database import DatabaseError
     with pytest.raises(DatabaseError, match=r"postgresql://care:\*\*\*@127.0.0.1:1/x: cannot connect"):
         Database("postgresql://care:secret@127.0.0.1:1/x")
+
+
+# -- batches: many messages, one transaction ----------------------------------------------
+
+
+def test_a_batch_with_bad_messages_in_the_middle_stores_the_good_ones_once_and_alerts_on_the_bad(conn):
+    ingest = Ingest(conn, CONFIG)
+    events = chained("disp-0001", taken(6))
+    altered = dict(events[3], type="dose.missed")                     # its hash no longer matches: a rewrite
+    batch = [(TOPIC, payload(e)) for e in events[:3]] + [(TOPIC, b"{not json"), (TOPIC, payload(altered)),
+                                                         (TOPIC, payload(events[1]))] \
+        + [(TOPIC, payload(e)) for e in events[4:]]
+    outcomes = ingest.handle_batch(batch, AT0)
+    assert outcomes[:3] == ["stored"] * 3 and outcomes[3].startswith("ignored")
+    assert outcomes[4:] == ["stored", "duplicate", "stored", "stored"]
+    assert conn.execute("SELECT seq, type FROM events ORDER BY seq") == \
+        [(1, "dose.taken"), (2, "dose.taken"), (3, "dose.taken"), (4, "dose.missed"), (5, "dose.taken"),
+         (6, "dose.taken")]
+    [(kind, severity, audience, _, detail, evidence)] = alerts(conn)
+    assert (kind, severity, audience) == ("log_rewritten", "critical", "clinic")
+    assert "seq 4" in detail and json.loads(evidence) == [altered["event_id"]]
+    assert conn.execute("SELECT first_seq, top_seq, stored, last_seq, gap_since FROM devices") == [(1, 6, 6, 6, None)]
+
+
+def test_a_batch_of_many_devices_in_any_order_ends_as_one_by_one_does(database_url, tmp_path):
+    """The device's bookkeeping read under its lock and written once an event: a batch that
+    mixes devices, fills a gap late and repeats an event ends where single messages end."""
+    logs = {device: chained(device, taken(5)) for device in ("disp-0003", "disp-0001", "disp-0002")}
+    order = [("disp-0001", 0), ("disp-0003", 0), ("disp-0001", 2), ("disp-0002", 4), ("disp-0003", 1),
+             ("disp-0001", 1), ("disp-0002", 0), ("disp-0001", 2), ("disp-0003", 2), ("disp-0001", 4)]
+    messages = [(f"pilldispenser/{device}/events", payload(logs[device][n])) for device, n in order]
+    batched = Database(database_url).connect()
+    single = Database(f"sqlite:///{tmp_path / 'one-by-one.db'}").connect()
+    try:
+        outcomes = Ingest(batched, CONFIG).handle_batch(messages, AT0)
+        assert outcomes == [Ingest(single, CONFIG).handle(topic, body, AT0) for topic, body in messages]
+        assert outcomes.count("duplicate") == 1
+        query = "SELECT device, first_seq, top_seq, stored, last_seq, gap_since IS NULL FROM devices ORDER BY device"
+        assert batched.execute(query) == single.execute(query) == [
+            ("disp-0001", 1, 5, 4, 5, False), ("disp-0002", 1, 5, 2, 5, False), ("disp-0003", 1, 3, 3, 3, True)]
+        assert batched.execute("SELECT device, seq FROM events ORDER BY device, seq") == \
+            single.execute("SELECT device, seq FROM events ORDER BY device, seq")
+    finally:
+        batched.close()
+        single.close()
+
+
+def poison(conn, event_id: str) -> None:
+    """A real database refusal for one event_id: a trigger that raises, in either dialect."""
+    if conn.dialect == "sqlite":
+        conn.execute(f"CREATE TRIGGER poison BEFORE INSERT ON events WHEN NEW.event_id = '{event_id}'"
+                     " BEGIN SELECT RAISE(ABORT, 'poisoned event'); END")
+    else:
+        conn.execute("CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                     f" IF NEW.event_id = '{event_id}' THEN RAISE EXCEPTION 'poisoned event'; END IF;"
+                     " RETURN NEW; END $$")
+        conn.execute("CREATE TRIGGER poison BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION poison()")
+
+
+def test_a_message_the_database_refuses_fails_alone_and_the_rest_of_its_batch_is_stored(conn):
+    ingest = Ingest(conn, CONFIG)
+    events = chained("disp-0001", taken(5))
+    poison(conn, events[2]["event_id"])
+    outcomes = ingest.handle_batch([(TOPIC, payload(e)) for e in events], AT0)
+    assert outcomes[:2] + outcomes[3:] == ["stored"] * 4
+    assert outcomes[2] == "failed: poisoned event"        # left unacknowledged by the worker: sent again
+    assert conn.execute("SELECT seq FROM events ORDER BY seq") == [(1,), (2,), (4,), (5,)]
+    assert conn.execute("SELECT stored, gap_since IS NOT NULL FROM devices") == [(4, True)]
+    conn.execute("DROP TRIGGER poison" + ("" if conn.dialect == "sqlite" else " ON events"))
+    assert ingest.handle_batch([(TOPIC, payload(events[2])), (TOPIC, payload(events[3]))], AT0) == \
+        ["stored", "duplicate"]                            # sent again: stored once, the gap closed
+    assert conn.execute("SELECT stored, gap_since FROM devices") == [(5, None)]
+    assert alerts(conn) == []
+
+
+def test_a_missed_run_inside_one_batch_is_heard_though_a_taken_dose_ends_it_in_the_same_batch(conn):
+    """Patterns are judged at each missed dose as it is stored, not once for the batch."""
+    ingest = Ingest(conn, CONFIG)
+    drafts = [outcome("naltrexone", "dose.missed")] * 3 + [outcome("naltrexone", "dose.taken")]
+    events = chained("disp-0001", drafts)
+    assert ingest.handle_batch([(TOPIC, payload(e)) for e in events], AT0) == ["stored"] * 4
+    [(kind, _, audience, _, detail, _)] = alerts(conn, "pattern_missed_run")
+    assert audience == "clinic" and "3 doses of naltrexone missed in a row" in detail

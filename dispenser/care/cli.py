@@ -31,7 +31,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> dict[str, Handler
     care = sub.add_parser("care", help="the care service: ingest, notify people, acknowledge")
     actions = care.add_subparsers(dest="action", required=True, metavar="ACTION")
     serve = actions.add_parser("serve", parents=[config], help="ingest every device's events and notify, until stopped")
-    serve.add_argument("--workers", type=int, default=1, metavar="N", help="ingest clients on the shared subscription")
+    serve.add_argument("--workers", type=int, default=1, metavar="N", help="ingest processes on the shared subscription")
     status = actions.add_parser("status", parents=[config], help="devices: online or not, last event, open alerts")
     status.add_argument("--json", action="store_true")
     ack = actions.add_parser("ack", parents=[config], help="acknowledge an alert: its escalation stops")
@@ -114,7 +114,7 @@ def care_serve(args: argparse.Namespace) -> int:
         raise CareError(f"{config.source}: apprise cannot use the URL {bad.split('://')[0]}://... (see apprise's URL list)")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        service = CareService(config, args.workers)
+        service = CareService(config, args.workers, processes=True)   # a process per worker: no shared GIL
     except TlsFilesError as error:
         raise CareError(str(error)) from None
     from .web.command import start_web

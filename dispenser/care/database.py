@@ -137,6 +137,11 @@ class Connection:
         finally:
             self._in_transaction = False
 
+    @property
+    def broken(self) -> bool:
+        """The server is gone (a restart, a terminated backend): only a new connection helps."""
+        return self.dialect == "postgresql" and bool(self.raw.broken or self.raw.closed)
+
     def close(self) -> None:
         self.raw.close()
 

@@ -1,14 +1,23 @@
-"""One MQTT message into the care database: stored once, checked, alerts raised.
+"""MQTT messages into the care database: stored once, checked, alerts raised.
 
 The device is the topic's (`{prefix}/{device}/events`), never the payload's. An event is
 stored once per (device, event_id); in the same transaction its seq and chain are judged
 against the stored neighbours (chain.py), the device's gap bookkeeping is updated, a
 device's `alert.raised` becomes an alert for its people, and a broken log or a pattern
-becomes an alert for the clinic. The transaction starts by writing the device's row,
-which serializes the events of one device across workers and processes.
+becomes an alert for the clinic.
+
+A worker hands over a batch of messages at once (`handle_batch`): one transaction for
+all of them, so a commit and its round trips are paid once per batch, not per event; the
+worker acknowledges the batch to the broker only after that commit. Each event's work
+starts by writing its device's row, which serializes one device's events across workers
+and processes (PostgreSQL: the row lock, held to the commit; SQLite: its one write lock);
+a batch takes its devices in sorted order, so two workers' batches never wait on each
+other in a circle. If the batch fails, nothing of it is kept and each message is tried
+again in a transaction of its own: one bad message costs only itself.
 
     ingest = Ingest(conn, config)
-    ingest.handle("pilldispenser/disp-0001/events", payload, now)   # -> "stored"
+    ingest.handle("pilldispenser/disp-0001/events", payload, now)          # -> "stored"
+    ingest.handle_batch([(topic, payload), ...], now)                      # -> ["stored", "duplicate", ...]
 """
 from __future__ import annotations
 
@@ -17,7 +26,7 @@ import json
 import logging
 import re
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple, Sequence
 
 from ..clinic import Unreadable, event_problem, read_json, split_topic
 from ..events import canonical
@@ -32,7 +41,7 @@ log = logging.getLogger(__name__)
 FINDING_KINDS = {"fork": ("log_fork", "critical"), "rewrite": ("log_rewritten", "critical"),
                  "device_mismatch": ("log_device_mismatch", "warning")}
 SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
-PATTERN_EVENTS = (EventType.DOSE_MISSED, EventType.DOSE_TAKEN, EventType.DOSE_UNCONFIRMED, EventType.CHECKIN_RECORDED)
+FAILED = "failed"   # the outcome of a message that could not be stored: not acknowledged, tried again
 RECENT_OUTCOMES = 200
 
 
@@ -61,7 +70,49 @@ class Ingest:
         self.prefix = config.mqtt.topic_prefix if config.mqtt else "pilldispenser"
 
     def handle(self, topic: str, payload: bytes, now: datetime) -> str:
-        """What became of the message: stored, duplicate, status, or ignored (with why)."""
+        """What became of one message: stored, duplicate, fork, status, or ignored (with why).
+        A database error is raised (nothing of the message kept)."""
+        read = self._read(topic, payload)
+        if isinstance(read, str):
+            return read
+        with self.conn.transaction():
+            return self._apply(*read, now)
+
+    def handle_batch(self, messages: Sequence[tuple[str, bytes]], now: datetime) -> list[str]:
+        """What became of each (topic, payload), in order; all stored in one transaction.
+
+        When that transaction fails, each message is tried in one of its own; a message that
+        fails alone too is `failed: why` (nothing of it kept: leave it unacknowledged).
+        """
+        outcomes: list[str] = [""] * len(messages)
+        work: list[tuple[int, str, str, Any]] = []
+        for index, (topic, payload) in enumerate(messages):
+            read = self._read(topic, payload)
+            if isinstance(read, str):
+                outcomes[index] = read
+            else:
+                work.append((index, *read))
+        work.sort(key=lambda item: item[1])   # stable: devices in one order, each device's messages as they came
+        try:
+            with self.conn.transaction():
+                for index, device, kind, message in work:
+                    outcomes[index] = self._apply(device, kind, message, now)
+            return outcomes
+        except Exception as error:  # noqa: BLE001 - any failure: each message on its own, below
+            if len(work) == 1:
+                outcomes[work[0][0]] = f"{FAILED}: {_one_line(error)}"
+                return outcomes
+            log.warning("a batch of %d messages failed (%s): storing them one by one", len(work), _one_line(error))
+        for index, device, kind, message in work:
+            try:
+                with self.conn.transaction():
+                    outcomes[index] = self._apply(device, kind, message, now)
+            except Exception as error:  # noqa: BLE001 - this message only
+                outcomes[index] = f"{FAILED}: {_one_line(error)}"
+        return outcomes
+
+    def _read(self, topic: str, payload: bytes) -> tuple[str, str, Any] | str:
+        """(device, kind, message) for a message to store, or why it is ignored."""
         where = split_topic(self.prefix, topic)
         if where is None:
             return "ignored: not a device topic"
@@ -71,7 +122,9 @@ class Ingest:
         except Unreadable as error:
             return f"ignored: {error}"
         if kind == "status":
-            return self._status(device, message, now)
+            if not isinstance(message, dict) or not isinstance(message.get("online"), bool):
+                return "ignored: a status without online true/false"
+            return device, kind, message
         if kind != "events":
             return "ignored: not an events or status topic"
         if not isinstance(message, dict):
@@ -79,45 +132,56 @@ class Ingest:
         problem = event_problem(message)
         if problem is not None:
             return f"ignored: {problem}"
-        with self.conn.transaction():
-            return self._event(device, message, now)
+        return device, kind, message
+
+    def _apply(self, device: str, kind: str, message: dict, now: datetime) -> str:
+        """One read message, inside the caller's transaction."""
+        if kind == "status":
+            return self._status(device, message, now)
+        return self._event(device, message, now)
 
     # -- status ---------------------------------------------------------------------------
 
-    def _status(self, device: str, message: Any, now: datetime) -> str:
-        if not isinstance(message, dict) or not isinstance(message.get("online"), bool):
-            return "ignored: a status without online true/false"
+    def _status(self, device: str, message: dict, now: datetime) -> str:
         online = message["online"]
         stamp = format_at(now)
-        with self.conn.transaction():
-            before = self.conn.execute("SELECT online FROM devices WHERE device = ?", (device,))
-            changed = not before or before[0][0] is None or bool(before[0][0]) != online
+        before = self.conn.execute("SELECT online FROM devices WHERE device = ?", (device,))
+        changed = not before or before[0][0] is None or bool(before[0][0]) != online
+        self.conn.execute(
+            "INSERT INTO devices (device, last_heard, online, status_since) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (device) DO UPDATE SET last_heard = excluded.last_heard, online = excluded.online,"
+            " status_since = CASE WHEN ? THEN excluded.status_since ELSE devices.status_since END",
+            (device, stamp, int(online), stamp, changed))
+        if online:   # back: an open "offline" alert needs no more escalation
             self.conn.execute(
-                "INSERT INTO devices (device, last_heard, online, status_since) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (device) DO UPDATE SET last_heard = excluded.last_heard, online = excluded.online,"
-                " status_since = CASE WHEN ? THEN excluded.status_since ELSE devices.status_since END",
-                (device, stamp, int(online), stamp, changed))
-            if online:   # back: an open "offline" alert needs no more escalation
-                self.conn.execute(
-                    "UPDATE alerts SET resolved_at = ? WHERE device = ? AND kind = 'device_offline'"
-                    " AND resolved_at IS NULL AND acked_at IS NULL", (stamp, device))
+                "UPDATE alerts SET resolved_at = ? WHERE device = ? AND kind = 'device_offline'"
+                " AND resolved_at IS NULL AND acked_at IS NULL", (stamp, device))
         return "status"
 
     # -- events ---------------------------------------------------------------------------
 
     def _event(self, device: str, event: dict, now: datetime) -> str:
+        """About four statements for an ordinary event: the device's row (its lock and its
+        bookkeeping as it stands), the stored neighbours and the same event_id in one query,
+        the insert, the bookkeeping's update."""
         stamp, seq = format_at(now), event["seq"]
-        self.conn.execute(
+        first, top, stored, online, gap_since = self.conn.execute(
             "INSERT INTO devices (device, last_heard) VALUES (?, ?)"
-            " ON CONFLICT (device) DO UPDATE SET last_heard = excluded.last_heard", (device, stamp))
-        same = self.conn.execute("SELECT seq, event_id, hash, prev_hash FROM events WHERE device = ? AND event_id = ?",
-                                 (device, event["event_id"]))
-        same_id = chain.Entry(*same[0][1:]) if same else None
+            " ON CONFLICT (device) DO UPDATE SET last_heard = excluded.last_heard"
+            " RETURNING first_seq, top_seq, stored, online, gap_since", (device, stamp))[0]
+        same: tuple[int, chain.Entry] | None = None
         neighbours: dict[int, tuple[chain.Entry, ...]] = {}
-        for row in self.conn.execute("SELECT seq, event_id, hash, prev_hash FROM events WHERE device = ?"
-                                     " AND seq BETWEEN ? AND ? ORDER BY received", (device, seq - 1, seq + 1)):
-            neighbours[row[0]] = neighbours.get(row[0], ()) + (chain.Entry(*row[1:]),)
-        new, findings = chain.judge(device, event, neighbours, same_id, same[0][0] if same else None)
+        for row_seq, event_id, hash_, prev_hash in self.conn.execute(
+                "SELECT seq, event_id, hash, prev_hash FROM events WHERE device = ?"
+                " AND (event_id = ? OR seq BETWEEN ? AND ?) ORDER BY received",
+                (device, event["event_id"], seq - 1, seq + 1)):
+            entry = chain.Entry(event_id, hash_, prev_hash)
+            if event_id == event["event_id"]:
+                same = (row_seq, entry)
+            if seq - 1 <= row_seq <= seq + 1:
+                neighbours[row_seq] = neighbours.get(row_seq, ()) + (entry,)
+        same_id = same[1] if same else None
+        new, findings = chain.judge(device, event, neighbours, same_id, same[0] if same else None)
         if not new:
             return "duplicate"
         at = _event_time(event, now)
@@ -128,43 +192,44 @@ class Ingest:
                          detail=finding.detail, evidence=[event["event_id"]], at=at, now=now)
         if same_id is not None:
             return "fork"   # the id is taken by the first version, which stays as evidence
-        first_at_seq = seq not in neighbours
         self.conn.execute(
             "INSERT INTO events (device, event_id, seq, type, at, hash, prev_hash, body, received)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (device, event["event_id"], seq, event["type"], event["at"], event["hash"], event["prev_hash"],
              canonical(event), stamp))
-        self._bookkeep(device, event, first_at_seq, stamp)
+        self._bookkeep(device, event, Counts(first, top, stored, seq not in neighbours, gap_since), stamp)
         # Heard again: an offline alert found by silence is over (one found by the Last Will
         # ends with the retained {"online": true} the device publishes when it is back).
-        self.conn.execute(
-            "UPDATE alerts SET resolved_at = ? WHERE device = ? AND kind = 'device_offline' AND resolved_at IS NULL"
-            " AND acked_at IS NULL AND EXISTS (SELECT 1 FROM devices WHERE device = ? AND online IS NULL)",
-            (stamp, device, device))
+        if online is None:
+            self.conn.execute(
+                "UPDATE alerts SET resolved_at = ? WHERE device = ? AND kind = 'device_offline'"
+                " AND resolved_at IS NULL AND acked_at IS NULL", (stamp, device))
         if event["type"] == EventType.ALERT_RAISED:
             self._device_alert(device, event, at, now)
-        if event["type"] in PATTERN_EVENTS:
-            self._patterns(device, at, now)
+        # Only a missed dose can make a run of missed doses, only a check-in a check-in pattern.
+        if event["type"] == EventType.DOSE_MISSED:
+            self._missed_run(device, at, now)
+        elif event["type"] == EventType.CHECKIN_RECORDED:
+            self._checkin_patterns(device, at, now)
         return "stored"
 
-    def _bookkeep(self, device: str, event: dict, first_at_seq: bool, stamp: str) -> None:
-        """first/top seq, how many distinct seqs are stored, the last event, and whether a gap is open."""
+    def _bookkeep(self, device: str, event: dict, before: "Counts", stamp: str) -> None:
+        """first/top seq, how many distinct seqs are stored, the last event, and whether a gap
+        is open: computed from the row as this transaction read it (its lock held), one update."""
         seq = event["seq"]
+        first = seq if before.first is None else min(before.first, seq)
+        top = seq if before.top is None else max(before.top, seq)
+        stored = before.stored + int(before.first_at_seq)
+        gap_open = top - first + 1 > stored
+        gap_since = (before.gap_since or stamp) if gap_open else None
         self.conn.execute(
-            "UPDATE devices SET first_seq = CASE WHEN first_seq IS NULL OR ? < first_seq THEN ? ELSE first_seq END,"
-            " top_seq = CASE WHEN top_seq IS NULL OR ? > top_seq THEN ? ELSE top_seq END,"
-            " stored = stored + ?,"
+            "UPDATE devices SET first_seq = ?, top_seq = ?, stored = ?, gap_since = ?,"
             " last_seq = CASE WHEN last_seq IS NULL OR ? >= last_seq THEN ? ELSE last_seq END,"
             " last_type = CASE WHEN last_seq IS NULL OR ? >= last_seq THEN ? ELSE last_type END,"
             " last_at = CASE WHEN last_seq IS NULL OR ? >= last_seq THEN ? ELSE last_at END"
             " WHERE device = ?",
-            (seq, seq, seq, seq, int(first_at_seq), seq, seq, seq, event["type"], seq, event["at"], device))
-        first, top, stored = self.conn.execute(
-            "SELECT first_seq, top_seq, stored FROM devices WHERE device = ?", (device,))[0]
-        if top - first + 1 > stored:
-            self.conn.execute("UPDATE devices SET gap_since = COALESCE(gap_since, ?) WHERE device = ?", (stamp, device))
-        else:
-            self.conn.execute("UPDATE devices SET gap_since = NULL WHERE device = ?", (device,))
+            (first, top, stored, gap_since, seq, seq, seq, event["type"], seq, event["at"], device))
+        if before.gap_since is not None and not gap_open:   # the gap is filled: its alert is over
             self.conn.execute("UPDATE alerts SET resolved_at = ? WHERE device = ? AND kind = 'log_gap'"
                               " AND resolved_at IS NULL", (stamp, device))
 
@@ -182,12 +247,15 @@ class Ingest:
                      audience="people", origin="device", detail=message[:1000], evidence=[event["event_id"], *about],
                      at=at, now=now)
 
-    def _patterns(self, device: str, at: datetime, now: datetime) -> None:
-        settings = self.config.patterns
+    def _missed_run(self, device: str, at: datetime, now: datetime) -> None:
         rows = self.conn.execute(
             "SELECT event_id, type, seq, body FROM events WHERE device = ? AND type IN (?, ?, ?)"
             " ORDER BY seq DESC LIMIT ?", (device, *patterns.OUTCOMES, RECENT_OUTCOMES))
         outcomes = [patterns.Outcome(row[0], str(_data(row[3]).get("medication_id")), row[1], row[2]) for row in rows]
+        self._raise_patterns(device, patterns.missed_run(outcomes, self.config.patterns.missed_run), at, now)
+
+    def _checkin_patterns(self, device: str, at: datetime, now: datetime) -> None:
+        settings = self.config.patterns
         days = max(settings.mood_days, settings.side_effects_days)
         since = format_at(at - timedelta(days=days))
         checkins = []
@@ -199,12 +267,29 @@ class Ingest:
             side = data.get("side_effects") if isinstance(data.get("side_effects"), str) else None
             day = _event_time({"at": event_at}, now).toordinal()
             checkins.append(patterns.Checkin(event_id, day, mood, side, seq))
-        found = (patterns.missed_run(outcomes, settings.missed_run)
-                 + patterns.repeated_side_effects(checkins, settings) + patterns.falling_mood(checkins, settings))
+        found = patterns.repeated_side_effects(checkins, settings) + patterns.falling_mood(checkins, settings)
+        self._raise_patterns(device, found, at, now)
+
+    def _raise_patterns(self, device: str, found: list[patterns.PatternFinding], at: datetime, now: datetime) -> None:
         for finding in found:
             insert_alert(self.conn, alert_id=care_alert_id(device, finding.key), device=device, kind=finding.kind,
                          severity="warning", audience="clinic", origin="care", detail=finding.detail,
                          evidence=list(finding.evidence), at=at, now=now)
+
+
+class Counts(NamedTuple):
+    """A device's bookkeeping as read before an event is added, and whether its seq is new."""
+
+    first: int | None
+    top: int | None
+    stored: int
+    first_at_seq: bool
+    gap_since: str | None
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _data(body: str) -> dict:
