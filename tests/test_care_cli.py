@@ -114,6 +114,6 @@ def test_link_prints_a_url_with_a_token_that_can_be_revoked(config_path):
     assert url.startswith("https://care.example.org/family/") and len(url.rsplit("/", 1)[1]) >= 32
     assert url != second.stdout.strip()
     revoked = dispenser("care", "link", "disp-0001", "--revoke", "--config", config_path)
-    assert revoked.stdout.strip() == "disp-0001: 2 link(s) revoked"
+    assert revoked.stdout.strip() == "disp-0001: 2 links revoked"
     with Database(load_care_config(str(config_path)).database_url).connect() as conn:
         assert conn.execute("SELECT count(*) FROM links WHERE revoked IS NULL") == [(0,)]

@@ -279,7 +279,7 @@ def test_care_serve_delivers_a_missed_dose_within_a_minute_and_stops_on_sigterm(
         serve = subprocess.Popen([sys.executable, "-m", "dispenser", "care", "serve", "--config", str(path),
                                   "--workers", "2"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
     try:
-        assert wait_until(lambda: "2 worker(s) subscribed" in log.read_text() or serve.poll() is not None)
+        assert wait_until(lambda: "2 workers subscribed" in log.read_text() or serve.poll() is not None)
         assert serve.poll() is None
         missed_morning(tmp_path, broker)
         assert wait_until(lambda: len(hook.on("people")) >= 1)

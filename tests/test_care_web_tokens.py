@@ -110,6 +110,6 @@ def test_care_link_prints_a_token_the_database_does_not_hold_and_revoking_closes
         assert token not in everything_stored(conn)
         assert linked_device(conn, token) == "disp-0001"
     revoked = dispenser("care", "link", "disp-0001", "--revoke", "--config", path)
-    assert revoked.stdout.strip() == "disp-0001: 1 link(s) revoked", revoked.stderr
+    assert revoked.stdout.strip() == "disp-0001: 1 link revoked", revoked.stderr
     with Database(url).connect() as conn:
         assert linked_device(conn, token) is None

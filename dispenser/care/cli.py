@@ -101,6 +101,7 @@ def _connect(config: Any, *, existing: bool = False) -> Any:
 
 def care_serve(args: argparse.Namespace) -> int:
     """Until SIGTERM or Ctrl-C: the workers, the ladder's timer."""
+    from .message import plural
     from ..mqtt_client import TlsFilesError
     from .notify import check_urls
     from .serve import CareService
@@ -126,7 +127,7 @@ def care_serve(args: argparse.Namespace) -> int:
     where = f"{config.mqtt.host}:{config.mqtt.port}"
     try:
         if service.wait_ready(READY_WAIT_S):
-            print(f"dispenser care: {args.workers} worker(s) subscribed at {where}, database "
+            print(f"dispenser care: {plural(args.workers, 'worker')} subscribed at {where}, database "
                   f"{config.database_url.split('://')[0]}", file=sys.stderr, flush=True)
         else:
             print(f"dispenser care: not subscribed at {where} yet; retrying", file=sys.stderr, flush=True)
@@ -174,6 +175,7 @@ def status_report(conn: Any, config: Any, now: datetime, only: str | None = None
 
 
 def care_status(args: argparse.Namespace) -> int:
+    from .message import plural
     config = _config(args)
     with _connect(config, existing=True) as conn:
         report = status_report(conn, config, _now())
@@ -191,7 +193,7 @@ def care_status(args: argparse.Namespace) -> int:
         last = entry["last_event"]
         last_text = f"last event seq {last['seq']} {last['type']} at {last['at']}" if last else "no event yet"
         name = f" ({entry['patient']})" if entry["patient"] else " (no [[patient]] in the config)"
-        print(f"{entry['device']}{name}: {state}; {last_text}; {len(entry['open_alerts'])} open alert(s)")
+        print(f"{entry['device']}{name}: {state}; {last_text}; {plural(len(entry['open_alerts']), 'open alert')}")
         for alert in entry["open_alerts"]:
             print(f"  {alert['alert_id']}  {alert['severity']:<8} {alert['kind']}  at {alert['at']}, "
                   f"told: {alert['told']}")
@@ -243,6 +245,7 @@ def care_user(args: argparse.Namespace) -> int:
 
 
 def care_link(args: argparse.Namespace) -> int:
+    from .message import plural
     from ..timeutil import format_at
     config = _config(args)
     if config.patient(args.device) is None:
@@ -253,7 +256,7 @@ def care_link(args: argparse.Namespace) -> int:
             with conn.transaction():
                 rows = conn.execute("UPDATE links SET revoked = ? WHERE device = ? AND revoked IS NULL"
                                     " RETURNING device", (format_at(_now()), args.device))
-            print(f"{args.device}: {len(rows)} link(s) revoked")
+            print(f"{args.device}: {plural(len(rows), 'link')} revoked")
             return 0
         token = issue_family_link(conn, args.device, _now())   # the database keeps only its sha256
     print(f"{config.public_url}/family/{token}")
