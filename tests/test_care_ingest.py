@@ -3,6 +3,7 @@ each device's seq order and hash chain checked as events arrive, alerts raised."
 from __future__ import annotations
 
 import json
+import threading
 from datetime import timedelta
 
 import pytest
@@ -12,6 +13,7 @@ from dispenser.care.config import CareConfig, PatternSettings, parse_care_config
 from dispenser.care.database import Database
 from dispenser.care.ingest import Ingest
 from dispenser.care.rounds import find_gaps
+from waiting import HANG
 from dispenser.events import GENESIS, Draft, build_event, event_hash
 
 TOPIC = "pilldispenser/disp-0001/events"
@@ -107,6 +109,42 @@ def test_a_gap_is_an_alert_only_when_it_stays_open(conn):
     ingest.handle(TOPIC, payload(events[3]), AT0)
     ingest.handle(TOPIC, payload(events[4]), AT0)         # filled at last: the alert is resolved
     assert conn.execute("SELECT resolved_at IS NOT NULL FROM alerts") == [(True,)]
+
+
+def test_a_gap_filled_while_the_round_looks_is_not_left_alerted(conn, database_url):
+    """The round reads a gap, then a worker fills it before the round writes its alert: that
+    alert would stay open for good (ingest resolves only the alerts of a gap it fills). The
+    round reads and writes under the device row's lock, so the worker fills the gap either
+    before (no alert) or after (its alert resolved)."""
+    ingest = Ingest(conn, CONFIG)
+    events = chained("disp-0001", taken(3))
+    for event in [events[0], events[2]]:
+        ingest.handle(TOPIC, payload(event), AT0)
+    outcome: list[str] = []
+
+    def fill() -> None:
+        with Database(database_url).connect() as worker:
+            outcome.append(Ingest(worker, CONFIG).handle(TOPIC, payload(events[1]), AT0))
+
+    filler = threading.Thread(target=fill)
+
+    class WorkerFillsAfterTheRoundReads:
+        """`conn`, but a worker stores the missing event once the round has read the events."""
+        def execute(self, sql, params=()):
+            rows = conn.execute(sql, params)
+            if "SELECT DISTINCT seq" in sql and not filler.is_alive() and not outcome:
+                filler.start()
+                filler.join(0.5)   # done at once unless the round holds the device's lock
+            return rows
+
+        def transaction(self):
+            return conn.transaction()
+
+    find_gaps(WorkerFillsAfterTheRoundReads(), CONFIG, AT0 + timedelta(seconds=CONFIG.alerts.gap_after_s))
+    filler.join(HANG)
+    assert outcome == ["stored"]
+    assert conn.execute("SELECT gap_since FROM devices") == [(None,)]
+    assert conn.execute("SELECT count(*) FROM alerts WHERE kind = 'log_gap' AND resolved_at IS NULL") == [(0,)]
 
 
 def test_a_devices_alert_is_stored_for_its_people_once(conn):

@@ -59,16 +59,26 @@ def find_gaps(conn: Connection, config: CareConfig, now: datetime) -> None:
     """A gap in a device's log still open `gap_after_s` after it appeared: a clinic alert."""
     limit = format_at(now - timedelta(seconds=config.alerts.gap_after_s))
     # A device whose gap already has an open alert since it opened is not looked at again.
-    for device, first, top, since in conn.execute(
-            "SELECT device, first_seq, top_seq, gap_since FROM devices WHERE gap_since IS NOT NULL AND gap_since <= ?"
-            " AND NOT EXISTS (SELECT 1 FROM alerts WHERE alerts.device = devices.device AND alerts.kind = 'log_gap'"
-            " AND alerts.resolved_at IS NULL AND alerts.received >= devices.gap_since)", (limit,)):
-        present = [row[0] for row in conn.execute(
-            "SELECT DISTINCT seq FROM events WHERE device = ? AND seq BETWEEN ? AND ? ORDER BY seq", (device, first, top))]
-        runs = chain.missing(first, top, present)
-        if not runs:
-            continue
+    candidates = [row[0] for row in conn.execute(
+        "SELECT device FROM devices WHERE gap_since IS NOT NULL AND gap_since <= ?"
+        " AND NOT EXISTS (SELECT 1 FROM alerts WHERE alerts.device = devices.device AND alerts.kind = 'log_gap'"
+        " AND alerts.resolved_at IS NULL AND alerts.received >= devices.gap_since)", (limit,))]
+    for device in candidates:
         with conn.transaction():
+            # Read again under the device row's lock, which ingest takes too: a gap a worker
+            # filled since the look above is not alerted (ingest resolves only the alerts of a
+            # gap it fills, so an alert raised after that would stay open for good).
+            first, top, since = conn.execute(
+                "UPDATE devices SET gap_since = gap_since WHERE device = ? RETURNING first_seq, top_seq, gap_since",
+                (device,))[0]
+            if since is None or since > limit:
+                continue
+            present = [row[0] for row in conn.execute(
+                "SELECT DISTINCT seq FROM events WHERE device = ? AND seq BETWEEN ? AND ? ORDER BY seq",
+                (device, first, top))]
+            runs = chain.missing(first, top, present)
+            if not runs:
+                continue
             insert_alert(conn, alert_id=care_alert_id(device, f"gap:{runs}"), device=device, kind="log_gap",
                          severity="warning", audience="clinic", origin="care", detail=chain.gap_text(runs),
                          evidence=[], at=parse_utc(since), now=now)
