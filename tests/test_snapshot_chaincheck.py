@@ -3,18 +3,16 @@ daemon's background check (chaincheck.py), hashing the stored text without re-en
 from __future__ import annotations
 
 import sqlite3
-import threading
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from dispenser.chaincheck import ChainCheck
-from dispenser.daemon import Daemon
 from dispenser.engine import Engine
 from dispenser.events import verify_chain
-from dispenser.hardware import build_sim_hardware
 from dispenser.store import Store, StoreError, verify_rows
 from harness.simulation import Simulation
+from daemon_thread import daemon_on_thread, log_end
 from waiting import wait_until
 
 DEVICE = "disp-sim"
@@ -94,55 +92,20 @@ def test_a_start_folds_only_the_tail_and_the_background_check_finds_an_old_edit(
     path = tmp_path / "d.db"
     path.write_bytes(simulated.read_bytes())
     with Store.open(path, DEVICE) as store:
-        Engine(store, 8, "UTC").stop(_after(store))  # a stop writes a snapshot at the head
+        Engine(store, 8, "UTC").stop(log_end(store))  # a stop writes a snapshot at the head
         assert store.snapshot().seq == store.event_count()
     tampered_copy(path, path, 5, "data", '{"medication_id":"x"}')
-    built, stopped, notes = {}, threading.Event(), []
-
-    def owner() -> None:
-        """The loop's thread owns the log, as in the daemon: SQLite objects stay on it."""
-        store = Store.open(path, DEVICE)
-        engine = built["engine"] = Engine(store, 8, "UTC")
-        hardware = build_sim_hardware(lambda item: None, compartments=8, sleep=lambda s: None)
-        daemon = built["daemon"] = Daemon(engine, hardware, timezone_name="UTC", sleep=lambda s: None,
-                                          notifier=_Notifier(notes))
-        try:
-            daemon.run(_Clock(_after(store)), stopped.is_set)
-        finally:
-            hardware.close()
-            store.close()
-
-    loop = threading.Thread(target=owner, daemon=True)
-    loop.start()
-    try:
+    with daemon_on_thread(path, DEVICE) as running:
         assert wait_until(lambda: any(e["type"] == "device.fault" for e in _events(path)))
-    finally:
-        stopped.set()
-        if "daemon" in built:
-            built["daemon"].put("stop")
-        loop.join()
-    assert built["engine"].snapshot_note.startswith("seq")  # it started without reading seq 5
+    assert running.engine is not None and running.daemon is not None
+    assert running.engine.snapshot_note.startswith("seq")  # it started without reading seq 5
     faults = [e for e in _events(path) if e["type"] == "device.fault"]
     assert faults[0]["data"]["component"] == "log" and "seq 5" in faults[0]["data"]["error"]
     alerts = [e for e in _events(path) if e["type"] == "alert.raised" and faults[0]["event_id"] in e["data"].get("events", ())]
     assert alerts and alerts[0]["data"]["kind"] == "device_fault"
-    assert notes == ["ready"] and built["daemon"].chain_check.result[:2] == (False, 5)
+    assert running.notifier.notes == ["ready"] and running.daemon.chain_check.result[:2] == (False, 5)
     with Store.open(path, DEVICE) as store:
         assert store.verify()[:2] == (False, 5)  # and `log verify` names it
-
-
-class _Notifier:
-    def __init__(self, notes: list):
-        self.notes = notes
-
-    def ready(self) -> None:
-        self.notes.append("ready")
-
-    def watchdog(self) -> None:
-        pass
-
-    def watchdog_interval(self) -> None:
-        return None
 
 
 def test_the_background_check_of_an_intact_log_reports_nothing(simulated, tmp_path):
@@ -172,22 +135,6 @@ def test_an_edit_in_the_tail_still_stops_the_start_in_one_line(simulated, tmp_pa
     with Store.open(path, DEVICE) as store:
         with pytest.raises(StoreError, match=f"the log is damaged at seq {last - 2}; not starting on it"):
             Engine(store, 8, "UTC")
-
-
-class _Clock:
-    def __init__(self, now):
-        self._now = now
-
-    def now(self):
-        return self._now
-
-    def seconds_until(self, moment) -> float:
-        return 0.05
-
-
-def _after(store: Store):
-    from dispenser.timeutil import parse_utc
-    return parse_utc(store.last_event()["at"])
 
 
 def _events(path) -> list[dict]:

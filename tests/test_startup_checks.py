@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import sqlite3
-import threading
 from contextlib import redirect_stdout
 from datetime import timedelta
 
@@ -13,12 +12,10 @@ import pytest
 import dispenser.engine as engine_module
 import dispenser.opening as opening
 from dispenser import cli
-from dispenser.daemon import Daemon
 from dispenser.engine import Engine, ReadOnlyEngine
-from dispenser.hardware import build_sim_hardware
 from dispenser.store import Store, StoreError
-from dispenser.timeutil import parse_utc
 from harness.simulation import Simulation
+from daemon_thread import daemon_on_thread, log_end
 from waiting import wait_until
 
 DEVICE = "disp-sim"
@@ -30,43 +27,14 @@ def simulated(tmp_path_factory):
     path = tmp_path_factory.mktemp("startup") / "sim.db"
     Simulation(12, 20, db=str(path)).run()
     with Store.open(path, DEVICE) as store:
-        Engine(store, 8, "UTC").stop(_after(store))
+        Engine(store, 8, "UTC").stop(log_end(store))
         assert store.snapshot().seq == store.event_count()
     return path
-
-
-def _after(store: Store):
-    return parse_utc(store.last_event()["at"])
 
 
 def _page_of(data: bytes, needle: bytes) -> int:
     page = int.from_bytes(data[16:18], "big")
     return data.index(needle) // page
-
-
-class _Clock:
-    def __init__(self, now):
-        self._now = now
-
-    def now(self):
-        return self._now
-
-    def seconds_until(self, moment) -> float:
-        return 0.05
-
-
-class _Notifier:
-    def __init__(self, notes: list):
-        self.notes = notes
-
-    def ready(self) -> None:
-        self.notes.append("ready")
-
-    def watchdog(self) -> None:
-        pass
-
-    def watchdog_interval(self) -> None:
-        return None
 
 
 def _tail(path, after_seq: int) -> list[tuple]:
@@ -95,33 +63,12 @@ def test_a_damaged_page_the_start_does_not_read_is_a_fault_with_an_alert_after_r
     path.write_bytes(bytes(data))
     with pytest.raises(StoreError, match="database is damaged"):
         Store.open(path, DEVICE)  # a command before the daemon: refused in one line, as before
-    built, stopped, notes = {}, threading.Event(), []
-
-    def owner() -> None:
-        """The loop's thread owns the log, as in the daemon: SQLite objects stay on it."""
-        store = Store.open(path, DEVICE, check_later=True)
-        engine = built["engine"] = Engine(store, 8, "UTC")
-        hardware = build_sim_hardware(lambda item: None, compartments=8, sleep=lambda s: None)
-        daemon = built["daemon"] = Daemon(engine, hardware, timezone_name="UTC", sleep=lambda s: None,
-                                          notifier=_Notifier(notes))
-        try:
-            daemon.run(_Clock(_after(store) + timedelta(minutes=1)), stopped.is_set)
-        finally:
-            hardware.close()
-            store.close()
-
-    loop = threading.Thread(target=owner, daemon=True)
-    loop.start()
-    try:
+    with daemon_on_thread(path, DEVICE, check_later=True, after=timedelta(minutes=1)) as running:
         assert wait_until(lambda: any(row[2] == "device.fault" for row in _tail(path, head)))
-    finally:
-        stopped.set()
-        if "daemon" in built:
-            built["daemon"].put("stop")
-        loop.join()
-    assert built["engine"].snapshot_note == f"seq {head}"  # it started without reading seq 5's page
-    assert notes == ["ready"]
-    result = built["daemon"].chain_check.result
+    assert running.engine is not None and running.daemon is not None
+    assert running.engine.snapshot_note == f"seq {head}"  # it started without reading seq 5's page
+    assert running.notifier.notes == ["ready"]
+    result = running.daemon.chain_check.result
     assert result[:2] == (False, None) and result[2].startswith("database is damaged (")
     events = [(seq, event_id, kind, json.loads(text)) for seq, event_id, kind, text in _tail(path, head)]
     [fault] = [e for e in events if e[2] == "device.fault"]
@@ -139,7 +86,7 @@ def test_a_read_only_engine_never_copies_the_fold_and_sees_what_a_full_one_sees(
     path = tmp_path / "d.db"
     path.write_bytes(simulated.read_bytes())
     with Store.open(path, DEVICE) as store:
-        now = _after(store) + timedelta(hours=3)
+        now = log_end(store) + timedelta(hours=3)
         full = Engine(store, 8, "UTC").look(now)
         copies: list = []
         real_copy = engine_module._copy_state
@@ -155,7 +102,7 @@ def test_a_read_only_engine_refuses_every_input_and_writes_nothing(simulated, tm
     path = tmp_path / "d.db"
     path.write_bytes(simulated.read_bytes())
     with Store.open(path, DEVICE) as store:
-        now = _after(store) + timedelta(hours=3)
+        now = log_end(store) + timedelta(hours=3)
         reader = Engine(store, 8, "UTC", read_only=True)
         before = (store.event_count(), store.snapshot())
         for act in (lambda: reader.start(now), lambda: reader.press(now), lambda: reader.tick(now),
@@ -173,7 +120,7 @@ def test_status_prints_the_same_with_the_read_only_engine(simulated, tmp_path, m
     config.write_text(f'[device]\nid = "{DEVICE}"\ntimezone = "UTC"\n[hardware]\nbackend = "sim"\n'
                       f'compartments = 8\n[clock]\ntrust = "always"\n')
     with Store.open(path, DEVICE) as store:
-        moment = _after(store) + timedelta(hours=3)
+        moment = log_end(store) + timedelta(hours=3)
     monkeypatch.setattr(opening, "trusted_now", lambda trust: moment)
 
     def status() -> str:
