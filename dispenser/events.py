@@ -36,7 +36,11 @@ def canonical(obj: Any) -> str:
     are ASCII, where the two forms cannot differ. A schedule's signature is over RFC 8785
     (docjson.signed_form), where a clinic's fractional numbers make the two differ.
     """
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _CANONICAL(obj)
+
+
+# One encoder for every call: json.dumps with options builds a new JSONEncoder each time.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 def event_hash(prev_hash: str, event: dict) -> str:
