@@ -12,7 +12,6 @@ The rules' state belongs to the engine's thread. After every input the engine pu
 """
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import sqlite3
@@ -25,7 +24,7 @@ from . import snapshot
 from .events import GENESIS, canonical
 from .inputs import PillNotSeen
 from .readmodel import DoseView, ReadModel, StockView
-from .rules import DoseRecord, DoseRules, Outcome, Release, State, fold, forget_old
+from .rules import DoseRecord, DoseRules, Outcome, Release, State, copy_state, fold, forget_old
 from .schedule import MAX_SCHEDULE_BYTES, MAX_VERSION, Schedule, ScheduleError, parse_schedule
 from .scheduler import Dose
 from .store import ChainBroken, SnapshotRow, Store, StoreError
@@ -549,7 +548,7 @@ class Engine:
 
 def _copy_state(state: State) -> State:
     """An independent copy of a folded state; the parsed schedule (immutable) is shared."""
-    return copy.deepcopy(state, {id(state.schedule): state.schedule})
+    return copy_state(state)
 
 
 def document_digest(document: dict) -> str:
