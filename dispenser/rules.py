@@ -16,7 +16,9 @@ Safety rules, in one place:
 """
 from __future__ import annotations
 
+import bisect
 import copy
+import itertools
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -573,12 +575,18 @@ class DoseRules:
         """
         return list(self._iter_live(now, since))
 
-    def _iter_live(self, now: datetime, since: datetime | None = None) -> Iterator[Dose]:
+    def _iter_live(self, now: datetime, since: datetime | None = None,
+                   closing_after: datetime | None = None) -> Iterator[Dose]:
         """`_live_doses`, one at a time in order of `scheduled_at`: a caller that needs only
-        the windows opening by some moment stops early (see `_opening_after`)."""
+        the windows opening by some moment stops early (see `_opening_after`). With
+        `closing_after`, the doses whose windows all closed by then are passed over unread."""
         applied, settled = self.state.schedule_applied_at, self.state.settled_until
         records = self.state.doses
-        for dose in (self._doses_near(now) if since is None else self._doses_since(since, now)):
+        doses = self._doses_near(now) if since is None else self._doses_since(since, now)
+        first = 0
+        if closing_after is not None:  # a window ends less than `_catch_up_reach` after its dose
+            first = bisect.bisect_right(doses, closing_after - self._catch_up_reach(), key=_scheduled_at)
+        for dose in itertools.islice(doses, first, None):
             end = dose.window_end
             if applied is not None and end <= applied:
                 continue
@@ -872,7 +880,7 @@ class DoseRules:
         now = self.log_time(now)
         moments = []
         records, reach, first_start = self.state.doses, self._catch_up_reach(), None
-        for dose in self._iter_live(now):
+        for dose in self._iter_live(now, closing_after=now):  # a moment at or before now is not looked for
             if first_start is not None and dose.scheduled_at - reach > first_start:
                 break  # every later dose's moments come after a window start already found
             record = records.get((dose.medication_id, dose.scheduled_at))
@@ -955,7 +963,7 @@ class DoseRules:
     def _in_window(self, now: datetime) -> list[Dose]:
         """Pending doses whose window is open at `now`."""
         doses, last = [], self._opening_after(now)
-        for dose in self._iter_live(now):
+        for dose in self._iter_live(now, closing_after=now):
             if dose.scheduled_at > last:
                 break  # this and every later window opens after now
             if dose.window_start <= now < dose.window_end and self._pending(dose):
@@ -973,7 +981,7 @@ class DoseRules:
         """The next dose whose window has not opened yet."""
         now = self.log_time(now)
         later: list[Dose] = []
-        for dose in self._iter_live(now):
+        for dose in self._iter_live(now, closing_after=now):
             if later and dose.scheduled_at > later[0].scheduled_at:
                 break  # in order of scheduled_at: no later dose comes first
             if dose.window_start > now and self._pending(dose):
@@ -999,7 +1007,7 @@ class DoseRules:
 
     def _next_window_start(self, now: datetime) -> datetime | None:
         first, reach = None, self._catch_up_reach()
-        for dose in self._iter_live(now):
+        for dose in self._iter_live(now, closing_after=now):
             if first is not None and dose.scheduled_at - reach > first:
                 break  # every later window opens after the first one found
             if dose.window_start > now and self._pending(dose) and (first is None or dose.window_start < first):
@@ -1394,6 +1402,10 @@ class DoseRules:
     def _local(self, moment: datetime) -> str:
         tz = self.state.schedule.tz if self.state.schedule else None
         return moment.astimezone(tz).strftime("%H:%M") if tz else moment.strftime("%H:%M UTC")
+
+
+def _scheduled_at(dose: Dose) -> datetime:
+    return dose.scheduled_at
 
 
 def _in_bounds(prn: AsNeeded, now: datetime) -> bool:
