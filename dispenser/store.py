@@ -531,11 +531,16 @@ class Store:
 
     def schedule_row(self, version: int, upto_seq: int | None = None) -> tuple[int, dict] | None:
         """(applied_seq, document) of the last apply of `version` at or before `upto_seq`."""
+        row = self.schedule_text(version, upto_seq)
+        return None if row is None else (row[0], json.loads(row[1]))
+
+    def schedule_text(self, version: int, upto_seq: int | None = None) -> tuple[int, str] | None:
+        """`schedule_row` with the document as stored (its JSON text), unparsed."""
         row = self.db.execute(
             "SELECT applied_seq, document FROM schedules WHERE version = ? AND applied_seq <= ? "
             "ORDER BY applied_seq DESC LIMIT 1", [version, upto_seq if upto_seq is not None else 2 ** 63 - 1],
         ).fetchone()
-        return None if row is None else (row[0], json.loads(row[1]))
+        return None if row is None else (row[0], row[1])
 
     def current_schedule_version(self) -> int | None:
         """The version of the schedule applied last (the one in force), or None."""
