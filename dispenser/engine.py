@@ -12,7 +12,6 @@ The rules' state belongs to the engine's thread. After every input the engine pu
 """
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import sqlite3
@@ -25,7 +24,7 @@ from . import snapshot
 from .events import GENESIS, canonical
 from .inputs import PillNotSeen
 from .readmodel import DoseView, ReadModel, StockView
-from .rules import DoseRecord, DoseRules, Outcome, Release, State, fold, forget_old
+from .rules import DoseRecord, DoseRules, Outcome, Release, State, copy_state, fold, forget_old
 from .schedule import MAX_SCHEDULE_BYTES, MAX_VERSION, Schedule, ScheduleError, parse_schedule
 from .scheduler import Dose
 from .store import ChainBroken, SnapshotRow, Store, StoreError
@@ -117,12 +116,12 @@ class Engine:
         """
         damaged = f"{self.store.name}: the log is damaged: the schedule version {version} applied at seq {seq}"
         try:
-            row = self.store.schedule_row(version, seq)
+            row = self.store.schedule_text(version, seq)
             if row is None:  # saved in the same transaction as its event: a lost page, not a choice
                 raise StoreError(f"{damaged} has no saved document; not starting on it")
-            applied_seq, document = row
+            applied_seq, text = row
             if applied_seq not in self._schedules:
-                self._schedules[applied_seq] = parse_schedule(document, self.default_timezone, applied=True)
+                self._schedules[applied_seq] = _parse_applied(text, self.default_timezone)
         except (ValueError, ScheduleError, sqlite3.Error) as error:
             raise StoreError(f"{damaged} cannot be read ({type(error).__name__}); not starting on it") from None
         return self._schedules[applied_seq]
@@ -549,7 +548,15 @@ class Engine:
 
 def _copy_state(state: State) -> State:
     """An independent copy of a folded state; the parsed schedule (immutable) is shared."""
-    return copy.deepcopy(state, {id(state.schedule): state.schedule})
+    return copy_state(state)
+
+
+@functools.lru_cache(maxsize=4)
+def _parse_applied(text: str, default_timezone: str) -> Schedule:
+    """A stored schedule document (its text) parsed as applied. The same text parses to the
+    same schedule, so a few are kept for the engines built over one log (a restart, a command
+    beside the daemon, a test); a parsed schedule is immutable, so engines may share it."""
+    return parse_schedule(json.loads(text), default_timezone, applied=True)
 
 
 def document_digest(document: dict) -> str:

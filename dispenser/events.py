@@ -16,7 +16,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from .timeutil import format_at
 from .vocabulary import EventType
@@ -36,7 +36,11 @@ def canonical(obj: Any) -> str:
     are ASCII, where the two forms cannot differ. A schedule's signature is over RFC 8785
     (docjson.signed_form), where a clinic's fractional numbers make the two differ.
     """
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _CANONICAL(obj)
+
+
+# One encoder for every call: json.dumps with options builds a new JSONEncoder each time.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 def event_hash(prev_hash: str, event: dict) -> str:
@@ -65,6 +69,14 @@ class Draft:
 
 def build_event(draft: Draft, device_id: str, seq: int, at: datetime, prev_hash: str) -> dict:
     """The full event record for `draft` at position `seq`, chained to `prev_hash`."""
+    return build_event_text(draft, device_id, seq, at, prev_hash)[0]
+
+
+def build_event_text(draft: Draft, device_id: str, seq: int, at: datetime, prev_hash: str) -> tuple[dict, str]:
+    """`build_event`, and the canonical text of its `data` (what the log stores), encoded once
+    for both: the hash is put together around it (`hash_of_parts`), as `event_hash` would."""
+    data = json.loads(canonical(draft.data))  # a copy, exactly as it reads back
+    text = canonical(data)  # not always the draft's text: {10: 1, 9: 1} sorts again as strings
     event = {
         "schema": SCHEMA,
         "event_id": draft.event_id,
@@ -72,11 +84,36 @@ def build_event(draft: Draft, device_id: str, seq: int, at: datetime, prev_hash:
         "seq": seq,
         "type": draft.type,
         "at": format_at(at),
-        "data": json.loads(canonical(draft.data)),  # a copy, exactly as it reads back
+        "data": data,
         "prev_hash": prev_hash,
     }
-    event["hash"] = event_hash(prev_hash, event)
-    return event
+    event["hash"] = hash_of_parts(prev_hash, event["at"], text, device_id, draft.event_id, SCHEMA, seq, draft.type)
+    return event, text
+
+
+def hash_of_parts(prev_hash: str, at: Any, data_text: str, device_id: Any, event_id: Any, schema: Any,
+                  seq: Any, type_: Any, encode: Callable[[Any], str] | None = None) -> str:
+    """`event_hash` of an event given by its fields, `data` as canonical text (a stored row's).
+
+    The canonical form has sorted keys, so the hashed text is put together around `data`'s
+    text; every other field is encoded as `canonical` encodes it (or by `encode`, for a
+    field that is neither text nor an integer: a damaged row's).
+    """
+    e, j = encode or _CANONICAL, _json_text
+    body = (f'{{"at":{j(at, e)},"data":{data_text},"device_id":{j(device_id, e)},'
+            f'"event_id":{j(event_id, e)},"prev_hash":{j(prev_hash, e)},'
+            f'"schema":{j(schema, e)},"seq":{j(seq, e)},"type":{j(type_, e)}}}')
+    return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
+
+
+def _json_text(value: Any, encode: Callable[[Any], str]) -> str:
+    """One field as an ensure_ascii=False encoder writes it; text and integers (every field
+    but `data`, as the store writes them) without the encoder: its string function, int.__repr__."""
+    kind = type(value)
+    return _JSON_STRING(value) if kind is str else int.__repr__(value) if kind is int else encode(value)
+
+
+_JSON_STRING = json.encoder.encode_basestring  # what an ensure_ascii=False encoder does with a str
 
 
 def verify_chain(events: Iterable[dict]) -> tuple[bool, int | None, str]:

@@ -286,6 +286,8 @@ def compact(marks: list[Mark], before: datetime) -> list[Mark]:
     rolling period longer, never shorter. The day rule and the gaps read only recent marks.
     """
     old = _recent_index(marks, before)
+    if old == 0:  # nothing old enough to merge (a fresh list, as below)
+        return marks[:]
     merged: dict[tuple[date, str], Mark] = {}
     for item in marks[:old]:
         key = (item.at.date(), item.unit)

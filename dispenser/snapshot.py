@@ -267,4 +267,7 @@ def _together_of(data: dict[str, Any] | None) -> MissedTogether | None:
 
 def encode(data: dict[str, Any]) -> str:
     """The stored text: compact JSON (its sha256 is kept beside it)."""
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _ENCODE(data)
+
+
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode

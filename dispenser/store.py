@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 from urllib.parse import quote
 
-from .events import GENESIS, Draft, build_event, canonical, new_event_id
+from .events import GENESIS, Draft, build_event_text, canonical, hash_of_parts, new_event_id
 from .events import _problem as event_problem  # verify_chain's judgement of one event
 from .sqlitedb import Database, Migrations  # sqlite-utils' small API without its imports
 from .timeutil import format_at, parse_utc, truncate_ms
@@ -317,9 +317,9 @@ class Store:
         try:
             with self._transaction():
                 self._tail = self._read_tail()  # the true tail, even if another process appended
-                events = self._build(drafts, now)
+                events, texts = self._build(drafts, now)
                 schedule_row = self._schedule_row(events, schedule_document)
-                self._insert(events, schedule_row)
+                self._insert(events, texts, schedule_row)
                 for event_id, outcome in (complete_releases or {}).items():
                     self._complete(event_id, outcome, now)
         except sqlite3.Error as error:
@@ -388,21 +388,23 @@ class Store:
                 conn.execute("ROLLBACK")
             raise
 
-    def _build(self, drafts: list[Draft], now: datetime) -> list[dict]:
+    def _build(self, drafts: list[Draft], now: datetime) -> tuple[list[dict], list[str]]:
+        """The events, and the canonical text of each one's `data` (what is stored)."""
         at = self._clamped(now)
-        seq, prev_hash, events = self._tail.seq, self._tail.hash, []
+        seq, prev_hash, events, texts = self._tail.seq, self._tail.hash, [], []
         for draft in drafts:
             if not isinstance(draft.data, dict):
                 raise StoreError(f"{self.name}: cannot append {draft.type}: data is not an object")
             seq += 1
             draft = draft if draft.event_id else Draft(draft.type, draft.data, self._id_factory())
             try:
-                event = build_event(draft, self.device_id, seq, at, prev_hash)
+                event, text = build_event_text(draft, self.device_id, seq, at, prev_hash)
             except (TypeError, ValueError) as error:
                 raise StoreError(f"{self.name}: cannot append {draft.type}: data is not JSON ({error})") from error
             events.append(event)
+            texts.append(text)
             prev_hash = event["hash"]
-        return events
+        return events, texts
 
     def _clamped(self, now: datetime) -> datetime:
         """`now` to the ms, or the last event's `at` if the clock went back."""
@@ -425,12 +427,12 @@ class Store:
             raise StoreError(f"{self.name}: a schedule document needs its version and a schedule.applied event")
         return version, canonical(document), applied[-1]["seq"]
 
-    def _insert(self, events: list[dict], schedule_row: tuple | None) -> None:
+    def _insert(self, events: list[dict], texts: list[str], schedule_row: tuple | None) -> None:
         conn = self.db.conn
         conn.executemany(
             f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(e["seq"], e["event_id"], e["schema"], e["type"], e["at"], canonical(e["data"]),
-              e["prev_hash"], e["hash"]) for e in events])
+            [(e["seq"], e["event_id"], e["schema"], e["type"], e["at"], text, e["prev_hash"], e["hash"])
+             for e, text in zip(events, texts)])
         conn.executemany("INSERT INTO outbox (seq) VALUES (?)", [(e["seq"],) for e in events])
         conn.executemany("INSERT INTO releases (event_id) VALUES (?)",
                          [(e["event_id"],) for e in events if e["type"] in RELEASE_TYPES])
@@ -531,11 +533,16 @@ class Store:
 
     def schedule_row(self, version: int, upto_seq: int | None = None) -> tuple[int, dict] | None:
         """(applied_seq, document) of the last apply of `version` at or before `upto_seq`."""
+        row = self.schedule_text(version, upto_seq)
+        return None if row is None else (row[0], json.loads(row[1]))
+
+    def schedule_text(self, version: int, upto_seq: int | None = None) -> tuple[int, str] | None:
+        """`schedule_row` with the document as stored (its JSON text), unparsed."""
         row = self.db.execute(
             "SELECT applied_seq, document FROM schedules WHERE version = ? AND applied_seq <= ? "
             "ORDER BY applied_seq DESC LIMIT 1", [version, upto_seq if upto_seq is not None else 2 ** 63 - 1],
         ).fetchone()
-        return None if row is None else (row[0], json.loads(row[1]))
+        return None if row is None else (row[0], row[1])
 
     def current_schedule_version(self) -> int | None:
         """The version of the schedule applied last (the one in force), or None."""
@@ -691,22 +698,19 @@ class Store:
 # --- the chain, hashed as stored --------------------------------------------------------
 
 
-def _json_text(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
-
-
 def _stored_hash(row: tuple, device_id: str) -> str:
     """The event hash (events.event_hash) of a stored row, from its columns as stored.
 
     The canonical form has sorted keys and `data` is stored in it, so the hashed text is
-    put together from the columns; equal to hashing the re-encoded event for every row the
-    store wrote.
+    put together from the columns (`events.hash_of_parts`); equal to hashing the re-encoded
+    event for every row the store wrote.
     """
     seq, event_id, schema, type_, at, data, prev_hash, _ = row
-    body = (f'{{"at":{_json_text(at)},"data":{data},"device_id":{_json_text(device_id)},'
-            f'"event_id":{_json_text(event_id)},"prev_hash":{_json_text(prev_hash)},'
-            f'"schema":{_json_text(schema)},"seq":{_json_text(seq)},"type":{_json_text(type_)}}}')
-    return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
+    return hash_of_parts(prev_hash, at, data, device_id, event_id, schema, seq, type_, _JSON_TEXT)
+
+
+# A damaged row's column that is neither text nor an integer, as json.dumps(value, ensure_ascii=False) writes it.
+_JSON_TEXT = json.JSONEncoder(ensure_ascii=False).encode
 
 
 PAUSE_EVERY = 4096  # rows checked between two pauses of a background verify
