@@ -221,6 +221,7 @@ class Broker:
         self.port = free_port()
 
     def _start(self) -> None:
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0  # the log of earlier starts stays
         log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen([self._binary, "-c", str(self.config_path)],
@@ -231,14 +232,18 @@ class Broker:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise BrokerError(f"mosquitto exited with {self.proc.returncode}:\n{self.log()}")
-            if self._accepts():
-                # A broker with a bad TLS key opens its listener and then exits: look once more.
-                time.sleep(0.02)
-                if self.proc.poll() is None:
-                    return
-            time.sleep(0.01)
+            # "running" comes once every listener is open and every certificate and plugin loaded
+            # (a bad TLS key opens the listener, then exits without it).
+            if self._says_running(offset) and self._accepts():
+                return
+            time.sleep(0.005)
         self.stop()
         raise BrokerError(f"mosquitto did not listen on {self.port} within {START_TIMEOUT} s:\n{self.log()}")
+
+    def _says_running(self, offset: int) -> bool:
+        with open(self.log_path, "rb") as log:
+            log.seek(offset)
+            return re.search(rb"^\d+: mosquitto version \S+ running$", log.read(), re.M) is not None
 
     def _accepts(self) -> bool:
         try:
