@@ -17,8 +17,7 @@ from dispenser.care.database import Database
 from dispenser.care.ingest import Ingest
 from dispenser.care.web import times
 from dispenser.care.web.accounts import add_user
-from dispenser.care.web.app import create_app
-from dispenser.care.web.server import WebServer
+from care_web_site import web_server
 from dispenser.events import Draft
 from ports import free_port
 from test_care_web_login import Browser
@@ -50,7 +49,7 @@ def site(tmp_path):
         for device, checkins in (("disp-0001", 1), ("disp-0002", 2)):
             for event in chained(device, drafts(checkins), at=LOGGED):
                 assert ingest.handle(f"pilldispenser/{device}/events", json.dumps(event).encode(), HEARD) == "stored"
-    server = WebServer(create_app(config, database, now=lambda: NOW), "127.0.0.1", port)
+    server = web_server(config, database, port, now=lambda: NOW)
     server.start()
     assert server.wait_ready(60)
     client = Browser(f"http://127.0.0.1:{port}", "10.0.0.1")
