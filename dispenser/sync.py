@@ -38,7 +38,7 @@ import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from collections.abc import Set as AbstractSet
-from typing import Any, Callable, Iterable, Protocol, Sequence, runtime_checkable
+from typing import Callable, Iterable, Protocol, Sequence, runtime_checkable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
@@ -46,7 +46,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from .mqtt_client import TlsFilesError, build_client, connect_async
+from .mqtt_client import StoppableClient, TlsFilesError, build_client, connect_async
 from .mqtt_settings import MqttSettings, Topics
 from .schedule import MAX_SCHEDULE_BYTES
 from .timeutil import format_utc
@@ -107,14 +107,7 @@ class _BrokenOutbox:
         raise RuntimeError(f"outbox unavailable: {self.error}")
 
 
-# paho 2.x's internals that _BoundedClient._reconnect_wait reads; without them, paho's own wait.
-_PAHO_BACKOFF = ("_reconnect_delay_mutex", "_reconnect_delay", "_reconnect_min_delay", "_reconnect_max_delay",
-                 "_state", "_thread_terminate")
-_PAHO_GONE = tuple(getattr(getattr(mqtt, "_ConnectionState", None), name, None)
-                   for name in ("MQTT_CS_DISCONNECTING", "MQTT_CS_DISCONNECTED"))
-
-
-class _BoundedClient(mqtt.Client):
+class _BoundedClient(StoppableClient):
     """paho's Client, but a PUBLISH bigger than MAX_PACKET_BYTES is not kept in memory.
 
     paho reads a whole packet into one buffer before anyone sees it, and then copies
@@ -125,8 +118,7 @@ class _BoundedClient(mqtt.Client):
     packet's length while `on_message` runs (the payload it sees then is the first bytes
     only: do not use it). paho reads at most ~100 socket chunks before this can step in.
     This leans on paho 2.x internals (`_in_packet`, `_sock_recv`); without them it is
-    plain paho. Its wait before a reconnect also ends at once when the client is stopped
-    (paho's internals in _PAHO_BACKOFF; without them, paho's wait).
+    plain paho. A StoppableClient: stopping it never waits out the pause before a reconnect.
     """
 
     oversize: int | None = None
@@ -140,43 +132,6 @@ class _BoundedClient(mqtt.Client):
         the keepalive's PINGREQ and the check for a missing PINGRESP (network_wait_for).
         """
         return super().loop_forever(self.network_wait, retry_first_connection)
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._backoff = threading.Condition()  # disconnect() and loop_stop() wake the wait below
-
-    def _reconnect_wait(self) -> None:
-        """paho's wait before the next connection attempt (reconnect_delay_set), but it ends as
-        soon as disconnect() or loop_stop() is called: paho's own sleeps in 1 s steps and looks
-        only between them, so stopping a Sync that never reached its broker took up to 1 s."""
-        if None in _PAHO_GONE or not all(hasattr(self, name) for name in _PAHO_BACKOFF):
-            return super()._reconnect_wait()
-        with self._reconnect_delay_mutex:  # paho's doubling, as in its own _reconnect_wait
-            if self._reconnect_delay is None:
-                self._reconnect_delay = self._reconnect_min_delay
-            else:
-                self._reconnect_delay = min(self._reconnect_delay * 2, self._reconnect_max_delay)
-            delay = self._reconnect_delay
-        with self._backoff:
-            self._backoff.wait_for(self._leaving, timeout=delay)
-
-    def _leaving(self) -> bool:
-        """What paho's wait looks at: disconnect() called, or loop_stop()."""
-        return self._thread_terminate or self._state in _PAHO_GONE
-
-    def disconnect(self, reasoncode: ReasonCode | None = None, properties: Properties | None = None) -> MQTTErrorCode:
-        try:
-            return super().disconnect(reasoncode, properties)
-        finally:
-            with self._backoff:
-                self._backoff.notify_all()
-
-    def loop_stop(self) -> MQTTErrorCode:
-        if getattr(self, "_thread", None) is not None:
-            self._thread_terminate = True  # what super() sets first; here before the wake-up
-            with self._backoff:
-                self._backoff.notify_all()
-        return super().loop_stop()
 
     def _packet_read(self) -> MQTTErrorCode:
         packet = getattr(self, "_in_packet", None)

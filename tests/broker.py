@@ -361,6 +361,8 @@ class Clinic:
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
 
+        from dispenser.mqtt_client import StoppableClient  # close() does not sit out a pause before a reconnect
+
         self.broker = broker
         self.messages: list[tuple[str, bytes, bool]] = []
         self.acks: dict[int, object] = {}
@@ -370,9 +372,9 @@ class Clinic:
         self._topics: list[str] = []
         self.refused = None     # the reason code of a refused CONNACK
         v5 = protocol == "5"
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
-                                  **({} if v5 else {"clean_session": not persistent}))
+        self.client = StoppableClient(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                      protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+                                      **({} if v5 else {"clean_session": not persistent}))
         if username:
             self.client.username_pw_set(username, password)
         if tls:
