@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from care_support import chained
+from care_support import chained, quick_password_hashes  # noqa: F401 - fixture
 from dispenser.care.config import parse_care_config
 from dispenser.care.database import Database
 from dispenser.care.ingest import Ingest
@@ -35,10 +35,13 @@ def drafts(checkins: int) -> list[Draft]:
     return [dose] + [Draft("checkin.recorded", {"mood": 4, "side_effects": "mild", "medications": []})] * checkins
 
 
-@pytest.fixture
-def site(tmp_path):
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, quick_password_hashes):
+    """The two patients' site, logged in; shared by the tests that only read its pages (a fixed
+    clock, nothing written), so it is built, its password hashed and its server started once."""
+    folder = tmp_path_factory.mktemp("times")
     port = free_port()
-    config = parse_care_config({"database": {"url": f"sqlite:///{tmp_path / 'care.db'}"},
+    config = parse_care_config({"database": {"url": f"sqlite:///{folder / 'care.db'}"},
                                 "web": {"listen": f"127.0.0.1:{port}"},
                                 "patient": [{"device": device, "name": name, "timezone": zone}
                                             for device, (name, zone) in PATIENTS.items()]})
