@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 from dispenser.care.config import CareConfig, load_care_config
 from dispenser.care.database import Database
 from dispenser.care.ingest import Ingest
-from dispenser.care.web.accounts import add_user
 from dispenser.events import Draft
 from dispenser.store import Store
 from dispenser.timeutil import format_utc
@@ -32,6 +31,13 @@ PEOPLE_URL, CLINIC_URL = "json://127.0.0.1:9/people", "json://127.0.0.1:9/clinic
 
 def dispenser(*args: object) -> subprocess.CompletedProcess:
     return run_in_process(*args, cwd=ROOT)
+
+
+def add_user(conn: object, name: str, password: str, now: datetime) -> bool:
+    """accounts.add_user, imported when a test adds staff: importing accounts hashes a dummy
+    password (argon2, ~0.13 s of CPU) in every xdist worker that collects the web tests."""
+    from dispenser.care.web.accounts import add_user as add
+    return add(conn, name, password, now)
 
 
 def web_server(config: CareConfig, database: Database, port: int, **app_options: object) -> "WebServer":

@@ -17,8 +17,7 @@ import pytest
 
 from dispenser.care.config import CareConfigError, LoginLimits, parse_care_config
 from dispenser.care.database import Database
-from dispenser.care.web.accounts import add_user
-from care_web_site import web_server
+from care_web_site import add_user, web_server
 from dispenser.care.web.throttle import LoginThrottle, keys
 from care_support import quick_password_hashes  # noqa: F401 - fixture
 from ports import free_port

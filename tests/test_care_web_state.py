@@ -13,8 +13,7 @@ from dispenser.care.config import parse_care_config
 from dispenser.care.database import Database
 from dispenser.care.ingest import Ingest
 from dispenser.care.tokens import issue_ack_tokens, issue_family_link
-from dispenser.care.web.accounts import add_user
-from care_web_site import web_server
+from care_web_site import add_user, web_server
 from ports import free_port
 from test_care_web_login import Browser
 

@@ -16,8 +16,7 @@ from dispenser.care.config import parse_care_config
 from dispenser.care.database import Database
 from dispenser.care.ingest import Ingest
 from dispenser.care.web import times
-from dispenser.care.web.accounts import add_user
-from care_web_site import web_server
+from care_web_site import add_user, web_server
 from dispenser.events import Draft
 from ports import free_port
 from test_care_web_login import Browser
