@@ -243,7 +243,7 @@ class Broker:
     def _says_running(self, offset: int) -> bool:
         with open(self.log_path, "rb") as log:
             log.seek(offset)
-            return re.search(rb"^\d+: mosquitto version \S+ running$", log.read(), re.M) is not None
+            return re.search(rb"mosquitto version \S+ running$", log.read(), re.M) is not None
 
     def _accepts(self) -> bool:
         try:
