@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import ssl
-from typing import TypeVar
+import threading
+from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from .mqtt_settings import MqttSettings
 
@@ -23,6 +25,57 @@ SESSION_EXPIRY_S = 7 * 24 * 3600   # a persistent session (and what waits in it)
 RECONNECT_MIN_S, RECONNECT_MAX_S = 1, 60
 
 ClientT = TypeVar("ClientT", bound=mqtt.Client)
+
+
+# paho 2.x's internals that StoppableClient._reconnect_wait reads; without them, paho's own wait.
+_PAHO_BACKOFF = ("_reconnect_delay_mutex", "_reconnect_delay", "_reconnect_min_delay", "_reconnect_max_delay",
+                 "_state", "_thread_terminate")
+_PAHO_GONE = tuple(getattr(getattr(mqtt, "_ConnectionState", None), name, None)
+                   for name in ("MQTT_CS_DISCONNECTING", "MQTT_CS_DISCONNECTED"))
+
+
+class StoppableClient(mqtt.Client):
+    """paho's Client, but disconnect() and loop_stop() end its pause before a reconnect at once.
+
+    paho sleeps that pause (reconnect_delay_set) in 1 s steps and looks between them only,
+    so stopping a client that never reached its broker, or was refused, took up to 1 s.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._backoff = threading.Condition()  # disconnect() and loop_stop() wake the wait below
+
+    def _reconnect_wait(self) -> None:
+        """paho's wait before the next connection attempt, its length and doubling as paho's,
+        on a condition that disconnect() and loop_stop() notify."""
+        if None in _PAHO_GONE or not all(hasattr(self, name) for name in _PAHO_BACKOFF):
+            return super()._reconnect_wait()
+        with self._reconnect_delay_mutex:  # paho's doubling, as in its own _reconnect_wait
+            if self._reconnect_delay is None:
+                self._reconnect_delay = self._reconnect_min_delay
+            else:
+                self._reconnect_delay = min(self._reconnect_delay * 2, self._reconnect_max_delay)
+            delay = self._reconnect_delay
+        with self._backoff:
+            self._backoff.wait_for(self._leaving, timeout=delay)
+
+    def _leaving(self) -> bool:
+        """What paho's wait looks at: disconnect() called, or loop_stop()."""
+        return self._thread_terminate or self._state in _PAHO_GONE
+
+    def disconnect(self, reasoncode: ReasonCode | None = None, properties: Properties | None = None) -> MQTTErrorCode:
+        try:
+            return super().disconnect(reasoncode, properties)
+        finally:
+            with self._backoff:
+                self._backoff.notify_all()
+
+    def loop_stop(self) -> MQTTErrorCode:
+        if getattr(self, "_thread", None) is not None:
+            self._thread_terminate = True  # what super() sets first; here before the wake-up
+            with self._backoff:
+                self._backoff.notify_all()
+        return super().loop_stop()
 
 
 class TlsFilesError(ValueError):

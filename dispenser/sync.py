@@ -46,7 +46,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from .mqtt_client import TlsFilesError, build_client, connect_async
+from .mqtt_client import StoppableClient, TlsFilesError, build_client, connect_async
 from .mqtt_settings import MqttSettings, Topics
 from .schedule import MAX_SCHEDULE_BYTES
 from .timeutil import format_utc
@@ -107,7 +107,7 @@ class _BrokenOutbox:
         raise RuntimeError(f"outbox unavailable: {self.error}")
 
 
-class _BoundedClient(mqtt.Client):
+class _BoundedClient(StoppableClient):
     """paho's Client, but a PUBLISH bigger than MAX_PACKET_BYTES is not kept in memory.
 
     paho reads a whole packet into one buffer before anyone sees it, and then copies
@@ -118,7 +118,7 @@ class _BoundedClient(mqtt.Client):
     packet's length while `on_message` runs (the payload it sees then is the first bytes
     only: do not use it). paho reads at most ~100 socket chunks before this can step in.
     This leans on paho 2.x internals (`_in_packet`, `_sock_recv`); without them it is
-    plain paho.
+    plain paho. A StoppableClient: stopping it never waits out the pause before a reconnect.
     """
 
     oversize: int | None = None

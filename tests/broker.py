@@ -221,6 +221,7 @@ class Broker:
         self.port = free_port()
 
     def _start(self) -> None:
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0  # the log of earlier starts stays
         log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen([self._binary, "-c", str(self.config_path)],
@@ -231,14 +232,18 @@ class Broker:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise BrokerError(f"mosquitto exited with {self.proc.returncode}:\n{self.log()}")
-            if self._accepts():
-                # A broker with a bad TLS key opens its listener and then exits: look once more.
-                time.sleep(0.02)
-                if self.proc.poll() is None:
-                    return
-            time.sleep(0.01)
+            # "running" comes once every listener is open and every certificate and plugin loaded
+            # (a bad TLS key opens the listener, then exits without it).
+            if self._says_running(offset) and self._accepts():
+                return
+            time.sleep(0.005)
         self.stop()
         raise BrokerError(f"mosquitto did not listen on {self.port} within {START_TIMEOUT} s:\n{self.log()}")
+
+    def _says_running(self, offset: int) -> bool:
+        with open(self.log_path, "rb") as log:
+            log.seek(offset)
+            return re.search(rb"mosquitto version \S+ running$", log.read(), re.M) is not None
 
     def _accepts(self) -> bool:
         try:
@@ -356,6 +361,8 @@ class Clinic:
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
 
+        from dispenser.mqtt_client import StoppableClient  # close() does not sit out a pause before a reconnect
+
         self.broker = broker
         self.messages: list[tuple[str, bytes, bool]] = []
         self.acks: dict[int, object] = {}
@@ -365,9 +372,9 @@ class Clinic:
         self._topics: list[str] = []
         self.refused = None     # the reason code of a refused CONNACK
         v5 = protocol == "5"
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
-                                  **({} if v5 else {"clean_session": not persistent}))
+        self.client = StoppableClient(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                      protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+                                      **({} if v5 else {"clean_session": not persistent}))
         if username:
             self.client.username_pw_set(username, password)
         if tls:

@@ -30,7 +30,7 @@ def postgres_cluster(postgres_worker: Postgres) -> Postgres:
 @pytest.fixture(scope="module")
 def quick_password_hashes():
     """Staff passwords hashed with argon2id at its smallest cost, for the tests that only log in
-    (the browser, the login throttle): ~0.25 s of CPU each at argon2-cffi's defaults, which
+    (the browser, the login throttle, the local times): ~0.25 s of CPU each at argon2-cffi's defaults, which
     test_care_web_parts.py keeps. Module-wide, so a module's shared site is made with it too."""
     from argon2 import PasswordHasher
     from dispenser.care.web import accounts

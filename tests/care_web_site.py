@@ -9,18 +9,19 @@ import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dispenser.care.config import CareConfig, load_care_config
 from dispenser.care.database import Database
 from dispenser.care.ingest import Ingest
-from dispenser.care.web.accounts import add_user
-from dispenser.care.web.app import create_app
-from dispenser.care.web.server import WebServer
 from dispenser.events import Draft
 from dispenser.store import Store
 from dispenser.timeutil import format_utc
 from ports import free_port
 from inprocess import dispenser as run_in_process
+
+if TYPE_CHECKING:
+    from dispenser.care.web.server import WebServer
 
 ROOT = Path(__file__).resolve().parents[1]
 TZ = "America/New_York"
@@ -30,6 +31,21 @@ PEOPLE_URL, CLINIC_URL = "json://127.0.0.1:9/people", "json://127.0.0.1:9/clinic
 
 def dispenser(*args: object) -> subprocess.CompletedProcess:
     return run_in_process(*args, cwd=ROOT)
+
+
+def add_user(conn: object, name: str, password: str, now: datetime) -> bool:
+    """accounts.add_user, imported when a test adds staff: importing accounts hashes a dummy
+    password (argon2, ~0.13 s of CPU) in every xdist worker that collects the web tests."""
+    from dispenser.care.web.accounts import add_user as add
+    return add(conn, name, password, now)
+
+
+def web_server(config: CareConfig, database: Database, port: int, **app_options: object) -> "WebServer":
+    """The web view on 127.0.0.1:`port`, not yet started. Starlette, uvicorn and Jinja2 are
+    imported here, when a test serves, not when each xdist worker collects the web tests."""
+    from dispenser.care.web.app import create_app
+    from dispenser.care.web.server import WebServer
+    return WebServer(create_app(config, database, **app_options), "127.0.0.1", port)
 
 
 def dose(kind: str, medication: str, scheduled: datetime, **extra: object) -> Draft:
@@ -131,7 +147,7 @@ def build_site(tmp_path: Path, now: datetime) -> Site:
             for event in events:
                 assert ingest.handle(f"pilldispenser/{device}/events", json.dumps(event).encode(), now) == "stored"
         add_user(conn, STAFF, PASSWORD, now)
-    server = WebServer(create_app(config, database), "127.0.0.1", port)
+    server = web_server(config, database, port)
     server.start()
     assert server.wait_ready(60)
     return Site(f"http://127.0.0.1:{port}", config_path, device_config, device_db, config, database, server)

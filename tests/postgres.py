@@ -9,10 +9,16 @@ that user. `./dev test` installs Debian's postgresql when initdb is missing.
     cluster = Postgres().start()
     url = cluster.create_database("t1")     # postgresql://postgres@127.0.0.1:PORT/t1
     cluster.stop()
+
+initdb runs once per machine and PostgreSQL version: its cluster is kept in the temp folder as
+a template (never started itself) and each test cluster is a copy of it, ~0.1 s of CPU in
+place of initdb's ~0.45 s in every xdist worker.
 """
 from __future__ import annotations
 
+import fcntl
 import glob
+import hashlib
 import os
 import shutil
 import subprocess
@@ -22,6 +28,7 @@ from pathlib import Path
 from ports import free_port
 
 HOST = "127.0.0.1"
+INITDB_OPTIONS = ("-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync")
 
 
 class PostgresError(RuntimeError):
@@ -61,8 +68,7 @@ class Postgres:
         return result
 
     def start(self) -> "Postgres":
-        self._run(find_binary("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
-                  "--locale=C", "--no-sync")
+        self._run("cp", "-a", str(self._template()), str(self.data))
         for attempt in range(3):
             options = (f"-p {self.port} -k {self.folder} -c listen_addresses={HOST} -c fsync=off "
                        "-c full_page_writes=off -c max_connections=100")
@@ -75,6 +81,29 @@ class Postgres:
                     raise
                 self.port = free_port()
         return self
+
+    def _template(self) -> Path:
+        """The cluster initdb makes, made once (under a lock: xdist's workers start together)
+        and named for initdb's binary and options, so another PostgreSQL gets a template of
+        its own. It appears by a rename when complete; a cluster half made is never used."""
+        initdb = find_binary("initdb")
+        stat = os.stat(initdb)
+        key = hashlib.sha256(repr((initdb, stat.st_size, stat.st_mtime_ns, INITDB_OPTIONS)).encode()).hexdigest()
+        template = Path(tempfile.gettempdir()) / f"dispenser-pg-template-{os.geteuid()}-{key[:16]}"
+        if (template / "PG_VERSION").exists():
+            return template
+        with open(f"{template}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (template / "PG_VERSION").exists():
+                staging = Path(tempfile.mkdtemp(prefix="dispenser-pg-staging-"))
+                try:
+                    if self.as_root:
+                        shutil.chown(staging, "postgres", "postgres")
+                    self._run(initdb, "-D", str(staging / "data"), *INITDB_OPTIONS)
+                    os.rename(staging / "data", template)
+                finally:
+                    shutil.rmtree(staging, ignore_errors=True)
+        return template
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@{HOST}:{self.port}/{database}"

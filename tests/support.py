@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import sys
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -16,6 +17,17 @@ EXAMPLES = Path(__file__).resolve().parent / "data" / "examples"  # the contract
 DEMO = Path(__file__).resolve().parents[1] / "dispenser" / "demo"
 NY = ZoneInfo("America/New_York")
 UTC = ZoneInfo("UTC")
+
+# `python -m dispenser`, but with Ctrl-C's handler put back first. A child inherits an ignored
+# SIGINT, and pytest started as a background job of a non-interactive shell has SIGINT
+# ignored: a test that stops its child with SIGINT would then wait for it in vain.
+_WITH_CTRL_C = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                "runpy.run_module('dispenser', run_name='__main__', alter_sys=True)")
+
+
+def interruptible(*args: object) -> list[str]:
+    """The command line of `python -m dispenser *args` for a child the test stops with SIGINT."""
+    return [sys.executable, "-c", _WITH_CTRL_C, *(str(arg) for arg in args)]
 
 
 def contract_schedule() -> dict:

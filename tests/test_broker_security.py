@@ -23,6 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from broker import Clinic, ShippedBroker, make_client_cert, make_tls_files
 from dispenser.store import Store
+from inprocess import dispenser as run_in_process
 from dispenser.sync import MqttSettings, Sync, Topics
 from test_sync import append, unique_events
 from waiting import HANG, wait_until
@@ -242,7 +243,8 @@ def test_a_caregiver_cannot_take_over_a_device(shipped, tls_files, tmp_path, syn
 
 
 def test_one_shot_sync_never_disturbs_the_daemon(shipped, clinic, tls_files, tmp_path, syncs):
-    """`dispenser sync --once`, the real command, beside the running daemon of the same device."""
+    """`dispenser sync --once`, the real command (in this process: tests/inprocess.py), beside
+    the running daemon of the same device."""
     sync_a, store = daemon(shipped, tls_files, A, tmp_path, syncs)
     assert sync_a.wait_connected(HANG)
     store.close()
@@ -256,8 +258,7 @@ def test_one_shot_sync_never_disturbs_the_daemon(shipped, clinic, tls_files, tmp
     once_store = Store.open(tmp_path / "a-once.db", A)
     append(once_store, 3)
     once_store.close()
-    result = subprocess.run([sys.executable, "-m", "dispenser", "sync", "--once", "--timeout", "10",
-                             "--config", str(config)], capture_output=True, text=True, timeout=60)
+    result = run_in_process("sync", "--once", "--timeout", "10", "--config", config)
     assert result.returncode == 0, result.stdout + result.stderr + shipped.log()
     assert clinic.wait_for(lambda: len(unique_events(clinic, Topics(PREFIX, A).events)) == 3, HANG)
     assert f"as {A}-sync" in shipped.log() or f"{A}-sync" in shipped.log()
@@ -520,9 +521,8 @@ def test_the_clinic_pushes_a_schedule_with_the_real_command(shipped, tls_files, 
         f'[mqtt]\nhost = "localhost"\nport = {shipped.port}\nusername = "clinic"\npassword = "{PASSWORDS["clinic"]}"\n'
         f'tls_ca = "{tls_files.ca}"\ntls_cert = "{client_cert}"\ntls_key = "{client_key}"\n')
     config.chmod(0o600)
-    result = subprocess.run([sys.executable, "-m", "dispenser", "clinic", "push", str(DEMO / "schedule.json"),
-                             "--device", A, "--allow-unsigned", "--config", str(config)],
-                            capture_output=True, text=True, timeout=60)
+    result = run_in_process("clinic", "push", DEMO / "schedule.json", "--device", A, "--allow-unsigned",
+                            "--config", config)
     assert result.returncode == 0, result.stdout + result.stderr
     assert wait_until(lambda: len(received) == 1)  # polled, as in the oversized message's test
     assert json.loads(received[0])["version"] == json.loads((DEMO / "schedule.json").read_text())["version"]

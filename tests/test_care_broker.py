@@ -7,8 +7,6 @@ what the service subscribes to (the shared subscription `$share/care/...`)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from broker import ShippedBroker
 from dispenser.care.config import load_care_config
 from dispenser.care.database import Database
 from dispenser.care.serve import CareService
+from inprocess import dispenser as run_in_process
 from ports import free_port
 from support import DEMO
 from waiting import HANG, wait_until
@@ -57,9 +56,8 @@ def test_the_care_service_subscribes_and_ingests_as_the_clinic_account(tmp_path,
         device.write_text(f'[device]\nid = "{DEVICE}"\n[mqtt]\nhost = "127.0.0.1"\nport = {shipped.local_port}\n'
                           f'tls = false\nusername = "{DEVICE}"\npassword = "{DEVICE_PASSWORD}"\n')
         device.chmod(0o600)
-        result = subprocess.run([sys.executable, "-m", "dispenser", "simulate", "--scenario", str(scenario),
-                                 "--config", str(device), "--db", str(tmp_path / "device.db")],
-                                cwd=ROOT, capture_output=True, text=True, timeout=120)
+        result = run_in_process("simulate", "--scenario", scenario, "--config", device, "--db", tmp_path / "device.db",
+                                cwd=ROOT)
         assert result.returncode == 0, result.stderr
         events = [json.loads(line) for line in result.stdout.splitlines()]
         assert "dose.missed" in [event["type"] for event in events]

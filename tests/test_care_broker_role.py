@@ -37,17 +37,35 @@ def older_plugin_file(folder: Path, tls) -> Path:
     return made.dynsec_file
 
 
-@pytest.fixture(params=["new", "older"])
-def shipped(request, tmp_path, tls_files):
-    older = older_plugin_file(tmp_path / "older", tls_files) if request.param == "older" else None
-    broker = ShippedBroker(tmp_path / "broker", tls_files, accounts_from=older)
-    broker.start()
+@pytest.fixture(scope="module")
+def shipped_brokers(tmp_path_factory, tls_files):
+    """kind -> the shipped broker with a device and the `care` account, started at first use and
+    shared by this module's tests: they only connect, publish and subscribe, on clean sessions
+    (the care service's persistent ones are in one test only), retain nothing another test reads,
+    and never restart or reconfigure it (`add_device` of a refused name changes nothing). One per
+    kind, whatever order the tests run in."""
+    started: dict[str, ShippedBroker] = {}
+
+    def get(kind: str) -> ShippedBroker:
+        if kind not in started:
+            folder = tmp_path_factory.mktemp(f"shipped-{kind}")
+            older = older_plugin_file(folder / "older", tls_files) if kind == "older" else None
+            broker = ShippedBroker(folder / "broker", tls_files, accounts_from=older)
+            started[kind] = broker.start()
+            broker.add_device(DEVICE, DEVICE_PASSWORD)
+            broker.dynsec("add-care", env={"CARE_PASSWORD": CARE_PASSWORD})
+        return started[kind]
+
     try:
-        broker.add_device(DEVICE, DEVICE_PASSWORD)
-        broker.dynsec("add-care", env={"CARE_PASSWORD": CARE_PASSWORD})
-        yield broker
+        yield get
     finally:
-        broker.stop()
+        for broker in started.values():
+            broker.stop()
+
+
+@pytest.fixture(params=["new", "older"])
+def shipped(request, shipped_brokers):
+    return shipped_brokers(request.param)
 
 
 @pytest.fixture

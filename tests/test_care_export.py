@@ -12,7 +12,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from fhir.resources.R4B.bundle import Bundle
 
 from care_support import care_toml, database_url, postgres_cluster  # noqa: F401 - fixtures
 from inprocess import dispenser as run_in_process
@@ -21,6 +20,7 @@ from dispenser.care.database import Database
 from dispenser.care.ingest import Ingest
 from dispenser.fhir_out import MEDICATION_SYSTEM
 from support import DEMO
+from fhir_models import fhir_model
 from test_fhir_out import valid
 
 DEVICE = "disp-0001"
@@ -79,7 +79,7 @@ def without_subject_and_names(bundle: dict) -> dict:
 def test_the_bundle_is_the_devices_own_with_the_patient_as_subject(filled):
     care, device, events = filled
     bundle = valid(export(care))
-    assert Bundle.model_validate(bundle).type == "transaction"
+    assert fhir_model("Bundle").model_validate(bundle).type == "transaction"
     kinds = [entry["resource"]["resourceType"] for entry in bundle["entry"]]
     assert kinds[0] == "Device" and kinds.count("MedicationAdministration") >= 3
     subjects = {json.dumps(e["resource"]["subject"], sort_keys=True) for e in bundle["entry"] if "subject" in e["resource"]}

@@ -19,7 +19,6 @@ from care_support import quick_password_hashes  # noqa: F401 - fixture
 from dispenser.care.rounds import care_round
 from dispenser.timeutil import parse_utc
 
-sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run", "--disable-sync"]
@@ -27,6 +26,8 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 
 @pytest.fixture(scope="module")
 def browser():
+    # Imported here, not by each xdist worker that collects this module: skipped without it.
+    sync_api = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian's chromium is missing: `./dev test` installs it")
     with sync_api.sync_playwright() as playwright:

@@ -17,9 +17,7 @@ import pytest
 
 from dispenser.care.config import CareConfigError, LoginLimits, parse_care_config
 from dispenser.care.database import Database
-from dispenser.care.web.accounts import add_user
-from dispenser.care.web.app import create_app
-from dispenser.care.web.server import WebServer
+from care_web_site import add_user, web_server
 from dispenser.care.web.throttle import LoginThrottle, keys
 from care_support import quick_password_hashes  # noqa: F401 - fixture
 from ports import free_port
@@ -112,7 +110,7 @@ def served(tmp_path, quick_password_hashes):
     database = Database(config.database_url)
     with database.connect() as conn:
         add_user(conn, STAFF, PASSWORD, T0)
-    server = WebServer(create_app(config, database, now=lambda: clock["now"]), "127.0.0.1", port)
+    server = web_server(config, database, port, now=lambda: clock["now"])
     server.start()
     assert server.wait_ready(60)
     try:

@@ -16,7 +16,7 @@ import pytest
 from care_support import care_toml, database_url, postgres_cluster  # noqa: F401 - fixtures
 from inprocess import dispenser as run_in_process
 from dispenser.care.database import Database
-from dispenser.care.web import accounts, history
+from dispenser.care.web import history
 from dispenser.care.web.charts import mood_chart
 from dispenser.care.web.history import Checkin
 from ports import free_port
@@ -90,6 +90,7 @@ def test_the_mood_chart_is_svg_with_a_point_per_mood_and_a_mark_per_side_effect(
 
 
 def test_staff_passwords_are_hashed_and_checked(database_url):
+    from dispenser.care.web import accounts  # its import hashes a password: here, not at collection
     database = Database(database_url)
     with database.connect() as conn:
         assert accounts.add_user(conn, "ana", "correct horse battery", T0) is True
@@ -119,6 +120,7 @@ def one_line_error(result: subprocess.CompletedProcess, words: str) -> None:
 
 
 def test_care_user_add_reads_the_password_from_stdin_and_refuses_a_short_one(tmp_path):
+    from dispenser.care.web import accounts  # its import hashes a password: here, not at collection
     url = f"sqlite:///{tmp_path / 'care.db'}"
     path = care_toml(tmp_path / "care.toml", database_url=url)
     one_line_error(dispenser("care", "user", "add", "ana", "--config", path, stdin="short\n"), "at least 10")

@@ -13,9 +13,7 @@ from dispenser.care.config import parse_care_config
 from dispenser.care.database import Database
 from dispenser.care.ingest import Ingest
 from dispenser.care.tokens import issue_ack_tokens, issue_family_link
-from dispenser.care.web.accounts import add_user
-from dispenser.care.web.app import create_app
-from dispenser.care.web.server import WebServer
+from care_web_site import add_user, web_server
 from ports import free_port
 from test_care_web_login import Browser
 
@@ -36,7 +34,7 @@ def serve(tmp_path, *, events: int):
         for event in chained("disp-0001", taken(events)):
             assert ingest.handle("pilldispenser/disp-0001/events", json.dumps(event).encode(), HEARD) == "stored"
         token = issue_family_link(conn, "disp-0001", NOW)
-    server = WebServer(create_app(config, database, now=lambda: NOW), "127.0.0.1", port)
+    server = web_server(config, database, port, now=lambda: NOW)
     server.start()
     assert server.wait_ready(60)
     return server, f"http://127.0.0.1:{port}", token
@@ -86,7 +84,7 @@ def ack_page(tmp_path, *, rung: int, clinic_notify: list[str], escalate_after_mi
                                            HEARD) == "stored"
         conn.execute("UPDATE alerts SET rung = ? WHERE alert_id = 'a-1'", (rung,))
         token = issue_ack_tokens(conn, ["a-1"], NOW)["a-1"]
-    server = WebServer(create_app(config, database, now=lambda: NOW), "127.0.0.1", port)
+    server = web_server(config, database, port, now=lambda: NOW)
     server.start()
     assert server.wait_ready(60)
     try:

@@ -11,14 +11,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from care_support import chained
+from care_support import chained, quick_password_hashes  # noqa: F401 - fixture
 from dispenser.care.config import parse_care_config
 from dispenser.care.database import Database
 from dispenser.care.ingest import Ingest
 from dispenser.care.web import times
-from dispenser.care.web.accounts import add_user
-from dispenser.care.web.app import create_app
-from dispenser.care.web.server import WebServer
+from care_web_site import add_user, web_server
 from dispenser.events import Draft
 from ports import free_port
 from test_care_web_login import Browser
@@ -36,10 +34,13 @@ def drafts(checkins: int) -> list[Draft]:
     return [dose] + [Draft("checkin.recorded", {"mood": 4, "side_effects": "mild", "medications": []})] * checkins
 
 
-@pytest.fixture
-def site(tmp_path):
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, quick_password_hashes):
+    """The two patients' site, logged in; shared by the tests that only read its pages (a fixed
+    clock, nothing written), so it is built, its password hashed and its server started once."""
+    folder = tmp_path_factory.mktemp("times")
     port = free_port()
-    config = parse_care_config({"database": {"url": f"sqlite:///{tmp_path / 'care.db'}"},
+    config = parse_care_config({"database": {"url": f"sqlite:///{folder / 'care.db'}"},
                                 "web": {"listen": f"127.0.0.1:{port}"},
                                 "patient": [{"device": device, "name": name, "timezone": zone}
                                             for device, (name, zone) in PATIENTS.items()]})
@@ -50,7 +51,7 @@ def site(tmp_path):
         for device, checkins in (("disp-0001", 1), ("disp-0002", 2)):
             for event in chained(device, drafts(checkins), at=LOGGED):
                 assert ingest.handle(f"pilldispenser/{device}/events", json.dumps(event).encode(), HEARD) == "stored"
-    server = WebServer(create_app(config, database, now=lambda: NOW), "127.0.0.1", port)
+    server = web_server(config, database, port, now=lambda: NOW)
     server.start()
     assert server.wait_ready(60)
     client = Browser(f"http://127.0.0.1:{port}", "10.0.0.1")

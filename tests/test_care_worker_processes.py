@@ -15,9 +15,9 @@ import os
 import signal
 import sqlite3
 import uuid
+from typing import TYPE_CHECKING
 
 import paho.mqtt.client as mqtt
-import psycopg
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from care_support import care_toml, chained, postgres_cluster, taken  # noqa: F401 - fixtures
@@ -26,6 +26,9 @@ from dispenser.care.database import Database
 from dispenser.care.serve import CareService
 from dispenser.events import Draft
 from waiting import HANG, wait_until
+
+if TYPE_CHECKING:
+    import psycopg  # imported by the tests that use it, not by each xdist worker that collects this
 
 DEVICE = "disp-0001"
 STALL_LOCK = 4242
@@ -61,6 +64,7 @@ def publish(port: int, events: list[dict]) -> None:
 
 
 def test_a_worker_process_killed_mid_batch_loses_nothing_and_doubles_nothing(tmp_path, broker, postgres_cluster):
+    import psycopg
     url = postgres_cluster.create_database(f"t_{uuid.uuid4().hex[:12]}")
     config = load_care_config(str(care_toml(tmp_path / "care.toml", database_url=url, port=broker.port)))
     drafts = taken(30)
@@ -97,6 +101,7 @@ def test_a_worker_process_killed_mid_batch_loses_nothing_and_doubles_nothing(tmp
 
 def test_a_worker_whose_database_connection_drops_connects_again_and_loses_nothing(tmp_path, broker,
                                                                                    postgres_cluster):
+    import psycopg
     url = postgres_cluster.create_database(f"t_{uuid.uuid4().hex[:12]}")
     config = load_care_config(str(care_toml(tmp_path / "care.toml", database_url=url, port=broker.port)))
     events = chained(DEVICE, taken(10))

@@ -20,7 +20,7 @@ import pytest
 
 from broker import Clinic
 from inprocess import dispenser as run_in_process
-from support import DEMO
+from support import DEMO, interruptible
 from waiting import HANG, wait_until
 from dispenser.chainwatch import BoundedMap
 from dispenser.clinic import Watcher, alert_line, event_line, split_topic, status_line
@@ -727,8 +727,8 @@ def test_watch_refuses_a_session_name_that_is_not_a_plain_word(tmp_path, broker)
 
 
 def watch_process(config: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "dispenser", "clinic", "watch", "--config", config, *args],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(interruptible("clinic", "watch", "--config", config, *args), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_watch_survives_anything_a_device_writes(tmp_path, broker):
@@ -837,7 +837,9 @@ def test_sync_without_mqtt_is_a_config_problem(tmp_path, simulated_db):
 def test_sync_without_once_keeps_pushing_until_ctrl_c(tmp_path, broker, simulated_db):
     config = write_config(tmp_path / "device.toml", simulated_db, broker.port)
     clinic = Clinic(broker).connect(f"{BASE}/events")
-    pusher = subprocess.Popen([sys.executable, "-m", "dispenser", "sync", "--config", config], cwd=ROOT,
+    # As a background job of a non-interactive shell would start it: with SIGINT ignored.
+    ignoring_ctrl_c = ["sh", "-c", "trap '' INT; exec \"$@\"", "sh"]
+    pusher = subprocess.Popen([*ignoring_ctrl_c, *interruptible("sync", "--config", config)], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert clinic.wait_for(lambda: len(clinic.on(f"{BASE}/events")) >= 18)

@@ -1,6 +1,8 @@
 """The `dispenser` command at the edges people meet: closed pipes, --version, the self-test
-on the simulated device, install-service refusing what cannot work. Real processes, but for
-the self-test without a config: in this process, its servos' dwells on a virtual clock."""
+on the simulated device, install-service refusing what cannot work. Real processes where the
+process is what is tested (pipes, --version, a key pressed, the venv it runs from); in this
+process (tests/inprocess.py) the month's log made for the pipes, the self-test without a
+config (its servos' dwells on a virtual clock) and install-service's refusals."""
 from __future__ import annotations
 
 import fcntl
@@ -53,7 +55,7 @@ def month_log(tmp_path_factory):
     scenario.write_text(f'start = "2026-11-24T06:00:00"\nuntil = "2026-12-24T06:00:00"\n'
                         f'schedule = "{DEMO / "schedule.json"}"\n')
     db = folder / "month.db"
-    result = run("simulate", "--scenario", str(scenario), "--db", str(db))
+    result = run_in_process("simulate", "--scenario", str(scenario), "--db", str(db))
     assert result.returncode == 0 and len(result.stdout) > 100_000, result.stderr
     return db
 
@@ -172,7 +174,7 @@ def test_selftest_on_the_simulated_device_takes_a_key_as_the_button(tmp_path):
 
 @pytest.mark.skipif(__import__("os").path.exists("/etc/dispenser/config.toml"), reason="this machine has a config")
 def test_install_service_refuses_without_a_config():
-    result = run("install-service", "--dry-run", "--venv-bin", "/opt/dispenser/venv/bin")
+    result = run_in_process("install-service", "--dry-run", "--venv-bin", "/opt/dispenser/venv/bin")
     assert result.returncode == 2 and result.stdout == "", result.stdout
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and "no configuration at /etc/dispenser/config.toml" in lines[0], lines
@@ -180,12 +182,13 @@ def test_install_service_refuses_without_a_config():
 
 
 def test_install_service_refuses_a_missing_or_broken_config(tmp_path):
-    missing = run("install-service", "--dry-run", "--venv-bin", "/opt/dispenser/venv/bin",
-                  "--config", str(tmp_path / "nope.toml"))
+    missing = run_in_process("install-service", "--dry-run", "--venv-bin", "/opt/dispenser/venv/bin",
+                             "--config", str(tmp_path / "nope.toml"))
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no configuration" in missing.stderr
     broken = tmp_path / "c.toml"
     broken.write_text('[device]\nid = "disp 7"\n')
-    result = run("install-service", "--dry-run", "--venv-bin", "/opt/dispenser/venv/bin", "--config", str(broken))
+    result = run_in_process("install-service", "--dry-run", "--venv-bin", "/opt/dispenser/venv/bin",
+                            "--config", str(broken))
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "device.id" in result.stderr
 
 
@@ -193,7 +196,7 @@ def test_install_service_refuses_a_missing_or_broken_config(tmp_path):
 def test_install_service_refuses_a_temporary_venv(tmp_path, venv_bin):
     config = tmp_path / "config.toml"
     config.write_text('[device]\nid = "disp-0007"\n')
-    result = run("install-service", "--dry-run", "--venv-bin", venv_bin, "--config", str(config))
+    result = run_in_process("install-service", "--dry-run", "--venv-bin", venv_bin, "--config", str(config))
     assert result.returncode == 2 and result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and "temporary folder" in lines[0] and "/opt/dispenser" in lines[0], lines

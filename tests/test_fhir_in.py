@@ -13,11 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fhir.resources.R4B.bundle import Bundle
-from fhir.resources.R4B.coding import Coding
-from fhir.resources.R4B.dosage import Dosage
-from fhir.resources.R4B.medicationrequest import MedicationRequest
-from fhir.resources.R4B.quantity import Quantity
+from fhir_models import fhir_model
 
 from dispenser.fhir_in import FhirError, hourly_times, schedule_from_fhir
 from dispenser.schedule import parse_schedule
@@ -64,7 +60,7 @@ def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("name", FILES)
 def test_every_input_is_valid_fhir(name):
     resource = load(name)
-    model = Bundle if resource["resourceType"] == "Bundle" else MedicationRequest
+    model = fhir_model("Bundle" if resource["resourceType"] == "Bundle" else "MedicationRequest")
     parsed = model.model_validate(resource)
     assert json.loads(parsed.model_dump_json(exclude_none=True)) == resource  # nothing dropped or changed
 
@@ -75,11 +71,11 @@ def test_every_dosage_written_out_is_still_a_fhir_dosage(name):
     parse_schedule(document)  # the output validates as a schedule
     for medication in document["medications"]:
         if "ingredient" in medication:
-            Coding.model_validate(medication["ingredient"])
+            fhir_model("Coding").model_validate(medication["ingredient"])
         if "strength" in medication:
-            Quantity.model_validate(medication["strength"])
+            fhir_model("Quantity").model_validate(medication["strength"])
         for entry in medication["dosage"]:
-            parsed = Dosage.model_validate(entry)
+            parsed = fhir_model("Dosage").model_validate(entry)
             assert json.loads(parsed.model_dump_json(exclude_none=True)) == entry
 
 

@@ -16,7 +16,6 @@ import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 
-import jinja2
 import pytest
 
 from inprocess import dispenser as run_in_process
@@ -78,14 +77,21 @@ def check_config(topic: str, payload: bytes) -> dict:
         assert config["unit_of_measurement"] in DURATION_UNITS
     for item in config["availability"]:
         assert set(item) <= AVAILABILITY_KEYS and item["topic"] == f"{BASE}/status"
-    jinja2.Environment().parse(config["value_template"])  # a template Home Assistant can compile
+    templates().parse(config["value_template"])  # a template Home Assistant can compile
     return config
+
+
+def templates():
+    """A Jinja2 environment as Home Assistant's; jinja2 is imported by the tests that render,
+    not by each xdist worker that collects this module."""
+    import jinja2
+    return jinja2.Environment()
 
 
 def render(template: str, payload: bytes | str) -> str:
     """What Home Assistant shows for a message: its template over `value` and `value_json`."""
     text = payload.decode() if isinstance(payload, bytes) else payload
-    return jinja2.Environment().from_string(template).render(value=text, value_json=json.loads(text)).strip()
+    return templates().from_string(template).render(value=text, value_json=json.loads(text)).strip()
 
 
 def configs(client: Clinic) -> dict[str, bytes]:

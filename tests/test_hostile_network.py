@@ -309,9 +309,7 @@ def test_a_flood_of_unsigned_schedules_leaves_the_button_answered_and_the_log_bo
         assert delivered["at_answer"] - before <= 2, (before, delivered)
         for info in infos:
             info.wait_for_publish(30)
-        deadline = time.monotonic() + 60
-        while inbox.received < count and time.monotonic() < deadline:
-            time.sleep(0.1)
+        assert wait_until(lambda: inbox.received >= count), inbox.received
         assert inbox.received == count, inbox.received
     finally:
         flood.disconnect()   # then stop its thread: the DISCONNECT wakes it at once
@@ -376,11 +374,8 @@ def test_bad_tls_files_leave_the_daemon_dispensing_offline_and_say_why(tmp_path,
     daemon = start_daemon(config)
     db = tmp_path / "d.db"
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and daemon.poll() is None:
-            if db.exists() and logged(db, "device.fault"):
-                break
-            time.sleep(0.2)
+        wait_until(lambda: daemon.poll() is not None or (db.exists() and bool(logged(db, "device.fault"))),
+                   interval=0.05)
         assert daemon.poll() is None, daemon.stderr.read()
         [fault] = logged(db, "device.fault")
         assert fault["data"]["component"] == "mqtt"

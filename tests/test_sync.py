@@ -13,9 +13,11 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import paho.mqtt.client as paho_client
 import pytest
 
 from broker import Clinic, free_port
@@ -225,6 +227,31 @@ def test_no_broker_at_all_neither_blocks_nor_raises(store, make_sync):
     assert "cannot connect" in sync.last_error
     finishes(lambda: sync.stop(timeout=10 * HANG))  # never connected: no offline status to wait for
     assert store.backlog() == 3
+
+
+def test_stop_does_not_sit_out_the_wait_before_the_next_attempt(store, make_sync, monkeypatch):
+    """A sync that never reached its broker stops at once. paho waits between attempts in
+    1 s sleeps and looked at loop_stop() only between them: ~1 s for every such stop(). Here
+    paho's sleep never ends on its own, so a stop that waits for it would never return."""
+    released = threading.Event()
+
+    class SleepWithoutEnd:
+        def __getattr__(self, name: str):
+            return getattr(time, name)
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            released.wait(10 * HANG)
+
+    append(store, 2)
+    monkeypatch.setattr(paho_client, "time", SleepWithoutEnd())
+    try:
+        sync = make_sync(MqttSettings(host="127.0.0.1", port=free_port()))
+        assert not sync.wait_connected(HANG)  # an attempt failed: the wait before the next one
+        finishes(lambda: sync.stop(timeout=10 * HANG))
+        assert store.backlog() == 2  # the outbox as it was: nothing marked sent
+    finally:
+        released.set()
 
 
 def test_unresolvable_host_does_not_block_start(store, make_sync, monkeypatch):

@@ -17,6 +17,7 @@ import pytest
 
 from dispenser import service
 from dispenser.service import Notifier, install_steps, render_unit, unit_template
+from inprocess import dispenser as run_in_process
 from waiting import HANG
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -335,13 +336,10 @@ def test_notifier_survives_a_vanished_socket(notify_socket, tmp_path):
 
 
 def test_install_service_dry_run_shows_the_unit_and_every_step(tmp_path):
-    import subprocess
-    import sys
     config = tmp_path / "config.toml"
     config.write_text('[device]\nid = "disp-0007"\n')
-    result = subprocess.run([sys.executable, "-m", "dispenser", "install-service", "--dry-run",
-                             "--venv-bin", "/opt/dispenser/venv/bin", "--config", str(config)],
-                            capture_output=True, text=True, timeout=60)
+    result = run_in_process("install-service", "--dry-run", "--venv-bin", "/opt/dispenser/venv/bin",
+                            "--config", config)
     assert result.returncode == 0, result.stderr
     assert "ExecStart=/opt/dispenser/venv/bin/dispenser run --config /etc/dispenser/config.toml" in result.stdout
     steps = [line[2:] for line in result.stdout.splitlines() if line.startswith("$ ")]
@@ -351,10 +349,7 @@ def test_install_service_dry_run_shows_the_unit_and_every_step(tmp_path):
 
 
 def test_install_service_refuses_a_venv_the_service_cannot_see():
-    import subprocess
-    import sys
-    result = subprocess.run([sys.executable, "-m", "dispenser", "install-service", "--dry-run",
-                             "--venv-bin", "/home/pi/venv/bin"], capture_output=True, text=True, timeout=60)
+    result = run_in_process("install-service", "--dry-run", "--venv-bin", "/home/pi/venv/bin")
     assert result.returncode == 2 and "ProtectHome" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -412,9 +407,7 @@ def test_the_daemon_runs_under_the_units_system_call_filter(tmp_path, notify_soc
     verify = subprocess.run(_filtered("log", "verify", "--config", str(config)), capture_output=True, text=True,
                             timeout=60)
     assert verify.returncode == 0, verify.stderr
-    types = [_json.loads(line)["type"] for line in subprocess.run(
-        [sys.executable, "-m", "dispenser", "log", "--json", "--config", str(config)],
-        capture_output=True, text=True, timeout=60).stdout.splitlines()]
+    types = [_json.loads(line)["type"] for line in run_in_process("log", "--json", "--config", config).stdout.splitlines()]
     assert "device.started" in types and "device.stopped" in types
 
 
