@@ -38,7 +38,7 @@ import paho.mqtt.client as mqtt
 from .config import CareConfig
 from .database import Connection, Database, DatabaseError
 from .ingest import FAILED, Ingest
-from ..mqtt_client import build_client, connect_async
+from ..mqtt_client import StoppableClient, build_client, connect_async
 from .notify import deliver as apprise_deliver
 from .ladder import Send
 from .rounds import Deliver, care_round
@@ -93,7 +93,7 @@ class Worker:
         self.received = 0     # messages paho has handed over
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"{self.client_id}-store", daemon=True)
-        self.client = build_client(self.settings, self.client_id, persistent=True, client_class=mqtt.Client,
+        self.client = build_client(self.settings, self.client_id, persistent=True, client_class=StoppableClient,
                                    manual_ack=True)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe

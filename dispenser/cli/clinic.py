@@ -334,8 +334,7 @@ class _Link:
     def __init__(self, settings: MqttSettings, role: str, topics: Iterable[str] = (),
                  session: str | None = None) -> None:
         """`session`: a named, persistent session; the broker keeps what arrives while away."""
-        import paho.mqtt.client as mqtt
-        from ..mqtt_client import TlsFilesError, build_client
+        from ..mqtt_client import StoppableClient, TlsFilesError, build_client
         self.settings = settings
         self.session = session
         self.topics = list(topics)
@@ -348,7 +347,7 @@ class _Link:
         client_id = f"clinic-{role}-{session}" if session else f"clinic-{role}-{secrets.token_hex(4)}"
         try:
             self.client = build_client(settings, client_id, persistent=session is not None,
-                                       client_class=mqtt.Client, reconnect_max_s=30)
+                                       client_class=StoppableClient, reconnect_max_s=30)
         except TlsFilesError as error:
             raise UserError(str(error)) from None
         self.client.on_connect = self._on_connect
