@@ -1,6 +1,6 @@
 """The randomized safety simulation (harness/simulation.py), its checker, and the bugs it found.
 
-A few hundred simulated days on fixed seeds must end with zero violations (expected to
+120 simulated days on fixed seeds (300 with --deep) must end with zero violations (expected to
 fail until the section 6 rules land in rules.py: the checker already judges them);
 planted violations prove the checker cannot pass silently, section 6's in logs written
 by hand; and each bug the simulation found has a regression test here, through the engine.
