@@ -40,9 +40,12 @@ REASONS = {"too_large", "invalid_json", "invalid_schema", "unsigned", "bad_signa
 CLINIC_PRIVATE, CLINIC_PUBLIC = generate_keypair()
 OTHER_PRIVATE, _ = generate_keypair()
 COMPARTMENTS = 8
-RANDOM_PAYLOADS = size(quick=800, deep_size=2500)   # tests/depth.py: ./dev test --deep for the full size
-MUTATIONS = size(quick=1000, deep_size=3000)
-VALID_DOCUMENTS = size(quick=1200, deep_size=4000)
+# tests/depth.py: ./dev test --deep for the full size. The quick sizes still fail on the bugs
+# planted there (payload bytes decoded outside the try; the `when` validator's TypeError, as
+# often in random-seed runs as 1,000 mutations; a compartment off by one; signatures unchecked).
+RANDOM_PAYLOADS = size(quick=300, deep_size=2500)
+MUTATIONS = size(quick=500, deep_size=3000)
+VALID_DOCUMENTS = size(quick=300, deep_size=4000)
 
 
 def fast(examples: int | None = None) -> settings:
@@ -166,8 +169,10 @@ def mutations(draw):
         value = draw(st.integers(min_value=20, max_value=3000))  # the depth: built in mutate()
     elif kind == "huge":
         value = draw(st.sampled_from([2 ** 64, -(2 ** 64), 10 ** 400, 1e308, 1 << 200, "x" * 70000]))
-    else:
+    elif kind == "unknown_key":
         value = draw(json_values)
+    else:
+        value = None  # "delete" and "wrap" use none (drawing one cost a third of the test)
     return path, kind, value
 
 

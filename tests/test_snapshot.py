@@ -81,7 +81,10 @@ class Compared(Simulation):
         self._compare()
 
 
-COMPARED_SEEDS = (14, 8, 12, 10)[:size(quick=2, deep_size=4)]  # tests/depth.py: all four with --deep
+# tests/depth.py: all four with --deep. Seed 8 alone (0.9 s; 14 took 1.3 s) fails, as 14 and 12
+# do, with snapshot.dump planted to drop stock_low, the released doses or each ingredient's last
+# release. Dropping prn_denied, behind or unjudged failed no seed: the comparison goes through dump.
+COMPARED_SEEDS = (8, 14, 12, 10)[:size(quick=1, deep_size=4)]
 
 
 @pytest.mark.parametrize("seed", COMPARED_SEEDS)

@@ -13,6 +13,7 @@ from dispenser.events import verify_chain
 from dispenser.store import Store, StoreError, verify_rows
 from harness.simulation import Simulation
 from daemon_thread import daemon_on_thread, log_end
+from depth import size
 from waiting import wait_until
 
 DEVICE = "disp-sim"
@@ -20,9 +21,11 @@ DEVICE = "disp-sim"
 
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory):
-    """A real log of a few simulated weeks (schedule changes, cuts, clock jumps), on a file."""
+    """A real log of simulated days (schedule changes, cuts, clock jumps), on a file: 10 days,
+    609 events (20 days with --deep, tests/depth.py); with verify_rows planted not to compare
+    the stored hash, the 40 edits below still fail on the shorter log."""
     path = tmp_path_factory.mktemp("chain") / "sim.db"
-    Simulation(12, 20, db=str(path)).run()
+    Simulation(12, size(quick=10, deep_size=20), db=str(path)).run()
     return path
 
 

@@ -1,7 +1,7 @@
 """Crash torture, small: the real daemon process SIGKILLed at random moments (bench/torture.py).
 
 The full run (`bench/torture.py --kills 1000`) takes minutes; this one checks the same
-things on a few kills (15 with `./dev test --deep`, tests/depth.py) so that a change that
+things on three kills (15 with `./dev test --deep`, tests/depth.py) so that a change that
 breaks crash safety fails the test suite.
 """
 from __future__ import annotations
@@ -16,11 +16,15 @@ from depth import size  # noqa: E402
 from waiting import wait_until  # noqa: E402
 
 
-KILLS = size(quick=6, deep_size=15)  # tests/depth.py; bench/torture.py runs a thousand
+# tests/depth.py; bench/torture.py runs a thousand. Seed 6's three kills fall in each mode
+# (a release, the start-up, a commit: seed 3's first six were five commits and one release);
+# with the start's report of open intents planted to skip the first, both sizes fail.
+KILLS = size(quick=3, deep_size=15)
+SEED = size(quick=6, deep_size=3)
 
 
 def test_random_sigkills_break_nothing(tmp_path):
-    tally = torture.run(kills=KILLS, jobs=1, seed=3, folder=tmp_path, cli_every=5, quiet=True)
+    tally = torture.run(kills=KILLS, jobs=1, seed=SEED, folder=tmp_path, cli_every=5, quiet=True)
     assert tally.violations == []
     assert tally.kills == KILLS
     # Every kill was checked (how many checks beyond that depends on where the kills fell, which
