@@ -1,7 +1,7 @@
-"""The fleet benchmark, small: 20 devices, 2 days, the broker restarted, nothing lost or doubled.
+"""The fleet benchmark, small: 10 devices, 2 days, the broker restarted, nothing lost or doubled.
 
 `bench/fleet.py` with its defaults (1,000 devices, a month) takes many minutes; this runs
-the same program, as a user does, on 20 devices (50 with `./dev test --deep`, tests/depth.py)
+the same program, as a user does, on 10 devices (50 with `./dev test --deep`, tests/depth.py)
 for 2 simulated days: its own Mosquitto
 and PostgreSQL, the care service's 4 workers, the real Store and Sync of every device,
 the broker stopped and started in the middle. It must exit 0 and count 0 lost and 0
@@ -30,7 +30,9 @@ def run_fleet(*args: str, folder: Path) -> subprocess.CompletedProcess:
                           text=True, stdin=subprocess.DEVNULL, timeout=20 * HANG)
 
 
-DEVICES = size(quick=20, deep_size=50)  # tests/depth.py: ./dev test --deep for fifty
+# tests/depth.py: ./dev test --deep for fifty. Ten lose 10-46 events in 4 runs of 4 with the
+# outbox published at QoS 0 (planted): the broker's restart drops what was in flight.
+DEVICES = size(quick=10, deep_size=50)
 
 
 def test_a_small_fleet_two_days_loses_and_doubles_nothing_across_a_broker_restart(tmp_path):
