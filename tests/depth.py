@@ -27,8 +27,9 @@ that its test exists to catch; "n/m" is failed runs of random-seed runs:
 - test_snapshot_chaincheck: a 10-day log (20): verify_rows not comparing stored hashes.
 - test_fleet_small: 10 devices (50): the outbox published at QoS 0 loses events across the
   broker's restart, 4/4.
-- test_snapshot: seed 8 (8, 14, 12, 10): stock_low, released doses or the last release of an
-  ingredient dropped from snapshot.dump.
+- test_snapshot: seed 8 (8, 14, 12, 10): stock_low, released doses, the last release of an
+  ingredient or prn_denied dropped from snapshot.dump (behind and unjudged, which no seed
+  reaches, by the exact dump-and-restore test with every field set).
 
 Kept at their size, a smaller one being weaker on its planted bug: the draw-thread race
 (150 or 200 inputs: 7/8, 300: 8/8), the hostile config files (50: 0/6, 100: 5/5, compartments'
