@@ -484,7 +484,18 @@ def test_corrupt_config_files_give_one_line_and_exit_2(tmp_path, monkeypatch, re
     b"device = 3\n",
 ])
 def test_a_bad_config_as_a_person_would_see_it(tmp_path, real_db, text):
-    """The real process: one line on stderr, exit 2, no traceback."""
+    """One line on stderr, exit 2, no traceback (the command in this process: the real
+    process, whose start could add lines of its own, is the test below)."""
+    config = tmp_path / "c.toml"
+    config.write_bytes(text)
+    code, out, err = run_cli(["status", "--config", str(config), "--db", str(real_db)])
+    assert code == 2, (out, err)
+    assert len(err.splitlines()) == 1 and err.startswith("dispenser: "), err
+
+
+@pytest.mark.parametrize("text", [b"\x00\xff\xfe garbage", b"[hardware]\ncompartments = \"eight\"\n"])
+def test_a_bad_config_in_the_real_process(tmp_path, real_db, text):
+    """The real `python -m dispenser`: one line on stderr, exit 2, no traceback, nothing else."""
     config = tmp_path / "c.toml"
     config.write_bytes(text)
     out = subprocess.run([sys.executable, "-m", "dispenser", "status", "--config", str(config), "--db", str(real_db)],
