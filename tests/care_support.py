@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -27,17 +29,31 @@ def postgres_cluster(postgres_worker: Postgres) -> Postgres:
     return postgres_worker
 
 
-@pytest.fixture(scope="module")
-def quick_password_hashes():
-    """Staff passwords hashed with argon2id at its smallest cost, for the tests that only log in
-    (the browser, the login throttle, the local times): ~0.25 s of CPU each at argon2-cffi's defaults, which
-    test_care_web_parts.py keeps. Module-wide, so a module's shared site is made with it too."""
+@contextmanager
+def quick_hashing() -> Iterator[None]:
+    """Staff passwords hashed with argon2id at its smallest cost while inside: ~0.25 s of CPU
+    each at argon2-cffi's defaults, which only test_care_web_parts.py's production-cost test keeps."""
     from argon2 import PasswordHasher
     from dispenser.care.web import accounts
     quick = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(accounts, "_hasher", quick)
         patch.setattr(accounts, "_DUMMY_HASH", quick.hash("no such user, no such password"))
+        yield
+
+
+@pytest.fixture(scope="module")
+def quick_password_hashes():
+    """quick_hashing for a whole module, for the tests that only log in (the browser, the login
+    throttle, the local times), so a module's shared site is made with it too."""
+    with quick_hashing():
+        yield
+
+
+@pytest.fixture
+def quick_password_hashes_in_test():
+    """quick_hashing for one test, in a module that also has a test at the production cost."""
+    with quick_hashing():
         yield
 
 

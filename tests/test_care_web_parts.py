@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from care_support import care_toml, database_url, postgres_cluster  # noqa: F401 - fixtures
+from care_support import care_toml, database_url, postgres_cluster, quick_password_hashes_in_test  # noqa: F401 - fixtures
 from inprocess import dispenser as run_in_process
 from dispenser.care.database import Database
 from dispenser.care.web import history
@@ -89,8 +89,27 @@ def test_the_mood_chart_is_svg_with_a_point_per_mood_and_a_mark_per_side_effect(
     assert "no check-ins" in mood_chart([], T0, T0 + timedelta(days=1), NY)
 
 
-def test_staff_passwords_are_hashed_and_checked(database_url):
+def test_a_staff_password_is_stored_as_argon2id_at_the_production_cost_and_verifies(tmp_path):
+    """The one test at the production cost (argon2-cffi's defaults, ~0.25 s of CPU a hash):
+    the others hash at the smallest cost (care_support.quick_hashing)."""
+    from argon2 import PasswordHasher, Type, extract_parameters
     from dispenser.care.web import accounts  # its import hashes a password: here, not at collection
+    production = PasswordHasher()
+    with Database(f"sqlite:///{tmp_path / 'care.db'}").connect() as conn:
+        assert accounts.add_user(conn, "ana", "correct horse battery", T0) is True
+        stored = conn.execute("SELECT password_hash FROM staff WHERE name = 'ana'")[0][0]
+        parameters = extract_parameters(stored)
+        assert parameters.type is Type.ID
+        assert (parameters.time_cost, parameters.memory_cost, parameters.parallelism) == \
+            (production.time_cost, production.memory_cost, production.parallelism)
+        assert not production.check_needs_rehash(stored)
+        # An unknown name is checked against a hash of the same cost: as long as a wrong password.
+        assert not production.check_needs_rehash(accounts._DUMMY_HASH)
+        assert accounts.check_password(conn, "ana", "correct horse battery")
+
+
+def test_staff_passwords_are_hashed_and_checked(database_url, quick_password_hashes_in_test):
+    from dispenser.care.web import accounts
     database = Database(database_url)
     with database.connect() as conn:
         assert accounts.add_user(conn, "ana", "correct horse battery", T0) is True
@@ -119,8 +138,8 @@ def one_line_error(result: subprocess.CompletedProcess, words: str) -> None:
     assert words in result.stderr
 
 
-def test_care_user_add_reads_the_password_from_stdin_and_refuses_a_short_one(tmp_path):
-    from dispenser.care.web import accounts  # its import hashes a password: here, not at collection
+def test_care_user_add_reads_the_password_from_stdin_and_refuses_a_short_one(tmp_path, quick_password_hashes_in_test):
+    from dispenser.care.web import accounts
     url = f"sqlite:///{tmp_path / 'care.db'}"
     path = care_toml(tmp_path / "care.toml", database_url=url)
     one_line_error(dispenser("care", "user", "add", "ana", "--config", path, stdin="short\n"), "at least 10")

@@ -7,7 +7,9 @@ import json
 import urllib.request
 from datetime import datetime, timedelta, timezone
 
-from care_support import chained, taken
+import pytest
+
+from care_support import chained, quick_password_hashes, taken  # noqa: F401 - fixture
 from dispenser.events import Draft
 from dispenser.care.config import parse_care_config
 from dispenser.care.database import Database
@@ -20,6 +22,7 @@ from test_care_web_login import Browser
 NOW = datetime(2026, 11, 30, 9, 0, tzinfo=timezone.utc)
 HEARD = NOW - timedelta(minutes=5)                       # 08:55 UTC, 08:55 in London in November
 STAFF, PASSWORD = "ana", "correct horse battery"
+pytestmark = pytest.mark.usefixtures("quick_password_hashes")   # staff only log in here
 
 
 def serve(tmp_path, *, events: int):
