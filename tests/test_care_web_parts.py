@@ -93,7 +93,7 @@ def test_a_staff_password_is_stored_as_argon2id_at_the_production_cost_and_verif
     """The one test at the production cost (argon2-cffi's defaults, ~0.25 s of CPU a hash):
     the others hash at the smallest cost (care_support.quick_hashing)."""
     from argon2 import PasswordHasher, Type, extract_parameters
-    from dispenser.care.web import accounts  # its import hashes a password: here, not at collection
+    from dispenser.care.web import accounts
     production = PasswordHasher()
     with Database(f"sqlite:///{tmp_path / 'care.db'}").connect() as conn:
         assert accounts.add_user(conn, "ana", "correct horse battery", T0) is True
@@ -104,7 +104,7 @@ def test_a_staff_password_is_stored_as_argon2id_at_the_production_cost_and_verif
             (production.time_cost, production.memory_cost, production.parallelism)
         assert not production.check_needs_rehash(stored)
         # An unknown name is checked against a hash of the same cost: as long as a wrong password.
-        assert not production.check_needs_rehash(accounts._DUMMY_HASH)
+        assert not production.check_needs_rehash(accounts._dummy_hash())
         assert accounts.check_password(conn, "ana", "correct horse battery")
 
 

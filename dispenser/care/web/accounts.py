@@ -21,8 +21,16 @@ from ...timeutil import format_at
 MIN_PASSWORD = 10
 MAX_NAME = 64
 _hasher = PasswordHasher()
-# Verified against when the name is unknown, so a wrong name costs as long as a wrong password.
-_DUMMY_HASH = _hasher.hash("no such user, no such password")
+# Verified against when the name is unknown, so a wrong name costs as long as a wrong password;
+# made at the first unknown name, not at import (a hash at full cost is ~0.1 s of CPU).
+_DUMMY_HASH: str | None = None
+
+
+def _dummy_hash() -> str:
+    global _DUMMY_HASH
+    if _DUMMY_HASH is None:
+        _DUMMY_HASH = _hasher.hash("no such user, no such password")
+    return _DUMMY_HASH
 
 
 class AccountError(ValueError):
@@ -53,7 +61,7 @@ def check_password(conn: Connection, name: str, password: str) -> bool:
     """Whether `name` is staff and `password` is theirs."""
     rows = conn.execute("SELECT password_hash FROM staff WHERE name = ?", (name,))
     try:
-        return _hasher.verify(rows[0][0] if rows else _DUMMY_HASH, password) and bool(rows)
+        return _hasher.verify(rows[0][0] if rows else _dummy_hash(), password) and bool(rows)
     except (VerificationError, InvalidHashError):
         return False
 
