@@ -23,6 +23,7 @@ from inprocess import dispenser as run_in_process
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from broker import Clinic, free_port
+from daemon_thread import RunThread
 from dispenser.signing import generate_keypair, sign_document
 from dispenser.store import Store
 from dispenser.sync import MqttSettings, Sync, Topics
@@ -371,12 +372,12 @@ def test_bad_tls_files_leave_the_daemon_dispensing_offline_and_say_why(tmp_path,
 
     _, public = generate_keypair()
     config = write_config(tmp_path, Nowhere, public, tls)
-    daemon = start_daemon(config)
+    daemon = RunThread(config).start()  # what the daemon does with the files, not its process: in-process
     db = tmp_path / "d.db"
     try:
-        wait_until(lambda: daemon.poll() is not None or (db.exists() and bool(logged(db, "device.fault"))),
+        wait_until(lambda: not daemon.alive() or (db.exists() and bool(logged(db, "device.fault"))),
                    interval=0.05)
-        assert daemon.poll() is None, daemon.stderr.read()
+        assert daemon.alive(), repr(daemon.error)
         [fault] = logged(db, "device.fault")
         assert fault["data"]["component"] == "mqtt"
         assert "cannot use the TLS files" in fault["data"]["error"] and "\n" not in fault["data"]["error"]
@@ -384,7 +385,7 @@ def test_bad_tls_files_leave_the_daemon_dispensing_offline_and_say_why(tmp_path,
         status = dispenser("status", "--config", config)
         assert status.returncode == 0 and "cannot use the TLS files" in status.stdout, status.stdout
     finally:
-        assert stop(daemon) == 0
+        assert daemon.stop() is None
 
 
 def test_plain_mqtt_only_when_the_config_says_so_and_status_tells(tmp_path, broker):
@@ -395,17 +396,17 @@ def test_plain_mqtt_only_when_the_config_says_so_and_status_tells(tmp_path, brok
     assert "plain MQTT, no TLS" in status.stdout, status.stdout + status.stderr
     unsaid = write_config(tmp_path, broker, public, "", name="unsaid.toml")  # TLS to a plain listener
     clinic = Clinic(broker).connect(f"{BASE}/#")
-    daemon = start_daemon(unsaid)
+    daemon = RunThread(unsaid).start()  # what the daemon's sync says on the wire: in-process
     try:
         # Its attempt refused by the plain listener (TLS spoken to it), waited for rather than
         # a fixed 3 s: then nothing may have arrived in clear text.
         refused = lambda: "disconnected due to protocol error" in broker.log()  # noqa: E731
-        assert wait_until(lambda: refused() or clinic.on(f"{BASE}/status") or daemon.poll() is not None)
+        assert wait_until(lambda: refused() or clinic.on(f"{BASE}/status") or not daemon.alive())
         assert not clinic.on(f"{BASE}/status"), "it spoke in clear text"
-        assert daemon.poll() is None
+        assert daemon.alive(), repr(daemon.error)
         assert "plain MQTT" not in dispenser("status", "--config", unsaid).stdout
     finally:
-        assert stop(daemon) == 0
+        assert daemon.stop() is None
         clinic.close()
 
 
