@@ -8,9 +8,11 @@ and per-caregiver rights, and a packet size limit.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import time
@@ -39,16 +41,28 @@ KIB = 1024
 @pytest.fixture(scope="module")
 def accounts(tmp_path_factory, tls_files) -> Path:
     """Two devices and a caregiver for disp-a, added once with broker/dynsec.py as the docs say;
-    the plugin's file they leave is copied into each test's broker."""
-    broker = ShippedBroker(tmp_path_factory.mktemp("accounts"), tls_files)
-    broker.start()
-    try:
-        broker.add_device(A, PASSWORDS[A])
-        broker.add_device(B, PASSWORDS[B])
-        broker.add_caregiver(CARER, PASSWORDS[CARER], A)
-    finally:
-        broker.stop()
-    return broker.dynsec_file
+    the plugin's file they leave is copied into each test's broker.
+
+    Once a run: xdist's workers and the modules that use this fixture share the file, made by
+    the first under a lock in the run's own temporary folder (0.3 s of CPU each time: a broker
+    and a dozen mosquitto_ctrl). It holds accounts and roles only, nothing of a broker's TLS."""
+    base = tmp_path_factory.getbasetemp()
+    run = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # pytest-N/, not older runs'
+    made = run / "shipped-accounts.json"
+    with open(run / "shipped-accounts.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not made.exists():
+            broker = ShippedBroker(tmp_path_factory.mktemp("accounts"), tls_files)
+            broker.start()
+            try:
+                broker.add_device(A, PASSWORDS[A])
+                broker.add_device(B, PASSWORDS[B])
+                broker.add_caregiver(CARER, PASSWORDS[CARER], A)
+            finally:
+                broker.stop()
+            shutil.copyfile(broker.dynsec_file, run / "shipped-accounts.part")
+            os.replace(run / "shipped-accounts.part", made)
+    return made
 
 
 @pytest.fixture

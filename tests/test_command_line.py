@@ -116,6 +116,21 @@ def test_version():
     assert result.stdout.strip() == f"dispenser {dispenser.__version__}"
 
 
+def test_checking_the_hardware_table_loads_no_gpio_library(tmp_path):
+    """Every command checks the config's [hardware] table; only those that drive pins import
+    gpiozero and the LCD drivers (before, `status`, `report`, `log verify`... paid 30 ms for them)."""
+    config = tmp_path / "config.toml"
+    config.write_text(f'[hardware]\nbackend = "pi"\npin_factory = "lgpio"\nlcd = "pcf8574"\n'
+                      f'compartments = 2\nservo_pins = [12, 13]\n[storage]\ndb = "{tmp_path / "d.db"}"\n')
+    code = ("import sys; from dispenser.config import load_config; import dispenser.cli, dispenser.hardware; "
+            f"load_config({str(config)!r}); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('gpiozero', 'adafruit_character_lcd', "
+            "'lgpio', 'RPi', 'board', 'busio')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 # -- selftest on the simulated device ----------------------------------------------------------
 
 

@@ -282,6 +282,9 @@ def test_the_daemon_retains_discovery_that_home_assistant_takes(tmp_path, broker
         removed = f"homeassistant/sensor/{DEVICE}/compartment_2_stock_days/config"
         assert ha.wait_for(lambda: any(t == removed and p == b"" for t, p, _ in ha.messages[seen:]))
         assert ha.wait_for(lambda: json.loads(ha.on(f"{BASE}/status")[-1])["online"])
+        # Every discovery topic sent again (after "online", in one batch): a subscriber that came
+        # in the middle of it would hear the rest live, deletions included, not only what is retained.
+        assert ha.wait_for(lambda: {t for t, _, _ in ha.messages[seen:]} >= set(first))
         again = Clinic(broker, client_id="home-assistant-again").connect("homeassistant/#")
         try:
             assert again.wait_for(lambda: len(configs(again)) == len(live) - 1)

@@ -4,6 +4,11 @@ Each test here failed on the code before it: a payload that crashed the daemon, 
 schedule acknowledged before it was handled and lost with the crash, a retained
 schedule answered at every start, events "sent" to nobody (PUBACK 0x10), a flood that
 kept the button waiting, TLS files that kept the daemon from starting.
+
+What they test is the daemon's MQTT side, so `dispenser run` runs on a thread of this process
+(tests/daemon_thread.py: the same build and loop; an exception that would end the process
+ends the thread, and fails the test); the 64 MB test keeps a real process, for its memory, and
+the half daemon killed mid-answer is one.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from inprocess import dispenser as run_in_process
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from broker import Clinic, free_port
+from daemon_thread import RunThread
 from dispenser.signing import generate_keypair, sign_document
 from dispenser.store import Store
 from dispenser.sync import MqttSettings, Sync, Topics
@@ -58,6 +64,17 @@ def start_daemon(config: Path, clinic: Clinic | None = None) -> subprocess.Popen
     return daemon
 
 
+def start_in_process(config: Path, clinic: Clinic) -> RunThread:
+    """`dispenser run` on a thread here (tests/daemon_thread.py), for what its MQTT side does
+    rather than its process; returns once it has said online since the call."""
+    seen = len(clinic.on(f"{BASE}/status"))
+    daemon = RunThread(config).start()
+    online = clinic.wait_for(lambda: any(json.loads(p).get("online") for p in clinic.on(f"{BASE}/status")[seen:])
+                             or not daemon.alive(), 20)
+    assert online and daemon.alive(), repr(daemon.error) if not daemon.alive() else "the daemon never came online"
+    return daemon
+
+
 def stop(daemon: subprocess.Popen) -> int:
     if daemon.poll() is None:
         daemon.send_signal(signal.SIGTERM)
@@ -79,7 +96,8 @@ def dispenser(*args: object) -> subprocess.CompletedProcess:
 def test_a_version_of_4401_digits_is_refused_and_the_schedule_behind_it_applied(tmp_path, broker):
     private, public = generate_keypair()
     clinic = Clinic(broker).connect(f"{BASE}/#")
-    daemon = start_daemon(write_config(tmp_path, broker, public), clinic)
+    # In-process: an exception that ends the daemon's loop ends its thread, as it ended the process.
+    daemon = start_in_process(write_config(tmp_path, broker, public), clinic)
     try:
         bomb = b'{"version": ' + b"9" * 4401 + b"}"  # past Python's integer-string limit: ValueError
         signed = json.dumps(sign_document(for_device(), private, "clinic-2026"))
@@ -87,9 +105,9 @@ def test_a_version_of_4401_digits_is_refused_and_the_schedule_behind_it_applied(
         assert not clinic.publish(f"{BASE}/schedule/set", signed).is_failure
         got = [(e["type"], e["data"].get("reason")) for e in answer(clinic, 2)]
         assert got == [("schedule.rejected", "invalid_json"), ("schedule.applied", None)]
-        assert daemon.poll() is None
+        assert daemon.alive(), repr(daemon.error)
     finally:
-        assert stop(daemon) == 0, daemon.stderr.read()
+        assert daemon.stop() is None
         clinic.close()
 
 
@@ -121,12 +139,13 @@ def test_a_schedule_received_but_not_yet_answered_when_the_daemon_dies_comes_aga
     finally:
         dying.kill()
         dying.wait()
-    daemon = start_daemon(write_config(tmp_path, broker, public), clinic)  # same client id, same session
+    # The daemon's next start (in-process: what its session brings back is under test)
+    daemon = start_in_process(write_config(tmp_path, broker, public), clinic)  # same client id, same session
     try:
         [applied] = answer(clinic, 1)
         assert (applied["type"], applied["data"]["version"]) == ("schedule.applied", 12)
     finally:
-        assert stop(daemon) == 0
+        assert daemon.stop() is None
         clinic.close()
 
 
@@ -140,13 +159,13 @@ def test_a_retained_schedule_set_is_ignored_at_every_start(tmp_path, broker, pro
     try:
         signed = json.dumps(sign_document(for_device(), private, "clinic-2026"))
         assert not clinic.publish(f"{BASE}/schedule/set", signed, retain=True).is_failure
-        for start in (1, 2):
-            daemon = start_daemon(config, clinic)
+        for start in (1, 2):  # two starts of the daemon, in-process: what its sync subscribes to
+            daemon = start_in_process(config, clinic)
             try:  # a message after the retained one: its answer shows the retained one was passed over
                 assert not clinic.publish(f"{BASE}/schedule/set", b"{not json").is_failure
                 answers = answer(clinic, start)
             finally:
-                assert stop(daemon) == 0
+                assert daemon.stop() is None
             assert [(e["type"], e["data"]["reason"]) for e in answers] == \
                 [("schedule.rejected", "invalid_json")] * start
         db = tmp_path / "d.db"
@@ -332,7 +351,9 @@ def test_a_one_megabyte_schedule_set(tmp_path, broker, protocol):
     """MQTT 5: the device's Maximum Packet Size keeps it at the broker. 3.1.1: refused by its size."""
     _, public = generate_keypair()
     clinic = Clinic(broker).connect(f"{BASE}/#")
-    daemon = start_daemon(write_config(tmp_path, broker, public, f'tls = false\nprotocol = "{protocol}"\n'), clinic)
+    # In-process: the sync's limits are under test (the 64 MB test below keeps the process, for its memory).
+    daemon = start_in_process(write_config(tmp_path, broker, public, f'tls = false\nprotocol = "{protocol}"\n'),
+                              clinic)
     try:
         assert not clinic.publish(f"{BASE}/schedule/set", b"[" * (1024 * 1024)).is_failure
         assert not clinic.publish(f"{BASE}/schedule/set", b"{not json").is_failure
@@ -343,8 +364,9 @@ def test_a_one_megabyte_schedule_set(tmp_path, broker, protocol):
             [too_large, invalid] = answer(clinic, 2)
             assert (too_large["data"]["reason"], invalid["data"]["reason"]) == ("too_large", "invalid_json")
             assert "1048576 bytes" in too_large["data"]["problems"][0]
+        assert daemon.alive(), repr(daemon.error)
     finally:
-        assert stop(daemon) == 0
+        assert daemon.stop() is None
         clinic.close()
 
 
@@ -371,12 +393,12 @@ def test_bad_tls_files_leave_the_daemon_dispensing_offline_and_say_why(tmp_path,
 
     _, public = generate_keypair()
     config = write_config(tmp_path, Nowhere, public, tls)
-    daemon = start_daemon(config)
+    daemon = RunThread(config).start()  # what the daemon does with the files, not its process: in-process
     db = tmp_path / "d.db"
     try:
-        wait_until(lambda: daemon.poll() is not None or (db.exists() and bool(logged(db, "device.fault"))),
+        wait_until(lambda: not daemon.alive() or (db.exists() and bool(logged(db, "device.fault"))),
                    interval=0.05)
-        assert daemon.poll() is None, daemon.stderr.read()
+        assert daemon.alive(), repr(daemon.error)
         [fault] = logged(db, "device.fault")
         assert fault["data"]["component"] == "mqtt"
         assert "cannot use the TLS files" in fault["data"]["error"] and "\n" not in fault["data"]["error"]
@@ -384,7 +406,7 @@ def test_bad_tls_files_leave_the_daemon_dispensing_offline_and_say_why(tmp_path,
         status = dispenser("status", "--config", config)
         assert status.returncode == 0 and "cannot use the TLS files" in status.stdout, status.stdout
     finally:
-        assert stop(daemon) == 0
+        assert daemon.stop() is None
 
 
 def test_plain_mqtt_only_when_the_config_says_so_and_status_tells(tmp_path, broker):
@@ -395,17 +417,17 @@ def test_plain_mqtt_only_when_the_config_says_so_and_status_tells(tmp_path, brok
     assert "plain MQTT, no TLS" in status.stdout, status.stdout + status.stderr
     unsaid = write_config(tmp_path, broker, public, "", name="unsaid.toml")  # TLS to a plain listener
     clinic = Clinic(broker).connect(f"{BASE}/#")
-    daemon = start_daemon(unsaid)
+    daemon = RunThread(unsaid).start()  # what the daemon's sync says on the wire: in-process
     try:
         # Its attempt refused by the plain listener (TLS spoken to it), waited for rather than
         # a fixed 3 s: then nothing may have arrived in clear text.
         refused = lambda: "disconnected due to protocol error" in broker.log()  # noqa: E731
-        assert wait_until(lambda: refused() or clinic.on(f"{BASE}/status") or daemon.poll() is not None)
+        assert wait_until(lambda: refused() or clinic.on(f"{BASE}/status") or not daemon.alive())
         assert not clinic.on(f"{BASE}/status"), "it spoke in clear text"
-        assert daemon.poll() is None
+        assert daemon.alive(), repr(daemon.error)
         assert "plain MQTT" not in dispenser("status", "--config", unsaid).stdout
     finally:
-        assert stop(daemon) == 0
+        assert daemon.stop() is None
         clinic.close()
 
 

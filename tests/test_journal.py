@@ -22,11 +22,6 @@ from waiting import wait_until
 from dispenser.journal import EventLines, configure, under_journal
 
 
-def dispenser(*args, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dispenser", *args], capture_output=True, text=True,
-                          timeout=60, stdin=subprocess.DEVNULL, **kwargs)
-
-
 def wait_for(path, needle: str, proc, timeout: float = 30) -> str:
     deadline = time.monotonic() + timeout
     while needle not in path.read_text():
@@ -132,11 +127,11 @@ def test_the_level_comes_from_the_config(tmp_path):
     config = tmp_path / "config.toml"
     config.write_text(f'[hardware]\nbackend = "sim"\n[storage]\ndb = "{tmp_path / "d.db"}"\n'
                       f'[logging]\nlevel = "warning"\n')
-    result = subprocess.run([sys.executable, "-m", "dispenser", "simulate", "--config", str(config)],
-                            input="quit\n", capture_output=True, text=True, timeout=60)
+    # In this process (tests/inprocess.py): the level's choice is under test, not the process's stderr.
+    result = run_in_process("simulate", "--config", config, input="quit\n")
     assert result.returncode == 0 and result.stderr == "", result.stderr
     config.write_text(config.read_text().replace('"warning"', '"loud"'))
-    bad = dispenser("run", "--config", str(config))
+    bad = run_in_process("run", "--config", config)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "logging.level" in bad.stderr
 
 

@@ -16,23 +16,39 @@ a dose may go out (that is `dispenser.rules`). Input callbacks only `put` an inp
 """
 from __future__ import annotations
 
+import importlib
 import time
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, TypeVar
 
-from gpiozero import Factory
-from gpiozero.pins.mock import MockFactory, MockPWMPin
-
-from .compartments import Compartments, Servo, build_servos
 from .errors import HardwareConfigError, HardwareError, LcdFault, PinFactoryError, ServoFault
-from .inputs import Button, DropSensor, Sensor, drop_sensor, lid_switch
-from .sim_chute import SimulatedChute
-from .lcd_pins import I2CBus
-from .lcd import Lcd, NullLcd, _board_i2c, gpio_lcd, mcp23008_lcd, pcf8574_lcd, sim_lcd
-from .outputs import Buzzer, Led
-from .pins import make_pin_factory
 from ..inputs import Input
 from .settings import HardwareConfig, parse_hardware_config
+
+# The drivers (and gpiozero under them, 25 ms of imports) load when hardware is built, not
+# when the package is imported: every command checks the config's [hardware] table with
+# `settings`, and only `run`, `simulate` and `selftest` drive pins.
+if TYPE_CHECKING:
+    from gpiozero import Factory
+
+    from .compartments import Compartments, Servo
+    from .inputs import Button, DropSensor, Sensor
+    from .lcd import Lcd, NullLcd
+    from .lcd_pins import I2CBus
+    from .outputs import Buzzer, Led
+    from .pins import make_pin_factory
+    from .sim_chute import SimulatedChute
+
+_LAZY = {"Compartments": ".compartments", "Button": ".inputs", "Sensor": ".inputs", "DropSensor": ".inputs",
+         "SimulatedChute": ".sim_chute", "Lcd": ".lcd", "NullLcd": ".lcd", "Buzzer": ".outputs",
+         "Led": ".outputs", "make_pin_factory": ".pins"}
+
+if not TYPE_CHECKING:
+    def __getattr__(name: str) -> Any:
+        """The drivers' names, from their modules when first asked for (PEP 562)."""
+        if name in _LAZY:
+            return getattr(importlib.import_module(_LAZY[name], __name__), name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "Hardware", "build_hardware", "build_sim_hardware", "parse_hardware_config", "HardwareConfig",
@@ -90,6 +106,10 @@ def build_hardware(hw_config: dict | HardwareConfig | None, put: Callable[[Input
     library works, HardwareError when a part cannot be set up (a PCA9685 that does not
     answer). An LCD fault does not stop the build: it shows at `lcd.show()`.
     """
+    from .compartments import Compartments
+    from .inputs import Button, drop_sensor, lid_switch
+    from .outputs import Buzzer, Led
+    from .pins import make_pin_factory
     cfg = hw_config if isinstance(hw_config, HardwareConfig) else parse_hardware_config(hw_config)
     if cfg.backend == "sim":
         return build_sim_hardware(put, cfg.compartments, (cfg.lcd_cols, cfg.lcd_rows), sleep=sleep,
@@ -139,6 +159,7 @@ def build_hardware(hw_config: dict | HardwareConfig | None, put: Callable[[Input
 
 
 def _build_servos(cfg: HardwareConfig, factory: Factory | None, i2c: I2CBus | None) -> Sequence[Servo]:
+    from .compartments import build_servos
     if cfg.servo_driver == "pca9685":
         from .pca9685 import build_pca9685_servos  # imports adafruit_pca9685: only when used
 
@@ -149,6 +170,7 @@ def _build_servos(cfg: HardwareConfig, factory: Factory | None, i2c: I2CBus | No
 
 
 def _open_i2c() -> I2CBus:
+    from .lcd import _board_i2c
     try:
         return _board_i2c()
     except Exception as error:  # Blinka raises RuntimeError, ValueError, OSError, ...
@@ -157,6 +179,7 @@ def _open_i2c() -> I2CBus:
 
 
 def _build_lcd(cfg: HardwareConfig, factory: Factory | None, i2c: I2CBus | None) -> Lcd | NullLcd:
+    from .lcd import NullLcd, gpio_lcd, mcp23008_lcd, pcf8574_lcd
     size = (cfg.lcd_cols, cfg.lcd_rows)
     if cfg.lcd == "pcf8574":
         return pcf8574_lcd(i2c, *size, address=cfg.lcd_address)
@@ -181,6 +204,13 @@ def build_sim_hardware(put: Callable[[Input], None], compartments: int = 8,
     `drive_high()`, opens the lid with `hw.lid.device.pin.drive_high()`, or puts
     inputs itself.
     """
+    from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+    from .compartments import Compartments, build_servos
+    from .inputs import Button, drop_sensor, lid_switch
+    from .lcd import NullLcd, sim_lcd
+    from .outputs import Buzzer, Led
+    from .sim_chute import SimulatedChute
     factory = MockFactory(pin_class=MockPWMPin)
     chute = SimulatedChute(factory.pin(SIM_DROP)) if drop else None
 

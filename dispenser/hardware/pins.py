@@ -6,10 +6,12 @@ load off a Pi), and choosing "mock" needs neither.
 from __future__ import annotations
 
 from collections.abc import Callable
-
-from gpiozero import Factory
+from typing import TYPE_CHECKING
 
 from .errors import PinFactoryError
+
+if TYPE_CHECKING:  # gpiozero itself loads with the factory chosen: the [hardware] checks need none of it
+    from gpiozero import Factory
 
 FACTORIES = ("auto", "lgpio", "rpigpio", "mock")
 
