@@ -29,11 +29,14 @@ HELP = "keys: space/enter = press  h = hold (as needed)  l = lid  j = jam next r
 class Terminal:
     """Draws the simulated device and feeds keys to the daemon."""
 
-    def __init__(self, daemon: Daemon, clock: Clock, speed: float, out: TextIO = sys.stdout,
-                 inp: TextIO = sys.stdin) -> None:
+    def __init__(self, daemon: Daemon, clock: Clock, speed: float, out: TextIO | None = None,
+                 inp: TextIO | None = None) -> None:
+        """`out`, `inp`: the terminal's streams, sys.stdout and sys.stdin as they are now (a default
+        of sys.stdin would be the one of the moment this module was imported)."""
         self.daemon, self.clock, self.speed = daemon, clock, speed
-        self.out, self.inp = out, inp
-        self.interactive = out.isatty() and inp.isatty()
+        self.out = out if out is not None else sys.stdout
+        self.inp = inp if inp is not None else sys.stdin
+        self.interactive = self.out.isatty() and self.inp.isatty()
         self.moves: list[str] = []
         self._last: object = None
         self._done = threading.Event()
