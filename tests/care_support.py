@@ -132,10 +132,14 @@ def hook():
 
 
 def care_toml(path: Path, *, database_url: str, port: int | None = None, notify: list[str] = (),
-              clinic_notify: list[str] = (), extra_patient: str = "", extra: str = "") -> Path:
+              clinic_notify: list[str] = (), extra_patient: str = "", extra: str = "",
+              account: tuple[str, str] | None = None) -> Path:
+    """`account`: the broker account (name, password) the care service logs in with."""
     text = ""
     if port is not None:
         text += f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\ntls = false\n'
+        if account is not None:
+            text += f'username = "{account[0]}"\npassword = "{account[1]}"\n'
     text += f'[database]\nurl = "{database_url}"\n[web]\npublic_url = "https://care.example.org"\n'
     text += f'listen = "127.0.0.1:{free_port()}"\n'   # care serve starts the web view there
     text += extra

@@ -16,7 +16,7 @@ from dispenser.care.config import load_care_config
 from dispenser.care.database import Database
 from dispenser.care.serve import CareService
 from inprocess import dispenser as run_in_process
-from ports import free_port
+from care_support import care_toml
 from support import DEMO
 from waiting import HANG, wait_until
 
@@ -37,12 +37,8 @@ def shipped(tmp_path, tls_files):
 
 
 def test_the_care_service_subscribes_and_ingests_as_the_clinic_account(tmp_path, shipped):
-    care = tmp_path / "care.toml"
-    care.write_text(f'[mqtt]\nhost = "127.0.0.1"\nport = {shipped.local_port}\ntls = false\n'
-                    f'username = "clinic"\npassword = "{ShippedBroker.CLINIC_PASSWORD}"\n'
-                    f'[database]\nurl = "sqlite:///{tmp_path / "care.db"}"\n'
-                    f'[web]\nlisten = "127.0.0.1:{free_port()}"\n'
-                    f'[[patient]]\ndevice = "{DEVICE}"\nname = "Sam"\n')
+    care = care_toml(tmp_path / "care.toml", database_url=f"sqlite:///{tmp_path / 'care.db'}",
+                     port=shipped.local_port, account=("clinic", ShippedBroker.CLINIC_PASSWORD))
     service = CareService(load_care_config(str(care)), workers=2, timer=False)
     service.start()
     try:

@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 
 from broker import Clinic, ShippedBroker, make_client_cert
-from care_support import chained, taken
+from care_support import care_toml, chained, taken
 from dispenser.care.config import load_care_config
 from dispenser.care.database import Database
 from dispenser.care.serve import CareService
-from ports import free_port
 from waiting import HANG, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,12 +90,8 @@ def test_the_template_grants_the_care_role_what_add_care_grants():
 
 
 def test_the_care_account_ingests_events_and_status_through_its_subscriptions(tmp_path, shipped, tls_files, clients):
-    care = tmp_path / "care.toml"
-    care.write_text(f'[mqtt]\nhost = "127.0.0.1"\nport = {shipped.local_port}\ntls = false\n'
-                    f'username = "care"\npassword = "{CARE_PASSWORD}"\n'
-                    f'[database]\nurl = "sqlite:///{tmp_path / "care.db"}"\n'
-                    f'[web]\nlisten = "127.0.0.1:{free_port()}"\n'
-                    f'[[patient]]\ndevice = "{DEVICE}"\nname = "Sam"\n')
+    care = care_toml(tmp_path / "care.toml", database_url=f"sqlite:///{tmp_path / 'care.db'}",
+                     port=shipped.local_port, account=("care", CARE_PASSWORD))
     service = CareService(load_care_config(str(care)), workers=2, timer=False)
     service.start()
     try:
