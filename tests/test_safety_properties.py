@@ -41,8 +41,11 @@ def medications(draw):
     return meds
 
 
-actions = st.lists(st.tuples(st.integers(0, 300), st.sampled_from(["press", "press", "press", "hold", "cut",
-                                                                    "refill", "wait"])),
+# Steps of minutes as often as of hours, and the button pressed again and again: presses or
+# holds close together inside one window or one as-needed period are what a second release
+# or a limit off by one needs to show.
+actions = st.lists(st.tuples(st.one_of(st.integers(0, 30), st.integers(0, 300)),
+                             st.sampled_from(["press", "press", "press", "mash", "hold", "hold", "cut", "refill", "wait"])),
                    min_size=5, max_size=40)
 
 
@@ -61,6 +64,9 @@ def test_nothing_early_nothing_twice_limits_hold_every_dose_ends_once(meds, zone
         rig.engine.tick(rig.now)
         if action == "press":
             rig.engine.press(rig.now)
+        elif action == "mash":  # the button pressed again and again: release, confirm, then nothing
+            for _ in range(3):
+                rig.engine.press(rig.now)
         elif action == "hold":
             rig.engine.hold(rig.now)
         elif action == "refill":
