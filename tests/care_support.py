@@ -86,6 +86,13 @@ def payload(event: dict) -> bytes:
     return json.dumps(event).encode()
 
 
+def ingest_events(conn, config, events: list[dict], heard: datetime) -> list[str]:
+    """Each event as the care service hears it on its device's events topic; the verdicts."""
+    from dispenser.care.ingest import Ingest
+    ingest = Ingest(conn, config)
+    return [ingest.handle(f"pilldispenser/{event['device_id']}/events", payload(event), heard) for event in events]
+
+
 class Hook:
     """A local HTTP endpoint for apprise's json:// : every POST body kept, in order."""
 

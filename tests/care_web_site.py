@@ -4,7 +4,6 @@ port. The events are placed relative to the real clock, because `dispenser repor
 numbers the page must equal) reads the wall clock."""
 from __future__ import annotations
 
-import json
 import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -13,10 +12,10 @@ from typing import TYPE_CHECKING
 
 from dispenser.care.config import CareConfig, load_care_config
 from dispenser.care.database import Database
-from dispenser.care.ingest import Ingest
 from dispenser.events import Draft
 from dispenser.store import Store
 from dispenser.timeutil import format_utc
+from care_support import ingest_events
 from ports import free_port
 from inprocess import dispenser as run_in_process
 
@@ -142,10 +141,7 @@ def build_site(tmp_path: Path, now: datetime) -> Site:
     config = load_care_config(str(config_path))
     database = Database(database_url)
     with database.connect() as conn:
-        ingest = Ingest(conn, config)
-        for device, events in (("disp-0001", sam), ("disp-0002", alex)):
-            for event in events:
-                assert ingest.handle(f"pilldispenser/{device}/events", json.dumps(event).encode(), now) == "stored"
+        assert set(ingest_events(conn, config, sam + alex, now)) == {"stored"}
         add_user(conn, STAFF, PASSWORD, now)
     server = web_server(config, database, port)
     server.start()

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from care_support import AT0, care_toml, chained, payload, taken
+from care_support import AT0, care_toml, chained, ingest_events, taken
 from inprocess import dispenser as run_in_process
 from dispenser.care.database import Database
 from dispenser.care.config import load_care_config
-from dispenser.care.ingest import Ingest
 from dispenser.events import Draft
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,9 +90,7 @@ def test_status_lists_devices_and_open_alerts_and_ack_closes_one(config_path):
     raised = chained("disp-0001", taken(2) + [Draft(
         "alert.raised", {"alert_id": "a-1", "kind": "dose_missed", "severity": "warning", "message": "m", "events": []})])
     with Database(config.database_url).connect() as conn:
-        ingest = Ingest(conn, config)
-        for event in raised:
-            ingest.handle("pilldispenser/disp-0001/events", payload(event), AT0)
+        ingest_events(conn, config, raised, AT0)
     text = dispenser("care", "status", "--config", config_path)
     assert text.returncode == 0, text.stderr
     assert "disp-0001 (Sam): heard 2026-11-24T14:00:00.000Z; last event seq 3 alert.raised" in text.stdout

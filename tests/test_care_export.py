@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from care_support import care_toml, database_url, postgres_cluster  # noqa: F401 - fixtures
+from care_support import care_toml, database_url, ingest_events, postgres_cluster  # noqa: F401 - fixtures
 from inprocess import dispenser as run_in_process
 from dispenser.care.config import load_care_config
 from dispenser.care.database import Database
-from dispenser.care.ingest import Ingest
 from dispenser.fhir_out import MEDICATION_SYSTEM
 from support import DEMO
 from fhir_models import fhir_model
@@ -49,9 +48,7 @@ def filled(tmp_path: Path, database_url: str) -> tuple[Path, Path, list[dict]]:
     care = care_toml(tmp_path / "care.toml", database_url=database_url)
     config = load_care_config(str(care))
     with Database(database_url).connect() as conn:
-        ingest = Ingest(conn, config)
-        for event in events:
-            ingest.handle(f"pilldispenser/{DEVICE}/events", json.dumps(event).encode(), NOW)
+        ingest_events(conn, config, events, NOW)
     return care, device, events
 
 

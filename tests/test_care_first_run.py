@@ -4,10 +4,9 @@ under /var/lib); acknowledging an alert someone already acknowledged says who di
 that nothing changed."""
 from __future__ import annotations
 
-from care_support import AT0, care_toml, chained, payload, taken
+from care_support import AT0, care_toml, chained, ingest_events, taken
 from dispenser.care.config import load_care_config
 from dispenser.care.database import Database
-from dispenser.care.ingest import Ingest
 from dispenser.events import Draft
 from test_care_cli import dispenser, one_line_error
 
@@ -29,9 +28,7 @@ def test_acknowledging_again_names_the_first_acknowledgement_and_changes_nothing
     raised = chained("disp-0001", taken(1) + [Draft(
         "alert.raised", {"alert_id": "a-1", "kind": "dose_missed", "severity": "warning", "message": "m", "events": []})])
     with Database(config.database_url).connect() as conn:
-        ingest = Ingest(conn, config)
-        for event in raised:
-            assert ingest.handle("pilldispenser/disp-0001/events", payload(event), AT0) == "stored"
+        assert set(ingest_events(conn, config, raised, AT0)) == {"stored"}
     first = dispenser("care", "ack", "a-1", "--by", "Alex", "--config", path)
     assert first.returncode == 0 and "a-1: acknowledged by Alex at " in first.stdout
     assert "its escalation has stopped" in first.stdout

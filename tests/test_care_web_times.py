@@ -3,7 +3,6 @@ on the patient's page, and the page says which zone; counts read "1 check-in", "
 never "check-in(s)" (nor "1 minutes" in a message: test_care_messages_words.py)."""
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -11,10 +10,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from care_support import chained, quick_password_hashes  # noqa: F401 - fixture
+from care_support import chained, ingest_events, quick_password_hashes  # noqa: F401 - fixture
 from dispenser.care.config import parse_care_config
 from dispenser.care.database import Database
-from dispenser.care.ingest import Ingest
 from dispenser.care.web import times
 from care_web_site import add_user, web_server
 from dispenser.events import Draft
@@ -47,10 +45,8 @@ def site(tmp_path_factory, quick_password_hashes):
     database = Database(config.database_url)
     with database.connect() as conn:
         add_user(conn, STAFF, PASSWORD, NOW)
-        ingest = Ingest(conn, config)
         for device, checkins in (("disp-0001", 1), ("disp-0002", 2)):
-            for event in chained(device, drafts(checkins), at=LOGGED):
-                assert ingest.handle(f"pilldispenser/{device}/events", json.dumps(event).encode(), HEARD) == "stored"
+            assert set(ingest_events(conn, config, chained(device, drafts(checkins), at=LOGGED), HEARD)) == {"stored"}
     server = web_server(config, database, port, now=lambda: NOW)
     server.start()
     assert server.wait_ready(60)
